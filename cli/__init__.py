@@ -1,0 +1,1 @@
+"""segdl's command line: a thin typer layer over :mod:`segdl.engine`."""

@@ -1,0 +1,94 @@
+"""Turning engine snapshots and results into rich output.  The engine never
+imports this."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from segdl.engine.progress import Snapshot
+from segdl.engine.results import Results
+
+
+class LiveView:
+    """A rich live view: one row per active file plus the job total."""
+
+    MAX_ROWS = 12
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        cols = (
+            TextColumn("{task.description}", table_column=None),
+            BarColumn(bar_width=None),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.files = Progress(*cols, console=console, expand=True)
+        self.total = Progress(*cols, console=console, expand=True)
+        self.total_task = self.total.add_task("total", total=None)
+        self.tasks: dict[int, TaskID] = {}
+        self.live = Live(Group(self.total, self.files), console=console, refresh_per_second=8, transient=False)
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.__exit__(*exc)
+
+    def update(self, snap: Snapshot) -> None:
+        size = sum(f.size or 0 for f in snap.files)
+        self.total.update(
+            self.total_task,
+            description=f"total [{snap.finished}/{snap.total_files} files]",
+            completed=snap.done,
+            total=size or None,
+        )
+        active = [f for f in snap.files if f.state in ("downloading", "verifying")]
+        shown = {f.id for f in active[: self.MAX_ROWS]}
+        for fid in list(self.tasks):
+            if fid not in shown:
+                self.files.remove_task(self.tasks.pop(fid))
+        for f in active[: self.MAX_ROWS]:
+            name = f.path.rsplit("/", 1)[-1]
+            label = f"{name[:40]}" + (" (verifying)" if f.state == "verifying" else "")
+            if f.id not in self.tasks:
+                self.tasks[f.id] = self.files.add_task(label, total=f.size)
+            self.files.update(self.tasks[f.id], description=label, completed=f.done, total=f.size)
+
+
+def summary_table(results: Results) -> Table:
+    t = Table(title=None, show_lines=False)
+    for col in ("status", "path", "size", "seconds", "detail"):
+        t.add_column(col, overflow="fold")
+    colours = {"done": "green", "skipped": "cyan", "failed": "red", "hash_mismatch": "magenta"}
+    for r in results:
+        t.add_row(
+            f"[{colours.get(r.status, 'white')}]{r.status}[/]",
+            r.path,
+            "" if r.size is None else f"{r.size:,}",
+            f"{r.seconds:.1f}",
+            r.error or (f"blake3 {r.blake3[:16]}…" if r.blake3 else ""),
+        )
+    return t
+
+
+def print_json_lines(results: Results, out: TextIO = sys.stdout) -> None:
+    for r in results:
+        out.write(json.dumps(r.as_dict(), sort_keys=True) + "\n")
+    out.flush()

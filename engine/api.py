@@ -1,0 +1,71 @@
+"""The Python API: a few calls, the CLI is a thin layer over them.
+
+    from segdl.engine import download, Request, Settings
+    results = download([Request(url)], Settings(dest=Path("models")))
+    for r in results.errors: print(r.path, r.error)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .coordinator import Coordinator
+from .journal import Journal
+from .progress import Snapshot
+from .request import Request, Settings
+from .results import FileResult, Results
+
+
+def download(
+    requests: Iterable[Request | str],
+    settings: Settings | None = None,
+    *,
+    collection: str | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> Results:
+    """Download every request; one file's failure never stops the others.
+
+    Returns one :class:`FileResult` per request, in order.  Raises only for
+    job-wide trouble (an unusable journal, a crashed worker).
+    """
+    settings = settings or Settings()
+    settings = replace(settings, dest=Path(os.path.abspath(settings.dest)))
+    reqs = [Request(r) if isinstance(r, str) else r for r in requests]
+    journal = Journal(settings.journal)
+    try:
+        return Coordinator(settings, journal, on_progress=on_progress, on_message=on_message).run(
+            reqs, collection=collection
+        )
+    finally:
+        journal.close()
+
+
+def unfinished(journal_path: Path | None = None) -> list[tuple[Path, list[Request], dict]]:
+    """Jobs in the journal with files not yet done: (dest, requests, settings)."""
+    journal = Journal(journal_path)
+    try:
+        out = []
+        seen: set[tuple[str, str]] = set()
+        for job in journal.unfinished_jobs():
+            reqs = []
+            for f in journal.files(job["id"]):
+                if f["state"] in ("done", "skipped"):
+                    continue
+                key = (f["url"], f["path"])
+                if key in seen:
+                    continue
+                seen.add(key)
+                rel = str(Path(f["path"]).relative_to(job["dest"])) if Path(f["path"]).is_relative_to(job["dest"]) else None
+                reqs.append(Request(f["url"], rel, f["expected_blake3"], f["expected_sha256"]))
+            if reqs:
+                out.append((Path(job["dest"]), reqs, job["spec"].get("settings", {})))
+        return out
+    finally:
+        journal.close()
+
+
+__all__ = ["download", "unfinished", "FileResult", "Request", "Results", "Settings"]

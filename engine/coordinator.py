@@ -1,0 +1,602 @@
+"""The coordinator: turns requests into planned files, hands segments to
+worker processes, is the only writer of the journal, verifies and renames.
+
+Its loop: probe a few files ahead (in a thread), activate them (journal row
+first, then the preallocated part file), ask the :class:`Scheduler` for
+actions and send them to workers, apply the workers' events, commit durable
+progress, verify finished files (in a thread), emit progress snapshots.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import multiprocess
+
+from . import storage
+from .errors import (
+    DownloadError,
+    ExistsError,
+    HashMismatchError,
+    RangeIgnoredError,
+    RemoteChangedError,
+    SegdlError,
+    UsageError,
+)
+from .http import RemoteInfo
+from .journal import Journal
+from .messages import (
+    Cancel,
+    Durable,
+    Fetch,
+    Finished,
+    Release,
+    Shrink,
+    Shrunk,
+    Stop,
+    WorkerCrashed,
+    Written,
+)
+from .naming import choose_name, inside, part_path
+from .progress import FileProgress, Snapshot
+from .ranges import plan_segments, MiB
+from .request import Request, Settings
+from .results import FileResult, Results
+from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler
+from .verify import Digests, digest_file, same_digest
+from .worker import WorkerSettings, run_worker
+
+PROBE_AHEAD = 16
+
+
+@dataclass(slots=True)
+class FileRun:
+    """A file being worked on in this run."""
+
+    index: int
+    request: Request
+    id: int = 0
+    final: Path | None = None
+    part: Path | None = None
+    remote: RemoteInfo | None = None
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    plain: bool = False  # forced to one plain stream (server ignores Range)
+    fresh: bool = False  # do not resume: start over
+    received: int = 0  # bytes taken off the wire in this run
+    snap: int = 0  # ``received`` at the last snapshot
+    done: int = 0  # bytes on disk (estimate, includes earlier runs)
+    seen: dict[int, int] = field(default_factory=dict)
+    speed: float = 0.0
+    state: str = "queued"
+    draining: set[int] = field(default_factory=set)
+    restart_reason: SegdlError | None = None
+
+
+class Coordinator:
+    def __init__(
+        self,
+        settings: Settings,
+        journal: Journal,
+        *,
+        on_progress: Callable[[Snapshot], None] | None = None,
+        on_message: Callable[[str], None] | None = None,
+    ) -> None:
+        self.s = settings
+        self.journal = journal
+        self.on_progress = on_progress
+        self.on_message = on_message or (lambda m: None)
+        self.ctx = multiprocess.get_context("fork")
+
+    # ------------------------------------------------------------ public
+
+    def run(self, requests: list[Request], *, collection: str | None = None) -> Results:
+        s = self.s
+        self.results: list[FileResult | None] = [None] * len(requests)
+        self.runs: dict[int, FileRun] = {}  # file id -> run
+        self.targets: set[Path] = set()
+        self.queue: deque[FileRun] = deque(FileRun(i, r) for i, r in enumerate(requests))
+        total = max(1, min(s.max_connections, s.connections * max(1, min(s.concurrent_files, len(requests)))))
+        workers = max(1, min(s.workers, total))
+        self.slots = math.ceil(total / workers)
+        self.buffer_size = int(min(8 * MiB, max(256 * 1024, s.buffer_budget // total)))
+        self.options = replace(s.transfer, buffer_size=self.buffer_size)
+        self.sched = Scheduler(workers, self.slots, min_split=s.min_split, retry=s.retry)
+        self.job = self.journal.create_job(
+            s.dest,
+            {
+                "requests": [
+                    {"url": r.url, "path": r.path, "blake3": r.blake3, "sha256": r.sha256,
+                     "mirrors": list(r.mirrors)}
+                    for r in requests
+                ],
+                "settings": {"connections": s.connections, "workers": s.workers,
+                             "concurrent_files": s.concurrent_files, "max_connections": s.max_connections},
+            },
+            collection,
+        )
+        self.started = time.monotonic()
+        self.events = self.ctx.Queue()
+        self.orders = [self.ctx.Queue() for _ in range(workers)]
+        wsettings = WorkerSettings(s.checkpoint_bytes, s.checkpoint_seconds)
+        self.procs = [
+            self.ctx.Process(target=run_worker, args=(i, self.orders[i], self.events, wsettings, os.getpid()),
+                             name=f"segdl-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for p in self.procs:
+            p.start()
+        self.prober = ThreadPoolExecutor(1, thread_name_prefix="segdl-probe")
+        self.verifier = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
+        self.probing: Future | None = None
+        self.probing_runs: list[FileRun] = []
+        self.verifying: dict[int, Future] = {}
+        self.pending_done: dict[int, int] = {}
+        self.last_snapshot = 0.0
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        self.journal.finish_job(self.job)
+        return Results(r for r in self.results if r is not None)
+
+    # ------------------------------------------------------------ loop
+
+    def _loop(self) -> None:
+        while True:
+            self._start_probes()
+            self._collect_probes()
+            self._collect_verifications()
+            self._dispatch(self.sched.plan(time.monotonic()))
+            if self._finished():
+                break
+            self._drain_events()
+            self._snapshot()
+        self._snapshot(force=True)
+
+    def _finished(self) -> bool:
+        return (
+            not self.queue and self.probing is None and not self.verifying
+            and all(r.state in ("done", "skipped", "failed", "hash_mismatch") for r in self.runs.values())
+        )
+
+    def _active_count(self) -> int:
+        return sum(1 for r in self.runs.values() if r.state in ("downloading", "verifying")) + len(self.probing_runs)
+
+    # ------------------------------------------------------------ probe
+
+    def _start_probes(self) -> None:
+        if self.probing is not None or not self.queue:
+            return
+        room = self.s.concurrent_files - self._active_count()
+        if room <= 0:
+            return
+        batch: list[FileRun] = []
+        while self.queue and len(batch) < min(PROBE_AHEAD, max(room, 1)):
+            run = self.queue.popleft()
+            if run.request.path is not None and not run.fresh and self._precheck(run):
+                continue  # settled without the network
+            batch.append(run)
+        if not batch:
+            return
+        from .transport import probe_many
+
+        urls = [r.request.url for r in batch]
+        opts = self.options
+        self.probing_runs = batch
+        self.probing = self.prober.submit(probe_many, urls, opts)
+
+    def _collect_probes(self) -> None:
+        if self.probing is None or not self.probing.done():
+            return
+        try:
+            found = self.probing.result()
+        except Exception as e:  # a bug, not a remote problem: report per file
+            found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.probing_runs}
+        batch, self.probing, self.probing_runs = self.probing_runs, None, []
+        for run in batch:
+            got = found.get(run.request.url) or DownloadError("no probe result")
+            if isinstance(got, SegdlError):
+                self._settle(run, FileResult.failed(run.request.url, self._shown(run), got))
+            else:
+                try:
+                    self._activate(run, got)
+                except SegdlError as e:
+                    self._settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+
+    def _shown(self, run: FileRun) -> str:
+        if run.final is not None:
+            return str(run.final)
+        return run.request.path or run.request.url
+
+    # ------------------------------------------------------------ activation
+
+    def _target(self, run: FileRun, remote: RemoteInfo | None) -> Path:
+        req = run.request
+        rel = req.path or choose_name(req.url, remote.filename if remote else None, None)
+        return inside(self.s.dest, rel)
+
+    def _precheck(self, run: FileRun) -> bool:
+        """Settle a file whose path is known before probing, if the disk and
+        journal already say enough.  True when settled."""
+        try:
+            final = self._target(run, None)
+        except SegdlError as e:
+            self._settle(run, FileResult.failed(run.request.url, run.request.path or "", e))
+            return True
+        if not final.exists():
+            return False
+        run.final = final
+        try:
+            return self._existing(run, final, None)
+        except SegdlError as e:
+            self._settle(run, FileResult.failed(run.request.url, str(final), e))
+            return True
+
+    def _existing(self, run: FileRun, final: Path, remote: RemoteInfo | None) -> bool:
+        """The final file exists: skip it, or refuse to overwrite it."""
+        req = run.request
+        if self.s.force:
+            return False
+        row = self.journal.file_by_path(final)
+        st = final.stat()
+        if row and row["state"] in ("done", "skipped") and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
+            if same_digest(req.blake3, row["blake3"]) and (req.sha256 is None or same_digest(req.sha256, row["sha256"])):
+                self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, row["blake3"], row["sha256"]))
+                return True
+        if req.blake3 or req.sha256 or (row and row["blake3"] and row["size"] == st.st_size):
+            d = digest_file(final, sha256=bool(req.sha256))
+            want_b3 = req.blake3 or (None if req.sha256 else (row or {}).get("blake3"))
+            if same_digest(want_b3, d.blake3) and same_digest(req.sha256, d.sha256):
+                self._remember_done(run, final, d, st.st_size)
+                self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, d.blake3, d.sha256))
+                return True
+        raise ExistsError(f"{final} exists and differs from the download; use --force to overwrite it")
+
+    def _remember_done(self, run: FileRun, final: Path, d: Digests, size: int) -> None:
+        self.journal.put_file(self.job, run.request.url, final, state="skipped", size=size,
+                              blake3=d.blake3, sha256=d.sha256, mtime=final.stat().st_mtime, error=None)
+
+    def _activate(self, run: FileRun, remote: RemoteInfo) -> None:
+        req = run.request
+        if run.plain and remote.ranged:
+            remote = replace(remote, ranged=False)
+        if req.size is not None and remote.size is not None and req.size != remote.size:
+            raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
+        final = self._target(run, remote)
+        if final in self.targets and run.final != final:
+            raise UsageError(f"two downloads in this job would write {final}")
+        self.targets.add(final)
+        run.final, run.part, run.remote = final, part_path(final), remote
+        if final.exists() and self._existing(run, final, remote):
+            return
+        row = self.journal.file_by_path(final)
+        facts = dict(final_url=remote.final_url, size=remote.size, ranged=int(remote.ranged),
+                     etag=remote.etag, last_modified=remote.last_modified,
+                     expected_blake3=req.blake3, expected_sha256=req.sha256,
+                     state="downloading", error=None, exit_code=None)
+        resume = self._resumable(run, row, remote)
+        fid = self.journal.put_file(self.job, req.url, final, **(facts if resume else {"state": "queued"}))
+        run.id = fid
+        if resume:
+            segments = self.journal.segments(fid)
+            storage.prepare(run.part, remote.size, keep=True)
+        else:
+            if row and row["state"] not in ("done", "skipped") and self.journal.segments(row["id"]):
+                why = run.restart_reason or self._why_restart(row, remote)
+                if why:
+                    self.on_message(f"{final.name}: {why}; restarting from zero")
+            plan = (
+                [(r.start, r.end) for r in plan_segments(remote.size, self.s.connections, self.s.min_segment)]
+                if remote.ranged and remote.size is not None
+                else ([(0, remote.size)] if remote.size != 0 else [])
+            )
+            self.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
+            segments = self.journal.segments(fid)
+            storage.prepare(run.part, remote.size, keep=False)  # ... then the bytes' home
+        run.state = "downloading"
+        run.started = time.monotonic()
+        self.runs[fid] = run
+        self.sched.add_file(fid, ranged=remote.ranged, max_connections=self.s.connections)
+        for seg in segments:
+            self.sched.add_segment(fid, seg["id"], seg["start"], seg["end"], seg["done"])
+            run.seen[seg["id"]] = seg["start"] + seg["done"]
+        run.done = sum(seg["done"] for seg in segments)
+        if self.sched.file_done(fid):
+            self._complete(fid)
+
+    def _resumable(self, run: FileRun, row: dict | None, remote: RemoteInfo) -> bool:
+        if run.fresh or row is None or not remote.ranged or remote.size is None:
+            return False
+        if row["state"] in ("done", "skipped", "hash_mismatch", "queued"):
+            return False
+        if self._why_restart(row, remote):
+            return False
+        if storage.file_size(run.part) != remote.size:
+            return False
+        return bool(self.journal.segments(row["id"])) or remote.size == 0
+
+    @staticmethod
+    def _why_restart(row: dict, remote: RemoteInfo) -> str | None:
+        if row["size"] != remote.size:
+            return f"the remote size changed ({row['size']} -> {remote.size})"
+        if row["etag"] and remote.etag and row["etag"] != remote.etag:
+            return f"the remote ETag changed ({row['etag']} -> {remote.etag})"
+        if row["last_modified"] and remote.last_modified and row["last_modified"] != remote.last_modified:
+            return "the remote Last-Modified changed"
+        if not row["ranged"]:
+            return "the server does not support ranges, so a partial download cannot continue"
+        return None
+
+    # ------------------------------------------------------------ actions
+
+    def _dispatch(self, actions) -> None:
+        for a in actions:
+            if isinstance(a, Assign):
+                seg = self.sched.segments[a.segment]
+                run = self.runs[seg.file]
+                remote = run.remote
+                self.orders[a.worker].put(
+                    Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
+                          remote.expect(), self._options_for(run), redirected=remote.redirected)
+                )
+            elif isinstance(a, RequestSplit):
+                self.orders[a.worker].put(Shrink(a.segment, a.at))
+            elif isinstance(a, CancelSegment):
+                self.orders[a.worker].put(Cancel(a.segment))
+            elif isinstance(a, FileComplete):
+                self._complete(a.file)
+            elif isinstance(a, FileFailed):
+                self._fail(a.file, a.error)
+
+    def _options_for(self, run: FileRun):
+        if run.request.headers:
+            return replace(self.options, headers=self.options.headers + tuple(run.request.headers))
+        return self.options
+
+    # ------------------------------------------------------------ events
+
+    def _drain_events(self) -> None:
+        timeout = 0.05
+        wake = self.sched.next_wakeup()
+        if wake is not None:
+            timeout = max(0.0, min(timeout, wake - time.monotonic()))
+        try:
+            ev = self.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        batch = [ev]
+        while len(batch) < 1000:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        splits: list[tuple] = []
+        finished: list[Finished] = []
+        for ev in batch:
+            if isinstance(ev, Written):
+                for seg, pos in ev.positions.items():
+                    self.sched.on_written(seg, pos)
+                    self._saw(seg, pos)
+            elif isinstance(ev, Durable):
+                for seg, pos in ev.positions.items():
+                    self._durable(seg, pos)
+            elif isinstance(ev, Shrunk):
+                tail = self.sched.on_shrunk(ev.segment, ev.end)
+                if tail is not None:
+                    splits.append((ev.segment, ev.end, tail[0], tail[1]))
+            elif isinstance(ev, Finished):
+                self._saw(ev.segment, ev.position)
+                self._durable(ev.segment, ev.position)
+                finished.append(ev)
+            elif isinstance(ev, WorkerCrashed):
+                raise SegdlError(f"worker {ev.worker} crashed: {ev.message}")
+        # Durable progress and splits reach the journal before anything
+        # that depends on them (new tail segments, file completion).
+        self._commit(splits)
+        for ev in finished:
+            self._finished_segment(ev)
+
+    def _durable(self, seg: int, pos: int) -> None:
+        st = self.sched.segments.get(seg)
+        if st is None:
+            return
+        self.sched.on_durable(seg, pos)
+        self.pending_done[seg] = max(self.pending_done.get(seg, 0), st.position - st.start)
+
+    def _saw(self, seg: int, pos: int) -> None:
+        st = self.sched.segments.get(seg)
+        if st is None:
+            return
+        run = self.runs.get(st.file)
+        if run is None:
+            return
+        before = run.seen.get(seg, pos)
+        if pos > before:
+            run.received += pos - before
+            run.done += pos - before
+            run.seen[seg] = pos
+
+    def _commit(self, splits: list[tuple]) -> None:
+        if not self.pending_done and not splits:
+            return
+        tails = self.journal.record(self.pending_done, splits)
+        self.pending_done = {}
+        for seg, new_end, t_start, t_end in splits:
+            fid = self.sched.segments[seg].file
+            self.sched.add_segment(fid, tails[seg], t_start, t_end, 0)
+            self.runs[fid].seen[tails[seg]] = t_start
+
+    def _finished_segment(self, ev: Finished) -> None:
+        st = self.sched.segments.get(ev.segment)
+        if st is None:  # a segment of a file that was dropped (restart)
+            for run in self.runs.values():
+                run.draining.discard(ev.segment)
+            self._restart_drained()
+            return
+        run = self.runs[st.file]
+        if ev.outcome == "error" and isinstance(ev.error, (RemoteChangedError, RangeIgnoredError)):
+            self._free_slot_and_restart(run, ev)
+            return
+        if ev.outcome == "done" and st.end is None and ev.total is not None:
+            self.journal.update_file(run.id, size=ev.total)
+            run.remote = replace(run.remote, size=ev.total)
+        if ev.outcome != "done" and not run.remote.ranged:
+            run.done -= ev.position  # a plain stream starts over
+            run.seen[ev.segment] = 0
+        self._dispatch(self.sched.on_finished(ev.segment, ev.position, ev.outcome, ev.error,
+                                              time.monotonic(), total=ev.total))
+
+    def _free_slot_and_restart(self, run: FileRun, ev: Finished) -> None:
+        self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
+        run.restarts += 1
+        if run.restarts > self.s.restart_limit:
+            self._dispatch(self.sched._fail_file(self.sched.files[run.id], ev.error))
+            return
+        if isinstance(ev.error, RangeIgnoredError):
+            run.plain = True
+        run.restart_reason = ev.error
+        cancels = self.sched.remove_file(run.id)
+        self._dispatch(cancels)
+        run.draining = {c.segment for c in cancels}
+        run.state = "restarting"
+        self._restart_drained()
+
+    def _restart_drained(self) -> None:
+        for fid, run in list(self.runs.items()):
+            if run.state == "restarting" and not run.draining:
+                del self.runs[fid]
+                self._release(fid)
+                self.targets.discard(run.final)
+                self.queue.appendleft(
+                    FileRun(run.index, run.request, restarts=run.restarts, plain=run.plain, fresh=True,
+                            restart_reason=run.restart_reason)
+                )
+
+    # ------------------------------------------------------------ file ends
+
+    def _release(self, fid: int) -> None:
+        for q in self.orders:
+            q.put(Release(fid))
+
+    def _complete(self, fid: int) -> None:
+        run = self.runs[fid]
+        self._release(fid)
+        run.state = "verifying"
+        self.journal.update_file(fid, state="verifying")
+        want_sha = bool(run.request.sha256)
+        self.verifying[fid] = self.verifier.submit(digest_file, run.part, sha256=want_sha)
+
+    def _collect_verifications(self) -> None:
+        for fid, fut in list(self.verifying.items()):
+            if not fut.done():
+                continue
+            del self.verifying[fid]
+            run = self.runs[fid]
+            req = run.request
+            try:
+                d: Digests = fut.result()
+            except SegdlError as e:
+                self._fail(fid, e)
+                continue
+            if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)):
+                want = f"blake3 {req.blake3}" if req.blake3 and not same_digest(req.blake3, d.blake3) else f"sha256 {req.sha256}"
+                got = d.blake3 if want.startswith("blake3") else d.sha256
+                err = HashMismatchError(
+                    f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"
+                )
+                self.journal.update_file(fid, state="hash_mismatch", blake3=d.blake3, sha256=d.sha256,
+                                         error=err.message, exit_code=err.exit_code)
+                self._end(run, "hash_mismatch", err, d)
+                continue
+            size = run.remote.size
+            try:
+                self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256)
+                storage.finalize(run.part, run.final, size=size)
+            except SegdlError as e:
+                self._fail(fid, e)
+                continue
+            self.journal.update_file(fid, state="done", mtime=run.final.stat().st_mtime,
+                                     size=run.final.stat().st_size)
+            self._end(run, "done", None, d)
+
+    def _fail(self, fid: int, error: SegdlError) -> None:
+        run = self.runs[fid]
+        if run.state in ("failed", "hash_mismatch", "done"):
+            return
+        self._release(fid)
+        self.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
+        self._end(run, error.status, error, None)
+
+    def _end(self, run: FileRun, status: str, error: SegdlError | None, d: Digests | None) -> None:
+        run.state = status
+        size = run.remote.size if run.remote else None
+        self.results[run.index] = FileResult(
+            run.request.url, str(run.final), status, size,
+            d.blake3 if d else None, d.sha256 if d else None,
+            error.message if error else None, error.exit_code if error else 0,
+            round(time.monotonic() - run.started, 3), run.received,
+        )
+
+    def _settle(self, run: FileRun, result: FileResult) -> None:
+        run.state = result.status
+        self.results[run.index] = result
+
+    # ------------------------------------------------------------ progress
+
+    def _snapshot(self, force: bool = False) -> None:
+        now = time.monotonic()
+        dt = now - self.last_snapshot
+        if self.on_progress is None or (not force and dt < 0.2):
+            return
+        files = []
+        total_speed = 0.0
+        for fid, run in self.runs.items():
+            inst = (run.received - run.snap) / max(dt, 1e-3) if self.last_snapshot else 0.0
+            run.snap = run.received
+            run.speed = inst if run.speed == 0 else 0.7 * run.speed + 0.3 * inst
+            total_speed += run.speed if run.state == "downloading" else 0.0
+            files.append(FileProgress(fid, str(run.final), run.request.url, run.state,
+                                      run.remote.size if run.remote else None, run.done,
+                                      run.speed if run.state == "downloading" else 0.0,
+                                      self.sched.running_count(fid) if fid in self.sched.files else 0))
+        self.last_snapshot = now
+        finished = sum(1 for r in self.results if r is not None)
+        self.on_progress(Snapshot(tuple(files), finished, len(self.results), total_speed, now - self.started))
+
+    # ------------------------------------------------------------ shutdown
+
+    def _shutdown(self) -> None:
+        for q in self.orders:
+            q.put(Stop())
+        deadline = time.monotonic() + 10
+        # Collect the last durable positions the workers report while stopping.
+        while any(p.is_alive() for p in self.procs) and time.monotonic() < deadline:
+            try:
+                ev = self.events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError):
+                break
+            if isinstance(ev, (Durable, Finished)):
+                positions = ev.positions if isinstance(ev, Durable) else {ev.segment: ev.position}
+                for seg, pos in positions.items():
+                    self._durable(seg, pos)
+        try:
+            self._commit([])
+        except SegdlError:
+            pass
+        for p in self.procs:
+            p.join(timeout=1)
+            if p.is_alive():
+                p.kill()
+        self.prober.shutdown(wait=False, cancel_futures=True)
+        self.verifier.shutdown(wait=True)

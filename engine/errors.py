@@ -1,0 +1,150 @@
+"""segdl's error tree.
+
+Foreign errors (``pycurl.error``, ``OSError`` from the disk, ``sqlite3``) are
+translated into these classes at one boundary each (transport, storage,
+journal).  Every class carries
+
+* ``retryable``: whether trying the same request again may succeed, and
+* ``exit_code``: the process exit code when this is why a file failed.
+
+Exit codes are part of the public interface; see the README.  They never
+change meaning once released.
+
+All errors pickle (they cross process boundaries from the workers).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_DOWNLOAD_FAILED = 3
+EXIT_HASH_MISMATCH = 4
+EXIT_EXISTS = 5
+EXIT_STORAGE = 6
+EXIT_JOURNAL = 7
+EXIT_INTERRUPTED = 130
+
+
+class SegdlError(Exception):
+    """Base class.  ``message`` is meant for a person to read."""
+
+    retryable = False
+    exit_code = EXIT_INTERNAL
+    status = "failed"  # the file's final state when this error ends it
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def __reduce__(self):  # keep subclass + retry_after across pickling
+        return (_rebuild, (type(self), self.message, self.retry_after))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls, message, retry_after):
+    return cls(message, retry_after=retry_after)
+
+
+class UsageError(SegdlError):
+    """Bad input from the user: a malformed URL, a bad option, a bad manifest."""
+
+    exit_code = EXIT_USAGE
+
+
+class DownloadError(SegdlError):
+    """The remote side did not give us the file."""
+
+    exit_code = EXIT_DOWNLOAD_FAILED
+
+
+class TransientError(DownloadError):
+    """Reset, timeout, short body, 408/429/5xx: worth retrying."""
+
+    retryable = True
+
+
+class StalledError(TransientError):
+    """No progress for longer than the stall timeout."""
+
+
+class HttpError(DownloadError):
+    """A hard HTTP failure (404, 410, 401/403 from the original URL...)."""
+
+    def __init__(self, message: str, *, status_code: int = 0, retry_after: float | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.status_code = status_code
+
+    def __reduce__(self):
+        return (_rebuild_http, (type(self), self.message, self.status_code, self.retry_after))
+
+
+def _rebuild_http(cls, message, status_code, retry_after):
+    return cls(message, status_code=status_code, retry_after=retry_after)
+
+
+class AccessExpiredError(HttpError):
+    """401/403/410 on a URL that worked before: a signed URL has expired.
+
+    Retryable after resolving the original URL again.
+    """
+
+    retryable = True
+
+
+class RemoteChangedError(DownloadError):
+    """The remote file changed (size, ETag or Last-Modified) under us."""
+
+    retryable = True  # the file restarts from zero
+
+
+class BadResponseError(DownloadError):
+    """The server answered something we did not ask for (wrong range...)."""
+
+    retryable = True
+
+
+class RangeIgnoredError(BadResponseError):
+    """A ranged request was answered with 200 and the whole body."""
+
+
+class HashMismatchError(SegdlError):
+    exit_code = EXIT_HASH_MISMATCH
+    status = "hash_mismatch"
+
+
+class ExistsError(SegdlError):
+    """The target exists and differs; segdl never overwrites it without --force."""
+
+    exit_code = EXIT_EXISTS
+
+
+class StorageError(SegdlError):
+    """The local disk failed us (full, read-only, permission denied...)."""
+
+    exit_code = EXIT_STORAGE
+
+
+class JournalError(SegdlError):
+    """The journal is unreadable, truncated, or from a newer segdl."""
+
+    exit_code = EXIT_JOURNAL
+
+
+def exit_code_for(statuses_and_errors: list[tuple[str, SegdlError | None]]) -> int:
+    """The run's exit code: 0 when every file is done or skipped, else the
+    largest exit code among the failed files' errors."""
+    code = EXIT_OK
+    for status, err in statuses_and_errors:
+        if status in ("done", "skipped"):
+            continue
+        if status == "hash_mismatch":
+            code = max(code, EXIT_HASH_MISMATCH)
+        elif err is not None:
+            code = max(code, err.exit_code)
+        else:
+            code = max(code, EXIT_DOWNLOAD_FAILED)
+    return code

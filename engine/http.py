@@ -1,0 +1,210 @@
+"""HTTP facts, parsed and checked without doing any I/O.
+
+:class:`ResponseHead` is what the transport collects from header callbacks;
+:func:`check_response` decides, before the first body byte is written,
+whether a response is the one that was asked for.  :class:`RemoteInfo` is
+what a probe learns about a URL.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import (
+    AccessExpiredError,
+    BadResponseError,
+    DownloadError,
+    HttpError,
+    RangeIgnoredError,
+    RemoteChangedError,
+    SegdlError,
+    TransientError,
+)
+from .messages import Expect
+from .retry import parse_retry_after
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)\s*-\s*(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
+TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRange:
+    start: int | None  # None for "bytes */total"
+    end: int | None  # exclusive
+    total: int | None  # None for "/*"
+
+
+def parse_content_range(value: str | None) -> ContentRange | None:
+    """Parse ``bytes a-b/total`` (inclusive b) into half-open form."""
+    if value is None:
+        return None
+    m = _CONTENT_RANGE.match(value)
+    if not m:
+        return None
+    a, b, total = m.groups()
+    t = None if total == "*" else int(total)
+    if a is None:
+        return ContentRange(None, None, t)
+    start, last = int(a), int(b)
+    if last < start or (t is not None and last >= t):
+        return None
+    return ContentRange(start, last + 1, t)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """Status and headers of the last response in a redirect chain."""
+
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    redirects: int = 0  # 3xx responses seen before this one
+
+    def feed(self, line: bytes) -> None:
+        """Feed one raw header line (as libcurl's HEADERFUNCTION gives it)."""
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text.startswith("HTTP/"):
+            parts = text.split(None, 2)
+            if 300 <= self.status < 400:
+                self.redirects += 1
+            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.headers = {}  # a new response (redirect, 100-continue) starts over
+        elif ":" in text:
+            name, _, value = text.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def get(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
+    def content_length(self) -> int | None:
+        v = self.get("content-length")
+        return int(v) if v is not None and v.strip().isdigit() else None
+
+
+def status_error(status: int, head: ResponseHead | None = None, *, after_redirect: bool = False) -> SegdlError:
+    """The error a non-success status stands for."""
+    retry_after = parse_retry_after(head.get("retry-after")) if head else None
+    if status in TRANSIENT_STATUS:
+        return TransientError(f"server answered HTTP {status}", retry_after=retry_after)
+    if status in (401, 403, 410) and after_redirect:
+        return AccessExpiredError(
+            f"HTTP {status} from a redirected (signed) URL: it has probably expired",
+            status_code=status,
+        )
+    reason = {
+        401: "authentication required",
+        403: "access forbidden",
+        404: "not found",
+        410: "gone",
+        416: "range not satisfiable",
+    }.get(status, "unexpected status")
+    return HttpError(f"HTTP {status} ({reason})", status_code=status)
+
+
+def check_response(
+    head: ResponseHead, position: int, end: int | None, expect: Expect, *, redirected: bool = False
+) -> SegdlError | None:
+    """Is this the response to "give me ``[position, end)``"?  None: yes."""
+    status = head.status
+    if status >= 400 or status < 200 or status >= 300:
+        return status_error(status, head, after_redirect=redirected)
+    changed = _validators_differ(head, expect)
+    if changed:
+        return RemoteChangedError(f"the remote file changed: {changed}")
+    if not expect.ranged:
+        if status != 200:
+            return BadResponseError(f"expected 200 for a plain download, got {status}")
+        length = head.content_length
+        if expect.size is not None and length is not None and length != expect.size:
+            return RemoteChangedError(
+                f"the remote file changed: size {length} instead of {expect.size}"
+            )
+        return None
+    if status == 200:
+        return RangeIgnoredError("the server ignored the Range header (answered 200)")
+    if status != 206:
+        return BadResponseError(f"expected 206 Partial Content, got {status}")
+    cr = parse_content_range(head.get("content-range"))
+    if cr is None or cr.start is None:
+        return BadResponseError(
+            f"206 without a usable Content-Range ({head.get('content-range')!r})"
+        )
+    if cr.total is not None and expect.size is not None and cr.total != expect.size:
+        return RemoteChangedError(
+            f"the remote file changed: size {cr.total} instead of {expect.size}"
+        )
+    if cr.start != position or (end is not None and cr.end != end):
+        return BadResponseError(
+            f"asked for bytes [{position}, {end}), server sent [{cr.start}, {cr.end})"
+        )
+    length = head.content_length
+    if length is not None and length != cr.end - cr.start:
+        return BadResponseError(
+            f"Content-Length {length} does not match Content-Range [{cr.start}, {cr.end})"
+        )
+    return None
+
+
+def _validators_differ(head: ResponseHead, expect: Expect) -> str | None:
+    etag = head.get("etag")
+    if expect.etag and etag and etag != expect.etag:
+        return f"ETag {etag} instead of {expect.etag}"
+    lm = head.get("last-modified")
+    if expect.last_modified and lm and lm != expect.last_modified:
+        return f"Last-Modified {lm} instead of {expect.last_modified}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteInfo:
+    """What one probe request learnt about a URL."""
+
+    url: str  # as given
+    final_url: str  # after redirects
+    size: int | None
+    ranged: bool
+    etag: str | None
+    last_modified: str | None
+    filename: str | None  # from Content-Disposition, not yet sanitised
+    redirected: bool = False
+
+    def expect(self) -> Expect:
+        return Expect(self.size, self.etag, self.last_modified, self.ranged)
+
+
+def remote_from_probe(url: str, final_url: str, head: ResponseHead) -> RemoteInfo:
+    """Interpret the answer to ``GET`` with ``Range: bytes=0-0``."""
+    from .naming import filename_from_disposition
+
+    status = head.status
+    redirected = final_url != url
+    size: int | None
+    if status == 206:
+        cr = parse_content_range(head.get("content-range"))
+        if cr is None:
+            raise BadResponseError(f"206 without a usable Content-Range ({head.get('content-range')!r})")
+        size, ranged = cr.total, cr.total is not None
+    elif status == 416:
+        cr = parse_content_range(head.get("content-range"))
+        if cr is not None and cr.total == 0:
+            size, ranged = 0, True
+        else:
+            raise DownloadError("the server refused a range request at offset 0 (HTTP 416)")
+    elif status == 200:
+        enc = (head.get("transfer-encoding") or "").lower()
+        size = None if "chunked" in enc else head.content_length
+        ranged = False
+    else:
+        raise status_error(status, head)
+    return RemoteInfo(
+        url=url,
+        final_url=final_url,
+        size=size,
+        ranged=ranged,
+        etag=head.get("etag"),
+        last_modified=head.get("last-modified"),
+        filename=filename_from_disposition(head.get("content-disposition")),
+        redirected=redirected,
+    )
+

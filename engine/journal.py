@@ -1,0 +1,283 @@
+"""The only module that talks to SQLite: the journal of jobs, files
+(sub-resources) and segments.
+
+Rules this module keeps for everyone:
+
+* Every write goes through :meth:`Journal.atomic` (one transaction).
+* A segment's ``done`` only ever records bytes that an ``fdatasync`` has
+  already made durable; callers hand in positions they got from a
+  :class:`~segdl.engine.messages.Durable` or ``Finished`` event.
+* WAL with ``synchronous=NORMAL``: a power cut may lose the last commits,
+  never corrupt the file; since data is synced *before* each commit, an
+  older journal state always claims less than is on disk, never more.
+* The schema is versioned with sqlite-utils ``Migrations``; a journal that
+  carries migrations this segdl does not know is refused, not guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from .errors import JournalError
+
+MIGRATIONS = Migrations("segdl")
+
+
+@MIGRATIONS()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            created REAL NOT NULL,
+            dest TEXT NOT NULL,
+            collection TEXT,
+            spec TEXT NOT NULL,           -- JSON: how to run the job again
+            state TEXT NOT NULL           -- running | finished
+        );
+        CREATE TABLE files (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES jobs(id),
+            url TEXT NOT NULL,
+            final_url TEXT,
+            path TEXT NOT NULL UNIQUE,    -- absolute final path
+            size INTEGER,
+            ranged INTEGER,
+            etag TEXT,
+            last_modified TEXT,
+            state TEXT NOT NULL,          -- queued | downloading | verifying | verified
+                                          -- | done | skipped | failed | hash_mismatch | paused
+            expected_blake3 TEXT,
+            expected_sha256 TEXT,
+            blake3 TEXT,
+            sha256 TEXT,
+            error TEXT,
+            exit_code INTEGER,
+            mtime REAL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+        CREATE INDEX files_job ON files(job_id);
+        CREATE TABLE segments (
+            id INTEGER PRIMARY KEY,
+            file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+            start INTEGER NOT NULL,
+            "end" INTEGER,                -- exclusive; NULL for a length-less stream
+            done INTEGER NOT NULL DEFAULT 0  -- durable bytes from start
+        );
+        CREATE INDEX segments_file ON segments(file_id);
+        """
+    )
+
+
+def default_path() -> Path:
+    env = os.environ.get("SEGDL_JOURNAL")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "segdl" / "journal.sqlite"
+
+
+@contextmanager
+def _journal_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        raise JournalError(f"journal {path} is unusable ({e}); move it aside to start afresh") from e
+
+
+class Journal:
+    def __init__(self, path: Path | str | None = None, *, readonly: bool = False) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.readonly = readonly
+        with _journal_errors(self.path):
+            if readonly:
+                if not self.path.exists():
+                    raise JournalError(f"no journal at {self.path}")
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), timeout=30)
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.execute("PRAGMA foreign_keys = ON")
+            self._check_schema()
+
+    def _check_schema(self) -> None:
+        known = {m.name for m in MIGRATIONS._migrations}
+        applied = {m.name for m in MIGRATIONS.applied(self.db)}
+        unknown = applied - known
+        if unknown:
+            raise JournalError(
+                f"journal {self.path} was written by a newer segdl "
+                f"(schema {sorted(unknown)[-1]}); upgrade segdl or use another --journal"
+            )
+        if not self.readonly:
+            MIGRATIONS.apply(self.db)
+        elif applied != known:
+            raise JournalError(f"journal {self.path} has an older schema; run a segdl command that writes to it first")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[sqlite_utils.Database]:
+        """The one transaction helper every write goes through."""
+        with _journal_errors(self.path):
+            with self.db.atomic() as db:
+                yield db
+
+    # ------------------------------------------------------------- jobs
+
+    def create_job(self, dest: Path, spec: dict[str, Any], collection: str | None = None) -> int:
+        with self.atomic() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (created, dest, collection, spec, state) VALUES (?, ?, ?, ?, 'running')",
+                [time.time(), str(dest), collection, json.dumps(spec)],
+            )
+            return cur.lastrowid
+
+    def finish_job(self, job_id: int) -> None:
+        with self.atomic() as db:
+            db.execute("UPDATE jobs SET state = 'finished' WHERE id = ?", [job_id])
+
+    def unfinished_jobs(self) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            rows = self.db.query(
+                """SELECT DISTINCT j.* FROM jobs j JOIN files f ON f.job_id = j.id
+                   WHERE f.state NOT IN ('done', 'skipped') ORDER BY j.id"""
+            )
+            out = []
+            for r in rows:
+                r = dict(r)
+                r["spec"] = json.loads(r["spec"])
+                out.append(r)
+            return out
+
+    # ------------------------------------------------------------- files
+
+    def file_by_path(self, path: Path) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT * FROM files WHERE path = ?", [str(path)]))
+            return rows[0] if rows else None
+
+    def file(self, file_id: int) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [file_id]))
+            return rows[0] if rows else None
+
+    def files(self, job_id: int | None = None) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            if job_id is None:
+                return list(self.db.query("SELECT * FROM files ORDER BY id"))
+            return list(self.db.query("SELECT * FROM files WHERE job_id = ? ORDER BY id", [job_id]))
+
+    def put_file(self, job_id: int, url: str, path: Path, **fields: Any) -> int:
+        """Create the row for ``path`` (or take it over for this job)."""
+        now = time.time()
+        with self.atomic() as db:
+            existing = list(db.query("SELECT id FROM files WHERE path = ?", [str(path)]))
+            if existing:
+                fid = existing[0]["id"]
+                sets = {"job_id": job_id, "url": url, "updated": now, **fields}
+                db.execute(
+                    f"UPDATE files SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                    [*sets.values(), fid],
+                )
+                return fid
+            row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued",
+                   "created": now, "updated": now, **fields}
+            cur = db.execute(
+                f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
+            return cur.lastrowid
+
+    def update_file(self, file_id: int, **fields: Any) -> None:
+        fields["updated"] = time.time()
+        with self.atomic() as db:
+            db.execute(
+                f"UPDATE files SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                [*fields.values(), file_id],
+            )
+
+    # ---------------------------------------------------------- segments
+
+    def segments(self, file_id: int) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            return list(
+                self.db.query('SELECT id, start, "end", done FROM segments WHERE file_id = ? ORDER BY start', [file_id])
+            )
+
+    def replace_segments(self, file_id: int, ranges: list[tuple[int, int | None]], **file_fields: Any) -> list[int]:
+        """Start a file over: forget its segments, record a fresh plan and
+        the file's new facts, all in one transaction."""
+        with self.atomic() as db:
+            db.execute("DELETE FROM segments WHERE file_id = ?", [file_id])
+            ids = []
+            for start, end in ranges:
+                cur = db.execute(
+                    'INSERT INTO segments (file_id, start, "end", done) VALUES (?, ?, ?, 0)',
+                    [file_id, start, end],
+                )
+                ids.append(cur.lastrowid)
+            if file_fields:
+                file_fields["updated"] = time.time()
+                db.execute(
+                    f"UPDATE files SET {', '.join(f'{k} = ?' for k in file_fields)} WHERE id = ?",
+                    [*file_fields.values(), file_id],
+                )
+            return ids
+
+    def record(self, done: dict[int, int], splits: list[tuple[int, int, int, int]] = ()) -> dict[int, int]:
+        """One commit of durable progress and accepted splits.
+
+        ``done``: segment id -> durable bytes from its start.
+        ``splits``: (segment id, new end, tail start, tail end); returns
+        {segment id: tail segment id}.
+        """
+        tails: dict[int, int] = {}
+        with self.atomic() as db:
+            if done:
+                db.conn.executemany(
+                    "UPDATE segments SET done = MAX(done, ?) WHERE id = ?",
+                    [(d, sid) for sid, d in done.items()],
+                )
+            for sid, new_end, t_start, t_end in splits:
+                db.execute('UPDATE segments SET "end" = ? WHERE id = ?', [new_end, sid])
+                fid = list(db.query("SELECT file_id FROM segments WHERE id = ?", [sid]))[0]["file_id"]
+                cur = db.execute(
+                    'INSERT INTO segments (file_id, start, "end", done) VALUES (?, ?, ?, 0)',
+                    [fid, t_start, t_end],
+                )
+                tails[sid] = cur.lastrowid
+        return tails
+
+    def bytes_done(self, file_id: int) -> int:
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT COALESCE(SUM(done), 0) AS d FROM segments WHERE file_id = ?", [file_id]))
+            return rows[0]["d"]
+
+    # ------------------------------------------------------------ status
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            return list(
+                self.db.query(
+                    """SELECT f.*, j.collection,
+                              (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
+                       FROM files f LEFT JOIN jobs j ON j.id = f.job_id ORDER BY f.id"""
+                )
+            )

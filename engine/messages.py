@@ -1,0 +1,141 @@
+"""Small picklable values that cross the coordinator/worker boundary.
+
+Orders go from the coordinator to one worker; events come back on one shared
+queue.  Positions are absolute file offsets; ranges are half-open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import SegdlError
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What a response must match before its first byte is written."""
+
+    size: int | None  # total size; None when the server gave no length
+    etag: str | None = None
+    last_modified: str | None = None
+    ranged: bool = True  # False: one plain GET, 200 expected, no Range
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOptions:
+    """libcurl knobs that come from the user, per job."""
+
+    headers: tuple[str, ...] = ()
+    connect_timeout: float = 15.0
+    stall_timeout: float = 20.0  # no byte for this long: cut and retry
+    buffer_size: int = 2 * 1024 * 1024
+    insecure: bool = False
+    ca_cert: str | None = None
+    max_redirects: int = 10
+    user_agent: str = "segdl/0.1"
+
+
+# ----------------------------------------------------------------- orders
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """Download ``[position, end)`` of a segment into ``path`` at ``position``.
+
+    ``end`` is None only for a length-less stream (read to EOF).
+    """
+
+    segment: int
+    file: int
+    url: str
+    path: str
+    position: int
+    end: int | None
+    expect: Expect
+    options: TransferOptions = field(default_factory=TransferOptions)
+    redirected: bool = False  # url is a redirect target (e.g. a signed URL)
+
+
+@dataclass(frozen=True, slots=True)
+class Shrink:
+    """Ask the owner of ``segment`` to stop at ``at`` (or as soon after as
+    it can); it answers with :class:`Shrunk`."""
+
+    segment: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop ``segment`` now; the worker answers with a ``Finished``
+    (outcome ``cancelled``) carrying its durable position."""
+
+    segment: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The file is finished: close its descriptor."""
+
+    file: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+# ----------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Progress received (not yet durable): for display and for choosing
+    split points.  ``positions`` maps segment -> next offset; ``received``
+    counts bytes the worker took off the wire since its last report."""
+
+    worker: int
+    positions: dict[int, int]
+    received: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """Bytes up to each position are on disk (fdatasync returned)."""
+
+    worker: int
+    positions: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Shrunk:
+    """The owner of ``segment`` now ends it at ``end``; None: refused
+    (it had got too close to its end)."""
+
+    worker: int
+    segment: int
+    end: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A segment's transfer ended.  ``position`` is durable.
+
+    outcome: ``done`` (reached its end), ``cancelled`` (on request) or
+    ``error`` (``error`` says why).  ``total`` is the length learnt from a
+    length-less stream that reached EOF.
+    """
+
+    worker: int
+    segment: int
+    position: int
+    outcome: str
+    error: SegdlError | None = None
+    total: int | None = None
+    final_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerCrashed:
+    worker: int
+    message: str

@@ -1,0 +1,97 @@
+"""File names from URLs and Content-Disposition, and paths that cannot
+leave the target folder.  Pure."""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from .errors import UsageError
+
+PART_SUFFIX = ".segdl-part"
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+_MAX_NAME = 200
+
+
+def safe_name(raw: str | None) -> str | None:
+    """Reduce a remote-supplied name to one plain file name, or None.
+
+    Drops any directory part (either slash), control characters and leading
+    dots, so ``../../etc/passwd`` becomes ``passwd`` and ``..`` becomes None.
+    """
+    if not raw:
+        return None
+    raw = unicodedata.normalize("NFC", raw)
+    base = re.split(r"[/\\]", raw)[-1]
+    base = _UNSAFE.sub("_", base).strip().lstrip(".").strip()
+    if not base:
+        return None
+    if len(base.encode()) > _MAX_NAME:
+        stem, dot, ext = base.rpartition(".")
+        ext = ext if dot and len(ext) <= 16 else ""
+        base = base.encode()[: _MAX_NAME - len(ext) - 1].decode("utf-8", "ignore") + (
+            "." + ext if ext else ""
+        )
+    return base
+
+
+def filename_from_url(url: str) -> str | None:
+    path = urlsplit(url).path
+    return safe_name(unquote(PurePosixPath(path).name)) if path else None
+
+
+def filename_from_disposition(value: str | None) -> str | None:
+    """The file name a Content-Disposition header suggests (RFC 6266),
+    preferring ``filename*``; not yet made safe."""
+    if not value:
+        return None
+    star = re.search(r"filename\*\s*=\s*([^;]+)", value, re.I)
+    if star:
+        v = star.group(1).strip().strip('"')
+        charset, _, rest = v.partition("'")
+        _, _, encoded = rest.partition("'")
+        try:
+            return unquote(encoded, encoding=charset or "utf-8", errors="strict")
+        except (LookupError, UnicodeDecodeError):
+            pass
+    plain = re.search(r'filename\s*=\s*("((?:[^"\\]|\\.)*)"|[^;]+)', value, re.I)
+    if plain:
+        if plain.group(2) is not None:
+            return re.sub(r"\\(.)", r"\1", plain.group(2))
+        return plain.group(1).strip()
+    return None
+
+
+def choose_name(url: str, disposition_name: str | None, override: str | None) -> str:
+    """The name a download gets: -o, else Content-Disposition, else the URL."""
+    for candidate in (override, safe_name(disposition_name), filename_from_url(url)):
+        if candidate:
+            return candidate
+    return "index.html"
+
+
+def inside(dest: Path, relative: str) -> Path:
+    """``dest / relative``, refusing anything that would land outside
+    ``dest`` (absolute paths, ``..``, drive letters, NUL)."""
+    if not relative or "\x00" in relative:
+        raise UsageError(f"invalid path {relative!r}")
+    rel = relative.replace("\\", "/")
+    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        raise UsageError(f"path {relative!r} is absolute; it must be relative to the target folder")
+    parts = PurePosixPath(rel).parts
+    if any(p == ".." for p in parts):
+        raise UsageError(f"path {relative!r} escapes the target folder")
+    if any(_UNSAFE.search(p) for p in parts):
+        raise UsageError(f"path {relative!r} contains control characters")
+    base = Path(os.path.abspath(dest))
+    target = Path(os.path.abspath(base.joinpath(*parts)))
+    if target == base or base not in target.parents:
+        raise UsageError(f"path {relative!r} escapes the target folder")
+    return target
+
+
+def part_path(final: Path) -> Path:
+    return final.with_name(final.name + PART_SUFFIX)

@@ -1,0 +1,49 @@
+"""How a job ended: one record per file, never an exception per file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import EXIT_OK, exit_code_for, SegdlError
+
+FINAL_STATES = ("done", "skipped", "failed", "hash_mismatch")
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    url: str
+    path: str
+    status: str  # done | skipped | failed | hash_mismatch
+    size: int | None = None
+    blake3: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+    exit_code: int = EXIT_OK
+    seconds: float = 0.0
+    downloaded: int = 0  # bytes taken off the wire in this run
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def failed(cls, url: str, path: str, error: SegdlError, **kw) -> "FileResult":
+        return cls(url, path, error.status, error=error.message, exit_code=error.exit_code, **kw)
+
+
+class Results(list):
+    """A list of :class:`FileResult`, in the order the files were asked for."""
+
+    @property
+    def errors(self) -> list[FileResult]:
+        return [r for r in self if r.status not in ("done", "skipped")]
+
+    @property
+    def exit_code(self) -> int:
+        code = EXIT_OK
+        for r in self:
+            if r.status not in ("done", "skipped"):
+                code = max(code, r.exit_code)
+        return code
+
+
+__all__ = ["FileResult", "Results", "FINAL_STATES", "exit_code_for"]

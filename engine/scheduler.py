@@ -1,0 +1,305 @@
+"""Who downloads what: connection slots, segment states, retries, splits.
+
+Pure state: the coordinator feeds it events (a segment finished, progress
+moved, a split was accepted) and asks it for actions (assign a segment to a
+worker, ask a worker to shrink a segment, cancel a segment).  It never
+touches a process, a socket, a file or a clock: ``now`` is passed in.  Tests
+drive it by feeding events.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from .errors import SegdlError
+from .ranges import DEFAULT_MIN_SPLIT, Running, choose_split
+from .retry import RetryPolicy
+
+PENDING, RUNNING, WAITING, DONE, PAUSED = "pending", "running", "waiting", "done", "paused"
+
+
+@dataclass(slots=True)
+class SegmentState:
+    key: int
+    file: int
+    start: int
+    end: int | None  # None: length-less stream
+    position: int  # durable position
+    seen: int  # best known received position (>= position)
+    state: str = PENDING
+    worker: int | None = None
+    not_before: float = 0.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    splitting: bool = False
+
+
+@dataclass(slots=True)
+class FileState:
+    key: int
+    ranged: bool
+    max_connections: int
+    segments: list[int] = field(default_factory=list)
+    failed: bool = False
+    paused: bool = False
+
+
+# ----------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    worker: int
+    segment: int
+    position: int
+    end: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSplit:
+    worker: int
+    segment: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSegment:
+    worker: int
+    segment: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileComplete:
+    file: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    file: int
+    error: SegdlError
+
+
+class Scheduler:
+    def __init__(
+        self,
+        workers: int,
+        slots_per_worker: int,
+        *,
+        min_split: int = DEFAULT_MIN_SPLIT,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.free = {w: slots_per_worker for w in range(workers)}
+        self.min_split = min_split
+        self.retry = retry or RetryPolicy()
+        self.rng = rng or random.Random()
+        self.files: dict[int, FileState] = {}
+        self.segments: dict[int, SegmentState] = {}
+
+    # ------------------------------------------------------------ setup
+
+    def add_file(self, file: int, *, ranged: bool, max_connections: int) -> None:
+        self.files[file] = FileState(file, ranged, max(1, max_connections))
+
+    def add_segment(self, file: int, segment: int, start: int, end: int | None, done: int) -> None:
+        f = self.files[file]
+        pos = start + done
+        st = SegmentState(segment, file, start, end, pos, pos)
+        if end is not None and pos >= end:
+            st.state = DONE
+        if f.paused and st.state != DONE:
+            st.state = PAUSED
+        self.segments[segment] = st
+        f.segments.append(segment)
+
+    def remove_file(self, file: int) -> list[CancelSegment]:
+        """Forget a file; cancel whatever of it still runs."""
+        f = self.files.pop(file, None)
+        if f is None:
+            return []
+        out = []
+        for key in f.segments:
+            s = self.segments.pop(key)
+            if s.state == RUNNING and s.worker is not None:
+                out.append(CancelSegment(s.worker, key))
+                self.free[s.worker] += 1
+        return out
+
+    # ------------------------------------------------------------ queries
+
+    def running_count(self, file: int) -> int:
+        return sum(1 for k in self.files[file].segments if self.segments[k].state == RUNNING)
+
+    def file_done(self, file: int) -> bool:
+        f = self.files[file]
+        return all(self.segments[k].state == DONE for k in f.segments)
+
+    def idle(self) -> bool:
+        return all(s.state in (DONE, PAUSED) for s in self.segments.values())
+
+    def next_wakeup(self) -> float | None:
+        times = [s.not_before for s in self.segments.values() if s.state == WAITING]
+        return min(times) if times else None
+
+    # ------------------------------------------------------------ actions
+
+    def _take_slot(self) -> int | None:
+        worker = max(self.free, key=lambda w: (self.free[w], -w))
+        return worker if self.free[worker] > 0 else None
+
+    def plan(self, now: float) -> list[Assign | RequestSplit]:
+        """Fill free slots: pending segments first, then tail splits."""
+        out: list[Assign | RequestSplit] = []
+        for s in self.segments.values():
+            if s.state == WAITING and s.not_before <= now:
+                s.state = PENDING
+        for f in self.files.values():
+            if f.failed or f.paused:
+                continue
+            running = self.running_count(f.key)
+            for key in f.segments:
+                if running >= f.max_connections:
+                    break
+                s = self.segments[key]
+                if s.state != PENDING:
+                    continue
+                worker = self._take_slot()
+                if worker is None:
+                    return out
+                s.state, s.worker = RUNNING, worker
+                self.free[worker] -= 1
+                running += 1
+                out.append(Assign(worker, key, s.position, s.end))
+        # Free slots and nothing pending: split the largest running range.
+        spare = sum(self.free.values())
+        if spare <= 0:
+            return out
+        if any(s.state in (PENDING, WAITING) for s in self.segments.values()):
+            return out  # a retry is about to want the slot
+        candidates = []
+        for f in self.files.values():
+            if f.failed or f.paused or not f.ranged:
+                continue
+            if self.running_count(f.key) >= f.max_connections:
+                continue
+            for key in f.segments:
+                s = self.segments[key]
+                if s.state == RUNNING and not s.splitting and s.end is not None:
+                    candidates.append(Running(key, max(s.seen, s.position), s.end))
+        for _ in range(spare):
+            pick = choose_split(candidates, self.min_split)
+            if pick is None:
+                break
+            key, at = pick
+            s = self.segments[key]
+            s.splitting = True
+            candidates = [c for c in candidates if c.key != key]
+            out.append(RequestSplit(s.worker, key, at))
+        return out
+
+    # ------------------------------------------------------------ events
+
+    def on_written(self, segment: int, position: int) -> None:
+        s = self.segments.get(segment)
+        if s is not None and position > s.seen:
+            s.seen = position
+
+    def on_durable(self, segment: int, position: int) -> None:
+        s = self.segments.get(segment)
+        if s is not None and position > s.position:
+            s.position = position
+            s.seen = max(s.seen, position)
+
+    def on_shrunk(self, segment: int, new_end: int | None) -> tuple[int, int] | None:
+        """The owner accepted (or refused) a split.  Returns the tail range
+        ``(start, end)`` the caller must register as a new segment."""
+        s = self.segments.get(segment)
+        if s is None:
+            return None
+        s.splitting = False
+        if new_end is None or s.end is None or new_end >= s.end:
+            return None
+        tail = (new_end, s.end)
+        s.end = new_end
+        return tail
+
+    def on_finished(
+        self,
+        segment: int,
+        position: int,
+        outcome: str,
+        error: SegdlError | None,
+        now: float,
+        *,
+        total: int | None = None,
+    ) -> list[FileComplete | FileFailed | CancelSegment]:
+        s = self.segments.get(segment)
+        if s is None:
+            return []
+        if s.state == RUNNING and s.worker is not None:
+            self.free[s.worker] += 1
+        s.worker = None
+        s.splitting = False
+        f = self.files[s.file]
+        if not f.ranged and outcome != "done":
+            position = s.start  # a plain stream cannot continue mid-way
+        s.position = max(s.start, position) if f.ranged else position
+        s.seen = s.position
+        if outcome == "done":
+            if s.end is None and total is not None:
+                s.end = total
+            s.state = DONE
+            if s.end is not None and s.position < s.end:
+                s.position = s.end
+            return [FileComplete(f.key)] if self.file_done(f.key) and not f.failed else []
+        if outcome == "cancelled":
+            s.state = PAUSED if f.paused else PENDING
+            return []
+        # error
+        assert error is not None
+        try:
+            s.retry = s.retry.increment(error)
+        except SegdlError:
+            return self._fail_file(f, error)
+        s.state = WAITING
+        s.not_before = now + s.retry.delay(error, self.rng)
+        return []
+
+    def _fail_file(self, f: FileState, error: SegdlError) -> list[FileFailed | CancelSegment]:
+        if f.failed:
+            return []
+        f.failed = True
+        out: list[FileFailed | CancelSegment] = [FileFailed(f.key, error)]
+        for key in f.segments:
+            s = self.segments[key]
+            if s.state == RUNNING and s.worker is not None:
+                out.append(CancelSegment(s.worker, key))
+            elif s.state in (PENDING, WAITING):
+                s.state = PAUSED
+        return out
+
+    # ------------------------------------------------------------ control
+
+    def pause_file(self, file: int) -> list[CancelSegment]:
+        f = self.files.get(file)
+        if f is None or f.paused:
+            return []
+        f.paused = True
+        out = []
+        for key in f.segments:
+            s = self.segments[key]
+            if s.state == RUNNING and s.worker is not None:
+                out.append(CancelSegment(s.worker, key))
+            elif s.state in (PENDING, WAITING):
+                s.state = PAUSED
+        return out
+
+    def resume_file(self, file: int) -> None:
+        f = self.files.get(file)
+        if f is None or not f.paused:
+            return
+        f.paused = False
+        for key in f.segments:
+            s = self.segments[key]
+            if s.state == PAUSED:
+                s.state = PENDING

@@ -1,0 +1,98 @@
+"""The local disk: preallocated part files, positioned writes, batched
+fdatasync, and the final rename.  ``OSError`` becomes :class:`StorageError`
+here and nowhere else."""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StorageError
+
+
+@contextmanager
+def disk_errors(what: str):
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StorageError(f"{what}: no space left on device") from e
+        if e.errno == errno.EDQUOT:
+            raise StorageError(f"{what}: disk quota exceeded") from e
+        raise StorageError(f"{what}: {e.strerror or e}") from e
+
+
+def prepare(part: Path, size: int | None, *, keep: bool) -> None:
+    """Create ``part`` and reserve ``size`` bytes for it.
+
+    ``keep``: an existing part file of the right size is resumed as it is.
+    Anything else starts empty.  Space is reserved with posix_fallocate, so
+    a full disk is found now, not half-way through the download.
+    """
+    with disk_errors(f"cannot create {part}"):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT
+        fd = os.open(part, flags, 0o644)
+        try:
+            current = os.fstat(fd).st_size
+            if not keep or (size is not None and current != size):
+                os.ftruncate(fd, 0)
+            if size:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as e:
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+                    os.ftruncate(fd, size)  # a filesystem without fallocate
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(part.parent)
+
+
+def open_for_write(path: str) -> int:
+    with disk_errors(f"cannot open {path}"):
+        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+
+
+def pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def sync(fd: int) -> None:
+    os.fdatasync(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def finalize(part: Path, final: Path, *, size: int | None) -> None:
+    """Move a verified part file to its final name, durably."""
+    with disk_errors(f"cannot rename {part} to {final}"):
+        if size is not None and os.stat(part).st_size != size:
+            os.truncate(part, size)
+        os.replace(part, final)
+        fsync_dir(final.parent)
+
+
+def file_size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,367 @@
+"""The only module that talks to libcurl.
+
+* :func:`probe_many` learns size, Range support, validators and the final
+  URL of many URLs at once (one small ranged GET each).
+* :class:`MultiDriver` runs many segment transfers on one ``CurlMulti``;
+  its write callback validates each response before its first byte and
+  ``pwrite``s at the segment's offset.
+
+``pycurl.error`` and libcurl's numeric codes never leave this module: they
+become :mod:`segdl.engine.errors` classes in :func:`curl_error`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pycurl
+
+from . import storage
+from .errors import (
+    DownloadError,
+    SegdlError,
+    StalledError,
+    StorageError,
+    TransientError,
+    UsageError,
+)
+from .http import RemoteInfo, ResponseHead, check_response, remote_from_probe, status_error
+from .messages import Fetch, TransferOptions
+from .ranges import range_spec
+
+# libcurl error codes worth retrying (connection-level trouble).
+_TRANSIENT_CODES = {
+    pycurl.E_COULDNT_CONNECT,
+    pycurl.E_PARTIAL_FILE,
+    pycurl.E_OPERATION_TIMEDOUT,
+    pycurl.E_GOT_NOTHING,
+    pycurl.E_SEND_ERROR,
+    pycurl.E_RECV_ERROR,
+    pycurl.E_SSL_CONNECT_ERROR,
+    getattr(pycurl, "E_HTTP2", 16),
+    getattr(pycurl, "E_HTTP2_STREAM", 92),
+    getattr(pycurl, "E_COULDNT_RESOLVE_PROXY", 5),
+}
+_USAGE_CODES = {pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL}
+
+
+def curl_error(code: int, message: str, *, stall_timeout: float | None = None) -> SegdlError:
+    """Translate a libcurl failure into segdl's error tree."""
+    text = message or f"libcurl error {code}"
+    if code == pycurl.E_OPERATION_TIMEDOUT and "speed" in text.lower():
+        return StalledError(f"connection stalled (no data for {stall_timeout:g} s)")
+    if code in _TRANSIENT_CODES:
+        return TransientError(text)
+    if code in _USAGE_CODES:
+        return UsageError(f"bad URL: {text}")
+    if code == pycurl.E_COULDNT_RESOLVE_HOST:
+        return DownloadError(f"cannot resolve host: {text}")
+    if code == pycurl.E_TOO_MANY_REDIRECTS:
+        return DownloadError(f"too many redirects: {text}")
+    if code in (pycurl.E_PEER_FAILED_VERIFICATION, getattr(pycurl, "E_SSL_CACERT", 60)):
+        return DownloadError(f"TLS certificate verification failed: {text}")
+    return DownloadError(text)
+
+
+def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
+    c.setopt(pycurl.URL, url)
+    c.setopt(pycurl.FOLLOWLOCATION, 1)
+    c.setopt(pycurl.MAXREDIRS, options.max_redirects)
+    # Never let a redirect take us to file://, ftp:// or other schemes.
+    c.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+    c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+    c.setopt(pycurl.NOSIGNAL, 1)
+    c.setopt(pycurl.CONNECTTIMEOUT_MS, int(options.connect_timeout * 1000))
+    c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+    c.setopt(pycurl.LOW_SPEED_TIME, max(1, int(round(options.stall_timeout))))
+    c.setopt(pycurl.USERAGENT, options.user_agent)
+    c.setopt(pycurl.HTTPHEADER, list(options.headers))
+    c.setopt(pycurl.SSL_VERIFYPEER, 0 if options.insecure else 1)
+    c.setopt(pycurl.SSL_VERIFYHOST, 0 if options.insecure else 2)
+    if options.ca_cert:
+        c.setopt(pycurl.CAINFO, options.ca_cert)
+    c.setopt(pycurl.BUFFERSIZE, options.buffer_size)
+    c.setopt(pycurl.TCP_KEEPALIVE, 1)
+
+
+# ------------------------------------------------------------------- probe
+
+
+@dataclass(slots=True)
+class _Probe:
+    url: str
+    curl: pycurl.Curl
+    head: ResponseHead = field(default_factory=ResponseHead)
+    got_body: bool = False
+
+    def on_write(self, data: bytes):
+        self.got_body = True
+        if self.head.status == 200:
+            return 0  # no Range support: stop before downloading the body
+        return None
+
+
+def probe_many(
+    urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0
+) -> dict[str, RemoteInfo | SegdlError]:
+    """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once."""
+    results: dict[str, RemoteInfo | SegdlError] = {}
+    todo = list(dict.fromkeys(urls))
+    multi = pycurl.CurlMulti()
+    active: dict[pycurl.Curl, _Probe] = {}
+    stop_at = time.monotonic() + deadline
+    try:
+        while todo or active:
+            while todo and len(active) < concurrency:
+                url = todo.pop(0)
+                c = pycurl.Curl()
+                p = _Probe(url, c)
+                try:
+                    _configure(c, url, options)
+                except pycurl.error as e:
+                    results[url] = curl_error(e.args[0], e.args[1])
+                    c.close()
+                    continue
+                c.setopt(pycurl.RANGE, range_spec(0, 1))
+                c.setopt(pycurl.BUFFERSIZE, 16384)
+                c.setopt(pycurl.HEADERFUNCTION, p.head.feed)
+                c.setopt(pycurl.WRITEFUNCTION, p.on_write)
+                c.setopt(pycurl.TIMEOUT_MS, int(max(1.0, options.stall_timeout) * 1000 * 3))
+                multi.add_handle(c)
+                active[c] = p
+            while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+            while True:
+                queued, ok, failed = multi.info_read()
+                for c in ok:
+                    p = active.pop(c)
+                    results[p.url] = _probe_result(p)
+                    multi.remove_handle(c)
+                    c.close()
+                for c, code, msg in failed:
+                    p = active.pop(c)
+                    if code == pycurl.E_WRITE_ERROR and p.head.status == 200:
+                        results[p.url] = _probe_result(p)
+                    else:
+                        results[p.url] = curl_error(code, msg, stall_timeout=options.stall_timeout)
+                    multi.remove_handle(c)
+                    c.close()
+                if not queued:
+                    break
+            if time.monotonic() > stop_at:
+                for c, p in active.items():
+                    results[p.url] = TransientError("probe timed out")
+                    multi.remove_handle(c)
+                    c.close()
+                active.clear()
+                todo.clear()
+                break
+            if active:
+                multi.select(0.1)
+    finally:
+        multi.close()
+    return results
+
+
+def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
+    final = p.curl.getinfo(pycurl.EFFECTIVE_URL) or p.url
+    try:
+        return remote_from_probe(p.url, final, p.head)
+    except SegdlError as e:
+        return e
+
+
+# -------------------------------------------------------------- transfers
+
+
+@dataclass(slots=True)
+class Transfer:
+    """One segment's request on one easy handle."""
+
+    fetch: Fetch
+    fd: int
+    curl: pycurl.Curl
+    position: int
+    end: int | None
+    requested_end: int | None
+    head: ResponseHead = field(default_factory=ResponseHead)
+    checked: bool = False
+    reached_end: bool = False
+    error: SegdlError | None = None
+    received: int = 0  # bytes taken off the wire (for accounting)
+
+    @property
+    def segment(self) -> int:
+        return self.fetch.segment
+
+    def on_write(self, data: bytes):
+        if not self.checked:
+            err = check_response(
+                self.head, self.fetch.position, self.requested_end, self.fetch.expect,
+                redirected=self.head.redirects > 0 or self.fetch.redirected,
+            )
+            if err is not None:
+                self.error = err
+                return 0
+            self.checked = True
+        n = len(data)
+        self.received += n
+        take = n
+        if self.end is not None:
+            take = min(n, self.end - self.position)
+        try:
+            if take > 0:
+                storage.pwrite_all(self.fd, data if take == n else memoryview(data)[:take], self.position)
+        except OSError as e:
+            with_error = StorageError(f"cannot write {self.fetch.path}: {e.strerror or e}")
+            if getattr(e, "errno", None) == 28:
+                with_error = StorageError(f"cannot write {self.fetch.path}: no space left on device")
+            self.error = with_error
+            return 0
+        self.position += take
+        if self.end is not None and self.position >= self.end:
+            self.reached_end = True
+            if take < n or self.end != self.requested_end:
+                return 0  # shortened by a split: stop here, the tail is someone else's
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    transfer: Transfer
+    outcome: str  # "done" | "error"
+    error: SegdlError | None = None
+    total: int | None = None
+    final_url: str | None = None
+
+
+class MultiDriver:
+    """Many transfers on one ``CurlMulti``; easy handles are reused so
+    keep-alive connections are too."""
+
+    def __init__(self) -> None:
+        self.multi = pycurl.CurlMulti()
+        self.idle: list[pycurl.Curl] = []
+        self.transfers: dict[int, Transfer] = {}
+        self._by_curl: dict[pycurl.Curl, Transfer] = {}
+
+    def close(self) -> None:
+        for t in list(self.transfers.values()):
+            self._detach(t)
+        for c in self.idle:
+            c.close()
+        self.idle.clear()
+        self.multi.close()
+
+    # ------------------------------------------------------------ control
+
+    def start(self, fetch: Fetch, fd: int) -> None:
+        c = self.idle.pop() if self.idle else pycurl.Curl()
+        t = Transfer(fetch, fd, c, fetch.position, fetch.end, fetch.end)
+        _configure(c, fetch.url, fetch.options)
+        if fetch.expect.ranged:
+            if fetch.end is None:
+                c.setopt(pycurl.RANGE, f"{fetch.position}-")
+            else:
+                c.setopt(pycurl.RANGE, range_spec(fetch.position, fetch.end))
+        else:
+            c.unsetopt(pycurl.RANGE)
+        c.setopt(pycurl.HEADERFUNCTION, t.head.feed)
+        c.setopt(pycurl.WRITEFUNCTION, t.on_write)
+        self.transfers[fetch.segment] = t
+        self._by_curl[c] = t
+        self.multi.add_handle(c)
+
+    def shrink(self, segment: int, at: int) -> int | None:
+        """Stop ``segment`` at ``at`` or later; returns the accepted end."""
+        t = self.transfers.get(segment)
+        if t is None or t.end is None or not t.fetch.expect.ranged:
+            return None
+        new_end = max(at, t.position)
+        if new_end >= t.end:
+            return None
+        t.end = new_end
+        return new_end
+
+    def cancel(self, segment: int) -> Transfer | None:
+        t = self.transfers.get(segment)
+        if t is not None:
+            self._detach(t)
+        return t
+
+    def _detach(self, t: Transfer) -> None:
+        self.transfers.pop(t.segment, None)
+        self._by_curl.pop(t.curl, None)
+        try:
+            self.multi.remove_handle(t.curl)
+        except pycurl.error:
+            pass
+        # Drop the callbacks' references to the transfer before reuse.
+        t.curl.setopt(pycurl.WRITEFUNCTION, _discard)
+        t.curl.setopt(pycurl.HEADERFUNCTION, _discard)
+        if len(self.idle) < 256:
+            self.idle.append(t.curl)
+        else:
+            t.curl.close()
+
+    # ------------------------------------------------------------ running
+
+    def step(self, timeout: float) -> list[Outcome]:
+        """Let libcurl move data for up to ``timeout`` seconds; return the
+        transfers that ended."""
+        if self.transfers:
+            self.multi.select(timeout)
+        else:
+            time.sleep(timeout)
+            return []
+        while self.multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        out: list[Outcome] = []
+        while True:
+            queued, ok, failed = self.multi.info_read()
+            for c in ok:
+                t = self._by_curl.get(c)
+                if t is not None:
+                    out.append(self._finish(t, 0, ""))
+            for c, code, msg in failed:
+                t = self._by_curl.get(c)
+                if t is not None:
+                    out.append(self._finish(t, code, msg))
+            if not queued:
+                break
+        return out
+
+    def _finish(self, t: Transfer, code: int, msg: str) -> Outcome:
+        final_url = t.curl.getinfo(pycurl.EFFECTIVE_URL)
+        redirected = t.head.redirects > 0 or t.fetch.redirected
+        self._detach(t)
+        if t.reached_end and t.error is None:
+            return Outcome(t, "done", final_url=final_url)
+        if t.error is not None:
+            return Outcome(t, "error", t.error)
+        if code != 0:
+            err = curl_error(code, msg, stall_timeout=t.fetch.options.stall_timeout)
+            return Outcome(t, "error", err)
+        if not t.checked:  # a response with no body at all
+            err = check_response(t.head, t.fetch.position, t.requested_end, t.fetch.expect,
+                                 redirected=redirected)
+            if err is not None:
+                return Outcome(t, "error", err)
+            if t.end is not None and t.position < t.end:
+                return Outcome(t, "error", TransientError("empty response body"))
+        if t.end is None:  # a length-less stream ends at EOF
+            return Outcome(t, "done", total=t.position, final_url=final_url)
+        if t.position >= t.end:
+            return Outcome(t, "done", final_url=final_url)
+        return Outcome(
+            t, "error",
+            TransientError(f"connection closed early at byte {t.position} of [{t.fetch.position}, {t.end})"),
+        )
+
+
+def _discard(data):
+    return None
+
+
+__all__ = ["MultiDriver", "Outcome", "Transfer", "curl_error", "probe_many", "status_error"]

@@ -1,0 +1,220 @@
+"""A worker process: one ``CurlMulti`` driving many segment transfers.
+
+The main thread runs libcurl and ``pwrite``s; a syncer thread runs
+``fdatasync`` in batches (by bytes and by time) and only then reports
+positions to the coordinator as durable.  The curl loop never waits for the
+disk to sync.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from . import storage
+from .errors import StorageError
+from .messages import (
+    Cancel,
+    Durable,
+    Fetch,
+    Finished,
+    Release,
+    Shrink,
+    Shrunk,
+    Stop,
+    WorkerCrashed,
+    Written,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    checkpoint_bytes: int = 8 * 1024 * 1024  # sync at least this often...
+    checkpoint_seconds: float = 0.5  # ...and at least this often
+    report_seconds: float = 0.2  # how often to report received progress
+
+
+class _Syncer(threading.Thread):
+    """Makes positions durable, then tells the coordinator, in order."""
+
+    def __init__(self, index: int, events) -> None:
+        super().__init__(name=f"segdl-sync-{index}", daemon=True)
+        self.index = index
+        self.events = events
+        self.jobs: queue.Queue = queue.Queue()
+
+    def checkpoint(self, positions: dict[int, tuple[int, int]]) -> None:
+        """positions: segment -> (fd, position)."""
+        self.jobs.put(("ckpt", positions))
+
+    def finish(self, fd: int, event: Finished) -> None:
+        self.jobs.put(("finish", fd, event))
+
+    def flush(self) -> None:
+        done = threading.Event()
+        self.jobs.put(("flush", done))
+        done.wait(60)
+
+    def run(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while True:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            fds: set[int] = set()
+            for job in batch:
+                if job[0] == "ckpt":
+                    fds.update(fd for fd, _ in job[1].values())
+                elif job[0] == "finish":
+                    fds.add(job[1])
+            failed: dict[int, str] = {}
+            for fd in fds:
+                try:
+                    storage.sync(fd)
+                except OSError as e:
+                    failed[fd] = e.strerror or str(e)
+            durable: dict[int, int] = {}
+            for job in batch:
+                if job[0] == "ckpt":
+                    for seg, (fd, pos) in job[1].items():
+                        if fd not in failed:
+                            durable[seg] = max(pos, durable.get(seg, 0))
+            if durable:
+                self.events.put(Durable(self.index, durable))
+            for job in batch:
+                if job[0] == "finish":
+                    fd, ev = job[1], job[2]
+                    if fd in failed and ev.outcome != "error":
+                        ev = Finished(ev.worker, ev.segment, ev.position, "error",
+                                      StorageError(f"fdatasync failed: {failed[fd]}"))
+                    self.events.put(ev)
+                elif job[0] == "flush":
+                    job[1].set()
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def run_worker(index: int, orders, events, settings: WorkerSettings, parent_pid: int) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides
+    _die_with_parent()
+    try:
+        _Worker(index, orders, events, settings, parent_pid).loop()
+    except BaseException as e:  # report, never die silently
+        events.put(WorkerCrashed(index, f"{type(e).__name__}: {e}"))
+        raise
+
+
+class _Worker:
+    def __init__(self, index, orders, events, settings: WorkerSettings, parent_pid: int) -> None:
+        from .transport import MultiDriver  # libcurl is initialised in the worker
+
+        self.index = index
+        self.orders = orders
+        self.events = events
+        self.settings = settings
+        self.parent_pid = parent_pid
+        self.driver = MultiDriver()
+        self.fds: dict[int, int] = {}
+        self.syncer = _Syncer(index, events)
+        self.syncer.start()
+        self.seen: dict[int, int] = {}  # segment -> position at last look
+        self.unsynced = 0
+        self.received = 0
+
+    def fd_for(self, fetch: Fetch) -> int:
+        fd = self.fds.get(fetch.file)
+        if fd is None:
+            fd = storage.open_for_write(fetch.path)
+            self.fds[fetch.file] = fd
+        return fd
+
+    def handle(self, order) -> bool:
+        if isinstance(order, Fetch):
+            try:
+                fd = self.fd_for(order)
+            except StorageError as e:
+                self.events.put(Finished(self.index, order.segment, order.position, "error", e))
+                return True
+            self.driver.start(order, fd)
+            self.seen[order.segment] = order.position
+        elif isinstance(order, Shrink):
+            self.events.put(Shrunk(self.index, order.segment, self.driver.shrink(order.segment, order.at)))
+        elif isinstance(order, Cancel):
+            t = self.driver.cancel(order.segment)
+            if t is not None:
+                self.seen.pop(t.segment, None)
+                self.syncer.finish(t.fd, Finished(self.index, t.segment, t.position, "cancelled"))
+        elif isinstance(order, Release):
+            fd = self.fds.pop(order.file, None)
+            if fd is not None:
+                os.close(fd)
+        elif isinstance(order, Stop):
+            for seg in list(self.driver.transfers):
+                t = self.driver.cancel(seg)
+                self.syncer.finish(t.fd, Finished(self.index, t.segment, t.position, "cancelled"))
+            self.syncer.flush()
+            return False
+        return True
+
+    def loop(self) -> None:
+        s = self.settings
+        last_ckpt = last_report = time.monotonic()
+        while True:
+            busy = bool(self.driver.transfers)
+            try:
+                order = self.orders.get_nowait() if busy else self.orders.get(timeout=0.05)
+            except queue.Empty:
+                order = None
+            while order is not None:
+                if not self.handle(order):
+                    return
+                try:
+                    order = self.orders.get_nowait()
+                except queue.Empty:
+                    order = None
+            if os.getppid() != self.parent_pid:
+                return  # the coordinator is gone
+            for oc in self.driver.step(0.01) if self.driver.transfers else ():
+                t = oc.transfer
+                self._account(t.segment, t.position)
+                self.seen.pop(t.segment, None)
+                self.syncer.finish(
+                    t.fd,
+                    Finished(self.index, t.segment, t.position, oc.outcome, oc.error,
+                             total=oc.total, final_url=oc.final_url),
+                )
+            for seg, t in self.driver.transfers.items():
+                self._account(seg, t.position)
+            now = time.monotonic()
+            if self.unsynced > 0 and (self.unsynced >= s.checkpoint_bytes or now - last_ckpt >= s.checkpoint_seconds):
+                self.syncer.checkpoint({seg: (t.fd, t.position) for seg, t in self.driver.transfers.items()})
+                self.unsynced = 0
+                last_ckpt = now
+            if now - last_report >= s.report_seconds:
+                positions = {seg: t.position for seg, t in self.driver.transfers.items()}
+                if positions or self.received:
+                    self.events.put(Written(self.index, positions, self.received))
+                self.received = 0
+                last_report = now
+
+    def _account(self, seg: int, position: int) -> None:
+        before = self.seen.get(seg, position)
+        if position > before:
+            self.unsynced += position - before
+            self.received += position - before
+            self.seen[seg] = position

@@ -1,0 +1,72 @@
+"""Shared fixtures: a generated document root, a session nginx, fault servers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from servers import MiB, FaultServer, Nginx, write_deterministic_file  # noqa: E402
+
+# name -> (size, seed).  Content is deterministic, but tests should compare
+# against blake3_file(nginx_root / name) rather than hard-coded digests.
+NGINX_FILES = {
+    "zero.bin": (0, 0),
+    "one.bin": (1, 1),
+    "odd.bin": (5 * MiB + 12345, 2),
+    "big.bin": (300 * MiB, 3),
+}
+
+
+@pytest.fixture(scope="session")
+def nginx_root(tmp_path_factory) -> Path:
+    """Directory with zero.bin (0 B), one.bin (1 B), odd.bin (5 MiB+12345), big.bin (300 MiB)."""
+    root = tmp_path_factory.mktemp("nginx-root")
+    for name, (size, seed) in NGINX_FILES.items():
+        write_deterministic_file(root / name, size, seed)
+    yield root
+    # big.bin is large; do not leave it behind in pytest's retained tmp dirs
+    try:
+        os.unlink(root / "big.bin")
+    except OSError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def nginx(nginx_root) -> Nginx:
+    """A plain nginx (no rate limit, no delay) serving ``nginx_root``, for the session.
+
+    Its access log is shared by all tests: call ``nginx.reset_access_log()``
+    first if a test inspects it.
+    """
+    with Nginx(root=nginx_root) as srv:
+        yield srv
+
+
+@pytest.fixture
+def make_nginx(nginx_root):
+    """Factory for extra nginx instances (``make_nginx(limit_rate="20m")``), stopped after the test."""
+    started: list[Nginx] = []
+
+    def factory(**kwargs) -> Nginx:
+        kwargs.setdefault("root", nginx_root)
+        srv = Nginx(**kwargs).start()
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def fault_server() -> FaultServer:
+    """A fresh FaultServer per test."""
+    with FaultServer() as srv:
+        yield srv

@@ -126,7 +126,7 @@ class Coordinator:
         self.started = time.monotonic()
         self.events = self.ctx.Queue()
         self.orders = [self.ctx.Queue() for _ in range(workers)]
-        wsettings = WorkerSettings(s.checkpoint_bytes, s.checkpoint_seconds)
+        wsettings = WorkerSettings(s.checkpoint_bytes, s.checkpoint_seconds, max_unsynced=s.max_unsynced)
         self.procs = [
             self.ctx.Process(target=run_worker, args=(i, self.orders[i], self.events, wsettings, os.getpid()),
                              name=f"segdl-worker-{i}", daemon=True)
@@ -182,7 +182,7 @@ class Coordinator:
         batch: list[FileRun] = []
         while self.queue and len(batch) < min(PROBE_AHEAD, max(room, 1)):
             run = self.queue.popleft()
-            if run.request.path is not None and not run.fresh and self._precheck(run):
+            if self._precheck(run):
                 continue  # settled without the network
             batch.append(run)
         if not batch:
@@ -225,8 +225,11 @@ class Coordinator:
         return inside(self.s.dest, rel)
 
     def _precheck(self, run: FileRun) -> bool:
-        """Settle a file whose path is known before probing, if the disk and
-        journal already say enough.  True when settled."""
+        """Settle a file without the network when its path is known and it
+        is already there with the expected digest.  True when settled."""
+        req = run.request
+        if req.path is None or run.fresh or not (req.blake3 or req.sha256):
+            return False
         try:
             final = self._target(run, None)
         except SegdlError as e:
@@ -242,20 +245,29 @@ class Coordinator:
             return True
 
     def _existing(self, run: FileRun, final: Path, remote: RemoteInfo | None) -> bool:
-        """The final file exists: skip it, or refuse to overwrite it."""
+        """The final file exists: skip it, update it, or refuse to overwrite it.
+
+        True when the file is settled (skipped).  False when it should be
+        downloaded again: ``--force``, or the journal says segdl wrote this
+        very file (same size and mtime) and the remote has changed since.
+        """
         req = run.request
         if self.s.force:
             return False
         row = self.journal.file_by_path(final)
         st = final.stat()
-        if row and row["state"] in ("done", "skipped") and row["size"] == st.st_size and row["mtime"] == st.st_mtime:
-            if same_digest(req.blake3, row["blake3"]) and (req.sha256 is None or same_digest(req.sha256, row["sha256"])):
+        ours = bool(row and row["state"] in ("done", "skipped") and row["size"] == st.st_size
+                    and row["mtime"] == st.st_mtime)
+        if ours and same_digest(req.blake3, row["blake3"]) and (req.sha256 is None or same_digest(req.sha256, row["sha256"])):
+            why = self._why_restart(row, remote) if remote is not None else None
+            if why is None:
                 self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, row["blake3"], row["sha256"]))
                 return True
-        if req.blake3 or req.sha256 or (row and row["blake3"] and row["size"] == st.st_size):
+            self.on_message(f"{final.name}: {why} since it was downloaded; updating it")
+            return False
+        if req.blake3 or req.sha256:
             d = digest_file(final, sha256=bool(req.sha256))
-            want_b3 = req.blake3 or (None if req.sha256 else (row or {}).get("blake3"))
-            if same_digest(want_b3, d.blake3) and same_digest(req.sha256, d.sha256):
+            if same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256):
                 self._remember_done(run, final, d, st.st_size)
                 self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, d.blake3, d.sha256))
                 return True
@@ -291,7 +303,8 @@ class Coordinator:
             storage.prepare(run.part, remote.size, keep=True)
         else:
             if row and row["state"] not in ("done", "skipped") and self.journal.segments(row["id"]):
-                why = run.restart_reason or self._why_restart(row, remote)
+                why = run.restart_reason or self._why_restart(row, remote) or (
+                    None if row["ranged"] else "the server does not support ranges, so a partial download cannot continue")
                 if why:
                     self.on_message(f"{final.name}: {why}; restarting from zero")
             plan = (
@@ -318,7 +331,7 @@ class Coordinator:
             return False
         if row["state"] in ("done", "skipped", "hash_mismatch", "queued"):
             return False
-        if self._why_restart(row, remote):
+        if self._why_restart(row, remote) or not row["ranged"]:
             return False
         if storage.file_size(run.part) != remote.size:
             return False
@@ -332,8 +345,6 @@ class Coordinator:
             return f"the remote ETag changed ({row['etag']} -> {remote.etag})"
         if row["last_modified"] and remote.last_modified and row["last_modified"] != remote.last_modified:
             return "the remote Last-Modified changed"
-        if not row["ranged"]:
-            return "the server does not support ranges, so a partial download cannot continue"
         return None
 
     # ------------------------------------------------------------ actions
@@ -383,8 +394,9 @@ class Coordinator:
         finished: list[Finished] = []
         for ev in batch:
             if isinstance(ev, Written):
+                now = time.monotonic()
                 for seg, pos in ev.positions.items():
-                    self.sched.on_written(seg, pos)
+                    self.sched.on_written(seg, pos, now)
                     self._saw(seg, pos)
             elif isinstance(ev, Durable):
                 for seg, pos in ev.positions.items():

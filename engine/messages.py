@@ -29,6 +29,10 @@ class TransferOptions:
     connect_timeout: float = 15.0
     stall_timeout: float = 20.0  # no byte for this long: cut and retry
     buffer_size: int = 2 * 1024 * 1024
+    # Kernel receive buffer per connection (SO_RCVBUF); None: autotuned.
+    # Bounds the bytes in flight that a cut connection (split, pause, crash)
+    # throws away.
+    recv_buffer: int | None = 1024 * 1024
     insecure: bool = False
     ca_cert: str | None = None
     max_redirects: int = 10

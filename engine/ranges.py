@@ -81,6 +81,13 @@ def plan_segments(
     return out
 
 
+#: A range is only split when its owner would need at least this long to
+#: finish it alone.  Cutting a connection throws away the bytes already in
+#: flight on it (socket buffers: megabytes on a fast link), so splitting a
+#: range that is about to finish anyway costs more than it saves.
+DEFAULT_SPLIT_AFTER_SECONDS = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class Running:
     """What the scheduler knows about one in-flight segment."""
@@ -88,6 +95,16 @@ class Running:
     key: int  # segment id
     position: int  # first byte not yet received (best known estimate)
     end: int  # current end of the segment's range
+    rate: float | None = None  # bytes/s of its connection; None: not yet known
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.position
+
+    def seconds_left(self) -> float:
+        if not self.rate:
+            return float("inf")
+        return self.remaining / self.rate
 
 
 def split_point(position: int, end: int, min_split: int = DEFAULT_MIN_SPLIT) -> int | None:
@@ -103,17 +120,26 @@ def split_point(position: int, end: int, min_split: int = DEFAULT_MIN_SPLIT) -> 
 
 
 def choose_split(
-    running: list[Running], min_split: int = DEFAULT_MIN_SPLIT
+    running: list[Running],
+    min_split: int = DEFAULT_MIN_SPLIT,
+    split_after: float = 0.0,
 ) -> tuple[int, int] | None:
-    """The split rule: halve the largest remaining in-flight range.
+    """The split rule: halve the range that will finish last.
 
-    Returns ``(segment key, new tail start)`` or ``None`` when no range is
-    worth splitting.  Ties go to the lowest key so the choice is stable.
+    Among running ranges whose owner needs more than ``split_after``
+    seconds to finish (unknown rate counts as forever) and that are at
+    least ``2 * min_split`` long, pick the one with the most time left
+    (then the most bytes left, then the lowest key) and halve what is left
+    of it.  Returns ``(segment key, new tail start)`` or ``None``.
     """
     best: Running | None = None
+    best_key = None
     for r in running:
-        if best is None or (r.end - r.position, -r.key) > (best.end - best.position, -best.key):
-            best = r
+        if r.remaining < 2 * min_split or r.seconds_left() <= split_after:
+            continue
+        k = (r.seconds_left(), r.remaining, -r.key)
+        if best is None or k > best_key:
+            best, best_key = r, k
     if best is None:
         return None
     at = split_point(best.position, best.end, min_split)

@@ -36,8 +36,9 @@ class Settings:
     concurrent_files: int = 5  # -j
     min_segment: int = DEFAULT_MIN_SEGMENT
     min_split: int = DEFAULT_MIN_SPLIT
-    checkpoint_bytes: int = 8 * MiB  # per worker: fdatasync at least every ...
+    checkpoint_bytes: int = 4 * MiB  # per worker: fdatasync at least every ...
     checkpoint_seconds: float = 0.5  # ... bytes or seconds
+    max_unsynced: int = 32 * MiB  # per worker: pause transfers beyond this much unsynced data
     buffer_budget: int = 96 * MiB  # libcurl receive buffers, all connections together
     force: bool = False
     journal: Path | None = None

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 
 from .errors import SegdlError
-from .ranges import DEFAULT_MIN_SPLIT, Running, choose_split
+from .ranges import DEFAULT_MIN_SPLIT, DEFAULT_SPLIT_AFTER_SECONDS, Running, choose_split
 from .retry import RetryPolicy
 
 PENDING, RUNNING, WAITING, DONE, PAUSED = "pending", "running", "waiting", "done", "paused"
@@ -32,6 +32,8 @@ class SegmentState:
     not_before: float = 0.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     splitting: bool = False
+    rate: float | None = None  # bytes/s while running (smoothed)
+    rate_at: float | None = None  # when ``seen`` was last sampled for it
 
 
 @dataclass(slots=True)
@@ -86,11 +88,13 @@ class Scheduler:
         slots_per_worker: int,
         *,
         min_split: int = DEFAULT_MIN_SPLIT,
+        split_after: float = DEFAULT_SPLIT_AFTER_SECONDS,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.free = {w: slots_per_worker for w in range(workers)}
         self.min_split = min_split
+        self.split_after = split_after
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
         self.files: dict[int, FileState] = {}
@@ -104,7 +108,7 @@ class Scheduler:
     def add_segment(self, file: int, segment: int, start: int, end: int | None, done: int) -> None:
         f = self.files[file]
         pos = start + done
-        st = SegmentState(segment, file, start, end, pos, pos)
+        st = SegmentState(segment, file, start, end, pos, pos, retry=self.retry)
         if end is not None and pos >= end:
             st.state = DONE
         if f.paused and st.state != DONE:
@@ -167,6 +171,7 @@ class Scheduler:
                 if worker is None:
                     return out
                 s.state, s.worker = RUNNING, worker
+                s.rate = s.rate_at = None
                 self.free[worker] -= 1
                 running += 1
                 out.append(Assign(worker, key, s.position, s.end))
@@ -185,9 +190,9 @@ class Scheduler:
             for key in f.segments:
                 s = self.segments[key]
                 if s.state == RUNNING and not s.splitting and s.end is not None:
-                    candidates.append(Running(key, max(s.seen, s.position), s.end))
+                    candidates.append(Running(key, max(s.seen, s.position), s.end, s.rate))
         for _ in range(spare):
-            pick = choose_split(candidates, self.min_split)
+            pick = choose_split(candidates, self.min_split, self.split_after)
             if pick is None:
                 break
             key, at = pick
@@ -199,9 +204,16 @@ class Scheduler:
 
     # ------------------------------------------------------------ events
 
-    def on_written(self, segment: int, position: int) -> None:
+    def on_written(self, segment: int, position: int, now: float | None = None) -> None:
         s = self.segments.get(segment)
-        if s is not None and position > s.seen:
+        if s is None or s.state != RUNNING:
+            return
+        if now is not None:
+            if s.rate_at is not None and now > s.rate_at:
+                inst = max(0, position - s.seen) / (now - s.rate_at)
+                s.rate = inst if s.rate is None else 0.5 * s.rate + 0.5 * inst
+            s.rate_at = now
+        if position > s.seen:
             s.seen = position
 
     def on_durable(self, segment: int, position: int) -> None:

@@ -83,6 +83,27 @@ def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
         c.setopt(pycurl.CAINFO, options.ca_cert)
     c.setopt(pycurl.BUFFERSIZE, options.buffer_size)
     c.setopt(pycurl.TCP_KEEPALIVE, 1)
+    if options.recv_buffer:
+        c.setopt(pycurl.SOCKOPTFUNCTION, _rcvbuf_setter(options.recv_buffer))
+    else:
+        c.unsetopt(pycurl.SOCKOPTFUNCTION)
+
+
+def _rcvbuf_setter(size: int):
+    import socket
+
+    def setter(fd: int, purpose: int) -> int:
+        try:
+            s = socket.socket(fileno=fd)
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+            finally:
+                s.detach()
+        except OSError:
+            pass
+        return pycurl.SOCKOPT_OK
+
+    return setter
 
 
 # ------------------------------------------------------------------- probe
@@ -175,6 +196,29 @@ def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
 # -------------------------------------------------------------- transfers
 
 
+class WriteGate:
+    """Back-pressure between the network and the disk.
+
+    Transfers count what they write; whoever makes data durable advances
+    ``synced``.  While more than ``limit`` bytes are written but not synced,
+    write callbacks pause their transfer (libcurl keeps the chunk and hands
+    it over again on unpause), so TCP pushes back on the server and a crash
+    loses a bounded amount.
+    """
+
+    __slots__ = ("written", "synced", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.written = 0
+        self.synced = 0
+        self.limit = limit
+
+    @property
+    def open(self) -> bool:
+        return self.limit is None or self.written - self.synced < self.limit
+
+
+
 @dataclass(slots=True)
 class Transfer:
     """One segment's request on one easy handle."""
@@ -190,6 +234,8 @@ class Transfer:
     reached_end: bool = False
     error: SegdlError | None = None
     received: int = 0  # bytes taken off the wire (for accounting)
+    gate: WriteGate | None = None
+    paused: bool = False
 
     @property
     def segment(self) -> int:
@@ -205,6 +251,9 @@ class Transfer:
                 self.error = err
                 return 0
             self.checked = True
+        if self.gate is not None and not self.gate.open:
+            self.paused = True
+            return pycurl.WRITEFUNC_PAUSE
         n = len(data)
         self.received += n
         take = n
@@ -220,6 +269,8 @@ class Transfer:
             self.error = with_error
             return 0
         self.position += take
+        if self.gate is not None:
+            self.gate.written += take
         if self.end is not None and self.position >= self.end:
             self.reached_end = True
             if take < n or self.end != self.requested_end:
@@ -240,7 +291,8 @@ class MultiDriver:
     """Many transfers on one ``CurlMulti``; easy handles are reused so
     keep-alive connections are too."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: WriteGate | None = None) -> None:
+        self.gate = gate
         self.multi = pycurl.CurlMulti()
         self.idle: list[pycurl.Curl] = []
         self.transfers: dict[int, Transfer] = {}
@@ -258,7 +310,7 @@ class MultiDriver:
 
     def start(self, fetch: Fetch, fd: int) -> None:
         c = self.idle.pop() if self.idle else pycurl.Curl()
-        t = Transfer(fetch, fd, c, fetch.position, fetch.end, fetch.end)
+        t = Transfer(fetch, fd, c, fetch.position, fetch.end, fetch.end, gate=self.gate)
         _configure(c, fetch.url, fetch.options)
         if fetch.expect.ranged:
             if fetch.end is None:
@@ -304,6 +356,18 @@ class MultiDriver:
             self.idle.append(t.curl)
         else:
             t.curl.close()
+
+    def unpause(self) -> None:
+        """Resume transfers paused by the gate, while it stays open."""
+        for t in list(self.transfers.values()):
+            if self.gate is not None and not self.gate.open:
+                return
+            if t.paused:
+                t.paused = False
+                try:
+                    t.curl.pause(pycurl.PAUSE_CONT)
+                except pycurl.error:
+                    pass
 
     # ------------------------------------------------------------ running
 
@@ -364,4 +428,4 @@ def _discard(data):
     return None
 
 
-__all__ = ["MultiDriver", "Outcome", "Transfer", "curl_error", "probe_many", "status_error"]
+__all__ = ["MultiDriver", "Outcome", "Transfer", "WriteGate", "curl_error", "probe_many", "status_error"]

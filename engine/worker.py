@@ -33,9 +33,13 @@ from .messages import (
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    checkpoint_bytes: int = 8 * 1024 * 1024  # sync at least this often...
+    checkpoint_bytes: int = 4 * 1024 * 1024  # sync at least this often...
     checkpoint_seconds: float = 0.5  # ...and at least this often
     report_seconds: float = 0.2  # how often to report received progress
+    # Stop reading sockets while more than this is written but not yet
+    # synced: the disk sets the pace, and a crash loses at most this much
+    # (plus what is in flight in socket buffers).
+    max_unsynced: int = 32 * 1024 * 1024
 
 
 class _Syncer(threading.Thread):
@@ -46,10 +50,13 @@ class _Syncer(threading.Thread):
         self.index = index
         self.events = events
         self.jobs: queue.Queue = queue.Queue()
+        self.synced_mark = 0  # the worker's byte counter at the last completed sync
+        self.progress = threading.Event()
+        self.gate = None  # a transport.WriteGate to advance after each sync
 
-    def checkpoint(self, positions: dict[int, tuple[int, int]]) -> None:
-        """positions: segment -> (fd, position)."""
-        self.jobs.put(("ckpt", positions))
+    def checkpoint(self, positions: dict[int, tuple[int, int]], mark: int) -> None:
+        """positions: segment -> (fd, position); mark: bytes written so far."""
+        self.jobs.put(("ckpt", positions, mark))
 
     def finish(self, fd: int, event: Finished) -> None:
         self.jobs.put(("finish", fd, event))
@@ -87,6 +94,12 @@ class _Syncer(threading.Thread):
                             durable[seg] = max(pos, durable.get(seg, 0))
             if durable:
                 self.events.put(Durable(self.index, durable))
+            marks = [job[2] for job in batch if job[0] == "ckpt"]
+            if marks:
+                self.synced_mark = max(self.synced_mark, max(marks))
+                if self.gate is not None:
+                    self.gate.synced = self.synced_mark
+                self.progress.set()
             for job in batch:
                 if job[0] == "finish":
                     fd, ev = job[1], job[2]
@@ -121,16 +134,18 @@ def run_worker(index: int, orders, events, settings: WorkerSettings, parent_pid:
 
 class _Worker:
     def __init__(self, index, orders, events, settings: WorkerSettings, parent_pid: int) -> None:
-        from .transport import MultiDriver  # libcurl is initialised in the worker
+        from .transport import MultiDriver, WriteGate  # libcurl is initialised in the worker
 
         self.index = index
         self.orders = orders
         self.events = events
         self.settings = settings
         self.parent_pid = parent_pid
-        self.driver = MultiDriver()
+        self.gate = WriteGate(settings.max_unsynced)
+        self.driver = MultiDriver(self.gate)
         self.fds: dict[int, int] = {}
         self.syncer = _Syncer(index, events)
+        self.syncer.gate = self.gate
         self.syncer.start()
         self.seen: dict[int, int] = {}  # segment -> position at last look
         self.unsynced = 0
@@ -189,6 +204,10 @@ class _Worker:
                     order = None
             if os.getppid() != self.parent_pid:
                 return  # the coordinator is gone
+            if not self.gate.open and self.unsynced:
+                self._checkpoint()  # the disk is behind: sync now, transfers wait
+                last_ckpt = time.monotonic()
+            self.driver.unpause()
             for oc in self.driver.step(0.01) if self.driver.transfers else ():
                 t = oc.transfer
                 self._account(t.segment, t.position)
@@ -202,8 +221,7 @@ class _Worker:
                 self._account(seg, t.position)
             now = time.monotonic()
             if self.unsynced > 0 and (self.unsynced >= s.checkpoint_bytes or now - last_ckpt >= s.checkpoint_seconds):
-                self.syncer.checkpoint({seg: (t.fd, t.position) for seg, t in self.driver.transfers.items()})
-                self.unsynced = 0
+                self._checkpoint()
                 last_ckpt = now
             if now - last_report >= s.report_seconds:
                 positions = {seg: t.position for seg, t in self.driver.transfers.items()}
@@ -211,6 +229,11 @@ class _Worker:
                     self.events.put(Written(self.index, positions, self.received))
                 self.received = 0
                 last_report = now
+
+    def _checkpoint(self) -> None:
+        self.syncer.checkpoint({seg: (t.fd, t.position) for seg, t in self.driver.transfers.items()},
+                               self.gate.written)
+        self.unsynced = 0
 
     def _account(self, seg: int, position: int) -> None:
         before = self.seen.get(seg, position)

@@ -1,0 +1,1 @@
+"""segdl benchmark suite: see benchmarks/README.md; entry point benchmarks/run.py."""

@@ -1,0 +1,149 @@
+"""The benchmark cases and the exact command line of every tool in them.
+
+A :class:`Case` = one dataset, one nginx mirror configuration, and the tools
+(:class:`ToolSpec`) that download the whole dataset from it.  ``build_cases``
+returns the full or the ``--quick`` variant of every case.
+
+Quick sizes are smaller; the throttled cases scale ``limit_rate`` with the
+size so a connection spends about the same time under the limit (nginx
+grants every request a one-second burst: ``rate * (elapsed + 1) - sent``).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .datasets import GiB, MiB, Dataset
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """An nginx configuration (see tests/servers.py ``Nginx``)."""
+
+    limit_rate: str | None = None  # per request, e.g. "20m"
+    echo_sleep_ms: int | None = None  # delay before every response
+
+    def describe(self) -> str:
+        parts = []
+        if self.limit_rate:
+            parts.append(f"limit_rate {self.limit_rate} per connection")
+        if self.echo_sleep_ms:
+            parts.append(f"{self.echo_sleep_ms} ms before each response")
+        return ", ".join(parts) or "unthrottled"
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool configuration: ``tool`` is segdl, aria2c or curl."""
+
+    label: str
+    tool: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    dataset: Dataset
+    mirror: Mirror
+    tools: tuple[ToolSpec, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total_bytes(self) -> int:
+        return self.dataset.total_bytes
+
+
+# --------------------------------------------------------------------------- commands
+
+#: aria2c flags that only silence the console and keep names stable; they do
+#: not change how it downloads (file allocation stays the default, which on
+#: Linux uses fallocate).
+ARIA2C_QUIET = ("--console-log-level=warn", "--summary-interval=0",
+                "--download-result=hide", "--show-console-readout=false",
+                "--auto-file-renaming=false")
+ARIA2C_SPLIT = ("-x16", "-s16", "-k1M")
+
+
+def command(spec: ToolSpec, urls: list[str], dest: Path, scratch: Path) -> list[str]:
+    """The argv that makes ``spec`` download ``urls`` into ``dest``.
+
+    ``scratch`` is a per-run directory for the segdl journal and the aria2c
+    input file; it is deleted after the run.
+    """
+    if spec.tool == "segdl":
+        return ["segdl", "get", "-d", str(dest), "-q",
+                "--journal", str(scratch / "journal.sqlite"), *spec.args, *urls]
+    if spec.tool == "aria2c":
+        if len(urls) == 1:
+            return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest), urls[0]]
+        listing = scratch / "input.txt"
+        listing.write_text("".join(u + "\n" for u in urls))
+        return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest), "-i", str(listing)]
+    if spec.tool == "curl":
+        if len(urls) != 1:
+            raise ValueError("curl cases download one file")
+        name = urls[0].rsplit("/", 1)[1]
+        return ["curl", "-sS", "-f", *spec.args, "-o", str(dest / name), urls[0]]
+    raise ValueError(f"unknown tool {spec.tool!r}")
+
+
+def display(argv: list[str], n_urls: int) -> str:
+    """argv as one shell line; segdl's long URL list is shortened to ``<N URLs>``."""
+    if argv[0] == "segdl" and n_urls > 2:
+        argv = argv[:len(argv) - n_urls] + [f"<{n_urls} URLs>"]
+    return shlex.join(argv)
+
+
+# --------------------------------------------------------------------------- cases
+
+SEGDL = ToolSpec("segdl", "segdl")
+ARIA2C = ToolSpec("aria2c", "aria2c", ARIA2C_SPLIT)
+CURL = ToolSpec("curl", "curl")
+
+BURST_NOTE = ("nginx limit_rate allows rate x (elapsed + 1 s) bytes, i.e. a one-second "
+              "burst per request: a request of S bytes takes about S/rate - 1 s, and tools "
+              "that issue many small requests partly escape the limit.")
+
+
+def build_cases(quick: bool) -> dict[str, Case]:
+    """Every case, keyed by name, in the order they run."""
+    big = Dataset("big-256m", 1, 256 * MiB) if quick else Dataset("big-1g", 1, GiB)
+    rate = "5m" if quick else "20m"  # 256 MiB / 16 conns at 5m == 1 GiB / 16 at 20m
+    coll = Dataset("coll-32m", 20 if quick else 80, 32 * MiB)
+    small = Dataset("small-1m", 1000 if quick else 10_000, MiB)
+    j, x = 8, 4  # coll80: 8 files at once x 4 connections = 32 connections
+    cases = [
+        Case("1g", f"{big.size // MiB} MiB, unthrottled", big, Mirror(),
+             (SEGDL, ARIA2C, CURL)),
+        Case("1g-20m-x16", f"{big.size // MiB} MiB at {rate}/connection, 16 connections",
+             big, Mirror(limit_rate=rate),
+             (ToolSpec("segdl -x16", "segdl", ("-x", "16")), ARIA2C), (BURST_NOTE,)),
+        Case("1g-20m-x64", f"{big.size // MiB} MiB at {rate}/connection, segdl 64 connections "
+             "vs aria2c 16 (its maximum)", big, Mirror(limit_rate=rate),
+             (ToolSpec("segdl -x64", "segdl", ("-x", "64", "--max-connections", "64")), ARIA2C),
+             (BURST_NOTE,)),
+        Case("coll80", f"{coll.count} files x {coll.size // MiB} MiB at 4m/connection, "
+             f"{j} files x {x} connections", coll, Mirror(limit_rate="4m"),
+             (ToolSpec("segdl", "segdl", ("-j", str(j), "-x", str(x),
+                                          "--max-connections", str(j * x))),
+              ToolSpec("aria2c -i", "aria2c", ("-j", str(j), "-x", str(x), "-s", str(x), "-k1M"))),
+             ("4m (not 20m) so the limit binds: a 32 MiB file in 4 ranges is 8 MiB per "
+              "request, which a 20m limit would deliver entirely inside its one-second burst.",
+              BURST_NOTE)),
+        Case("small10k", f"{small.count:,} files x 1 MiB, unthrottled", small, Mirror(),
+             (ToolSpec("segdl", "segdl", ("-j", "16", "--max-connections", "16")),
+              ToolSpec("aria2c -i", "aria2c", ("-j", "16")))),
+        Case("sleep50", f"{big.size // MiB} MiB, 50 ms before every response", big,
+             Mirror(echo_sleep_ms=50), (SEGDL, ARIA2C, CURL)),
+    ]
+    if not quick:
+        cases.insert(5, Case("4g", "4 GiB, unthrottled (writeback-bound)",
+                             Dataset("big-4g", 1, 4 * GiB), Mirror(), (SEGDL, ARIA2C, CURL)))
+    return {c.name: c for c in cases}
+
+
+ALL_CASE_NAMES = ("1g", "1g-20m-x16", "1g-20m-x64", "coll80", "small10k", "4g", "sleep50")

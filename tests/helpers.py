@@ -1,0 +1,22 @@
+"""Running the segdl CLI from tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SEGDL = [sys.executable, "-m", "segdl.cli.main"]
+
+
+def run_segdl(args, journal: Path, *, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
+    e = dict(os.environ, SEGDL_JOURNAL=str(journal))
+    e.update(env or {})
+    return subprocess.run([*SEGDL, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def json_lines(proc: subprocess.CompletedProcess) -> list[dict]:
+    """stdout must be JSON lines and nothing else."""
+    return [json.loads(line) for line in proc.stdout.splitlines()]

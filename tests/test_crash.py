@@ -1,0 +1,119 @@
+"""kill -9 of every segdl process at random instants, then the same command
+again: the file is correct, re-download is bounded, the journal consistent."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from crashlib import crash_trial, kill_tree
+from helpers import SEGDL, json_lines, run_segdl
+from servers import blake3_file
+from segdl.engine.ranges import MiB
+from segdl.engine.request import Settings
+from segdl.engine.messages import TransferOptions
+
+
+def redownload_bound(connections: int = 16, workers: int = 2) -> int:
+    """What a kill -9 may cost at default settings, from first principles:
+
+    * per worker, at most ``max_unsynced`` bytes written but not yet
+      fdatasync'ed, which the journal therefore does not claim;
+    * per connection, what is in flight in socket buffers: our receive
+      buffer (SO_RCVBUF, which Linux doubles) plus the server's send
+      buffer (at most tcp_wmem's maximum); the server counts these bytes
+      as sent, but nobody can have received them;
+    * the cut may also hit a tail split in flight (one more socket's worth).
+    """
+    s = Settings()
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem_max = int(f.read().split()[2])
+    per_conn = 2 * TransferOptions().recv_buffer + wmem_max
+    return workers * s.max_unsynced + (connections + 1) * per_conn + 1
+
+
+
+def segments_tile(journal, size):
+    con = sqlite3.connect(journal)
+    rows = con.execute('SELECT start, "end", done FROM segments ORDER BY start').fetchall()
+    con.close()
+    pos = 0
+    for start, end, done in rows:
+        assert start == pos and 0 <= done <= end - start
+        pos = end
+    assert pos == size
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kill9_at_random_instant_then_resume(nginx, nginx_root, tmp_path, seed):
+    rng = random.Random(seed)
+    size = (nginx_root / "big.bin").stat().st_size
+    expected = blake3_file(nginx_root / "big.bin")
+    kill_after = rng.uniform(0.3, 1.6)  # covers startup, probe, download, verify, rename
+    t = crash_trial(nginx, nginx.url("big.bin"), expected, size, tmp_path, kill_after)
+    assert t.final_rc == 0, t.final_stderr
+    assert t.ok
+    [line] = [json for json in map(__import__("json").loads, t.final_stdout.splitlines())]
+    assert line["status"] in ("done", "skipped")
+    assert t.redownloaded <= redownload_bound(), (t.kill_after, t.redownloaded / MiB)
+    print(f"kill after {kill_after:.2f}s (running={t.killed}): re-downloaded {t.redownloaded / MiB:.1f} MiB")
+
+
+def test_kill9_while_server_is_slow_resumes_from_journal(make_nginx, nginx_root, tmp_path):
+    """A throttled server makes the kill land mid-download for sure; the
+    second run must continue from the journal, not from zero."""
+    srv = make_nginx(limit_rate="2m")
+    journal = tmp_path / "j.sqlite"
+    out = tmp_path / "out"
+    env = dict(os.environ, SEGDL_JOURNAL=str(journal))
+    p = subprocess.Popen([*SEGDL, "get", srv.url("big.bin"), "-d", str(out), "-q", "-x", "16"],
+                         env=env, start_new_session=True)
+    time.sleep(3)
+    assert p.poll() is None
+    kill_tree(p)
+    con = sqlite3.connect(journal)
+    claimed = con.execute("SELECT SUM(done) FROM segments").fetchone()[0]
+    con.close()
+    part = out / "big.bin.segdl-part"
+    assert part.exists() and claimed > 64 * MiB
+    # Every byte the journal claims is already the right byte on disk.
+    src = (nginx_root / "big.bin").open("rb")
+    con = sqlite3.connect(journal)
+    with part.open("rb") as f:
+        for start, done in con.execute("SELECT start, done FROM segments"):
+            if done:
+                f.seek(start); src.seek(start)
+                assert f.read(done) == src.read(done)
+    con.close()
+    segments_tile(journal, (nginx_root / "big.bin").stat().st_size)
+    srv.reset_access_log()
+    r = run_segdl(["get", srv.url("big.bin"), "-d", out, "--json", "-x", "16"], journal, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert blake3_file(out / "big.bin") == blake3_file(nginx_root / "big.bin")
+    second = srv.body_bytes_sent("big.bin")
+    assert second <= (300 * MiB - claimed) + 1 + 16 * MiB  # resumed: only what was missing (+ split cuts)
+
+
+def test_ctrl_c_stops_cleanly_and_resume_command_finishes(make_nginx, nginx_root, tmp_path):
+    srv = make_nginx(limit_rate="2m")
+    journal = tmp_path / "j.sqlite"
+    out = tmp_path / "out"
+    env = dict(os.environ, SEGDL_JOURNAL=str(journal))
+    p = subprocess.Popen([*SEGDL, "get", srv.url("big.bin"), "-d", str(out), "-q"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(2.5)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert b"Traceback" not in err
+    r = run_segdl(["resume", "--json"], journal, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [l["status"] for l in json_lines(r)] == ["done"]
+    assert blake3_file(out / "big.bin") == blake3_file(nginx_root / "big.bin")

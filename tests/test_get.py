@@ -1,0 +1,166 @@
+"""segdl get against real servers on 127.0.0.1: nginx, Python's http.server
+(ignores Range), and the project's fault server (length-less stream)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import json_lines, run_segdl
+from servers import blake3_file, free_port, wait_for_port
+from segdl.engine import errors
+
+
+@pytest.fixture
+def journal(tmp_path):
+    return tmp_path / "journal.sqlite"
+
+
+@pytest.mark.parametrize("name", ["zero.bin", "one.bin", "odd.bin"])
+def test_small_and_odd_sizes(nginx, nginx_root, tmp_path, journal, name):
+    out = tmp_path / "out"
+    p = run_segdl(["get", nginx.url(name), "-d", out, "--json", "-x", "4"], journal)
+    assert p.returncode == 0, p.stderr
+    [line] = json_lines(p)
+    assert line["status"] == "done" and line["error"] is None
+    assert line["size"] == (nginx_root / name).stat().st_size
+    assert line["blake3"] == blake3_file(nginx_root / name) == blake3_file(out / name)
+    assert set(line) >= {"url", "path", "status", "size", "blake3", "error", "seconds"}
+    assert not list(out.glob("*.segdl-part"))
+
+
+def test_big_file_many_segments_and_byte_accounting(nginx, nginx_root, tmp_path, journal):
+    nginx.reset_access_log()
+    out = tmp_path / "out"
+    p = run_segdl(["get", nginx.url("big.bin"), "-d", out, "--json", "-x", "16", "--workers", "2"], journal)
+    assert p.returncode == 0, p.stderr
+    [line] = json_lines(p)
+    assert line["status"] == "done"
+    assert blake3_file(out / "big.bin") == blake3_file(nginx_root / "big.bin") == line["blake3"]
+    entries = [e for e in nginx.access_log_entries() if e["path"] == "/big.bin"]
+    ranged = [e for e in entries if e["status"] == 206]
+    assert len(ranged) >= 16  # probe + 8 MiB-or-larger segments + tail splits
+    # Bytes fetched twice: the 1-byte probe, plus what was in flight on a
+    # connection cut by a tail split (socket buffers); kept under 5%.
+    sent = sum(e["body_bytes_sent"] for e in entries)
+    assert sent - (300 << 20) < 15 << 20
+
+
+def test_several_urls_in_one_job_and_rerun_skips(nginx, nginx_root, tmp_path, journal):
+    out = tmp_path / "out"
+    urls = [nginx.url(n) for n in ("zero.bin", "one.bin", "odd.bin")]
+    p = run_segdl(["get", *urls, "-d", out, "--json"], journal)
+    assert p.returncode == 0, p.stderr
+    assert [l["status"] for l in json_lines(p)] == ["done"] * 3
+    nginx.reset_access_log()
+    p = run_segdl(["get", *urls, "-d", out, "--json"], journal)
+    assert p.returncode == 0
+    assert [l["status"] for l in json_lines(p)] == ["skipped"] * 3
+    assert nginx.body_bytes_sent("odd.bin") <= 1  # only the probe: is it unchanged?
+
+
+def test_file_with_known_digest_is_skipped_without_network(nginx, nginx_root, tmp_path, journal):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "copy.bin").write_bytes((nginx_root / "odd.bin").read_bytes())
+    nginx.reset_access_log()
+    p = run_segdl(["get", nginx.url("odd.bin"), "-o", "copy.bin", "-d", out, "--json",
+                   "--blake3", blake3_file(nginx_root / "odd.bin")], journal)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p)[0]["status"] == "skipped"
+    assert nginx.access_log_entries() == []
+
+
+def test_404_fails_only_that_file_with_exit_3(nginx, tmp_path, journal):
+    out = tmp_path / "out"
+    p = run_segdl(["get", nginx.url("missing.bin"), nginx.url("one.bin"), "-d", out, "--json"], journal)
+    assert p.returncode == errors.EXIT_DOWNLOAD_FAILED == 3
+    missing, one = json_lines(p)
+    assert missing["status"] == "failed" and "404" in missing["error"]
+    assert one["status"] == "done"
+    assert not (out / "missing.bin").exists() and (out / "one.bin").exists()
+
+
+def test_hash_mismatch_exit_4_keeps_data_out_of_final_name(nginx, tmp_path, journal):
+    out = tmp_path / "out"
+    p = run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json", "--blake3", "00" * 32], journal)
+    assert p.returncode == errors.EXIT_HASH_MISMATCH == 4
+    [line] = json_lines(p)
+    assert line["status"] == "hash_mismatch" and "expected blake3" in line["error"]
+    assert not (out / "odd.bin").exists()
+
+
+def test_correct_hashes_pass(nginx, nginx_root, tmp_path, journal):
+    import hashlib
+    out = tmp_path / "out"
+    sha = hashlib.sha256((nginx_root / "odd.bin").read_bytes()).hexdigest()
+    p = run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json", "--blake3",
+                   blake3_file(nginx_root / "odd.bin"), "--sha256", sha.upper()], journal)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p)[0]["sha256"] == sha
+
+
+def test_existing_different_file_is_not_overwritten_without_force(nginx, nginx_root, tmp_path, journal):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "odd.bin").write_bytes(b"mine")
+    p = run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json"], journal)
+    assert p.returncode == errors.EXIT_EXISTS
+    assert (out / "odd.bin").read_bytes() == b"mine"
+    p = run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json", "--force"], journal)
+    assert p.returncode == 0
+    assert blake3_file(out / "odd.bin") == blake3_file(nginx_root / "odd.bin")
+
+
+def test_bad_url_is_a_clear_error(tmp_path, journal):
+    p = run_segdl(["get", "notaurl://x/y", "-d", tmp_path, "--json"], journal)
+    [line] = json_lines(p)
+    assert line["status"] == "failed" and line["error"]
+    assert p.returncode in (errors.EXIT_USAGE, errors.EXIT_DOWNLOAD_FAILED)
+    assert "Traceback" not in p.stderr
+
+
+@pytest.fixture
+def plain_http_server(nginx_root):
+    """Python's http.server: no Range support at all."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "-d", str(nginx_root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for_port(port, 10)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_server_without_range_support_gives_one_stream(plain_http_server, nginx_root, tmp_path, journal):
+    out = tmp_path / "out"
+    p = run_segdl(["get", f"{plain_http_server}/odd.bin", "-d", out, "--json", "-x", "8"], journal)
+    assert p.returncode == 0, p.stderr
+    assert blake3_file(out / "odd.bin") == blake3_file(nginx_root / "odd.bin")
+
+
+def test_length_less_stream(fault_server, tmp_path, journal):
+    data = bytes(range(256)) * 4096 + b"tail"
+    fault_server.add("blob.bin", data)
+    out = tmp_path / "out"
+    for fault in ("nolength", "chunked"):
+        p = run_segdl(["get", fault_server.url(f"/{fault}/blob.bin"), "-d", out, "-o", f"{fault}.bin", "--json"], journal)
+        assert p.returncode == 0, p.stderr
+        [line] = json_lines(p)
+        assert line["size"] == len(data)
+        assert (out / f"{fault}.bin").read_bytes() == data
+
+
+def test_manifest_like_target_paths_cannot_escape(nginx, tmp_path, journal):
+    p = run_segdl(["get", nginx.url("one.bin"), "-d", tmp_path / "out", "-o", "../escape.bin", "--json"], journal)
+    [line] = json_lines(p)
+    assert line["status"] == "failed" and "escapes" in line["error"]
+    assert p.returncode == errors.EXIT_USAGE
+    assert not (tmp_path / "escape.bin").exists()

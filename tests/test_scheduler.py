@@ -1,0 +1,128 @@
+"""The scheduler is driven by feeding events: no processes, no sockets."""
+
+import random
+
+from segdl.engine import errors
+from segdl.engine.retry import RetryPolicy
+from segdl.engine.scheduler import (
+    Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler,
+)
+
+
+def make(workers=2, slots=2, **kw):
+    s = Scheduler(workers, slots, min_split=10, rng=random.Random(0), **kw)
+    return s
+
+
+def test_assigns_pending_segments_to_free_slots_balanced():
+    s = make()
+    s.add_file(1, ranged=True, max_connections=8)
+    for i, (a, b) in enumerate([(0, 100), (100, 200), (200, 300)]):
+        s.add_segment(1, 10 + i, a, b, 0)
+    acts = s.plan(0.0)
+    assigns = [a for a in acts if isinstance(a, Assign)]
+    assert [a.segment for a in assigns] == [10, 11, 12]
+    assert sorted(a.worker for a in assigns) == [0, 0, 1] or sorted(a.worker for a in assigns) == [0, 1, 1]
+    # one slot left, nothing pending: the largest running range is split
+    splits = [a for a in acts if isinstance(a, RequestSplit)]
+    assert len(splits) == 1 and splits[0].segment == 10 and splits[0].at == 50
+
+
+def test_resume_starts_at_durable_position_and_skips_done():
+    s = make(workers=1, slots=4)
+    s.add_file(1, ranged=True, max_connections=4)
+    s.add_segment(1, 1, 0, 100, 100)  # done
+    s.add_segment(1, 2, 100, 200, 37)
+    acts = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    assert acts == [Assign(0, 2, 137, 200)]
+
+
+def test_per_file_connection_cap():
+    s = make(workers=1, slots=10)
+    s.add_file(1, ranged=True, max_connections=2)
+    for i in range(5):
+        s.add_segment(1, i, i * 100, i * 100 + 100, 0)
+    assigns = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    assert len(assigns) == 2
+
+
+def test_split_accepted_creates_tail_and_shortens_owner():
+    s = make(workers=1, slots=2)
+    s.add_file(1, ranged=True, max_connections=4)
+    s.add_segment(1, 1, 0, 1000, 0)
+    acts = s.plan(0.0)
+    split = [a for a in acts if isinstance(a, RequestSplit)][0]
+    assert split.at == 500
+    assert s.plan(0.0) == []  # no second request while one is outstanding
+    s.on_written(1, 600)  # the owner got further than asked
+    tail = s.on_shrunk(1, 600)
+    assert tail == (600, 1000) and s.segments[1].end == 600
+    s.add_segment(1, 2, 600, 1000, 0)
+    assert [a for a in s.plan(0.0) if isinstance(a, Assign)] == [Assign(0, 2, 600, 1000)]
+
+
+def test_refused_split_leaves_segment_alone():
+    s = make(workers=1, slots=2)
+    s.add_file(1, ranged=True, max_connections=4)
+    s.add_segment(1, 1, 0, 1000, 0)
+    s.plan(0.0)
+    assert s.on_shrunk(1, None) is None and s.segments[1].end == 1000
+
+
+def test_transient_error_waits_backoff_then_retries_from_durable_position():
+    s = make(workers=1, slots=1)
+    s.add_file(1, ranged=True, max_connections=1)
+    s.add_segment(1, 1, 0, 100, 0)
+    s.plan(0.0)
+    out = s.on_finished(1, 40, "error", errors.TransientError("reset", retry_after=2), now=10.0)
+    assert out == []
+    assert s.plan(11.0) == []  # Retry-After not yet passed
+    assert s.next_wakeup() >= 12.0
+    assert s.plan(12.5) == [Assign(0, 1, 40, 100)]
+
+
+def test_exhausted_retries_fail_the_file_and_cancel_its_other_segments():
+    s = make(workers=1, slots=2, retry=RetryPolicy(max_attempts=0))
+    s.add_file(1, ranged=True, max_connections=2)
+    s.add_segment(1, 1, 0, 100, 0)
+    s.add_segment(1, 2, 100, 200, 0)
+    s.plan(0.0)
+    out = s.on_finished(1, 0, "error", errors.TransientError("reset"), now=1.0)
+    assert isinstance(out[0], FileFailed) and out[1] == CancelSegment(0, 2)
+
+
+def test_hard_error_fails_only_its_file():
+    s = make(workers=1, slots=4)
+    for f in (1, 2):
+        s.add_file(f, ranged=True, max_connections=2)
+        s.add_segment(f, f * 10, 0, 100, 0)
+    s.plan(0.0)
+    out = s.on_finished(10, 0, "error", errors.HttpError("HTTP 404", status_code=404), now=1.0)
+    assert [type(a) for a in out] == [FileFailed]
+    assert s.on_finished(20, 100, "done", None, now=1.0) == [FileComplete(2)]
+
+
+def test_plain_stream_restarts_from_zero_and_is_never_split():
+    s = make(workers=1, slots=4)
+    s.add_file(1, ranged=False, max_connections=4)
+    s.add_segment(1, 1, 0, None, 0)
+    acts = s.plan(0.0)
+    assert acts == [Assign(0, 1, 0, None)]
+    s.on_finished(1, 500, "error", errors.TransientError("reset"), now=0.0)
+    assert s.plan(100.0) == [Assign(0, 1, 0, None)]
+    assert s.on_finished(1, 900, "done", None, now=100.0, total=900) == [FileComplete(1)]
+    assert s.segments[1].end == 900
+
+
+def test_pause_cancels_and_resume_requeues():
+    s = make(workers=1, slots=4)
+    s.add_file(1, ranged=True, max_connections=4)
+    s.add_segment(1, 1, 0, 100, 0)
+    s.add_file(2, ranged=True, max_connections=4)
+    s.add_segment(2, 2, 0, 100, 0)
+    s.plan(0.0)
+    assert s.pause_file(1) == [CancelSegment(0, 1)]
+    s.on_finished(1, 30, "cancelled", None, now=0.0)
+    assert all(not (isinstance(a, Assign) and a.segment == 1) for a in s.plan(0.0))
+    s.resume_file(1)
+    assert Assign(0, 1, 30, 100) in s.plan(0.0)

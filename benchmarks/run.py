@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py: the Nginx helper
 
 from servers import Nginx  # noqa: E402
 from segbench import datasets, machine, report, runner  # noqa: E402
-from segbench.cases import ALL_CASE_NAMES, Case, build_cases  # noqa: E402
+from segbench.cases import (  # noqa: E402
+    ALL_CASE_NAMES, Case, build_cases, segdl_has_input_file)
 
 DISK_MARGIN = 2 << 30  # keep this much free beyond a case's data and output
 TOOLS = ("segdl", "aria2c", "curl", "nginx")
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cache of generated files and scratch space (git-ignored)")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="seconds before a single tool run is killed")
+    p.add_argument("--segdl-urls", choices=("auto", "file", "args"), default="auto",
+                   help="give segdl a collection as -i FILE or as arguments "
+                        "(auto: -i if `segdl get --help` lists --input-file)")
     args = p.parse_args(argv)
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if args.out is None:
@@ -112,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
            "machine": machine.machine_info(REPO, args.data), "cases": {}, "skipped": []}
     if args.quick and "4g" in wanted:
         doc["skipped"].append("4g: not part of --quick")
-    ctx = runner.Context(src_root, work_root, args.rounds, args.timeout, log)
+    use_file = (args.segdl_urls == "file"
+                or (args.segdl_urls == "auto" and segdl_has_input_file()))
+    doc["segdl_urls"] = "-i FILE" if use_file else "arguments"
+    ctx = runner.Context(src_root, work_root, rounds=args.rounds, timeout=args.timeout,
+                         segdl_input_file=use_file, log=log)
     t0 = time.monotonic()
     try:
         for name, case in all_cases.items():

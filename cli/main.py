@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
@@ -67,9 +68,23 @@ def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: b
     return results.exit_code
 
 
+def _rate(value: Optional[str], name: str) -> int:
+    if value is None:
+        return 0
+    from segdl.engine.bandwidth import parse_rate
+
+    try:
+        return parse_rate(value)
+    except ValueError as e:
+        err.print(f"[red]segdl:[/] {name}: {e}")
+        raise typer.Exit(EXIT_USAGE)
+
+
 @app.command()
 def get(
-    urls: List[str] = typer.Argument(..., help="URLs to download."),
+    urls: List[str] = typer.Argument(None, help="URLs to download."),
+    input_file: Optional[Path] = typer.Option(None, "-i", "--input-file", help="aria2 input file or JSON collection manifest (see README)."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="Collection name (default: the manifest's)."),
     dest: Path = typer.Option(Path("."), "-d", "--dir", help="Target folder."),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="File name (one URL only), relative to --dir."),
     connections: int = typer.Option(16, "-x", "--connections", min=1, max=1024, help="Connections per file."),
@@ -84,39 +99,88 @@ def get(
     retries: int = typer.Option(8, "--retries", min=0, help="Retries per segment for transient failures."),
     insecure: bool = typer.Option(False, "--insecure", help="Do not verify TLS certificates."),
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="CA bundle for TLS verification."),
+    max_speed: Optional[str] = typer.Option(None, "--max-speed", help="Limit for the whole job, e.g. 40M (1024-based)."),
+    max_file_speed: Optional[str] = typer.Option(None, "--max-file-speed", help="Limit per file, e.g. 500K."),
     journal: Optional[Path] = JournalOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or summary."),
 ) -> None:
-    """Download URLs: segmented, resumable, verified."""
-    if len(urls) > 1 and (out or blake3 or sha256):
+    """Download URLs or a collection: segmented, resumable, verified."""
+    urls = list(urls or [])
+    manifest_collection = None
+    requests: list[Request] = []
+    if input_file is not None:
+        from segdl.engine.manifest import load_input
+
+        try:
+            m = load_input(input_file)
+        except SegdlError as e:
+            raise _fail(e)
+        requests.extend(m.requests)
+        manifest_collection = m.collection
+    if not urls and not requests:
+        err.print("[red]segdl:[/] nothing to download: give URLs or -i FILE")
+        raise typer.Exit(EXIT_USAGE)
+    if len(urls) + len(requests) > 1 and (out or blake3 or sha256):
         err.print("[red]segdl:[/] -o, --blake3 and --sha256 apply to a single URL")
         raise typer.Exit(EXIT_USAGE)
     for h in header:
         if ":" not in h:
             err.print(f"[red]segdl:[/] header {h!r} is not 'Name: value'")
             raise typer.Exit(EXIT_USAGE)
-    requests = [Request(u, out, blake3, sha256) for u in urls]
+    requests.extend(Request(u, out, blake3, sha256) for u in urls)
     from segdl.engine.retry import RetryPolicy
 
     settings = Settings(
         dest=dest, connections=connections, max_connections=max_connections,
         workers=workers, concurrent_files=concurrent, force=force, journal=journal,
+        max_speed=_rate(max_speed, "--max-speed"), max_file_speed=_rate(max_file_speed, "--max-file-speed"),
         retry=RetryPolicy(max_attempts=retries),
         transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
                                  insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
     )
-    raise typer.Exit(_run(requests, settings, as_json=as_json, quiet=quiet))
+    raise typer.Exit(_run(requests, settings, as_json=as_json, quiet=quiet,
+                          collection=collection or manifest_collection))
+
+
+def _set_paused(target: str, journal: Optional[Path], paused: bool) -> int:
+    try:
+        j = Journal(journal)
+        rows = j.resolve_targets(target)
+        if not rows:
+            err.print(f"[red]segdl:[/] no file or collection matches {target!r}")
+            return EXIT_USAGE
+        j.set_paused([r["id"] for r in rows], paused)
+        j.close()
+    except SegdlError as e:
+        raise _fail(e)
+    word = "paused" if paused else "resumed"
+    for r in rows:
+        err.print(f"segdl: {word} {r['path']}", highlight=False)
+    return 0
+
+
+@app.command()
+def pause(
+    target: str = typer.Argument(..., help="A file's id, path or URL, or a collection name."),
+    journal: Optional[Path] = JournalOpt,
+) -> None:
+    """Pause a file (or a collection) of a running job: its connections go to
+    the other files; its segments and partial data are kept."""
+    raise typer.Exit(_set_paused(target, journal, True))
 
 
 @app.command()
 def resume(
+    target: Optional[str] = typer.Argument(None, help="Resume this paused file or collection; without it, continue every unfinished job."),
     journal: Optional[Path] = JournalOpt,
     workers: int = typer.Option(2, "--workers", min=1, max=64),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Continue every unfinished job in the journal."""
+    """Resume a paused file or collection, or continue every unfinished job."""
+    if target is not None:
+        raise typer.Exit(_set_paused(target, journal, False))
     try:
         jobs = api.unfinished(journal)
     except SegdlError as e:
@@ -136,36 +200,139 @@ def resume(
     raise typer.Exit(code)
 
 
+def _live_state(row: dict) -> str:
+    """A file's state as a person wants it: a 'downloading' row whose job
+    is not alive any more is 'interrupted'."""
+    state = row["state"]
+    if state in ("downloading", "verifying", "queued", "paused"):
+        alive = row.get("job_state") == "running" and row.get("heartbeat") and time.time() - row["heartbeat"] < 10
+        if alive and row.get("job_pid"):
+            try:
+                os.kill(row["job_pid"], 0)
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                pass
+        if not alive:
+            return "paused" if row.get("paused") else ("interrupted" if state != "queued" else "queued")
+        if row.get("paused"):
+            return "paused"
+    return state
+
+
 @app.command()
 def status(
+    collection: Optional[str] = typer.Argument(None, help="Only this collection."),
     journal: Optional[Path] = JournalOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
 ) -> None:
-    """Show every file the journal knows: state, bytes, hash."""
+    """Show every file the journal knows, per collection: state, bytes, speed.
+    Reads the journal only, so it works while a job runs."""
     try:
         j = Journal(journal, readonly=True)
         rows = j.status_rows()
         j.close()
     except SegdlError as e:
         raise _fail(e)
+    if collection is not None:
+        rows = [r for r in rows if r["collection"] == collection]
+    out = []
+    for r in rows:
+        state = _live_state(r)
+        final = state in ("done", "skipped")
+        done = r["size"] if final else max(r["bytes_done"] or 0, r["received"] or 0) if state in ("downloading", "verifying", "paused") else (r["bytes_done"] or 0)
+        out.append({
+            "id": r["id"], "collection": r["collection"], "path": r["path"], "url": _redact(r["url"]),
+            "state": state, "size": r["size"], "bytes_done": done,
+            "speed": (r["speed"] or 0.0) if state == "downloading" else 0.0,
+            "blake3": r["blake3"], "error": r["error"],
+        })
     if as_json:
-        for r in rows:
-            print(json.dumps({
-                "id": r["id"], "collection": r["collection"], "path": r["path"], "url": r["url"],
-                "state": r["state"], "size": r["size"], "bytes_done": r["bytes_done"] if r["state"] not in ("done", "skipped") else r["size"],
-                "blake3": r["blake3"], "error": r["error"], "speed": 0,
-            }, sort_keys=True))
+        for o in out:
+            print(json.dumps(o, sort_keys=True))
         return
     from rich.table import Table
 
-    t = Table()
-    for c in ("id", "state", "path", "done", "size", "detail"):
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        done = r["size"] if r["state"] in ("done", "skipped") else r["bytes_done"]
-        t.add_row(str(r["id"]), r["state"], r["path"], f"{done or 0:,}",
-                  "?" if r["size"] is None else f"{r['size']:,}", r["error"] or "")
-    Console().print(t)
+    console = Console()
+    groups: dict = {}
+    for o in out:
+        groups.setdefault(o["collection"] or "(no collection)", []).append(o)
+    for name, files in groups.items():
+        counts: dict[str, int] = {}
+        for o in files:
+            counts[o["state"]] = counts.get(o["state"], 0) + 1
+        t = Table(title=f"{name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), title_justify="left")
+        for c in ("id", "state", "path", "done", "size", "speed", "detail"):
+            t.add_column(c, overflow="fold")
+        for o in files:
+            t.add_row(str(o["id"]), o["state"], o["path"], f"{o['bytes_done'] or 0:,}",
+                      "?" if o["size"] is None else f"{o['size']:,}",
+                      f"{o['speed'] / 1048576:.1f} MiB/s" if o["speed"] else "", o["error"] or "")
+        console.print(t)
+
+
+def _redact(url: str) -> str:
+    """Hide query strings (signed URLs carry tokens there) in output."""
+    base, q, _ = url.partition("?")
+    return base + ("?…" if q else "")
+
+
+@app.command()
+def retry(
+    collection: Optional[str] = typer.Argument(None, help="Only this collection."),
+    journal: Optional[Path] = JournalOpt,
+    workers: int = typer.Option(2, "--workers", min=1, max=64),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Download again only the files that failed (read from the journal)."""
+    try:
+        jobs = api.failed(journal, collection)
+    except SegdlError as e:
+        raise _fail(e)
+    if not jobs:
+        if not quiet and not as_json:
+            err.print("segdl: no failed files")
+        raise typer.Exit(0)
+    code = 0
+    for dest, reqs, spec, coll in jobs:
+        settings = Settings(
+            dest=dest, journal=journal, workers=workers,
+            connections=spec.get("connections", 16), max_connections=spec.get("max_connections", 64),
+            concurrent_files=spec.get("concurrent_files", 5),
+        )
+        code = max(code, _run(reqs, settings, as_json=as_json, quiet=quiet, collection=coll))
+    raise typer.Exit(code)
+
+
+@app.command()
+def limit(
+    max_speed: Optional[str] = typer.Option(None, "--max-speed", help="New limit for the whole job (0: none)."),
+    max_file_speed: Optional[str] = typer.Option(None, "--max-file-speed", help="New limit per file (0: none)."),
+    job: Optional[int] = typer.Option(None, "--job", help="Job id (default: every running job)."),
+    journal: Optional[Path] = JournalOpt,
+) -> None:
+    """Change the speed limits of a running job; it applies them within a second."""
+    if max_speed is None and max_file_speed is None:
+        err.print("[red]segdl:[/] give --max-speed and/or --max-file-speed")
+        raise typer.Exit(EXIT_USAGE)
+    fields = {}
+    if max_speed is not None:
+        fields["max_speed"] = _rate(max_speed, "--max-speed") or None
+    if max_file_speed is not None:
+        fields["max_file_speed"] = _rate(max_file_speed, "--max-file-speed") or None
+    try:
+        j = Journal(journal)
+        ids = [job] if job is not None else [r["id"] for r in j.running_jobs()]
+        if not ids:
+            err.print("[red]segdl:[/] no running job")
+            raise typer.Exit(EXIT_USAGE)
+        for i in ids:
+            j.update_job(i, **fields)
+        j.close()
+    except SegdlError as e:
+        raise _fail(e)
+    err.print(f"segdl: limits of job {', '.join(map(str, ids))} set")
 
 
 def main() -> None:  # pragma: no cover - console script entry

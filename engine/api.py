@@ -68,4 +68,29 @@ def unfinished(journal_path: Path | None = None) -> list[tuple[Path, list[Reques
         journal.close()
 
 
+def failed(journal_path: Path | None = None, collection: str | None = None):
+    """Failed files in the journal, grouped by job: (dest, requests, settings, collection)."""
+    journal = Journal(journal_path)
+    try:
+        out = []
+        for job in journal.all_jobs():
+            if collection is not None and job["collection"] != collection:
+                continue
+            reqs = []
+            for f in journal.files(job["id"]):
+                if f["state"] not in ("failed", "hash_mismatch"):
+                    continue
+                p = Path(f["path"])
+                rel = str(p.relative_to(job["dest"])) if p.is_relative_to(job["dest"]) else None
+                reqs.append(Request(f["url"], rel, f["expected_blake3"], f["expected_sha256"]))
+            if reqs:
+                spec = job["spec"]
+                mirrors = {r["url"]: tuple(r.get("mirrors") or ()) for r in spec.get("requests", [])}
+                reqs = [replace(r, mirrors=mirrors.get(r.url, ())) for r in reqs]
+                out.append((Path(job["dest"]), reqs, spec.get("settings", {}), job["collection"]))
+        return out
+    finally:
+        journal.close()
+
+
 __all__ = ["download", "unfinished", "FileResult", "Request", "Results", "Settings"]

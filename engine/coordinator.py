@@ -23,6 +23,7 @@ import multiprocess
 
 from . import storage
 from .errors import (
+    AccessExpiredError,
     DownloadError,
     ExistsError,
     HashMismatchError,
@@ -38,6 +39,7 @@ from .messages import (
     Durable,
     Fetch,
     Finished,
+    Limit,
     Release,
     Shrink,
     Shrunk,
@@ -79,6 +81,24 @@ class FileRun:
     state: str = "queued"
     draining: set[int] = field(default_factory=set)
     restart_reason: SegdlError | None = None
+    sources: list["Source"] = field(default_factory=list)  # the URL and its mirrors
+    source_of: dict[int, int] = field(default_factory=dict)  # segment -> source index
+    paused: bool = False
+    resolving: bool = False  # re-resolving an expired signed URL
+    limit: int = 0  # bytes/s for each of its connections (0: none)
+
+
+@dataclass(slots=True)
+class Source:
+    """One URL that serves a file: the original or a mirror."""
+
+    url: str
+    remote: RemoteInfo
+    failures: int = 0
+    disabled: bool = False
+    received: int = 0
+    running: int = 0
+    rate: float = 0.0  # bytes/s per connection, smoothed
 
 
 class Coordinator:
@@ -135,6 +155,14 @@ class Coordinator:
         for p in self.procs:
             p.start()
         self.prober = ThreadPoolExecutor(1, thread_name_prefix="segdl-probe")
+        self.prober_aux = ThreadPoolExecutor(1, thread_name_prefix="segdl-resolve")
+        self.resolving: dict[int, tuple[int, Future]] = {}
+        self._limits_dirty = True
+        self.last_control = 0.0
+        self.last_heartbeat = 0.0
+        self.limits = {"max_speed": s.max_speed or None, "max_file_speed": s.max_file_speed or None}
+        self.journal.update_job(self.job, pid=os.getpid(), heartbeat=time.time(),
+                                max_speed=s.max_speed or None, max_file_speed=s.max_file_speed or None)
         self.verifier = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
         self.probing: Future | None = None
         self.probing_runs: list[FileRun] = []
@@ -155,11 +183,15 @@ class Coordinator:
             self._start_probes()
             self._collect_probes()
             self._collect_verifications()
+            self._collect_resolutions()
+            self._poll_control()
             self._dispatch(self.sched.plan(time.monotonic()))
+            self._apply_limits()
             if self._finished():
                 break
             self._drain_events()
             self._snapshot()
+            self._heartbeat()
         self._snapshot(force=True)
 
     def _finished(self) -> bool:
@@ -189,7 +221,7 @@ class Coordinator:
             return
         from .transport import probe_many
 
-        urls = [r.request.url for r in batch]
+        urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
         opts = self.options
         self.probing_runs = batch
         self.probing = self.prober.submit(probe_many, urls, opts)
@@ -203,14 +235,39 @@ class Coordinator:
             found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.probing_runs}
         batch, self.probing, self.probing_runs = self.probing_runs, None, []
         for run in batch:
-            got = found.get(run.request.url) or DownloadError("no probe result")
+            try:
+                self._activate(run, self._sources(run, found))
+            except SegdlError as e:
+                self._settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+
+    def _sources(self, run: FileRun, found: dict) -> list[Source]:
+        """The URL and the mirrors that answered and agree with each other."""
+        urls = [run.request.url, *run.request.mirrors]
+        ok: list[Source] = []
+        first_error: SegdlError | None = None
+        for u in urls:
+            got = found.get(u) or DownloadError("no probe result")
             if isinstance(got, SegdlError):
-                self._settle(run, FileResult.failed(run.request.url, self._shown(run), got))
-            else:
-                try:
-                    self._activate(run, got)
-                except SegdlError as e:
-                    self._settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+                first_error = first_error or got
+                if u != run.request.url:
+                    self.on_message(f"mirror {u} dropped: {got.message}")
+                continue
+            if ok:
+                ref = ok[0].remote
+                why = None
+                if got.size != ref.size:
+                    why = f"size {got.size} differs from {ref.size}"
+                elif ref.etag and got.etag and got.etag != ref.etag:
+                    why = f"ETag {got.etag} differs from {ref.etag}"
+                elif got.ranged != ref.ranged:
+                    why = "Range support differs"
+                if why:
+                    self.on_message(f"mirror {u} dropped: {why}")
+                    continue
+            ok.append(Source(u, got))
+        if not ok:
+            raise first_error or DownloadError("no source answered")
+        return ok
 
     def _shown(self, run: FileRun) -> str:
         if run.final is not None:
@@ -277,10 +334,12 @@ class Coordinator:
         self.journal.put_file(self.job, run.request.url, final, state="skipped", size=size,
                               blake3=d.blake3, sha256=d.sha256, mtime=final.stat().st_mtime, error=None)
 
-    def _activate(self, run: FileRun, remote: RemoteInfo) -> None:
+    def _activate(self, run: FileRun, sources: list[Source]) -> None:
         req = run.request
-        if run.plain and remote.ranged:
-            remote = replace(remote, ranged=False)
+        if run.plain:
+            sources = [Source(x.url, replace(x.remote, ranged=False)) for x in sources[:1]]
+        run.sources = sources
+        remote = sources[0].remote
         if req.size is not None and remote.size is not None and req.size != remote.size:
             raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
         final = self._target(run, remote)
@@ -294,9 +353,10 @@ class Coordinator:
         facts = dict(final_url=remote.final_url, size=remote.size, ranged=int(remote.ranged),
                      etag=remote.etag, last_modified=remote.last_modified,
                      expected_blake3=req.blake3, expected_sha256=req.sha256,
-                     state="downloading", error=None, exit_code=None)
+                     state="downloading", error=None, exit_code=None, paused=0)
         resume = self._resumable(run, row, remote)
-        fid = self.journal.put_file(self.job, req.url, final, **(facts if resume else {"state": "queued"}))
+        fid = self.journal.put_file(self.job, req.url, final,
+                                    **(facts if resume else {"state": "queued", "paused": 0}))
         run.id = fid
         if resume:
             segments = self.journal.segments(fid)
@@ -354,19 +414,38 @@ class Coordinator:
             if isinstance(a, Assign):
                 seg = self.sched.segments[a.segment]
                 run = self.runs[seg.file]
-                remote = run.remote
+                i = self._pick_source(run)
+                src = run.sources[i]
+                src.running += 1
+                run.source_of[a.segment] = i
+                remote = src.remote
                 self.orders[a.worker].put(
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
-                          remote.expect(), self._options_for(run), redirected=remote.redirected)
+                          remote.expect(), self._options_for(run), redirected=remote.redirected,
+                          max_speed=run.limit)
                 )
+                self._limits_dirty = True
             elif isinstance(a, RequestSplit):
-                self.orders[a.worker].put(Shrink(a.segment, a.at))
+                self.orders[a.worker].put(Shrink(a.segment, a.at, self.s.min_split))
             elif isinstance(a, CancelSegment):
                 self.orders[a.worker].put(Cancel(a.segment))
             elif isinstance(a, FileComplete):
                 self._complete(a.file)
             elif isinstance(a, FileFailed):
                 self._fail(a.file, a.error)
+
+    @staticmethod
+    def _pick_source(run: FileRun) -> int:
+        """Least loaded healthy source, weighted by its measured speed; a
+        source not measured yet is tried first."""
+        best, best_score = 0, None
+        for i, src in enumerate(run.sources):
+            if src.disabled:
+                continue
+            score = (src.rate or float("inf")) / (src.running + 1)
+            if best_score is None or score > best_score:
+                best, best_score = i, score
+        return best
 
     def _options_for(self, run: FileRun):
         if run.request.headers:
@@ -436,6 +515,9 @@ class Coordinator:
             run.received += pos - before
             run.done += pos - before
             run.seen[seg] = pos
+            i = run.source_of.get(seg)
+            if i is not None:
+                run.sources[i].received += pos - before
 
     def _commit(self, splits: list[tuple]) -> None:
         if not self.pending_done and not splits:
@@ -455,9 +537,25 @@ class Coordinator:
             self._restart_drained()
             return
         run = self.runs[st.file]
+        i = run.source_of.pop(ev.segment, None)
+        if i is not None:
+            src = run.sources[i]
+            src.running = max(0, src.running - 1)
+            if ev.outcome == "error" and ev.error is not None and ev.error.retryable:
+                src.failures += 1
+                healthy = [x for x in run.sources if not x.disabled and x is not src]
+                if src.failures >= 3 and healthy and not src.disabled:
+                    src.disabled = True
+                    self.on_message(f"{run.final.name}: mirror {src.url} dropped after "
+                                    f"{src.failures} failures ({ev.error.message})")
+            elif ev.outcome == "done":
+                src.failures = 0
+        self._limits_dirty = True
         if ev.outcome == "error" and isinstance(ev.error, (RemoteChangedError, RangeIgnoredError)):
             self._free_slot_and_restart(run, ev)
             return
+        if ev.outcome == "error" and isinstance(ev.error, AccessExpiredError) and i is not None:
+            self._reresolve(run, i)
         if ev.outcome == "done" and st.end is None and ev.total is not None:
             self.journal.update_file(run.id, size=ev.total)
             run.remote = replace(run.remote, size=ev.total)
@@ -467,8 +565,9 @@ class Coordinator:
         self._dispatch(self.sched.on_finished(ev.segment, ev.position, ev.outcome, ev.error,
                                               time.monotonic(), total=ev.total))
 
-    def _free_slot_and_restart(self, run: FileRun, ev: Finished) -> None:
-        self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
+    def _free_slot_and_restart(self, run: FileRun, ev: Finished, slot_taken: bool = True) -> None:
+        if slot_taken:
+            self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
         run.restarts += 1
         if run.restarts > self.s.restart_limit:
             self._dispatch(self.sched._fail_file(self.sched.files[run.id], ev.error))
@@ -481,6 +580,51 @@ class Coordinator:
         run.draining = {c.segment for c in cancels}
         run.state = "restarting"
         self._restart_drained()
+
+    # ------------------------------------------------------------ signed URLs
+
+    def _reresolve(self, run: FileRun, i: int) -> None:
+        """A signed URL expired: ask the original URL again for a fresh one.
+
+        The file's segments wait (paused) meanwhile; if size and ETag are
+        unchanged they continue where they were, else the file restarts."""
+        if run.resolving:
+            return
+        run.resolving = True
+        self._dispatch(self.sched.pause_file(run.id))
+        from .transport import probe_many
+
+        src = run.sources[i]
+        self.on_message(f"{run.final.name}: {src.url} expired; resolving it again")
+        fut = self.prober_aux.submit(probe_many, [src.url], self.options)
+        self.resolving[run.id] = (i, fut)
+
+    def _collect_resolutions(self) -> None:
+        for fid, (i, fut) in list(self.resolving.items()):
+            if not fut.done():
+                continue
+            del self.resolving[fid]
+            run = self.runs.get(fid)
+            if run is None:
+                continue
+            run.resolving = False
+            src = run.sources[i]
+            try:
+                got = fut.result()[src.url]
+            except Exception as e:  # pragma: no cover - a bug in probing
+                got = DownloadError(f"cannot resolve {src.url} again: {e}")
+            if isinstance(got, SegdlError):
+                self._dispatch(self.sched._fail_file(self.sched.files[fid], got))
+                continue
+            old = src.remote
+            if got.size != old.size or (old.etag and got.etag and got.etag != old.etag):
+                why = RemoteChangedError(f"the remote file changed when its URL was resolved again "
+                                         f"(size {old.size} -> {got.size}, ETag {old.etag} -> {got.etag})")
+                self._free_slot_and_restart(run, Finished(-1, -1, 0, "error", why), slot_taken=False)
+                continue
+            src.remote = got
+            if not run.paused:
+                self.sched.resume_file(fid)
 
     def _restart_drained(self) -> None:
         for fid, run in list(self.runs.items()):
@@ -562,6 +706,63 @@ class Coordinator:
         run.state = result.status
         self.results[run.index] = result
 
+    # ------------------------------------------------------------ live control
+
+    def _poll_control(self) -> None:
+        """Pick up what other processes wrote to the journal: paused flags
+        and speed limits (``segdl pause``, ``resume``, ``limit``)."""
+        now = time.monotonic()
+        if now - self.last_control < 0.25:
+            return
+        self.last_control = now
+        limits, paused = self.journal.control_state(self.job)
+        if limits and {k: limits.get(k) for k in self.limits} != self.limits:
+            self.limits = {k: limits.get(k) for k in self.limits}
+            self._limits_dirty = True
+        for fid, flag in paused.items():
+            run = self.runs.get(fid)
+            if run is None or run.state not in ("downloading", "paused"):
+                continue
+            if flag and not run.paused:
+                run.paused, run.state = True, "paused"
+                self._dispatch(self.sched.pause_file(fid))
+                self.journal.update_file(fid, state="paused")
+                self.on_message(f"{run.final.name}: paused")
+            elif not flag and run.paused:
+                run.paused, run.state = False, "downloading"
+                if not run.resolving:
+                    self.sched.resume_file(fid)
+                self.journal.update_file(fid, state="downloading")
+                self.on_message(f"{run.final.name}: resumed")
+
+    def _apply_limits(self) -> None:
+        """Share the job's and each file's bandwidth among running connections."""
+        if not self._limits_dirty:
+            return
+        self._limits_dirty = False
+        from .bandwidth import share
+
+        running = {fid: self.sched.running_count(fid) for fid in self.sched.files}
+        per_conn = share(running, self.limits.get("max_speed") or 0, self.limits.get("max_file_speed") or 0)
+        for fid, limit in per_conn.items():
+            run = self.runs.get(fid)
+            if run is None or run.limit == limit:
+                continue
+            run.limit = limit
+            for key in self.sched.files[fid].segments:
+                st = self.sched.segments[key]
+                if st.worker is not None and st.state == "running":
+                    self.orders[st.worker].put(Limit(key, limit))
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self.last_heartbeat < 1.0:
+            return
+        self.last_heartbeat = now
+        live = {fid: (round(r.speed, 1) if r.state == "downloading" else 0.0, r.done)
+                for fid, r in self.runs.items() if r.state in ("downloading", "paused", "verifying")}
+        self.journal.heartbeat(self.job, live)
+
     # ------------------------------------------------------------ progress
 
     def _snapshot(self, force: bool = False) -> None:
@@ -611,4 +812,5 @@ class Coordinator:
             if p.is_alive():
                 p.kill()
         self.prober.shutdown(wait=False, cancel_futures=True)
+        self.prober_aux.shutdown(wait=False, cancel_futures=True)
         self.verifier.shutdown(wait=True)

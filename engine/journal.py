@@ -79,6 +79,23 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m002_live_control(db: sqlite_utils.Database) -> None:
+    """Live state for ``segdl status`` and control from other processes:
+    a paused flag per file, live speed and received bytes, per-job limits."""
+    db.executescript(
+        """
+        ALTER TABLE files ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE files ADD COLUMN speed REAL;
+        ALTER TABLE files ADD COLUMN received INTEGER;
+        ALTER TABLE jobs ADD COLUMN pid INTEGER;
+        ALTER TABLE jobs ADD COLUMN heartbeat REAL;
+        ALTER TABLE jobs ADD COLUMN max_speed INTEGER;
+        ALTER TABLE jobs ADD COLUMN max_file_speed INTEGER;
+        """
+    )
+
+
 def default_path() -> Path:
     env = os.environ.get("SEGDL_JOURNAL")
     if env:
@@ -151,7 +168,71 @@ class Journal:
 
     def finish_job(self, job_id: int) -> None:
         with self.atomic() as db:
-            db.execute("UPDATE jobs SET state = 'finished' WHERE id = ?", [job_id])
+            db.execute("UPDATE jobs SET state = 'finished', pid = NULL WHERE id = ?", [job_id])
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+            return rows[0] if rows else None
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        with self.atomic() as db:
+            db.execute(
+                f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                [*fields.values(), job_id],
+            )
+
+    def heartbeat(self, job_id: int, live: dict[int, tuple[float, int]]) -> None:
+        """Live numbers for ``status``: file id -> (speed, received bytes)."""
+        with self.atomic() as db:
+            db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", [time.time(), job_id])
+            if live:
+                db.conn.executemany(
+                    "UPDATE files SET speed = ?, received = ? WHERE id = ?",
+                    [(sp, rc, fid) for fid, (sp, rc) in live.items()],
+                )
+
+    def control_state(self, job_id: int) -> tuple[dict[str, Any], dict[int, int]]:
+        """What other processes asked of a running job: its limits, and the
+        paused flag of each of its files."""
+        with _journal_errors(self.path):
+            job = list(self.db.query("SELECT max_speed, max_file_speed FROM jobs WHERE id = ?", [job_id]))
+            paused = {r["id"]: r["paused"] for r in self.db.query("SELECT id, paused FROM files WHERE job_id = ?", [job_id])}
+            return (job[0] if job else {}), paused
+
+    def set_paused(self, file_ids: list[int], paused: bool) -> None:
+        with self.atomic() as db:
+            db.conn.executemany("UPDATE files SET paused = ? WHERE id = ?", [(int(paused), f) for f in file_ids])
+
+    def resolve_targets(self, target: str) -> list[dict[str, Any]]:
+        """Files matching TARGET: a file id, an absolute or relative path, a
+        URL, or a collection name (every file of it)."""
+        with _journal_errors(self.path):
+            if target.isdigit():
+                rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [int(target)]))
+                if rows:
+                    return rows
+            ap = os.path.abspath(target)
+            rows = list(self.db.query(
+                "SELECT * FROM files WHERE path = ? OR path = ? OR url = ? ORDER BY id", [target, ap, target]))
+            if rows:
+                return rows
+            return list(self.db.query(
+                """SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id
+                   WHERE j.collection = ? ORDER BY f.id""", [target]))
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            return list(self.db.query("SELECT * FROM jobs WHERE state = 'running' AND pid IS NOT NULL"))
+
+    def all_jobs(self) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            out = []
+            for r in self.db.query("SELECT * FROM jobs ORDER BY id"):
+                r = dict(r)
+                r["spec"] = json.loads(r["spec"])
+                out.append(r)
+            return out
 
     def unfinished_jobs(self) -> list[dict[str, Any]]:
         with _journal_errors(self.path):
@@ -276,7 +357,7 @@ class Journal:
         with _journal_errors(self.path):
             return list(
                 self.db.query(
-                    """SELECT f.*, j.collection,
+                    """SELECT f.*, j.collection, j.state AS job_state, j.pid AS job_pid, j.heartbeat,
                               (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
                        FROM files f LEFT JOIN jobs j ON j.id = f.job_id ORDER BY f.id"""
                 )

@@ -58,6 +58,15 @@ class Fetch:
     expect: Expect
     options: TransferOptions = field(default_factory=TransferOptions)
     redirected: bool = False  # url is a redirect target (e.g. a signed URL)
+    max_speed: int = 0  # bytes/s for this connection; 0: unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """Change the speed limit of a running segment's connection."""
+
+    segment: int
+    max_speed: int  # bytes/s; 0: unlimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,7 @@ class Shrink:
 
     segment: int
     at: int
+    min_tail: int = 0  # a tail shorter than this is not worth a split
 
 
 @dataclass(frozen=True, slots=True)

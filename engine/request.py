@@ -41,6 +41,8 @@ class Settings:
     max_unsynced: int = 32 * MiB  # per worker: pause transfers beyond this much unsynced data
     buffer_budget: int = 96 * MiB  # libcurl receive buffers, all connections together
     force: bool = False
+    max_speed: int = 0  # bytes/s for the whole job; 0: unlimited
+    max_file_speed: int = 0  # bytes/s per file; 0: unlimited
     journal: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     transfer: TransferOptions = field(default_factory=TransferOptions)

@@ -195,6 +195,19 @@ def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
 
 # -------------------------------------------------------------- transfers
 
+# A segment is fetched as a series of requests on one connection.  The first
+# asks for CHUNK_FIRST bytes; later ones for what the connection moves in
+# CHUNK_SECONDS, within [CHUNK_MIN, CHUNK_MAX].  Long requests amortise the
+# per-request latency of slow servers; bounded ones let a tail split take
+# over the rest of a range without cutting a connection.
+CHUNK_FIRST = 16 * 1024 * 1024
+CHUNK_MIN = 4 * 1024 * 1024
+CHUNK_MAX = 256 * 1024 * 1024
+CHUNK_SECONDS = 2.0
+# A running request is only cut short by a split when its connection would
+# need longer than this to finish it.
+CUT_AFTER_SECONDS = 3.0
+
 
 class WriteGate:
     """Back-pressure between the network and the disk.
@@ -227,8 +240,11 @@ class Transfer:
     fd: int
     curl: pycurl.Curl
     position: int
-    end: int | None
-    requested_end: int | None
+    end: int | None  # the segment's end (may shrink)
+    requested_end: int | None  # end of the HTTP request in progress (a chunk)
+    request_start: int = 0
+    request_began: float = 0.0
+    rate: float = 0.0  # bytes/s over the last chunk
     head: ResponseHead = field(default_factory=ResponseHead)
     checked: bool = False
     reached_end: bool = False
@@ -244,7 +260,7 @@ class Transfer:
     def on_write(self, data: bytes):
         if not self.checked:
             err = check_response(
-                self.head, self.fetch.position, self.requested_end, self.fetch.expect,
+                self.head, self.request_start, self.requested_end, self.fetch.expect,
                 redirected=self.head.redirects > 0 or self.fetch.redirected,
             )
             if err is not None:
@@ -273,7 +289,7 @@ class Transfer:
             self.gate.written += take
         if self.end is not None and self.position >= self.end:
             self.reached_end = True
-            if take < n or self.end != self.requested_end:
+            if take < n or (self.requested_end is not None and self.end < self.requested_end):
                 return 0  # shortened by a split: stop here, the tail is someone else's
         return None
 
@@ -312,29 +328,72 @@ class MultiDriver:
         c = self.idle.pop() if self.idle else pycurl.Curl()
         t = Transfer(fetch, fd, c, fetch.position, fetch.end, fetch.end, gate=self.gate)
         _configure(c, fetch.url, fetch.options)
+        c.setopt(pycurl.MAX_RECV_SPEED_LARGE, max(0, fetch.max_speed))
+        self.transfers[fetch.segment] = t
+        self._by_curl[c] = t
+        self._issue(t)
+
+    def _issue(self, t: Transfer) -> None:
+        """Send the next request of a segment: a chunk of its remaining
+        range, sized to last a couple of seconds at the connection's speed,
+        so a later split rarely has to cut a request short."""
+        c, fetch = t.curl, t.fetch
+        t.head = ResponseHead()
+        t.checked = False
+        t.request_start = t.position
+        t.request_began = time.monotonic()
         if fetch.expect.ranged:
-            if fetch.end is None:
-                c.setopt(pycurl.RANGE, f"{fetch.position}-")
+            if t.end is None:
+                t.requested_end = None
+                c.setopt(pycurl.RANGE, f"{t.position}-")
             else:
-                c.setopt(pycurl.RANGE, range_spec(fetch.position, fetch.end))
+                remaining = t.end - t.position
+                size = CHUNK_FIRST if not t.rate else int(t.rate * CHUNK_SECONDS)
+                # At most half of what is left: the next split point (the
+                # middle of the rest) then falls on a request boundary.
+                size = min(CHUNK_MAX, size, remaining // 2)
+                size = max(CHUNK_MIN, size)
+                if remaining - size < CHUNK_MIN:
+                    size = remaining  # no runt request at the end
+                t.requested_end = t.position + size
+                c.setopt(pycurl.RANGE, range_spec(t.position, t.requested_end))
         else:
+            t.requested_end = t.end
             c.unsetopt(pycurl.RANGE)
         c.setopt(pycurl.HEADERFUNCTION, t.head.feed)
         c.setopt(pycurl.WRITEFUNCTION, t.on_write)
-        self.transfers[fetch.segment] = t
-        self._by_curl[c] = t
         self.multi.add_handle(c)
 
-    def shrink(self, segment: int, at: int) -> int | None:
-        """Stop ``segment`` at ``at`` or later; returns the accepted end."""
+    def shrink(self, segment: int, at: int, min_tail: int = 0) -> int | None:
+        """Stop ``segment`` at ``at`` or later; returns the accepted end.
+
+        When the request in progress ends past ``at`` but enough of the
+        range lies beyond it, the split moves to that request's end: the
+        connection is not cut, nothing in flight is thrown away."""
         t = self.transfers.get(segment)
         if t is None or t.end is None or not t.fetch.expect.ranged:
             return None
         new_end = max(at, t.position)
+        if t.requested_end is not None and new_end < t.requested_end:
+            if t.end - t.requested_end >= max(1, min_tail):
+                new_end = t.requested_end  # split on the request boundary: nothing cut
+            else:
+                # Cutting throws away what is in flight; only worth it for
+                # a connection that would otherwise take long to finish.
+                elapsed = time.monotonic() - t.request_began
+                rate = (t.position - t.request_start) / elapsed if elapsed > 0.2 else 0.0
+                if rate and (t.end - t.position) / rate < CUT_AFTER_SECONDS:
+                    return None
         if new_end >= t.end:
             return None
         t.end = new_end
         return new_end
+
+    def limit(self, segment: int, max_speed: int) -> None:
+        """Change a running transfer's speed cap (libcurl applies it live)."""
+        t = self.transfers.get(segment)
+        if t is not None:
+            t.curl.setopt(pycurl.MAX_RECV_SPEED_LARGE, max(0, max_speed))
 
     def cancel(self, segment: int) -> Transfer | None:
         t = self.transfers.get(segment)
@@ -386,17 +445,26 @@ class MultiDriver:
             queued, ok, failed = self.multi.info_read()
             for c in ok:
                 t = self._by_curl.get(c)
-                if t is not None:
-                    out.append(self._finish(t, 0, ""))
+                if t is not None and (o := self._finish(t, 0, "")) is not None:
+                    out.append(o)
             for c, code, msg in failed:
                 t = self._by_curl.get(c)
-                if t is not None:
-                    out.append(self._finish(t, code, msg))
+                if t is not None and (o := self._finish(t, code, msg)) is not None:
+                    out.append(o)
             if not queued:
                 break
         return out
 
-    def _finish(self, t: Transfer, code: int, msg: str) -> Outcome:
+    def _finish(self, t: Transfer, code: int, msg: str) -> Outcome | None:
+        if (code == 0 and t.error is None and t.checked and t.end is not None
+                and t.requested_end is not None and t.position == t.requested_end < t.end):
+            # A chunk is complete and the segment goes on: next request, same connection.
+            elapsed = time.monotonic() - t.request_began
+            if elapsed > 0:
+                t.rate = (t.position - t.request_start) / elapsed
+            self.multi.remove_handle(t.curl)
+            self._issue(t)
+            return None
         final_url = t.curl.getinfo(pycurl.EFFECTIVE_URL)
         redirected = t.head.redirects > 0 or t.fetch.redirected
         self._detach(t)
@@ -408,7 +476,7 @@ class MultiDriver:
             err = curl_error(code, msg, stall_timeout=t.fetch.options.stall_timeout)
             return Outcome(t, "error", err)
         if not t.checked:  # a response with no body at all
-            err = check_response(t.head, t.fetch.position, t.requested_end, t.fetch.expect,
+            err = check_response(t.head, t.request_start, t.requested_end, t.fetch.expect,
                                  redirected=redirected)
             if err is not None:
                 return Outcome(t, "error", err)

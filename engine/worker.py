@@ -22,6 +22,7 @@ from .messages import (
     Durable,
     Fetch,
     Finished,
+    Limit,
     Release,
     Shrink,
     Shrunk,
@@ -168,7 +169,9 @@ class _Worker:
             self.driver.start(order, fd)
             self.seen[order.segment] = order.position
         elif isinstance(order, Shrink):
-            self.events.put(Shrunk(self.index, order.segment, self.driver.shrink(order.segment, order.at)))
+            self.events.put(Shrunk(self.index, order.segment, self.driver.shrink(order.segment, order.at, order.min_tail)))
+        elif isinstance(order, Limit):
+            self.driver.limit(order.segment, order.max_speed)
         elif isinstance(order, Cancel):
             t = self.driver.cancel(order.segment)
             if t is not None:

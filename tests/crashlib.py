@@ -26,6 +26,8 @@ class Trial:
     sent: int  # body bytes the server sent for the file, all runs together
     size: int
     ok: bool  # final file has the right digest
+    lag: int = 0  # bytes on disk after the kill, correct, but not claimed by the journal
+    claimed: int = 0  # bytes the journal claimed after the kill
     final_stdout: str = ""
     final_stderr: str = ""
 
@@ -43,8 +45,47 @@ def kill_tree(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+def journal_lag(journal: Path, part: Path, source: Path) -> tuple[int, int]:
+    """(bytes the journal claims, bytes after each claimed prefix that are
+    already correct on disk but not claimed).  Also checks every claimed
+    byte is correct: the journal never claims a byte that is not there."""
+    import sqlite3
+
+    if not journal.exists() or not part.exists():
+        return 0, 0
+    con = sqlite3.connect(journal)
+    try:
+        rows = con.execute('SELECT start, "end", done FROM segments').fetchall()
+    except sqlite3.OperationalError:
+        rows = []
+    con.close()
+    claimed = lag = 0
+    block = 1 << 20
+    with open(part, "rb") as p, open(source, "rb") as s:
+        for start, end, done in rows:
+            p.seek(start); s.seek(start)
+            left = done
+            while left:
+                n = min(block, left)
+                assert p.read(n) == s.read(n), f"journal claims bytes at {start} that are wrong on disk"
+                left -= n
+            claimed += done
+            pos = start + done
+            while pos < end:
+                n = min(block, end - pos)
+                a, b = p.read(n), s.read(n)
+                if a == b:
+                    lag += n
+                    pos += n
+                    continue
+                i = next(k for k in range(n) if a[k] != b[k])
+                lag += i
+                break
+    return claimed, lag
+
+
 def crash_trial(nginx, url: str, expected_blake3: str, size: int, workdir: Path, kill_after: float,
-                extra_args=(), timeout: float = 120) -> Trial:
+                extra_args=(), timeout: float = 120, source: Path | None = None) -> Trial:
     from servers import blake3_file
 
     out = workdir / "out"
@@ -58,10 +99,11 @@ def crash_trial(nginx, url: str, expected_blake3: str, size: int, workdir: Path,
     killed = first.poll() is None
     kill_tree(first)
     first_rc = first.returncode
+    claimed, lag = journal_lag(workdir / "journal.sqlite", out / (path + ".segdl-part"), source)
     second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
     entries = nginx.access_log_entries()
     sent = sum(e["body_bytes_sent"] for e in entries if e["path"] == "/" + path)
     final = out / path
     ok = final.exists() and blake3_file(final) == expected_blake3
     return Trial(kill_after, killed, first_rc, second.returncode, sent, size, ok,
-                 second.stdout, second.stderr)
+                 lag=lag, claimed=claimed, final_stdout=second.stdout, final_stderr=second.stderr)

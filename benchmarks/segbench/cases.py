@@ -11,7 +11,9 @@ grants every request a one-second burst: ``rate * (elapsed + 1) - sent``).
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,7 @@ class Case:
     mirror: Mirror
     tools: tuple[ToolSpec, ...]
     notes: tuple[str, ...] = field(default=())
+    timeout_scale: float = 1.0  # multiplies --timeout for each tool run of this case
 
     @property
     def total_bytes(self) -> int:
@@ -68,21 +71,42 @@ ARIA2C_QUIET = ("--console-log-level=warn", "--summary-interval=0",
 ARIA2C_SPLIT = ("-x16", "-s16", "-k1M")
 
 
-def command(spec: ToolSpec, urls: list[str], dest: Path, scratch: Path) -> list[str]:
+def segdl_has_input_file() -> bool:
+    """True if ``segdl get --help`` offers ``-i/--input-file``."""
+    try:
+        p = subprocess.run(["segdl", "get", "--help"], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, "COLUMNS": "200"})
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--input-file" in p.stdout
+
+
+def _url_list(urls: list[str], scratch: Path) -> str:
+    """Write an aria2-style input file (one URL per line); return its path."""
+    listing = scratch / "input.txt"
+    listing.write_text("".join(u + "\n" for u in urls))
+    return str(listing)
+
+
+def command(spec: ToolSpec, urls: list[str], dest: Path, scratch: Path,
+            segdl_input_file: bool = False) -> list[str]:
     """The argv that makes ``spec`` download ``urls`` into ``dest``.
 
-    ``scratch`` is a per-run directory for the segdl journal and the aria2c
-    input file; it is deleted after the run.
+    ``scratch`` is a per-run directory for the segdl journal and the input
+    files; it is deleted after the run.  Several URLs go to segdl as
+    ``-i input.txt`` when ``segdl_input_file``, else as arguments.
     """
     if spec.tool == "segdl":
-        return ["segdl", "get", "-d", str(dest), "-q",
-                "--journal", str(scratch / "journal.sqlite"), *spec.args, *urls]
+        argv = ["segdl", "get", "-d", str(dest), "-q",
+                "--journal", str(scratch / "journal.sqlite"), *spec.args]
+        if segdl_input_file and len(urls) > 1:
+            return argv + ["-i", _url_list(urls, scratch)]
+        return argv + urls
     if spec.tool == "aria2c":
         if len(urls) == 1:
             return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest), urls[0]]
-        listing = scratch / "input.txt"
-        listing.write_text("".join(u + "\n" for u in urls))
-        return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest), "-i", str(listing)]
+        return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest),
+                "-i", _url_list(urls, scratch)]
     if spec.tool == "curl":
         if len(urls) != 1:
             raise ValueError("curl cases download one file")
@@ -93,7 +117,7 @@ def command(spec: ToolSpec, urls: list[str], dest: Path, scratch: Path) -> list[
 
 def display(argv: list[str], n_urls: int) -> str:
     """argv as one shell line; segdl's long URL list is shortened to ``<N URLs>``."""
-    if argv[0] == "segdl" and n_urls > 2:
+    if argv[0] == "segdl" and n_urls > 2 and "-i" not in argv:
         argv = argv[:len(argv) - n_urls] + [f"<{n_urls} URLs>"]
     return shlex.join(argv)
 
@@ -136,7 +160,8 @@ def build_cases(quick: bool) -> dict[str, Case]:
               BURST_NOTE)),
         Case("small10k", f"{small.count:,} files x 1 MiB, unthrottled", small, Mirror(),
              (ToolSpec("segdl", "segdl", ("-j", "16", "--max-connections", "16")),
-              ToolSpec("aria2c -i", "aria2c", ("-j", "16")))),
+              ToolSpec("aria2c -i", "aria2c", ("-j", "16"))),
+             timeout_scale=2.0),  # segdl needs ~20-30 ms per file: ~5 min for 10,000
         Case("sleep50", f"{big.size // MiB} MiB, 50 ms before every response", big,
              Mirror(echo_sleep_ms=50), (SEGDL, ARIA2C, CURL)),
     ]

@@ -42,6 +42,8 @@ class Measurement:
     user_s: float = 0.0
     sys_s: float = 0.0
     children_cpu_s: float = 0.0  # RUSAGE_CHILDREN delta (cross-check of user+sys)
+    sampled_cpu_s: float = 0.0  # last /proc utime+stime seen per process, summed (lower
+    #                             bound; far above cpu_s = a process was never waited for)
     max_single_rss: int = 0  # ru_maxrss of the largest single process
     peak_rss: int = 0  # peak of the summed VmRSS over the tree
     peak_pss: int = 0  # peak of the summed Pss over the tree
@@ -64,22 +66,33 @@ class Measurement:
 # --------------------------------------------------------------------------- /proc
 
 
-def _stat_fields(pid: int) -> tuple[int, int, str] | None:
-    """(ppid, pgrp, comm) of ``pid`` from /proc/<pid>/stat, None if it is gone."""
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> tuple[int, int, str, float] | None:
+    """(ppid, pgrp, comm, utime+stime seconds) of ``pid`` from /proc/<pid>/stat.
+
+    None if the process is gone.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
         return None
     lpar, rpar = raw.find(b"("), raw.rfind(b")")
-    rest = raw[rpar + 2:].split()
-    return int(rest[1]), int(rest[2]), raw[lpar + 1:rpar].decode(errors="replace")
+    rest = raw[rpar + 2:].split()  # rest[0] is field 3 (state)
+    cpu = (int(rest[11]) + int(rest[12])) / _TICKS  # fields 14, 15
+    return int(rest[1]), int(rest[2]), raw[lpar + 1:rpar].decode(errors="replace"), cpu
 
 
-def process_tree(root: int) -> dict[int, str]:
-    """pid -> comm of ``root``, its descendants and the members of its process group."""
+def process_tree(root: int, cpu: dict[int, float] | None = None) -> dict[int, str]:
+    """pid -> comm of ``root``, its descendants and the members of its process group.
+
+    If ``cpu`` is given, it is updated with pid -> utime+stime of those processes.
+    """
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
+    times: dict[int, float] = {}
     group: set[int] = set()
     with os.scandir("/proc") as it:
         for entry in it:
@@ -89,7 +102,7 @@ def process_tree(root: int) -> dict[int, str]:
             info = _stat_fields(pid)
             if info is None:
                 continue
-            parents[pid], pgrp, names[pid] = info
+            parents[pid], pgrp, names[pid], times[pid] = info
             if pgrp == root:
                 group.add(pid)
     children: dict[int, list[int]] = {}
@@ -103,7 +116,10 @@ def process_tree(root: int) -> dict[int, str]:
         if pid not in tree:
             tree.add(pid)
             todo.extend(children.get(pid, ()))
-    return {pid: names[pid] for pid in tree | group if pid in names}
+    found = {pid: names[pid] for pid in tree | group if pid in names}
+    if cpu is not None:
+        cpu.update((pid, times[pid]) for pid in found)
+    return found
 
 
 def _status_kib(pid: int, path: str, key: bytes) -> int:
@@ -135,6 +151,7 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True, name="bench-sampler")
         self.pid, self.interval, self.deadline, self.m = pid, interval, deadline, m
         self.stop_event = threading.Event()
+        self.cpu: dict[int, float] = {}  # pid -> last utime+stime seen
 
     def run(self) -> None:
         max_samples = int((self.deadline - time.monotonic()) / self.interval) + 100
@@ -149,7 +166,7 @@ class _Sampler(threading.Thread):
             self.stop_event.wait(self.interval)
 
     def sample(self) -> None:
-        tree = process_tree(self.pid)
+        tree = process_tree(self.pid, self.cpu)
         if not tree:
             return
         rss, pss = tree_memory(tree)
@@ -216,6 +233,7 @@ def run_measured(argv: list[str], *, log_dir: Path, timeout: float = DEFAULT_TIM
             sampler.stop_event.set()
         m.wall_s = time.perf_counter() - t0
         sampler.join(timeout=5)
+        m.sampled_cpu_s = sum(sampler.cpu.values())
     proc.returncode = m.returncode = os.waitstatus_to_exitcode(status)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     m.user_s, m.sys_s = ru.ru_utime, ru.ru_stime

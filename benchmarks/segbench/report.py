@@ -73,49 +73,63 @@ def _add_ratios(summary: dict) -> None:
 # --------------------------------------------------------------------------- targets
 
 
-def _segdl(summary: dict | None) -> dict | None:
-    if not summary:
-        return None
+def _segdl(summary: dict) -> dict | None:
+    """segdl's summary in a case, if it has at least one valid run."""
     return next((s for s in summary.values() if s["tool"] == "segdl" and s.get("wall_s")), None)
 
 
-def _check(name: str, value: float | None, limit: float, unit: str = "x") -> dict:
-    met = None if value is None else value <= limit
-    return {"target": name, "value": value, "limit": limit, "unit": unit,
-            "status": "n/a" if met is None else ("met" if met else "not met")}
+def _best(summaries: dict, cases, tool: str, key: str) -> float | None:
+    """Smallest median ``key`` of ``tool`` over ``cases`` (its best showing)."""
+    vals = [s.get(key) for c in cases if c in summaries
+            for s in summaries[c].values() if s["tool"] == tool]
+    vals = [v for v in vals if v]
+    return min(vals) if vals else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if (a is not None and b) else None
+
+
+def _wall_vs(summaries, case, base, base_cases=None):
+    s = _segdl(summaries[case])
+    return _ratio(s and s["wall_s"], _best(summaries, base_cases or [case], base, "wall_s"))
+
+
+#: (case, description, limit, unit, value(summaries) -> float | None)
+TARGETS = (
+    ("1g", "1g: segdl wall <= 0.6x aria2c", 0.6, "x",
+     lambda S: _wall_vs(S, "1g", "aria2c")),
+    ("1g", "1g: segdl wall <= 1.0x curl", 1.0, "x",
+     lambda S: _wall_vs(S, "1g", "curl")),
+    ("1g", "1g: segdl CPU/GB <= 0.8x aria2c's", 0.8, "x",
+     lambda S: _ratio((_segdl(S["1g"]) or {}).get("cpu_s_per_gb"),
+                      _best(S, ["1g"], "aria2c", "cpu_s_per_gb"))),
+    ("1g-20m-x16", "1g-20m-x16: segdl wall <= 0.9x aria2c", 0.9, "x",
+     lambda S: _wall_vs(S, "1g-20m-x16", "aria2c")),
+    ("1g-20m-x64", "1g-20m-x64: segdl wall <= 0.33x aria2c's best (x16)", 0.33, "x",
+     lambda S: _wall_vs(S, "1g-20m-x64", "aria2c", ["1g-20m-x16", "1g-20m-x64"])),
+    ("coll80", "coll80: segdl wall <= 0.7x aria2c -i", 0.7, "x",
+     lambda S: _wall_vs(S, "coll80", "aria2c")),
+    ("1g-20m-x64", "1g-20m-x64: peak RSS of all segdl processes <= 300 MB", 300.0, " MB",
+     lambda S: (_segdl(S["1g-20m-x64"]) or {}).get("max_peak_rss_mb")),
+)
 
 
 def targets(summaries: dict[str, dict]) -> list[dict]:
-    """The issue-5 targets, each with its measured value and met / not met / n/a."""
-    one = summaries.get("1g")
-    s1 = _segdl(one)
-    res = [
-        _check("1g: segdl wall <= 0.6x aria2c", s1 and s1.get("wall_vs_aria2c"), 0.6),
-        _check("1g: segdl wall <= 1.0x curl", s1 and s1.get("wall_vs_curl"), 1.0),
-    ]
-    a1 = _baseline_cpu(one)
-    res.append(_check("1g: segdl CPU/GB <= 0.8x aria2c's",
-                      s1["cpu_s_per_gb"] / a1 if (s1 and a1) else None, 0.8))
-    s16 = _segdl(summaries.get("1g-20m-x16"))
-    res.append(_check("1g-20m-x16: segdl wall <= 0.9x aria2c", s16 and s16.get("wall_vs_aria2c"), 0.9))
-    s64 = _segdl(summaries.get("1g-20m-x64"))
-    best = [_baseline(summaries[c], "aria2c") for c in ("1g-20m-x16", "1g-20m-x64") if c in summaries]
-    best = min((b for b in best if b), default=None)
-    res.append(_check("1g-20m-x64: segdl wall <= 0.33x aria2c's best (x16)",
-                      s64["wall_s"] / best if (s64 and best) else None, 0.33))
-    sc = _segdl(summaries.get("coll80"))
-    res.append(_check("coll80: segdl wall <= 0.7x aria2c -i", sc and sc.get("wall_vs_aria2c"), 0.7))
-    res.append(_check("1g-20m-x64: peak RSS of all segdl processes <= 300 MB",
-                      s64 and s64.get("max_peak_rss_mb"), 300.0, " MB"))
-    return res
-
-
-def _baseline_cpu(summary: dict | None) -> float | None:
-    if not summary:
-        return None
-    vals = [s.get("cpu_s_per_gb") for s in summary.values() if s["tool"] == "aria2c"]
-    vals = [v for v in vals if v]
-    return min(vals) if vals else None
+    """Each issue-5 target with its value and status: met, not met, n/a (case not
+    run) or failed (no valid segdl or baseline run)."""
+    out = []
+    for case, name, limit, unit, value_of in TARGETS:
+        value = value_of(summaries) if case in summaries else None
+        if case not in summaries:
+            status = "n/a"
+        elif value is None:
+            status = "failed (no valid run)"
+        else:
+            status = "met" if value <= limit else "not met"
+        out.append({"target": name, "value": value, "limit": limit, "unit": unit,
+                    "status": status})
+    return out
 
 
 # --------------------------------------------------------------------------- outputs
@@ -170,7 +184,8 @@ def write_markdown(path: Path, doc: dict) -> None:
     lines = ["# segdl benchmark results", "",
              f"{doc['date']} — {'QUICK run (small sizes, indicative only)' if doc['quick'] else 'full run'}"
              f", {doc['rounds']} round(s); {m['nproc']} CPUs, {m['mem_total_gb']:.1f} GB RAM, "
-             f"Linux {m['kernel']}; {_versions(m['versions'])}.", "",
+             f"Linux {m['kernel']}; {_versions(m['versions'])}. segdl got URL lists as "
+             f"{doc.get('segdl_urls', 'arguments')}.", "",
              "Medians over valid runs. MB = 10^6 bytes. CPU = user+sys of the whole process "
              "tree (wait4). Peak RSS = peak of the VmRSS sum over the tool's processes, sampled "
              "every 50 ms (forked workers' shared pages count once per process; `peak_pss_mb` in "

@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import datasets
 from .cases import Case, ToolSpec, command, display
@@ -27,7 +28,8 @@ class Context:
     work_root: Path  # downloads, journals, logs of the run in progress
     rounds: int
     timeout: float
-    log: callable = print
+    segdl_input_file: bool = False  # pass URL lists to segdl as ``-i FILE``
+    log: Callable[[str], None] = print
 
 
 # --------------------------------------------------------------------------- checks
@@ -115,9 +117,10 @@ def run_one(case: Case, spec: ToolSpec, server, ctx: Context, hashes: dict[str, 
     dest = _fresh(ctx.work_root / "dl" / slug)
     scratch = _fresh(ctx.work_root / "scratch" / slug)
     urls = [server.url(p) for p in case.dataset.url_paths()]
-    argv = command(spec, urls, dest, scratch)
+    argv = command(spec, urls, dest, scratch, ctx.segdl_input_file)
     server.reset_access_log()
-    m = run_measured(argv, log_dir=ctx.work_root / "logs" / slug, timeout=ctx.timeout)
+    m = run_measured(argv, log_dir=ctx.work_root / "logs" / slug,
+                     timeout=ctx.timeout * case.timeout_scale)
     fsync_s = fsync_outputs(dest, hashes)
     check = verify_output(dest, hashes, case.dataset.size, hash_it=round_no == 0)
     http = access_stats(server, m.start_epoch)
@@ -143,18 +146,24 @@ def _placeholders(cmd: str, dest: Path, scratch: Path, base_url: str) -> str:
             .replace(base_url, "http://127.0.0.1:$PORT"))
 
 
+def _last_line(text: str) -> str:
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
 def _describe_failure(m, check: dict) -> str:
+    """One line: why the run does not count (the full stderr tail is in the record)."""
     if m.timed_out:
-        return f"timed out; stderr: {m.stderr_tail[-500:]}"
+        return f"timed out after {m.wall_s:.0f} s; stderr: {_last_line(m.stderr_tail)}"
     if m.returncode != 0:
-        return f"exit {m.returncode}; stderr: {m.stderr_tail[-500:]}"
+        return f"exit {m.returncode}; stderr: {_last_line(m.stderr_tail)}"
     return (f"bad output: {check['missing']} missing, {check['wrong_size']} wrong size, "
             f"{check['hash_mismatch']} blake3 mismatches, e.g. {check['examples']}")
 
 
 def _log_run(ctx: Context, r: dict) -> None:
     status = "ok " if r["ok"] else "BAD"
-    mbps = r["bytes"] / 1e6 / r["wall_s"] if r["wall_s"] else 0
+    mbps = r["bytes"] / 1e6 / r["wall_s"] if (r["ok"] and r["wall_s"]) else 0
     extra = f"  !! {r['problem'][:300]}" if not r["ok"] else ""
     if r["leftover"]:
         extra += f"  !! leftover processes: {r['leftover']}"

@@ -47,10 +47,11 @@ from .messages import (
     WorkerCrashed,
     Written,
 )
-from .naming import choose_name, inside, part_path
+from .naming import choose_name, inside, is_credential, part_path, same_origin
 from .progress import FileProgress, Snapshot
 from .ranges import plan_segments, MiB
 from .request import Request, Settings
+from .retry import RetryPolicy
 from .results import FileResult, Results
 from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler
 from .verify import Digests, digest_file, same_digest
@@ -85,6 +86,8 @@ class FileRun:
     source_of: dict[int, int] = field(default_factory=dict)  # segment -> source index
     paused: bool = False
     resolving: bool = False  # re-resolving an expired signed URL
+    probe_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    not_before: float = 0.0  # do not probe before this (monotonic)
     limit: int = 0  # bytes/s for each of its connections (0: none)
 
 
@@ -123,7 +126,7 @@ class Coordinator:
         self.results: list[FileResult | None] = [None] * len(requests)
         self.runs: dict[int, FileRun] = {}  # file id -> run
         self.targets: set[Path] = set()
-        self.queue: deque[FileRun] = deque(FileRun(i, r) for i, r in enumerate(requests))
+        self.queue: deque[FileRun] = deque(FileRun(i, r, probe_retry=s.retry) for i, r in enumerate(requests))
         total = max(1, min(s.max_connections, s.connections * max(1, min(s.concurrent_files, len(requests)))))
         workers = max(1, min(s.workers, total))
         self.slots = math.ceil(total / workers)
@@ -212,19 +215,25 @@ class Coordinator:
         if room <= 0:
             return
         batch: list[FileRun] = []
+        now = time.monotonic()
+        later: list[FileRun] = []
         while self.queue and len(batch) < min(PROBE_AHEAD, max(room, 1)):
             run = self.queue.popleft()
+            if run.not_before > now:
+                later.append(run)  # waiting to retry its first request
+                continue
             if self._precheck(run):
                 continue  # settled without the network
             batch.append(run)
+        self.queue.extend(later)
         if not batch:
             return
         from .transport import probe_many
 
         urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
-        opts = self.options
+        per_url = {u: self._options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
         self.probing_runs = batch
-        self.probing = self.prober.submit(probe_many, urls, opts)
+        self.probing = self.prober.submit(probe_many, urls, self.options, per_url=per_url)
 
     def _collect_probes(self) -> None:
         if self.probing is None or not self.probing.done():
@@ -238,6 +247,15 @@ class Coordinator:
             try:
                 self._activate(run, self._sources(run, found))
             except SegdlError as e:
+                if e.retryable and run.final is None:
+                    try:
+                        run.probe_retry = run.probe_retry.increment(e)
+                    except SegdlError:
+                        pass
+                    else:  # the first request failed transiently: try again later
+                        run.not_before = time.monotonic() + run.probe_retry.delay(e)
+                        self.queue.append(run)
+                        continue
                 self._settle(run, FileResult.failed(run.request.url, self._shown(run), e))
 
     def _sources(self, run: FileRun, found: dict) -> list[Source]:
@@ -421,7 +439,7 @@ class Coordinator:
                 remote = src.remote
                 self.orders[a.worker].put(
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
-                          remote.expect(), self._options_for(run), redirected=remote.redirected,
+                          remote.expect(), self._options_for(run, remote.final_url), redirected=remote.redirected,
                           max_speed=run.limit)
                 )
                 self._limits_dirty = True
@@ -447,10 +465,17 @@ class Coordinator:
                 best, best_score = i, score
         return best
 
-    def _options_for(self, run: FileRun):
-        if run.request.headers:
-            return replace(self.options, headers=self.options.headers + tuple(run.request.headers))
-        return self.options
+    def _options_for(self, run: FileRun, url: str | None = None):
+        """Transfer options for a request of ``run`` to ``url``.
+
+        Credentials (Authorization, Cookie) given for the URL the user named
+        are not sent to another host that a redirect led to, as curl does."""
+        headers = self.options.headers + tuple(run.request.headers)
+        if url is not None and not same_origin(url, run.request.url, *run.request.mirrors):
+            headers = tuple(h for h in headers if not is_credential(h))
+        if headers == self.options.headers:
+            return self.options
+        return replace(self.options, headers=headers)
 
     # ------------------------------------------------------------ events
 
@@ -596,7 +621,8 @@ class Coordinator:
 
         src = run.sources[i]
         self.on_message(f"{run.final.name}: {src.url} expired; resolving it again")
-        fut = self.prober_aux.submit(probe_many, [src.url], self.options)
+        fut = self.prober_aux.submit(probe_many, [src.url], self.options,
+                                     per_url={src.url: self._options_for(run, src.url)})
         self.resolving[run.id] = (i, fut)
 
     def _collect_resolutions(self) -> None:
@@ -634,7 +660,7 @@ class Coordinator:
                 self.targets.discard(run.final)
                 self.queue.appendleft(
                     FileRun(run.index, run.request, restarts=run.restarts, plain=run.plain, fresh=True,
-                            restart_reason=run.restart_reason)
+                            restart_reason=run.restart_reason, probe_retry=self.s.retry)
                 )
 
     # ------------------------------------------------------------ file ends

@@ -26,7 +26,11 @@ def safe_name(raw: str | None) -> str | None:
         return None
     raw = unicodedata.normalize("NFC", raw)
     base = re.split(r"[/\\]", raw)[-1]
-    base = _UNSAFE.sub("_", base).strip().lstrip(".").strip()
+    base = _UNSAFE.sub("_", base)
+    # Any other control character (C1 controls such as U+009B, the terminal
+    # escape introducer) would reach terminals and logs: replace them too.
+    base = "".join("_" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in base)
+    base = base.strip().lstrip(".").strip()
     if not base:
         return None
     if len(base.encode()) > _MAX_NAME:
@@ -59,9 +63,12 @@ def filename_from_disposition(value: str | None) -> str | None:
             pass
     plain = re.search(r'filename\s*=\s*("((?:[^"\\]|\\.)*)"|[^;]+)', value, re.I)
     if plain:
-        if plain.group(2) is not None:
-            return re.sub(r"\\(.)", r"\1", plain.group(2))
-        return plain.group(1).strip()
+        value = re.sub(r"\\(.)", r"\1", plain.group(2)) if plain.group(2) is not None else plain.group(1).strip()
+        # Headers arrive as ISO-8859-1; servers often put raw UTF-8 there.
+        try:
+            return value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return value
     return None
 
 
@@ -91,6 +98,22 @@ def inside(dest: Path, relative: str) -> Path:
     if target == base or base not in target.parents:
         raise UsageError(f"path {relative!r} escapes the target folder")
     return target
+
+
+def same_origin(url: str, *others: str) -> bool:
+    """Does ``url`` have the scheme, host and port of one of ``others``?"""
+    def origin(u: str):
+        p = urlsplit(u)
+        port = p.port or {"http": 80, "https": 443}.get(p.scheme)
+        return (p.scheme, (p.hostname or "").lower(), port)
+
+    mine = origin(url)
+    return any(origin(o) == mine for o in others)
+
+
+def is_credential(header: str) -> bool:
+    name = header.partition(":")[0].strip().lower()
+    return name in ("authorization", "cookie", "proxy-authorization")
 
 
 def part_path(final: Path) -> Path:

@@ -49,8 +49,8 @@ _USAGE_CODES = {pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL}
 def curl_error(code: int, message: str, *, stall_timeout: float | None = None) -> SegdlError:
     """Translate a libcurl failure into segdl's error tree."""
     text = message or f"libcurl error {code}"
-    if code == pycurl.E_OPERATION_TIMEDOUT and "speed" in text.lower():
-        return StalledError(f"connection stalled (no data for {stall_timeout:g} s)")
+    if code == pycurl.E_OPERATION_TIMEDOUT:
+        return StalledError(f"connection stalled (no data for {stall_timeout or 0:g} s): {text}")
     if code in _TRANSIENT_CODES:
         return TransientError(text)
     if code in _USAGE_CODES:
@@ -73,8 +73,11 @@ def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
     c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
     c.setopt(pycurl.NOSIGNAL, 1)
     c.setopt(pycurl.CONNECTTIMEOUT_MS, int(options.connect_timeout * 1000))
+    # The stall timeout is enforced per transfer by MultiDriver (time since
+    # the last byte); libcurl's low-speed check, which averages over a
+    # window, only backs it up.
     c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-    c.setopt(pycurl.LOW_SPEED_TIME, max(1, int(round(options.stall_timeout))))
+    c.setopt(pycurl.LOW_SPEED_TIME, max(5, int(round(options.stall_timeout * 3))))
     c.setopt(pycurl.USERAGENT, options.user_agent)
     c.setopt(pycurl.HTTPHEADER, list(options.headers))
     c.setopt(pycurl.SSL_VERIFYPEER, 0 if options.insecure else 1)
@@ -124,9 +127,12 @@ class _Probe:
 
 
 def probe_many(
-    urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0
+    urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
+    per_url: dict[str, TransferOptions] | None = None,
 ) -> dict[str, RemoteInfo | SegdlError]:
-    """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once."""
+    """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once.
+
+    ``per_url`` overrides ``options`` for some URLs (their own headers)."""
     results: dict[str, RemoteInfo | SegdlError] = {}
     todo = list(dict.fromkeys(urls))
     multi = pycurl.CurlMulti()
@@ -139,7 +145,7 @@ def probe_many(
                 c = pycurl.Curl()
                 p = _Probe(url, c)
                 try:
-                    _configure(c, url, options)
+                    _configure(c, url, (per_url or {}).get(url, options))
                 except pycurl.error as e:
                     results[url] = curl_error(e.args[0], e.args[1])
                     c.close()
@@ -252,6 +258,7 @@ class Transfer:
     received: int = 0  # bytes taken off the wire (for accounting)
     gate: WriteGate | None = None
     paused: bool = False
+    last_data: float = 0.0  # monotonic time of the last byte (or of the request)
 
     @property
     def segment(self) -> int:
@@ -272,6 +279,7 @@ class Transfer:
             return pycurl.WRITEFUNC_PAUSE
         n = len(data)
         self.received += n
+        self.last_data = time.monotonic()
         take = n
         if self.end is not None:
             take = min(n, self.end - self.position)
@@ -341,7 +349,7 @@ class MultiDriver:
         t.head = ResponseHead()
         t.checked = False
         t.request_start = t.position
-        t.request_began = time.monotonic()
+        t.request_began = t.last_data = time.monotonic()
         if fetch.expect.ranged:
             if t.end is None:
                 t.requested_end = None
@@ -423,6 +431,7 @@ class MultiDriver:
                 return
             if t.paused:
                 t.paused = False
+                t.last_data = time.monotonic()  # waiting for the disk is not a stall
                 try:
                     t.curl.pause(pycurl.PAUSE_CONT)
                 except pycurl.error:
@@ -453,6 +462,19 @@ class MultiDriver:
                     out.append(o)
             if not queued:
                 break
+        out.extend(self._cut_stalled())
+        return out
+
+    def _cut_stalled(self) -> list[Outcome]:
+        """End transfers that received nothing for longer than their stall
+        timeout (paused ones excepted: they wait for the disk)."""
+        now = time.monotonic()
+        out = []
+        for t in list(self.transfers.values()):
+            limit = t.fetch.options.stall_timeout
+            if not t.paused and now - t.last_data > limit:
+                self._detach(t)
+                out.append(Outcome(t, "error", StalledError(f"connection stalled (no data for {limit:g} s)")))
         return out
 
     def _finish(self, t: Transfer, code: int, msg: str) -> Outcome | None:

@@ -285,14 +285,8 @@ def test_drop_many_small_segments_api(srv, tmp_path, api_blob):
 # status: transient statuses, then healthy
 # --------------------------------------------------------------------------
 
-PROBE_NOT_RETRIED = (
-    "probe errors are never retried: Coordinator._collect_probes settles the file as failed "
-    "on any SegdlError from probe_many, even a retryable TransientError (503/429/500/408, "
-    "reset, stall), ignoring --retries and Retry-After"
-)
 
 
-@pytest.mark.xfail(reason=PROBE_NOT_RETRIED, strict=True)
 @pytest.mark.parametrize("code,retry_after", [(503, 1), (429, 1), (500, None), (408, None)])
 def test_status_transient_heals(srv, tmp_path, big, code, retry_after):
     params = dict(code=code, times=2)
@@ -308,7 +302,6 @@ def test_status_transient_heals(srv, tmp_path, big, code, retry_after):
         assert min(gaps) >= retry_after - 0.1, f"Retry-After not honoured: {gaps}"
 
 
-@pytest.mark.xfail(reason=PROBE_NOT_RETRIED, strict=True)
 def test_drop_on_first_request_heals(srv, tmp_path, big):
     # the very first request (the probe) is reset before its body
     run = segdl_get(fault_url(srv, "drop", times=1), tmp_path)
@@ -393,17 +386,8 @@ def test_stall_heals(srv, tmp_path, big):
     assert len(reqs(srv)) <= 14, reqs(srv)
 
 
-STALL_WINDOW = (
-    "--stall-timeout is not 'seconds without data': transport._configure maps it to "
-    "LOW_SPEED_LIMIT=1/LOW_SPEED_TIME, and libcurl averages the speed over a ~5 s window, so "
-    "after a burst (here 64 KiB) a dead connection is cut only ~5 s + stall_timeout later "
-    "(8.5 s for --stall-timeout 2; ~26 s for the default 20).  Fix: track the time of the "
-    "last byte per Transfer (on_write) and abort transfers idle > stall_timeout in "
-    "MultiDriver.step (or via XFERINFOFUNCTION), keeping LOW_SPEED only as a backstop"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=STALL_WINDOW)
 def test_stall_after_data_cut_within_stall_timeout(srv, tmp_path, big):
     run = segdl_get(fault_url(srv, "stall", after=65536, seconds=30, times=3), tmp_path)
     assert_done(run, big[1])
@@ -419,12 +403,6 @@ def test_stall_always_fails_bounded(srv, tmp_path):
     assert len(reqs(srv)) <= 1 + 4 * 2 + 4, len(reqs(srv))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transport.curl_error recognises a stall by 'speed' in libcurl's message, but libcurl 8 "
-    "says 'Operation too slow. Less than 1 bytes/sec transferred the last 2 seconds', so a "
-    "stall becomes a plain TransientError carrying libcurl's text instead of StalledError "
-    "'connection stalled (no data for 2 s)'.  Fix: treat every E_OPERATION_TIMEDOUT from a "
-    "transfer (LOW_SPEED is the only timeout set on transfers) as StalledError"))
 def test_stall_error_is_specific():
     import pycurl
 
@@ -522,13 +500,6 @@ def test_signed_expires_before_segments_are_fetched(srv, tmp_path, api_blob):
 # Content-Disposition: hostile names stay inside the target folder
 # --------------------------------------------------------------------------
 
-C1_REASON = (
-    "C1 control characters survive in file names: http.ResponseHead.feed decodes header lines "
-    "as ISO-8859-1, so bytes 0x80-0x9f become U+0080-U+009F (0x9b is CSI, a terminal escape "
-    "introducer), and naming._UNSAFE only strips [\\x00-\\x1f\\x7f/\\\\].  Fix: in "
-    "safe_name replace every character whose unicodedata.category is 'Cc' (and probably "
-    "'Cf'/'Zl'/'Zp') with '_'"
-)
 
 HOSTILE = [
     ("dotdot", dict(fn="../../x")),
@@ -543,8 +514,7 @@ HOSTILE = [
     ("star-control", dict(fn="s\x00t\x1b.bin", star="1")),
     ("long", dict(fn="L" * 400 + ".bin")),
     ("empty", dict(fn="")),
-    ("c1-control-latin1", pytest.param(dict(fn="a\x9b31mb\x85c.bin", enc="latin-1"), marks=pytest.mark.xfail(
-        strict=True, reason=C1_REASON))),
+    ("c1-control-latin1", dict(fn="a\x9b31mb\x85c.bin", enc="latin-1")),
 ]
 
 
@@ -578,12 +548,7 @@ def test_disposition_hostile_names(srv, tmp_path, small, params):
 
 
 @pytest.mark.parametrize("star", [
-    pytest.param("0", marks=pytest.mark.xfail(strict=True, reason=(
-        "a raw UTF-8 filename= becomes mojibake ('na\u00c3\u00afve \u00e2\\x98\\x83.bin', with C1 "
-        "controls): http.ResponseHead.feed decodes header lines as ISO-8859-1 and "
-        "naming.filename_from_disposition never re-decodes.  Fix: for the plain filename= "
-        "value, try value.encode('latin-1').decode('utf-8') and keep the latin-1 reading only "
-        "when that fails (what browsers, curl -J and wget effectively do on Linux)"))),
+    "0",
     "1",
 ], ids=["raw-utf8", "filename-star"])
 def test_disposition_utf8_name(srv, tmp_path, small, star):
@@ -651,7 +616,6 @@ def test_slowfirst_under_stall_timeout(srv, tmp_path, big):
     assert len(reqs(srv)) <= 12
 
 
-@pytest.mark.xfail(reason=PROBE_NOT_RETRIED, strict=True)
 def test_slowfirst_beyond_stall_timeout_heals(srv, tmp_path, big):
     # first response takes longer than --stall-timeout 2: cut and retried
     run = segdl_get(fault_url(srv, "slowfirst", delay=4, times=1), tmp_path)
@@ -694,11 +658,6 @@ def _host(rec: dict) -> str:
     return ""
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Authorization leaks across hosts: curl drops the -H Authorization header when the "
-    "probe follows the redirect to another host, but Coordinator._dispatch then sends every "
-    "segment Fetch straight to remote.final_url (the other host) with the same "
-    "TransferOptions.headers, so the bearer token goes to localhost:<port>"))
 def test_authorization_not_forwarded_cross_host(srv, tmp_path, big):
     # last hop goes to http://localhost:<port>/a.bin: a different host than 127.0.0.1
     url = fault_url(srv, "redirect", n=2, to_port=srv.port)

@@ -1,0 +1,348 @@
+"""An embedded local mirror for ``segdl bench --local``.
+
+Generates a file of deterministic bytes in a private temp dir and serves it
+on 127.0.0.1 only: with nginx when it is installed (``/usr/sbin/nginx`` or
+``nginx`` on PATH), otherwise with a small threaded stdlib HTTP/1.1 server
+that supports single ``Range`` requests and keep-alive.  Everything (server
+process or threads, temp dir) goes away on :meth:`LocalMirror.stop`, which
+the context manager calls also when the block is left by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.server
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+FILE_NAME = "bench.bin"
+_BLOCK = 1 << 20
+
+
+class LocalMirrorError(RuntimeError):
+    pass
+
+
+def find_nginx() -> str | None:
+    if os.access("/usr/sbin/nginx", os.X_OK):
+        return "/usr/sbin/nginx"
+    return shutil.which("nginx")
+
+
+def write_file(path: Path, size: int, seed: int = 5) -> None:
+    """``size`` deterministic bytes: one pseudo-random 1 MiB block, each
+    copy stamped with its index so no two blocks are equal."""
+    base = bytearray(random.Random(seed).randbytes(_BLOCK))
+    with open(path, "wb") as f:
+        for i in range(size // _BLOCK + 1):
+            n = min(_BLOCK, size - i * _BLOCK)
+            if n <= 0:
+                break
+            base[:8] = i.to_bytes(8, "little")
+            f.write(memoryview(base)[:n])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout: float, alive) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class LocalMirror:
+    """``LocalMirror(size, server="auto"|"nginx"|"python")``; ``url`` once
+    started.  Use as a context manager."""
+
+    def __init__(self, size: int, server: str = "auto") -> None:
+        if server not in ("auto", "nginx", "python"):
+            raise ValueError(f"unknown server {server!r}")
+        if size <= 0:
+            raise ValueError("the local file must not be empty")
+        self.size = size
+        self.want = server
+        self.kind: str | None = None  # "nginx" | "python" once started
+        self.workdir: Path | None = None
+        self.port: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/{FILE_NAME}"
+
+    @property
+    def path(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "root" / FILE_NAME
+
+    def start(self) -> "LocalMirror":
+        self.workdir = Path(tempfile.mkdtemp(prefix="segdl-bench-"))
+        try:
+            (self.workdir / "root").mkdir()
+            write_file(self.path, self.size)
+            nginx = find_nginx() if self.want in ("auto", "nginx") else None
+            if self.want == "nginx" and nginx is None:
+                raise LocalMirrorError("nginx is not installed (looked for /usr/sbin/nginx and nginx on PATH)")
+            if nginx is not None:
+                try:
+                    self._start_nginx(nginx)
+                    self.kind = "nginx"
+                    return self
+                except LocalMirrorError:
+                    if self.want == "nginx":
+                        raise
+            self._start_python()
+            self.kind = "python"
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    # ------------------------------------------------------------- nginx
+
+    def _nginx_conf(self, port: int) -> str:
+        wd = self.workdir
+        return "\n".join([
+            "daemon off;",
+            "master_process off;",
+            "worker_processes 1;",
+            f"pid {wd}/nginx.pid;",
+            f"error_log {wd}/error.log warn;",
+            "events { worker_connections 1024; }",
+            "http {",
+            *(f"    {k}_temp_path {wd}/tmp/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+            "    types { }",
+            "    default_type application/octet-stream;",
+            "    access_log off;",
+            "    sendfile on;",
+            "    tcp_nopush on;",
+            "    keepalive_requests 100000;",
+            "    server_tokens off;",
+            "    server {",
+            f"        listen {HOST}:{port};",
+            f"        root {wd}/root;",
+            "        location / { }",
+            "    }",
+            "}",
+            "",
+        ])
+
+    def _start_nginx(self, binary: str) -> None:
+        wd = self.workdir
+        assert wd is not None
+        (wd / "tmp").mkdir(exist_ok=True)
+        err = ""
+        for _ in range(5):
+            port = _free_port()
+            (wd / "nginx.conf").write_text(self._nginx_conf(port))
+            with open(wd / "stderr.log", "wb") as log:
+                # Own session: a Ctrl-C in the terminal reaches segdl only,
+                # which then stops nginx itself.
+                proc = subprocess.Popen(
+                    [binary, "-p", str(wd), "-c", str(wd / "nginx.conf"), "-e", str(wd / "error.log")],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            self._proc = proc
+            if _wait_for_port(port, 10.0, lambda: proc.poll() is None):
+                self.port = port
+                return
+            self._stop_nginx()
+            err = ""
+            for name in ("stderr.log", "error.log"):
+                try:
+                    err += (wd / name).read_text(errors="replace")
+                except OSError:
+                    pass
+            if "Address already in use" not in err:
+                break
+        raise LocalMirrorError(f"nginx failed to start: {err.strip()[-500:]}")
+
+    def _stop_nginx(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                proc.terminate()
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+
+    # ------------------------------------------------------------ python
+
+    def _start_python(self) -> None:
+        self._httpd = _Server((HOST, 0), _Handler)
+        self._httpd.file = str(self.path)
+        st = os.stat(self.path)
+        self._httpd.etag = f'"{st.st_size:x}-{int(st.st_mtime):x}"'
+        self._httpd.last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True,
+                                        name="segdl-localmirror")
+        self._thread.start()
+
+    def _stop_python(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        httpd.close_all()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    # ---------------------------------------------------------- lifecycle
+
+    def stop(self) -> None:
+        # Ctrl-C during cleanup must not leave nginx or the file behind.
+        old = None
+        try:
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass
+        try:
+            self._stop_nginx()
+            self._stop_python()
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir = None
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+
+    def __enter__(self) -> "LocalMirror":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------- stdlib fallback server
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.I)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+    file: str
+    etag: str
+    last_modified: str
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.conns: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def close_all(self) -> None:
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients going away mid-body is normal for a benchmark
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "segdl-localmirror"
+    sys_version = ""
+    timeout = 30  # idle keep-alive connections end by themselves
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.lock:
+            self.server.conns.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.lock:
+            self.server.conns.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        srv = self.server
+        if self.path.split("?", 1)[0] != "/" + FILE_NAME:
+            body = b"not found\n"
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+            return
+        size = os.path.getsize(srv.file)
+        start, end, status = 0, size, 200
+        rng = self.headers.get("Range")
+        if rng is not None:
+            m = _RANGE.match(rng)
+            if m and (m.group(1) or m.group(2)):
+                a, b = m.group(1), m.group(2)
+                if a:
+                    start, end = int(a), size if not b else min(size, int(b) + 1)
+                else:  # suffix: the last b bytes
+                    start, end = max(0, size - int(b)), size
+                if start >= size or end <= start:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status = 206
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", srv.etag)
+        self.send_header("Last-Modified", srv.last_modified)
+        self.send_header("Content-Length", str(end - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        if head:
+            return
+        self.wfile.flush()
+        with open(srv.file, "rb") as f:
+            self.connection.sendfile(f, start, end - start)

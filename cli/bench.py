@@ -194,12 +194,14 @@ def _render(report) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title="segdl bench (MB/s = 10^6 bytes/s)", title_justify="left")
+    if not console.is_terminal:
+        console = Console(width=160)  # a pipe or file: no reason to fold at 80 columns
+    t = Table(title="segdl bench: MB/s (10^6 bytes/s) per connection count", title_justify="left")
     t.add_column("mirror", overflow="fold")
     t.add_column("TTFB ms", justify="right")
     t.add_column("ranges")
     for n in report.connections:
-        t.add_column(f"×{n} MB/s", justify="right")
+        t.add_column(f"×{n}", justify="right")
     notes: list[str] = []
     for m in report.mirrors:
         ttfb = f"{m.ttfb_ms:.1f}" if m.ttfb_ms is not None else "-"

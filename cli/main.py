@@ -335,6 +335,11 @@ def limit(
     err.print(f"segdl: limits of job {', '.join(map(str, ids))} set")
 
 
+from .bench import bench as _bench  # noqa: E402
+
+app.command(name="bench")(_bench)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 

@@ -102,6 +102,7 @@ class Source:
     received: int = 0
     running: int = 0
     rate: float = 0.0  # bytes/s per connection, smoothed
+    snap: int = 0  # ``received`` at the last snapshot
 
 
 class Coordinator:
@@ -311,7 +312,7 @@ class Coordinator:
             self._settle(run, FileResult.failed(run.request.url, run.request.path or "", e))
             return True
         if not final.exists():
-            return False
+            return self._link_known_copy(run, final)
         run.final = final
         try:
             return self._existing(run, final, None)
@@ -348,8 +349,35 @@ class Coordinator:
                 return True
         raise ExistsError(f"{final} exists and differs from the download; use --force to overwrite it")
 
-    def _remember_done(self, run: FileRun, final: Path, d: Digests, size: int) -> None:
-        self.journal.put_file(self.job, run.request.url, final, state="skipped", size=size,
+    def _link_known_copy(self, run: FileRun, final: Path) -> bool:
+        """The same content (by expected digest) is already downloaded
+        elsewhere, intact: hard-link it (or copy it) instead of fetching."""
+        req = run.request
+        for row in self.journal.files_with_digest(req.blake3, req.sha256):
+            src = Path(row["path"])
+            try:
+                st = src.stat()
+            except OSError:
+                continue
+            if st.st_size != row["size"] or st.st_mtime != row["mtime"] or src == final:
+                continue
+            if req.size is not None and req.size != st.st_size:
+                continue
+            try:
+                self.targets.add(final)
+                storage.link_or_copy(src, final)
+            except SegdlError as e:
+                self.on_message(f"{final.name}: cannot reuse {src}: {e.message}")
+                return False
+            d = Digests(row["blake3"], row["sha256"])
+            self._remember_done(run, final, d, st.st_size, state="done")
+            self.on_message(f"{final.name}: same content as {src}; linked, not downloaded")
+            self._settle(run, FileResult(req.url, str(final), "done", st.st_size, d.blake3, d.sha256))
+            return True
+        return False
+
+    def _remember_done(self, run: FileRun, final: Path, d: Digests, size: int, state: str = "skipped") -> None:
+        self.journal.put_file(self.job, run.request.url, final, state=state, size=size,
                               blake3=d.blake3, sha256=d.sha256, mtime=final.stat().st_mtime, error=None)
 
     def _activate(self, run: FileRun, sources: list[Source]) -> None:
@@ -428,6 +456,11 @@ class Coordinator:
     # ------------------------------------------------------------ actions
 
     def _dispatch(self, actions) -> None:
+        if any(isinstance(a, Assign) for a in actions):
+            # New connections start with their share already applied: a
+            # connection that starts uncapped bursts (socket buffers).
+            self._limits_dirty = True
+            self._apply_limits(skip={a.segment for a in actions if isinstance(a, Assign)})
         for a in actions:
             if isinstance(a, Assign):
                 seg = self.sched.segments[a.segment]
@@ -442,7 +475,6 @@ class Coordinator:
                           remote.expect(), self._options_for(run, remote.final_url), redirected=remote.redirected,
                           max_speed=run.limit)
                 )
-                self._limits_dirty = True
             elif isinstance(a, RequestSplit):
                 self.orders[a.worker].put(Shrink(a.segment, a.at, self.s.min_split))
             elif isinstance(a, CancelSegment):
@@ -460,7 +492,7 @@ class Coordinator:
         for i, src in enumerate(run.sources):
             if src.disabled:
                 continue
-            score = (src.rate or float("inf")) / (src.running + 1)
+            score = ((src.rate or float("inf")) / (src.running + 1), -src.running, -i)
             if best_score is None or score > best_score:
                 best, best_score = i, score
         return best
@@ -731,6 +763,21 @@ class Coordinator:
     def _settle(self, run: FileRun, result: FileResult) -> None:
         run.state = result.status
         self.results[run.index] = result
+        if result.status == "failed" and run.id:
+            self.journal.update_file(run.id, state="failed", error=result.error, exit_code=result.exit_code)
+        elif result.status == "failed":
+            # Failed before it had a row (at its first request): record it,
+            # so status shows it and ``segdl retry`` finds it.
+            try:
+                path = run.final or self._target(run, None)
+            except SegdlError:
+                return  # an invalid target: nothing to retry
+            row = self.journal.file_by_path(path)
+            if row and row["state"] in ("done", "skipped"):
+                return
+            self.journal.put_file(self.job, run.request.url, path, state="failed", error=result.error,
+                                  exit_code=result.exit_code, expected_blake3=run.request.blake3,
+                                  expected_sha256=run.request.sha256)
 
     # ------------------------------------------------------------ live control
 
@@ -761,8 +808,9 @@ class Coordinator:
                 self.journal.update_file(fid, state="downloading")
                 self.on_message(f"{run.final.name}: resumed")
 
-    def _apply_limits(self) -> None:
-        """Share the job's and each file's bandwidth among running connections."""
+    def _apply_limits(self, skip: set[int] = frozenset()) -> None:
+        """Share the job's and each file's bandwidth among running
+        connections (``skip``: segments about to start, told in their Fetch)."""
         if not self._limits_dirty:
             return
         self._limits_dirty = False
@@ -777,7 +825,7 @@ class Coordinator:
             run.limit = limit
             for key in self.sched.files[fid].segments:
                 st = self.sched.segments[key]
-                if st.worker is not None and st.state == "running":
+                if st.worker is not None and st.state == "running" and key not in skip:
                     self.orders[st.worker].put(Limit(key, limit))
 
     def _heartbeat(self) -> None:
@@ -794,13 +842,19 @@ class Coordinator:
     def _snapshot(self, force: bool = False) -> None:
         now = time.monotonic()
         dt = now - self.last_snapshot
-        if self.on_progress is None or (not force and dt < 0.2):
+        if not force and dt < 0.2:
             return
         files = []
         total_speed = 0.0
         for fid, run in self.runs.items():
             inst = (run.received - run.snap) / max(dt, 1e-3) if self.last_snapshot else 0.0
             run.snap = run.received
+            for src in run.sources:  # per-connection speed of each mirror
+                got = (src.received - src.snap) / max(dt, 1e-3)
+                src.snap = src.received
+                if src.running:
+                    per = got / src.running
+                    src.rate = per if not src.rate else 0.7 * src.rate + 0.3 * per
             run.speed = inst if run.speed == 0 else 0.7 * run.speed + 0.3 * inst
             total_speed += run.speed if run.state == "downloading" else 0.0
             files.append(FileProgress(fid, str(run.final), run.request.url, run.state,
@@ -808,6 +862,8 @@ class Coordinator:
                                       run.speed if run.state == "downloading" else 0.0,
                                       self.sched.running_count(fid) if fid in self.sched.files else 0))
         self.last_snapshot = now
+        if self.on_progress is None:
+            return
         finished = sum(1 for r in self.results if r is not None)
         self.on_progress(Snapshot(tuple(files), finished, len(self.results), total_speed, now - self.started))
 

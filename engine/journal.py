@@ -254,6 +254,18 @@ class Journal:
             rows = list(self.db.query("SELECT * FROM files WHERE path = ?", [str(path)]))
             return rows[0] if rows else None
 
+    def files_with_digest(self, blake3: str | None, sha256: str | None) -> list[dict[str, Any]]:
+        """Finished files whose recorded digest matches."""
+        with _journal_errors(self.path):
+            rows = []
+            if blake3:
+                rows += list(self.db.query(
+                    "SELECT * FROM files WHERE blake3 = ? AND state IN ('done', 'skipped')", [blake3.lower()]))
+            if sha256:
+                rows += list(self.db.query(
+                    "SELECT * FROM files WHERE sha256 = ? AND state IN ('done', 'skipped')", [sha256.lower()]))
+            return rows
+
     def file(self, file_id: int) -> dict[str, Any] | None:
         with _journal_errors(self.path):
             rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [file_id]))

@@ -157,24 +157,31 @@ class Scheduler:
         for s in self.segments.values():
             if s.state == WAITING and s.not_before <= now:
                 s.state = PENDING
-        for f in self.files.values():
-            if f.failed or f.paused:
-                continue
-            running = self.running_count(f.key)
-            for key in f.segments:
-                if running >= f.max_connections:
-                    break
-                s = self.segments[key]
-                if s.state != PENDING:
+        # Round-robin over files, one segment each per round, so files that
+        # run together share the connection budget.
+        running = {f.key: self.running_count(f.key) for f in self.files.values()}
+        queues = {
+            f.key: [k for k in f.segments if self.segments[k].state == PENDING]
+            for f in self.files.values() if not (f.failed or f.paused)
+        }
+        progress = True
+        while progress:
+            progress = False
+            for fkey, pending in queues.items():
+                f = self.files[fkey]
+                if not pending or running[fkey] >= f.max_connections:
                     continue
                 worker = self._take_slot()
                 if worker is None:
                     return out
+                key = pending.pop(0)
+                s = self.segments[key]
                 s.state, s.worker = RUNNING, worker
                 s.rate = s.rate_at = None
                 self.free[worker] -= 1
-                running += 1
+                running[fkey] += 1
                 out.append(Assign(worker, key, s.position, s.end))
+                progress = True
         # Free slots and nothing pending: split the largest running range.
         spare = sum(self.free.values())
         if spare <= 0:

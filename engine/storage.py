@@ -91,6 +91,32 @@ def finalize(part: Path, final: Path, *, size: int | None) -> None:
         fsync_dir(final.parent)
 
 
+def link_or_copy(src: Path, final: Path) -> None:
+    """Put ``src``'s content at ``final``: a hard link when both are on one
+    filesystem, else a copy; through a part file, so ``final`` is never
+    half there."""
+    import shutil
+
+    from .naming import part_path
+
+    part = part_path(final)
+    with disk_errors(f"cannot copy {src} to {final}"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if part.exists():
+            part.unlink()
+        try:
+            os.link(src, part)
+        except OSError:
+            shutil.copyfile(src, part)
+            fd = os.open(part, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(part, final)
+        fsync_dir(final.parent)
+
+
 def file_size(path: Path) -> int | None:
     try:
         return os.stat(path).st_size

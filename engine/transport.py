@@ -213,6 +213,8 @@ CHUNK_SECONDS = 2.0
 # A running request is only cut short by a split when its connection would
 # need longer than this to finish it.
 CUT_AFTER_SECONDS = 3.0
+# Receive buffer of a speed-capped connection (see MultiDriver._issue).
+LIMITED_BUFFER = 64 * 1024
 
 
 class WriteGate:
@@ -259,6 +261,16 @@ class Transfer:
     gate: WriteGate | None = None
     paused: bool = False
     last_data: float = 0.0  # monotonic time of the last byte (or of the request)
+    max_speed: int = 0  # bytes/s cap of this connection; 0: none
+    tokens: float = 0.0  # token bucket for max_speed
+    tokens_at: float = 0.0
+    throttled: bool = False  # paused by its speed cap (not by the disk)
+
+    def refill(self, now: float) -> float:
+        cap = max(2 * LIMITED_BUFFER, self.max_speed * 0.25)
+        self.tokens = min(cap, self.tokens + (now - self.tokens_at) * self.max_speed)
+        self.tokens_at = now
+        return self.tokens
 
     @property
     def segment(self) -> int:
@@ -278,6 +290,12 @@ class Transfer:
             self.paused = True
             return pycurl.WRITEFUNC_PAUSE
         n = len(data)
+        if self.max_speed:
+            # Our own token bucket: libcurl's cap lets a new request burst.
+            if self.refill(time.monotonic()) < min(n, self.max_speed):
+                self.paused = self.throttled = True
+                return pycurl.WRITEFUNC_PAUSE
+            self.tokens -= n
         self.received += n
         self.last_data = time.monotonic()
         take = n
@@ -336,7 +354,8 @@ class MultiDriver:
         c = self.idle.pop() if self.idle else pycurl.Curl()
         t = Transfer(fetch, fd, c, fetch.position, fetch.end, fetch.end, gate=self.gate)
         _configure(c, fetch.url, fetch.options)
-        c.setopt(pycurl.MAX_RECV_SPEED_LARGE, max(0, fetch.max_speed))
+        t.max_speed = max(0, fetch.max_speed)
+        t.tokens_at = time.monotonic()
         self.transfers[fetch.segment] = t
         self._by_curl[c] = t
         self._issue(t)
@@ -368,6 +387,10 @@ class MultiDriver:
         else:
             t.requested_end = t.end
             c.unsetopt(pycurl.RANGE)
+        # libcurl enforces a speed cap between reads, so a read of a large
+        # buffer overshoots it: capped connections read in small pieces.
+        buf = fetch.options.buffer_size
+        c.setopt(pycurl.BUFFERSIZE, min(buf, LIMITED_BUFFER) if t.max_speed else buf)
         c.setopt(pycurl.HEADERFUNCTION, t.head.feed)
         c.setopt(pycurl.WRITEFUNCTION, t.on_write)
         self.multi.add_handle(c)
@@ -401,7 +424,8 @@ class MultiDriver:
         """Change a running transfer's speed cap (libcurl applies it live)."""
         t = self.transfers.get(segment)
         if t is not None:
-            t.curl.setopt(pycurl.MAX_RECV_SPEED_LARGE, max(0, max_speed))
+            t.refill(time.monotonic())
+            t.max_speed = max(0, max_speed)
 
     def cancel(self, segment: int) -> Transfer | None:
         t = self.transfers.get(segment)
@@ -425,12 +449,16 @@ class MultiDriver:
             t.curl.close()
 
     def unpause(self) -> None:
-        """Resume transfers paused by the gate, while it stays open."""
+        """Resume transfers paused by the gate (while it stays open) or by
+        their speed cap (once they have tokens again)."""
+        now = time.monotonic()
         for t in list(self.transfers.values()):
             if self.gate is not None and not self.gate.open:
                 return
             if t.paused:
-                t.paused = False
+                if t.throttled and t.max_speed and t.refill(now) < min(LIMITED_BUFFER, t.max_speed):
+                    continue
+                t.paused = t.throttled = False
                 t.last_data = time.monotonic()  # waiting for the disk is not a stall
                 try:
                     t.curl.pause(pycurl.PAUSE_CONT)

@@ -913,6 +913,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         code = int(self.params.get("expired_code", 403))
         token = owner._new_token(self.name, ttl, code)
         loc = f"/s/{token}/{urllib.parse.quote(self.name)}"
+        if self.params.get("rate"):  # pace the signed target too
+            loc += "?rate=" + urllib.parse.quote(self.params["rate"])
         self._redirect(302, loc, relative=False)
 
     def _fault_signed_target(self, blob: _Blob, token: str):

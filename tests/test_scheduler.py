@@ -126,3 +126,28 @@ def test_pause_cancels_and_resume_requeues():
     assert all(not (isinstance(a, Assign) and a.segment == 1) for a in s.plan(0.0))
     s.resume_file(1)
     assert Assign(0, 1, 30, 100) in s.plan(0.0)
+
+
+def test_files_share_the_budget_round_robin():
+    s = make(workers=1, slots=4)
+    for f in (1, 2):
+        s.add_file(f, ranged=True, max_connections=4)
+        for i in range(4):
+            s.add_segment(f, f * 10 + i, i * 100, i * 100 + 100, 0)
+    assigns = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    files = [s.segments[a.segment].file for a in assigns]
+    assert files.count(1) == 2 and files.count(2) == 2
+
+
+def test_paused_file_releases_its_connections_to_the_other():
+    s = make(workers=1, slots=4)
+    for f in (1, 2):
+        s.add_file(f, ranged=True, max_connections=4)
+        for i in range(4):
+            s.add_segment(f, f * 10 + i, i * 100, i * 100 + 100, 0)
+    s.plan(0.0)
+    cancels = s.pause_file(1)
+    for c in cancels:
+        s.on_finished(c.segment, 0, "cancelled", None, now=0.0)
+    assigns = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    assert len(assigns) == 2 and all(s.segments[a.segment].file == 2 for a in assigns)

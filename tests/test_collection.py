@@ -1,0 +1,216 @@
+"""Collections: many files at once, error isolation, re-runs, retry, live
+control from another process, bandwidth limits, mirrors, signed URLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import SEGDL, json_lines, run_segdl
+from servers import MiB, blake3_file, write_deterministic_file
+from segdl.engine import errors
+
+
+@pytest.fixture(scope="module")
+def coll_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coll-root")
+    for i in range(40):
+        write_deterministic_file(root / f"m{i:02d}.safetensors", 200_000 + i * 1111, 100 + i)
+    for name, size in (("a.bin", 24 * MiB), ("b.bin", 24 * MiB), ("mirrored.bin", 20 * MiB)):
+        write_deterministic_file(root / name, size, size % 97)
+    return root
+
+
+def manifest(tmp_path, entries, collection="loras"):
+    p = tmp_path / "collection.json"
+    p.write_text(json.dumps({"collection": collection, "files": entries}))
+    return p
+
+
+def test_forty_files_one_404_one_wrong_hash_then_rerun_then_retry(make_nginx, coll_root, tmp_path):
+    srv = make_nginx(root=coll_root)
+    entries = []
+    for i in range(40):
+        name = f"m{i:02d}.safetensors"
+        e = {"url": srv.url(name), "path": f"lora/{name}", "blake3": blake3_file(coll_root / name)}
+        entries.append(e)
+    entries[7]["url"] = srv.url("missing.safetensors")
+    entries[13]["blake3"] = "ab" * 32
+    m = manifest(tmp_path, entries)
+    journal = tmp_path / "j.sqlite"
+    out = tmp_path / "out"
+    p = run_segdl(["get", "-i", m, "-d", out, "--json", "-j", "8"], journal)
+    lines = json_lines(p)
+    assert len(lines) == 40
+    states = [l["status"] for l in lines]
+    assert states.count("done") == 38
+    assert states[7] == "failed" and "404" in lines[7]["error"]
+    assert states[13] == "hash_mismatch"
+    assert p.returncode == errors.EXIT_HASH_MISMATCH  # the largest failure code
+    for i, l in enumerate(lines):
+        if l["status"] == "done":
+            assert blake3_file(out / "lora" / f"m{i:02d}.safetensors") == entries[i]["blake3"]
+    assert not (out / "lora" / "m13.safetensors").exists()
+
+    # Status knows the collection, file by file.
+    st = run_segdl(["status", "loras", "--json"], journal)
+    rows = json_lines(st)
+    assert len(rows) == 40 and all(r["collection"] == "loras" for r in rows)
+    assert sorted({r["state"] for r in rows}) == ["done", "failed", "hash_mismatch"]
+    assert {"collection", "path", "url", "state", "size", "bytes_done", "speed"} <= set(rows[0])
+
+    # Run again: the 38 good files are not fetched again (not even probed).
+    srv.reset_access_log()
+    p = run_segdl(["get", "-i", m, "-d", out, "--json", "-j", "8"], journal)
+    again = json_lines(p)
+    assert [l["status"] for l in again].count("skipped") == 38
+    hit = {e["path"] for e in srv.access_log_entries()}
+    assert hit <= {"/missing.safetensors", "/m13.safetensors"}
+
+    # retry: only the failures are requested.
+    srv.reset_access_log()
+    p = run_segdl(["retry", "loras", "--json"], journal)
+    retried = json_lines(p)
+    assert sorted(l["status"] for l in retried) == ["failed", "hash_mismatch"]
+    hit = {e["path"] for e in srv.access_log_entries()}
+    assert hit == {"/missing.safetensors", "/m13.safetensors"}
+
+
+def test_manifest_escaping_the_target_folder_is_refused_before_anything(make_nginx, coll_root, tmp_path):
+    srv = make_nginx(root=coll_root)
+    m = manifest(tmp_path, [{"url": srv.url("m00.safetensors"), "path": "ok.bin"},
+                            {"url": srv.url("m01.safetensors"), "path": "../../evil.bin"}])
+    p = run_segdl(["get", "-i", m, "-d", tmp_path / "out", "--json"], tmp_path / "j.sqlite")
+    assert p.returncode == errors.EXIT_USAGE
+    assert "escape" in p.stderr or ".." in p.stderr
+    assert p.stdout == ""
+    assert not (tmp_path / "out").exists() and srv.access_log_entries() == []
+
+
+def test_same_content_in_two_collections_is_fetched_once(make_nginx, coll_root, tmp_path):
+    srv = make_nginx(root=coll_root)
+    digest = blake3_file(coll_root / "m03.safetensors")
+    journal = tmp_path / "j.sqlite"
+    m1 = manifest(tmp_path, [{"url": srv.url("m03.safetensors"), "path": "x/m.bin", "blake3": digest}], "one")
+    assert run_segdl(["get", "-i", m1, "-d", tmp_path / "c1", "--json"], journal).returncode == 0
+    srv.reset_access_log()
+    m2 = manifest(tmp_path, [{"url": srv.url("m03.safetensors"), "path": "y/m.bin", "blake3": digest}], "two")
+    p = run_segdl(["get", "-i", m2, "-d", tmp_path / "c2", "--json"], journal)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p)[0]["status"] == "done"
+    assert blake3_file(tmp_path / "c2" / "y" / "m.bin") == digest
+    assert srv.access_log_entries() == []
+
+
+def _status(journal):
+    p = run_segdl(["status", "--json"], journal, timeout=30)
+    return {Path(r["path"]).name: r for r in json_lines(p)}
+
+
+def test_pause_one_file_from_another_process_then_resume(make_nginx, coll_root, tmp_path):
+    """Two files at 2 MiB/s per connection: pausing a keeps its bytes still
+    while b gets its connections and speeds up; resume: both correct."""
+    srv = make_nginx(root=coll_root, limit_rate="1m")
+    journal = tmp_path / "j.sqlite"
+    out = tmp_path / "out"
+    env = dict(os.environ, SEGDL_JOURNAL=str(journal))
+    job = subprocess.Popen([*SEGDL, "get", srv.url("a.bin"), srv.url("b.bin"), "-d", str(out), "--json",
+                            "-x", "4", "--max-connections", "4", "--workers", "1"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until both are downloading
+            st = _status(journal) if journal.exists() else {}
+            if len(st) == 2 and all(r["state"] == "downloading" and r["bytes_done"] > 0 for r in st.values()):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"job did not start: {st}")
+        time.sleep(1.5)
+        s0 = _status(journal)
+        t0 = time.monotonic()
+        time.sleep(2)
+        s1 = _status(journal)
+        b_rate_before = (s1["b.bin"]["bytes_done"] - s0["b.bin"]["bytes_done"]) / (time.monotonic() - t0)
+
+        p = run_segdl(["pause", str(out / "a.bin")], journal, timeout=30)
+        assert p.returncode == 0, p.stderr
+        time.sleep(2.0)  # takes effect within a second; let b pick up the connections
+        s2 = _status(journal)
+        assert s2["a.bin"]["state"] == "paused"
+        t2 = time.monotonic()
+        time.sleep(3)
+        s3 = _status(journal)
+        a_growth = s3["a.bin"]["bytes_done"] - s2["a.bin"]["bytes_done"]
+        b_rate_after = (s3["b.bin"]["bytes_done"] - s2["b.bin"]["bytes_done"]) / (time.monotonic() - t2)
+        assert a_growth == 0, a_growth
+        assert s3["b.bin"]["state"] in ("downloading", "verifying", "done")
+        if s3["b.bin"]["state"] == "downloading":
+            assert b_rate_after > 1.3 * b_rate_before, (b_rate_before, b_rate_after)
+
+        p = run_segdl(["resume", str(out / "a.bin")], journal, timeout=30)
+        assert p.returncode == 0, p.stderr
+        stdout, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, stderr
+    assert [l["status"] for l in map(json.loads, stdout.splitlines())] == ["done", "done"]
+    for n in ("a.bin", "b.bin"):
+        assert blake3_file(out / n) == blake3_file(coll_root / n)
+
+
+def test_global_speed_limit_is_held(make_nginx, coll_root, tmp_path):
+    srv = make_nginx(root=coll_root)
+    p = run_segdl(["get", srv.url("a.bin"), "-d", tmp_path, "--json", "-x", "4", "--max-speed", "2M"],
+                  tmp_path / "j.sqlite", timeout=60)
+    assert p.returncode == 0, p.stderr
+    [line] = json_lines(p)
+    rate = line["size"] / line["seconds"]
+    assert abs(rate - 2 * MiB) / (2 * MiB) < 0.05, rate / MiB
+
+
+def test_two_mirrors_both_serve_segments(make_nginx, coll_root, tmp_path):
+    one, two = make_nginx(root=coll_root, limit_rate="4m"), make_nginx(root=coll_root, limit_rate="4m")
+    m = manifest(tmp_path, [{"url": one.url("mirrored.bin"), "mirrors": [two.url("mirrored.bin")],
+                             "blake3": blake3_file(coll_root / "mirrored.bin")}])
+    p = run_segdl(["get", "-i", m, "-d", tmp_path / "out", "--json", "-x", "4"], tmp_path / "j.sqlite")
+    assert p.returncode == 0, p.stderr
+    for srv in (one, two):
+        body = [e for e in srv.access_log_entries() if e["status"] == 206 and e["body_bytes_sent"] > 1]
+        assert body, "a mirror served no segment"
+
+
+def test_failing_mirror_loses_its_share(make_nginx, fault_server, coll_root, tmp_path):
+    data = (coll_root / "mirrored.bin").read_bytes()
+    fault_server.add("mirrored.bin", data)
+    good = make_nginx(root=coll_root)
+    bad = fault_server.url("/drop/mirrored.bin?after=65536")
+    m = manifest(tmp_path, [{"url": good.url("mirrored.bin"), "mirrors": [bad]}])
+    p = run_segdl(["get", "-i", m, "-d", tmp_path / "out", "--json", "-x", "4"], tmp_path / "j.sqlite")
+    assert p.returncode == 0, p.stderr
+    assert blake3_file(tmp_path / "out" / "mirrored.bin") == blake3_file(coll_root / "mirrored.bin")
+    assert "dropped" in p.stderr
+    assert len(fault_server.requests("mirrored.bin")) <= 8
+
+
+def test_signed_url_expiring_mid_download_keeps_done_segments(fault_server, tmp_path):
+    data = os.urandom(24 * MiB)
+    fault_server.add("s.bin", data)
+    # 4 segments, each fetched in requests of 4 MiB at 4 MiB/s per connection:
+    # the second request of each comes after the 1 s token has expired.
+    url = fault_server.url(f"/signed/s.bin?ttl=1&rate={4 * MiB}")
+    p = run_segdl(["get", url, "-d", tmp_path / "out", "--json", "-x", "4", "-o", "s.bin"],
+                  tmp_path / "j.sqlite", timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "s.bin").read_bytes() == data
+    reqs = fault_server.requests("s.bin")
+    assert any(r["status"] == 403 for r in reqs), "the token never expired: test too fast"
+    assert sum(1 for r in reqs if r["fault"] == "signed") >= 2  # resolved again
+    # Done segments were kept: far less than twice the file went out.
+    assert fault_server.bytes_sent("s.bin") < 1.5 * len(data)

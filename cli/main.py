@@ -90,6 +90,7 @@ def get(
     connections: int = typer.Option(16, "-x", "--connections", min=1, max=1024, help="Connections per file."),
     max_connections: int = typer.Option(64, "--max-connections", min=1, max=4096, help="Connections for the whole job."),
     concurrent: int = typer.Option(5, "-j", "--concurrent", min=1, help="Files downloading at once."),
+    per_host: int = typer.Option(0, "--max-connections-per-host", min=0, help="Connections to one host (default: max(-x, 16))."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker processes."),
     blake3: Optional[str] = typer.Option(None, "--blake3", help="Expected blake3 (hex) of the file (one URL only)."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 (hex) of the file (one URL only)."),
@@ -133,7 +134,7 @@ def get(
 
     settings = Settings(
         dest=dest, connections=connections, max_connections=max_connections,
-        workers=workers, concurrent_files=concurrent, force=force, journal=journal,
+        workers=workers, concurrent_files=concurrent, force=force, journal=journal, max_per_host=per_host,
         max_speed=_rate(max_speed, "--max-speed"), max_file_speed=_rate(max_file_speed, "--max-file-speed"),
         retry=RetryPolicy(max_attempts=retries),
         transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
@@ -273,8 +274,9 @@ def status(
 
 def _redact(url: str) -> str:
     """Hide query strings (signed URLs carry tokens there) in output."""
-    base, q, _ = url.partition("?")
-    return base + ("?…" if q else "")
+    from segdl.engine.naming import redact_url
+
+    return redact_url(url)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import multiprocess
 
@@ -30,6 +31,7 @@ from .errors import (
     RangeIgnoredError,
     RemoteChangedError,
     SegdlError,
+    StorageError,
     UsageError,
 )
 from .http import RemoteInfo
@@ -47,7 +49,7 @@ from .messages import (
     WorkerCrashed,
     Written,
 )
-from .naming import choose_name, inside, is_credential, part_path, same_origin
+from .naming import choose_name, inside, is_credential, part_path, redact_url, same_origin
 from .progress import FileProgress, Snapshot
 from .ranges import plan_segments, MiB
 from .request import Request, Settings
@@ -133,7 +135,8 @@ class Coordinator:
         self.slots = math.ceil(total / workers)
         self.buffer_size = int(min(8 * MiB, max(256 * 1024, s.buffer_budget // total)))
         self.options = replace(s.transfer, buffer_size=self.buffer_size)
-        self.sched = Scheduler(workers, self.slots, min_split=s.min_split, retry=s.retry)
+        self.sched = Scheduler(workers, self.slots, min_split=s.min_split, retry=s.retry,
+                               max_per_host=s.max_per_host or max(s.connections, 16))
         self.job = self.journal.create_job(
             s.dest,
             {
@@ -170,7 +173,9 @@ class Coordinator:
         self.verifier = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
         self.probing: Future | None = None
         self.probing_runs: list[FileRun] = []
+        self.ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
         self.verifying: dict[int, Future] = {}
+        self.finalizing: dict[int, tuple[Digests, Future]] = {}
         self.pending_done: dict[int, int] = {}
         self.last_snapshot = 0.0
         try:
@@ -200,25 +205,28 @@ class Coordinator:
 
     def _finished(self) -> bool:
         return (
-            not self.queue and self.probing is None and not self.verifying
+            not self.queue and self.probing is None and not self.ready
+            and not self.verifying and not self.finalizing
             and all(r.state in ("done", "skipped", "failed", "hash_mismatch") for r in self.runs.values())
         )
 
     def _active_count(self) -> int:
-        return sum(1 for r in self.runs.values() if r.state in ("downloading", "verifying")) + len(self.probing_runs)
+        return sum(1 for r in self.runs.values() if r.state in ("downloading", "verifying"))
 
     # ------------------------------------------------------------ probe
 
     def _start_probes(self) -> None:
+        """Probe files ahead of need (up to PROBE_AHEAD waiting), so a file
+        can start the moment another finishes."""
         if self.probing is not None or not self.queue:
             return
-        room = self.s.concurrent_files - self._active_count()
-        if room <= 0:
+        want = PROBE_AHEAD - len(self.ready)
+        if want <= 0:
             return
         batch: list[FileRun] = []
         now = time.monotonic()
         later: list[FileRun] = []
-        while self.queue and len(batch) < min(PROBE_AHEAD, max(room, 1)):
+        while self.queue and len(batch) < want:
             run = self.queue.popleft()
             if run.not_before > now:
                 later.append(run)  # waiting to retry its first request
@@ -237,14 +245,15 @@ class Coordinator:
         self.probing = self.prober.submit(probe_many, urls, self.options, per_url=per_url)
 
     def _collect_probes(self) -> None:
-        if self.probing is None or not self.probing.done():
-            return
-        try:
-            found = self.probing.result()
-        except Exception as e:  # a bug, not a remote problem: report per file
-            found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.probing_runs}
-        batch, self.probing, self.probing_runs = self.probing_runs, None, []
-        for run in batch:
+        if self.probing is not None and self.probing.done():
+            try:
+                found = self.probing.result()
+            except Exception as e:  # a bug, not a remote problem: report per file
+                found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.probing_runs}
+            batch, self.probing, self.probing_runs = self.probing_runs, None, []
+            self.ready.extend((run, found) for run in batch)
+        while self.ready and self._active_count() < self.s.concurrent_files:
+            run, found = self.ready.popleft()
             try:
                 self._activate(run, self._sources(run, found))
             except SegdlError as e:
@@ -259,6 +268,11 @@ class Coordinator:
                         continue
                 self._settle(run, FileResult.failed(run.request.url, self._shown(run), e))
 
+    def _shown(self, run: FileRun) -> str:
+        if run.final is not None:
+            return str(run.final)
+        return run.request.path or run.request.url
+
     def _sources(self, run: FileRun, found: dict) -> list[Source]:
         """The URL and the mirrors that answered and agree with each other."""
         urls = [run.request.url, *run.request.mirrors]
@@ -269,7 +283,7 @@ class Coordinator:
             if isinstance(got, SegdlError):
                 first_error = first_error or got
                 if u != run.request.url:
-                    self.on_message(f"mirror {u} dropped: {got.message}")
+                    self.on_message(f"mirror {redact_url(u)} dropped: {got.message}")
                 continue
             if ok:
                 ref = ok[0].remote
@@ -281,17 +295,12 @@ class Coordinator:
                 elif got.ranged != ref.ranged:
                     why = "Range support differs"
                 if why:
-                    self.on_message(f"mirror {u} dropped: {why}")
+                    self.on_message(f"mirror {redact_url(u)} dropped: {why}")
                     continue
             ok.append(Source(u, got))
         if not ok:
             raise first_error or DownloadError("no source answered")
         return ok
-
-    def _shown(self, run: FileRun) -> str:
-        if run.final is not None:
-            return str(run.final)
-        return run.request.path or run.request.url
 
     # ------------------------------------------------------------ activation
 
@@ -332,6 +341,11 @@ class Coordinator:
             return False
         row = self.journal.file_by_path(final)
         st = final.stat()
+        if row and row["state"] == "verified" and row["blake3"] and row["size"] == st.st_size:
+            # A crash came between the rename and the journal's "done".
+            if digest_file(final).blake3 == row["blake3"]:
+                self.journal.update_file(row["id"], state="done", mtime=st.st_mtime)
+                row = self.journal.file_by_path(final)
         ours = bool(row and row["state"] in ("done", "skipped") and row["size"] == st.st_size
                     and row["mtime"] == st.st_mtime)
         if ours and same_digest(req.blake3, row["blake3"]) and (req.sha256 is None or same_digest(req.sha256, row["sha256"])):
@@ -396,7 +410,7 @@ class Coordinator:
         if final.exists() and self._existing(run, final, remote):
             return
         row = self.journal.file_by_path(final)
-        facts = dict(final_url=remote.final_url, size=remote.size, ranged=int(remote.ranged),
+        facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
                      etag=remote.etag, last_modified=remote.last_modified,
                      expected_blake3=req.blake3, expected_sha256=req.sha256,
                      state="downloading", error=None, exit_code=None, paused=0)
@@ -424,7 +438,8 @@ class Coordinator:
         run.state = "downloading"
         run.started = time.monotonic()
         self.runs[fid] = run
-        self.sched.add_file(fid, ranged=remote.ranged, max_connections=self.s.connections)
+        self.sched.add_file(fid, ranged=remote.ranged, max_connections=self.s.connections,
+                            host=urlsplit(remote.final_url).netloc.lower())
         for seg in segments:
             self.sched.add_segment(fid, seg["id"], seg["start"], seg["end"], seg["done"])
             run.seen[seg["id"]] = seg["start"] + seg["done"]
@@ -603,7 +618,7 @@ class Coordinator:
                 healthy = [x for x in run.sources if not x.disabled and x is not src]
                 if src.failures >= 3 and healthy and not src.disabled:
                     src.disabled = True
-                    self.on_message(f"{run.final.name}: mirror {src.url} dropped after "
+                    self.on_message(f"{run.final.name}: mirror {redact_url(src.url)} dropped after "
                                     f"{src.failures} failures ({ev.error.message})")
             elif ev.outcome == "done":
                 src.failures = 0
@@ -652,7 +667,7 @@ class Coordinator:
         from .transport import probe_many
 
         src = run.sources[i]
-        self.on_message(f"{run.final.name}: {src.url} expired; resolving it again")
+        self.on_message(f"{run.final.name}: {redact_url(src.remote.final_url)} expired; resolving it again")
         fut = self.prober_aux.submit(probe_many, [src.url], self.options,
                                      per_url={src.url: self._options_for(run, src.url)})
         self.resolving[run.id] = (i, fut)
@@ -670,7 +685,7 @@ class Coordinator:
             try:
                 got = fut.result()[src.url]
             except Exception as e:  # pragma: no cover - a bug in probing
-                got = DownloadError(f"cannot resolve {src.url} again: {e}")
+                got = DownloadError(f"cannot resolve {redact_url(src.url)} again: {e}")
             if isinstance(got, SegdlError):
                 self._dispatch(self.sched._fail_file(self.sched.files[fid], got))
                 continue
@@ -731,15 +746,23 @@ class Coordinator:
                                          error=err.message, exit_code=err.exit_code)
                 self._end(run, "hash_mismatch", err, d)
                 continue
-            size = run.remote.size
-            try:
-                self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256)
-                storage.finalize(run.part, run.final, size=size)
-            except SegdlError as e:
-                self._fail(fid, e)
+            # The digest is recorded before the rename: a crash between the
+            # two leaves a final file that the next run recognises by it.
+            self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256)
+            self.finalizing[fid] = (d, self.verifier.submit(storage.finalize, run.part, run.final,
+                                                            size=run.remote.size))
+        for fid, (d, fut) in list(self.finalizing.items()):
+            if not fut.done():
                 continue
-            self.journal.update_file(fid, state="done", mtime=run.final.stat().st_mtime,
-                                     size=run.final.stat().st_size)
+            del self.finalizing[fid]
+            run = self.runs[fid]
+            try:
+                fut.result()
+                st = run.final.stat()
+            except (SegdlError, OSError) as e:
+                self._fail(fid, e if isinstance(e, SegdlError) else StorageError(str(e)))
+                continue
+            self.journal.update_file(fid, state="done", mtime=st.st_mtime, size=st.st_size)
             self._end(run, "done", None, d)
 
     def _fail(self, fid: int, error: SegdlError) -> None:

@@ -111,6 +111,16 @@ def same_origin(url: str, *others: str) -> bool:
     return any(origin(o) == mine for o in others)
 
 
+def redact_url(url: str) -> str:
+    """``url`` without what may be a secret: user:password@ and the query
+    string (signed URLs carry their tokens there)."""
+    p = urlsplit(url)
+    host = p.hostname or ""
+    if p.port:
+        host = f"{host}:{p.port}"
+    return f"{p.scheme}://{host}{p.path}" + ("?…" if p.query else "")
+
+
 def is_credential(header: str) -> bool:
     name = header.partition(":")[0].strip().lower()
     return name in ("authorization", "cookie", "proxy-authorization")

@@ -41,6 +41,7 @@ class FileState:
     key: int
     ranged: bool
     max_connections: int
+    host: str = ""
     segments: list[int] = field(default_factory=list)
     failed: bool = False
     paused: bool = False
@@ -89,12 +90,14 @@ class Scheduler:
         *,
         min_split: int = DEFAULT_MIN_SPLIT,
         split_after: float = DEFAULT_SPLIT_AFTER_SECONDS,
+        max_per_host: int = 0,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.free = {w: slots_per_worker for w in range(workers)}
         self.min_split = min_split
         self.split_after = split_after
+        self.max_per_host = max_per_host  # 0: no cap
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
         self.files: dict[int, FileState] = {}
@@ -102,8 +105,8 @@ class Scheduler:
 
     # ------------------------------------------------------------ setup
 
-    def add_file(self, file: int, *, ranged: bool, max_connections: int) -> None:
-        self.files[file] = FileState(file, ranged, max(1, max_connections))
+    def add_file(self, file: int, *, ranged: bool, max_connections: int, host: str = "") -> None:
+        self.files[file] = FileState(file, ranged, max(1, max_connections), host)
 
     def add_segment(self, file: int, segment: int, start: int, end: int | None, done: int) -> None:
         f = self.files[file]
@@ -160,6 +163,10 @@ class Scheduler:
         # Round-robin over files, one segment each per round, so files that
         # run together share the connection budget.
         running = {f.key: self.running_count(f.key) for f in self.files.values()}
+        per_host: dict[str, int] = {}
+        for f in self.files.values():
+            per_host[f.host] = per_host.get(f.host, 0) + running[f.key]
+        host_full = lambda f: bool(self.max_per_host) and per_host.get(f.host, 0) >= self.max_per_host  # noqa: E731
         queues = {
             f.key: [k for k in f.segments if self.segments[k].state == PENDING]
             for f in self.files.values() if not (f.failed or f.paused)
@@ -169,7 +176,7 @@ class Scheduler:
             progress = False
             for fkey, pending in queues.items():
                 f = self.files[fkey]
-                if not pending or running[fkey] >= f.max_connections:
+                if not pending or running[fkey] >= f.max_connections or host_full(f):
                     continue
                 worker = self._take_slot()
                 if worker is None:
@@ -180,6 +187,7 @@ class Scheduler:
                 s.rate = s.rate_at = None
                 self.free[worker] -= 1
                 running[fkey] += 1
+                per_host[f.host] = per_host.get(f.host, 0) + 1
                 out.append(Assign(worker, key, s.position, s.end))
                 progress = True
         # Free slots and nothing pending: split the largest running range.
@@ -192,7 +200,7 @@ class Scheduler:
         for f in self.files.values():
             if f.failed or f.paused or not f.ranged:
                 continue
-            if self.running_count(f.key) >= f.max_connections:
+            if running[f.key] >= f.max_connections or host_full(f):
                 continue
             for key in f.segments:
                 s = self.segments[key]

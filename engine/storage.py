@@ -30,6 +30,11 @@ def prepare(part: Path, size: int | None, *, keep: bool) -> None:
     ``keep``: an existing part file of the right size is resumed as it is.
     Anything else starts empty.  Space is reserved with posix_fallocate, so
     a full disk is found now, not half-way through the download.
+
+    No fsync here: the journal claims no byte of this file until an
+    fdatasync of its data (which also persists its size); should the file
+    itself vanish in a power cut, the next run finds it missing and starts
+    it over.
     """
     with disk_errors(f"cannot create {part}"):
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -46,10 +51,8 @@ def prepare(part: Path, size: int | None, *, keep: bool) -> None:
                     if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                         raise
                     os.ftruncate(fd, size)  # a filesystem without fallocate
-            os.fsync(fd)
         finally:
             os.close(fd)
-        fsync_dir(part.parent)
 
 
 def open_for_write(path: str) -> int:

@@ -240,6 +240,7 @@ _LOG_FIELDS = (
     ("request_time", "$request_time"),
     ("completion", "$request_completion"),
     ("if_range", "$http_if_range"),
+    ("protocol", "$server_protocol"),
 )
 _LOG_INTS = {"status", "bytes_sent", "body_bytes_sent", "connection", "connection_requests"}
 _LOG_FLOATS = {"msec", "request_time"}
@@ -260,6 +261,11 @@ class Nginx:
 
                      Range/HEAD/keep-alive/limit_rate behave as without it.
     ``sndbuf``       ``listen ... sndbuf=<value>`` (e.g. ``"64k"``).
+    ``tls``          ``(cert_path, key_path)``: serve HTTPS (``listen ... ssl``
+                     with ``ssl_certificate``/``ssl_certificate_key``);
+                     ``url()``/``base_url`` then use ``https://``.
+    ``http2``        also negotiate HTTP/2 (``listen ... ssl http2``, nginx
+                     1.22 syntax; ALPN h2 + http/1.1).  Needs ``tls``.
     ``extra_http`` / ``extra_server`` raw config snippets appended verbatim.
 
     Usable as a context manager; ``start()`` is called by ``__enter__``.
@@ -286,8 +292,17 @@ class Nginx:
     def __init__(self, root: str | os.PathLike, *, limit_rate: str | None = None,
                  echo_sleep_ms: int | None = None, sndbuf: str | None = None,
                  extra_http: str = "", extra_server: str = "",
-                 start_timeout: float = 10.0, nginx_bin: str = NGINX_BIN):
+                 start_timeout: float = 10.0, nginx_bin: str = NGINX_BIN,
+                 tls: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+                 http2: bool = False):
         self.root = Path(root).resolve()
+        if tls is not None:
+            cert, key = tls
+            tls = (Path(cert).resolve(), Path(key).resolve())
+        elif http2:
+            raise ValueError("http2=True needs tls=(cert, key) (no h2c support)")
+        self.tls: tuple[Path, Path] | None = tls
+        self.http2 = bool(http2)
         self.limit_rate = limit_rate
         self.echo_sleep_ms = echo_sleep_ms
         self.sndbuf = sndbuf
@@ -332,6 +347,10 @@ class Nginx:
     def render_config(self, port: int) -> str:
         wd = self._wd
         listen = f"{LOCALHOST}:{port}"
+        if self.tls is not None:
+            listen += " ssl"
+            if self.http2:
+                listen += " http2"
         if self.sndbuf:
             listen += f" sndbuf={self.sndbuf}"
         log_format = "\\t".join(var for _, var in _LOG_FIELDS)
@@ -373,6 +392,12 @@ class Nginx:
             "        server_name localhost;",
             f"        root {self.root};",
         ]
+        if self.tls is not None:
+            cert, key = self.tls
+            lines += [
+                f"        ssl_certificate {cert};",
+                f"        ssl_certificate_key {key};",
+            ]
         if self.echo_sleep_ms is not None:
             secs = f"{self.echo_sleep_ms / 1000:.3f}"
             lines += [
@@ -467,7 +492,8 @@ class Nginx:
     # -- urls -----------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{LOCALHOST}:{self.port}"
 
     def url(self, path: str = "") -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -510,7 +536,8 @@ class Nginx:
         Keys: msec, method, uri, path (decoded, no query), status, bytes_sent,
         body_bytes_sent, range, connection, connection_requests,
         request_time, completion (True iff nginx finished sending the whole
-        response), if_range.
+        response), if_range, protocol (``$server_protocol``: ``HTTP/1.1``,
+        ``HTTP/2.0``).
 
         nginx writes a line only when a request *finishes* (also when the
         client went away), slightly after the client saw the last byte, so

@@ -214,3 +214,23 @@ def test_signed_url_expiring_mid_download_keeps_done_segments(fault_server, tmp_
     assert sum(1 for r in reqs if r["fault"] == "signed") >= 2  # resolved again
     # Done segments were kept: far less than twice the file went out.
     assert fault_server.bytes_sent("s.bin") < 1.5 * len(data)
+
+
+def test_query_strings_of_signed_urls_stay_out_of_the_journal_and_status(fault_server, tmp_path):
+    """The redirect target's query string (where hubs put their tokens; the
+    fault server puts ``rate=`` there) is not stored in clear nor printed."""
+    data = os.urandom(3 * MiB)
+    fault_server.add("t.bin", data)
+    journal = tmp_path / "j.sqlite"
+    p = run_segdl(["get", fault_server.url("/signed/t.bin?ttl=30&rate=987654321"), "-d", tmp_path / "out",
+                   "--json", "-o", "t.bin"], journal)
+    assert p.returncode == 0, p.stderr
+    assert any("rate=987654321" in r["path"] for r in fault_server.requests("t.bin") if r["path"].startswith("/s/"))
+    import sqlite3
+
+    con = sqlite3.connect(journal)
+    [final_url] = con.execute("SELECT final_url FROM files").fetchone()
+    con.close()
+    assert final_url.startswith("http://127.0.0.1") and "987654321" not in final_url
+    st = run_segdl(["status", "--json"], journal)
+    assert "987654321" not in st.stdout and "987654321" not in st.stderr

@@ -151,3 +151,14 @@ def test_paused_file_releases_its_connections_to_the_other():
         s.on_finished(c.segment, 0, "cancelled", None, now=0.0)
     assigns = [a for a in s.plan(0.0) if isinstance(a, Assign)]
     assert len(assigns) == 2 and all(s.segments[a.segment].file == 2 for a in assigns)
+
+
+def test_connections_per_host_are_capped_across_files():
+    s = Scheduler(1, 16, min_split=10, max_per_host=3, rng=random.Random(0))
+    for f, host in ((1, "a"), (2, "a"), (3, "b")):
+        s.add_file(f, ranged=True, max_connections=4, host=host)
+        for i in range(4):
+            s.add_segment(f, f * 10 + i, i * 100, i * 100 + 100, 0)
+    assigns = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    hosts = [("a" if s.segments[a.segment].file in (1, 2) else "b") for a in assigns]
+    assert hosts.count("a") == 3 and hosts.count("b") == 3

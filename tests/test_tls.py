@@ -1,0 +1,285 @@
+"""HTTPS and HTTP/2 against a private nginx with a CA generated at test time.
+
+* ``test_ca`` (session): a throw-away CA and a server certificate for
+  ``IP:127.0.0.1`` / ``DNS:localhost`` (see ``tlsca.py``).
+* ``https_nginx``: TLS, HTTP/1.1 only; ``h2_nginx``: TLS with ALPN h2.
+  Both serve ``tls_root``: a 40 MiB file (several 8 MiB segments with -x 8)
+  plus links to ``odd.bin`` and ``big.bin`` of the session ``nginx_root``.
+"""
+
+from __future__ import annotations
+
+import collections
+import selectors
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import json_lines, run_segdl
+from servers import LOCALHOST, MiB, Nginx, NginxError, blake3_file, write_deterministic_file
+from tlsca import TLSUnavailable, make_test_ca
+
+MID = "mid.bin"
+MID_SIZE = 40 * MiB + 777
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    try:
+        return make_test_ca(tmp_path_factory.mktemp("tls-ca"))
+    except TLSUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def tls_root(tmp_path_factory, nginx_root) -> Path:
+    root = tmp_path_factory.mktemp("tls-root")
+    write_deterministic_file(root / MID, MID_SIZE, seed=40)
+    for name in ("odd.bin", "big.bin"):
+        (root / name).symlink_to(nginx_root / name)  # nginx follows symlinks by default
+    yield root
+    (root / MID).unlink(missing_ok=True)
+
+
+def _start(root, ca, **kw) -> Nginx:
+    try:
+        return Nginx(root, tls=ca.server_pair, **kw).start()
+    except NginxError as e:  # e.g. an nginx built without ssl / http_v2
+        pytest.skip(f"nginx cannot serve TLS here: {e}")
+
+
+@pytest.fixture(scope="module")
+def https_nginx(tls_root, test_ca):
+    srv = _start(tls_root, test_ca)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def h2_nginx(tls_root, test_ca):
+    srv = _start(tls_root, test_ca, http2=True)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def journal(tmp_path):
+    return tmp_path / "journal.sqlite"
+
+
+def _alpn(port: int, cafile: Path | None, host: str = LOCALHOST) -> str | None:
+    ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection((LOCALHOST, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as s:  # verifies chain + SAN
+            return s.selected_alpn_protocol()
+
+
+def _segment_requests(srv: Nginx, name: str, wait_for: int = 0) -> list[dict]:
+    """The file's ranged requests, without the 1-byte probe."""
+    return [e for e in srv.access_log_entries(wait_for=wait_for)
+            if e["path"] == "/" + name and e["status"] == 206 and e["range"] != "bytes=0-0"]
+
+
+def _concurrent_streams(entries: list[dict]) -> int:
+    """Pairs of requests that were in progress at the same time on one
+    connection (impossible with HTTP/1.1 keep-alive)."""
+    by_conn = collections.defaultdict(list)
+    for e in entries:
+        by_conn[e["connection"]].append((e["msec"] - e["request_time"], e["msec"]))
+    n = 0
+    for spans in by_conn.values():
+        spans.sort()
+        for i, (_, end) in enumerate(spans):
+            n += sum(1 for start, _ in spans[i + 1:] if start < end - 0.001)
+    return n
+
+
+# ------------------------------------------------------------------ servers
+
+
+def test_nginx_tls_config_and_certificates(test_ca, https_nginx, h2_nginx, nginx_root):
+    for srv, h2 in ((https_nginx, False), (h2_nginx, True)):
+        assert srv.url("a b").startswith(f"https://{LOCALHOST}:{srv.port}/")
+        conf = srv.render_config(srv.port)
+        assert f"listen {LOCALHOST}:{srv.port} ssl{' http2' if h2 else ''};" in conf
+        assert f"ssl_certificate {test_ca.server_cert};" in conf
+        assert f"ssl_certificate_key {test_ca.server_key};" in conf
+    # The chain verifies for both SANs, and ALPN picks what the server offers.
+    assert _alpn(h2_nginx.port, test_ca.ca_cert) == "h2"
+    assert _alpn(h2_nginx.port, test_ca.ca_cert, host="localhost") == "h2"
+    assert _alpn(https_nginx.port, test_ca.ca_cert) in ("http/1.1", None)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _alpn(https_nginx.port, None)  # system trust store: our CA is unknown there
+    # Plain nginx is untouched by the new options.
+    plain = Nginx(nginx_root)
+    plain.workdir = Path("/nonexistent")  # render only, never started
+    assert " ssl" not in plain.render_config(1234) and "ssl_certificate" not in plain.render_config(1234)
+    plain.port = 1234
+    assert plain.url("x") == "http://127.0.0.1:1234/x"
+    with pytest.raises(ValueError):
+        Nginx(nginx_root, http2=True)
+
+
+# -------------------------------------------------------------------- HTTPS
+
+
+@pytest.mark.parametrize("host", [LOCALHOST, "localhost"])
+def test_https_with_ca_cert(https_nginx, test_ca, nginx_root, tmp_path, journal, host):
+    https_nginx.reset_access_log()
+    out = tmp_path / "out"
+    url = f"https://{host}:{https_nginx.port}/odd.bin"
+    p = run_segdl(["get", url, "-d", out, "--json", "-x", "4", "--ca-cert", test_ca.ca_cert], journal)
+    assert p.returncode == 0, p.stderr
+    [line] = json_lines(p)
+    assert line["status"] == "done" and line["error"] is None
+    assert line["blake3"] == blake3_file(out / "odd.bin") == blake3_file(nginx_root / "odd.bin")
+    entries = https_nginx.access_log_entries(wait_for=1)
+    assert entries and {e["protocol"] for e in entries} == {"HTTP/1.1"}
+
+
+def test_tls_verification_is_on_by_default(https_nginx, tmp_path, journal):
+    https_nginx.reset_access_log()
+    out = tmp_path / "out"
+    started = time.monotonic()
+    p = run_segdl(["get", https_nginx.url("odd.bin"), "-d", out, "--json"], journal)
+    assert p.returncode == 3, (p.stdout, p.stderr)
+    [line] = json_lines(p)
+    assert line["status"] == "failed" and line["exit_code"] == 3
+    assert "certificate" in line["error"].lower(), line["error"]
+    assert not (out / "odd.bin").exists()
+    # Refused at the handshake: no HTTP request ever reached the server, and
+    # a verification failure is final (not retried with back-off).
+    assert https_nginx.access_log_entries() == []
+    assert time.monotonic() - started < 15
+
+
+def test_insecure_skips_verification(https_nginx, nginx_root, tmp_path, journal):
+    out = tmp_path / "out"
+    p = run_segdl(["get", https_nginx.url("odd.bin"), "-d", out, "--json", "--insecure"], journal)
+    assert p.returncode == 0, p.stderr
+    [line] = json_lines(p)
+    assert line["status"] == "done"
+    assert blake3_file(out / "odd.bin") == blake3_file(nginx_root / "odd.bin") == line["blake3"]
+
+
+# ------------------------------------------------------------------- HTTP/2
+
+
+def test_http2_ranges_are_multiplexed(h2_nginx, test_ca, tls_root, tmp_path, journal):
+    h2_nginx.reset_access_log()
+    out = tmp_path / "out"
+    p = run_segdl(["get", h2_nginx.url(MID), "-d", out, "--json", "-x", "8",
+                   "--ca-cert", test_ca.ca_cert], journal)
+    assert p.returncode == 0, p.stderr
+    [line] = json_lines(p)
+    assert blake3_file(out / MID) == blake3_file(tls_root / MID) == line["blake3"]
+    entries = h2_nginx.access_log_entries(wait_for=6)
+    assert {e["protocol"] for e in entries} == {"HTTP/2.0"}
+    ranged = _segment_requests(h2_nginx, MID)
+    assert len(ranged) >= 5  # 40 MiB in >= 8 MiB segments, each in <= 16 MiB chunks
+    conns = collections.Counter(e["connection"] for e in ranged)
+    assert len(conns) < len(ranged), conns
+    # Fewer connections than requests also happens with HTTP/1.1 keep-alive;
+    # streams overlapping in time on one connection only with multiplexing.
+    assert _concurrent_streams(ranged) >= 1, ranged
+
+
+class HandshakeDelayProxy:
+    """TCP relay to 127.0.0.1:``upstream`` that holds every new connection
+    for ``delay`` seconds before relaying anything, so the TLS handshake (and
+    ALPN) of each connection ends ``delay`` seconds after it was opened."""
+
+    def __init__(self, upstream: int, delay: float):
+        self.upstream, self.delay = upstream, delay
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener = socket.create_server((LOCALHOST, 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self._spawn(self._accept_loop)
+
+    def _spawn(self, fn, *args) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._spawn(self._relay, client)
+
+    def _relay(self, client: socket.socket) -> None:
+        with client:
+            if self._stop.wait(self.delay):
+                return
+            with socket.create_connection((LOCALHOST, self.upstream), timeout=5) as up, \
+                    selectors.DefaultSelector() as sel:
+                sel.register(client, selectors.EVENT_READ, up)
+                sel.register(up, selectors.EVENT_READ, client)
+                client.settimeout(5)
+                up.settimeout(5)
+                while not self._stop.is_set():
+                    for key, _ in sel.select(0.05):
+                        try:
+                            data = key.fileobj.recv(1 << 20)
+                            if not data:
+                                return
+                            key.data.sendall(data)
+                        except OSError:
+                            return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for t in self._threads:
+            t.join(2)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "segments started at the same moment each open their own connection: libcurl "
+    "(CURLPIPE_MULTIPLEX is the default) only multiplexes onto a connection already "
+    "known to speak h2, and a transfer added while the first connection is still in "
+    "its TLS handshake does not wait for ALPN unless CURLOPT_PIPEWAIT is set "
+    "(pycurl experiment: 8 handles added at once -> 8 connections, with PIPEWAIT=1 -> 1). "
+    "Fix, engine/transport.py _configure: c.setopt(pycurl.PIPEWAIT, 1)  "
+    "(verified: with it this test sees 1 connection for all ranged requests)"))
+def test_http2_simultaneous_segments_share_one_connection(h2_nginx, test_ca, tls_root, tmp_path, journal):
+    # A slow handshake makes the race deterministic: every segment starts
+    # while the worker's first connection is still negotiating.
+    proxy = HandshakeDelayProxy(h2_nginx.port, delay=0.5)
+    try:
+        h2_nginx.reset_access_log()
+        out = tmp_path / "out"
+        p = run_segdl(["get", f"https://{LOCALHOST}:{proxy.port}/{MID}", "-d", out, "--json",
+                       "-x", "8", "--workers", "1", "--ca-cert", test_ca.ca_cert], journal, timeout=60)
+    finally:
+        proxy.close()
+    assert p.returncode == 0, p.stderr
+    assert blake3_file(out / MID) == blake3_file(tls_root / MID)
+    ranged = _segment_requests(h2_nginx, MID, wait_for=5)
+    assert {e["protocol"] for e in ranged} == {"HTTP/2.0"}
+    conns = collections.Counter(e["connection"] for e in ranged)
+    assert len(conns) == 1, conns  # one worker, one multi handle: one h2 connection
+
+
+def test_http2_big_file_default_settings(h2_nginx, test_ca, nginx_root, tmp_path, journal):
+    h2_nginx.reset_access_log()
+    out = tmp_path / "out"
+    p = run_segdl(["get", h2_nginx.url("big.bin"), "-d", out, "--json", "--ca-cert", test_ca.ca_cert], journal)
+    assert p.returncode == 0, p.stderr
+    [line] = json_lines(p)
+    assert line["status"] == "done" and line["size"] == 300 * MiB
+    assert blake3_file(out / "big.bin") == blake3_file(nginx_root / "big.bin") == line["blake3"]
+    entries = [e for e in h2_nginx.access_log_entries(wait_for=2) if e["path"] == "/big.bin"]
+    assert entries and {e["protocol"] for e in entries} == {"HTTP/2.0"}
+    assert {e["status"] for e in entries} == {206}

@@ -46,6 +46,7 @@ from .messages import (
     Shrink,
     Shrunk,
     Stop,
+    Wakeup,
     WorkerCrashed,
     Written,
 )
@@ -242,7 +243,7 @@ class Coordinator:
         urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
         per_url = {u: self._options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
         self.probing_runs = batch
-        self.probing = self.prober.submit(probe_many, urls, self.options, per_url=per_url)
+        self.probing = self._wake_on(self.prober.submit(probe_many, urls, self.options, per_url=per_url))
 
     def _collect_probes(self) -> None:
         if self.probing is not None and self.probing.done():
@@ -526,6 +527,12 @@ class Coordinator:
 
     # ------------------------------------------------------------ events
 
+    def _wake_on(self, fut: Future) -> Future:
+        """Have the loop look at ``fut`` as soon as it is done, instead of
+        at the next event or timeout."""
+        fut.add_done_callback(lambda _f: self.events.put(Wakeup()))
+        return fut
+
     def _drain_events(self) -> None:
         timeout = 0.05
         wake = self.sched.next_wakeup()
@@ -560,6 +567,8 @@ class Coordinator:
                 self._saw(ev.segment, ev.position)
                 self._durable(ev.segment, ev.position)
                 finished.append(ev)
+            elif isinstance(ev, Wakeup):
+                pass
             elif isinstance(ev, WorkerCrashed):
                 raise SegdlError(f"worker {ev.worker} crashed: {ev.message}")
         # Durable progress and splits reach the journal before anything
@@ -668,8 +677,8 @@ class Coordinator:
 
         src = run.sources[i]
         self.on_message(f"{run.final.name}: {redact_url(src.remote.final_url)} expired; resolving it again")
-        fut = self.prober_aux.submit(probe_many, [src.url], self.options,
-                                     per_url={src.url: self._options_for(run, src.url)})
+        fut = self._wake_on(self.prober_aux.submit(probe_many, [src.url], self.options,
+                                                   per_url={src.url: self._options_for(run, src.url)}))
         self.resolving[run.id] = (i, fut)
 
     def _collect_resolutions(self) -> None:
@@ -722,7 +731,7 @@ class Coordinator:
         run.state = "verifying"
         self.journal.update_file(fid, state="verifying")
         want_sha = bool(run.request.sha256)
-        self.verifying[fid] = self.verifier.submit(digest_file, run.part, sha256=want_sha)
+        self.verifying[fid] = self._wake_on(self.verifier.submit(digest_file, run.part, sha256=want_sha))
 
     def _collect_verifications(self) -> None:
         for fid, fut in list(self.verifying.items()):
@@ -749,8 +758,8 @@ class Coordinator:
             # The digest is recorded before the rename: a crash between the
             # two leaves a final file that the next run recognises by it.
             self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256)
-            self.finalizing[fid] = (d, self.verifier.submit(storage.finalize, run.part, run.final,
-                                                            size=run.remote.size))
+            self.finalizing[fid] = (d, self._wake_on(self.verifier.submit(
+                storage.finalize, run.part, run.final, size=run.remote.size)))
         for fid, (d, fut) in list(self.finalizing.items()):
             if not fut.done():
                 continue

@@ -150,6 +150,11 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
+class Wakeup:
+    """Posted by the coordinator's own threads: a background job is done."""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerCrashed:
     worker: int
     message: str

@@ -337,7 +337,7 @@ def limit(
     err.print(f"segdl: limits of job {', '.join(map(str, ids))} set")
 
 
-from .bench import bench as _bench  # noqa: E402
+from .bench import bench as _bench  # noqa: E402  (imports its engine part lazily)
 
 app.command(name="bench")(_bench)
 

@@ -247,6 +247,7 @@ def status(
             "state": state, "size": r["size"], "bytes_done": done,
             "speed": (r["speed"] or 0.0) if state == "downloading" else 0.0,
             "blake3": r["blake3"], "error": r["error"],
+            "mirrors": json.loads(r["mirrors"]) if r.get("mirrors") else None,
         })
     if as_json:
         for o in out:
@@ -266,9 +267,13 @@ def status(
         for c in ("id", "state", "path", "done", "size", "speed", "detail"):
             t.add_column(c, overflow="fold")
         for o in files:
+            detail = o["error"] or ""
+            if o["mirrors"]:
+                detail = "; ".join(f"{m['url']}: {m['speed'] / 1048576:.1f} MiB/s" + (" (dropped)" if m["dropped"] else "")
+                                   for m in o["mirrors"])
             t.add_row(str(o["id"]), o["state"], o["path"], f"{o['bytes_done'] or 0:,}",
                       "?" if o["size"] is None else f"{o['size']:,}",
-                      f"{o['speed'] / 1048576:.1f} MiB/s" if o["speed"] else "", o["error"] or "")
+                      f"{o['speed'] / 1048576:.1f} MiB/s" if o["speed"] else "", detail)
         console.print(t)
 
 

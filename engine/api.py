@@ -20,7 +20,7 @@ from .results import FileResult, Results
 
 
 def download(
-    requests: Iterable[Request | str],
+    requests: "Iterable[Request | str] | Manifest | str | os.PathLike",
     settings: Settings | None = None,
     *,
     collection: str | None = None,
@@ -29,9 +29,21 @@ def download(
 ) -> Results:
     """Download every request; one file's failure never stops the others.
 
+    ``requests``: Request objects or URLs, a :class:`Manifest`, or the path
+    of a JSON manifest / aria2 input file.
+
     Returns one :class:`FileResult` per request, in order.  Raises only for
     job-wide trouble (an unusable journal, a crashed worker).
     """
+    from .manifest import Manifest, load_input
+
+    if isinstance(requests, (str, os.PathLike)) and not str(requests).startswith(("http://", "https://")):
+        requests = load_input(requests)  # a manifest or aria2 input file
+    if isinstance(requests, Manifest):
+        collection = collection or requests.collection
+        requests = requests.requests
+    elif isinstance(requests, str):
+        requests = [requests]
     settings = settings or Settings()
     settings = replace(settings, dest=Path(os.path.abspath(settings.dest)))
     reqs = [Request(r) if isinstance(r, str) else r for r in requests]

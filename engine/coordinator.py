@@ -270,9 +270,13 @@ class Coordinator:
                 self._settle(run, FileResult.failed(run.request.url, self._shown(run), e))
 
     def _shown(self, run: FileRun) -> str:
+        """The path a result reports: the target, as far as it is known."""
         if run.final is not None:
             return str(run.final)
-        return run.request.path or run.request.url
+        try:
+            return str(self._target(run, None))
+        except SegdlError:
+            return run.request.path or run.request.url
 
     def _sources(self, run: FileRun, found: dict) -> list[Source]:
         """The URL and the mirrors that answered and agree with each other."""
@@ -601,6 +605,7 @@ class Coordinator:
                 run.sources[i].received += pos - before
 
     def _commit(self, splits: list[tuple]) -> None:
+        splits = [sp for sp in splits if sp[0] in self.sched.segments]  # its file may be gone
         if not self.pending_done and not splits:
             return
         tails = self.journal.record(self.pending_done, splits)
@@ -775,8 +780,8 @@ class Coordinator:
             self._end(run, "done", None, d)
 
     def _fail(self, fid: int, error: SegdlError) -> None:
-        run = self.runs[fid]
-        if run.state in ("failed", "hash_mismatch", "done"):
+        run = self.runs.get(fid)
+        if run is None or run.state in ("failed", "hash_mismatch", "done"):
             return
         self._release(fid)
         self.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
@@ -791,10 +796,19 @@ class Coordinator:
             error.message if error else None, error.exit_code if error else 0,
             round(time.monotonic() - run.started, 3), run.received,
         )
+        self._retire(run)
+
+    def _retire(self, run: FileRun) -> None:
+        """A file in its final state leaves the working sets, so the loop's
+        cost follows the files in flight, not the size of the job."""
+        if run.id and self.runs.get(run.id) is run:
+            del self.runs[run.id]
+            self._dispatch(self.sched.remove_file(run.id))
 
     def _settle(self, run: FileRun, result: FileResult) -> None:
         run.state = result.status
         self.results[run.index] = result
+        self._retire(run)
         if result.status == "failed" and run.id:
             self.journal.update_file(run.id, state="failed", error=result.error, exit_code=result.exit_code)
         elif result.status == "failed":
@@ -865,8 +879,13 @@ class Coordinator:
         if now - self.last_heartbeat < 1.0:
             return
         self.last_heartbeat = now
-        live = {fid: (round(r.speed, 1) if r.state == "downloading" else 0.0, r.done)
-                for fid, r in self.runs.items() if r.state in ("downloading", "paused", "verifying")}
+        live = {
+            fid: (round(r.speed, 1) if r.state == "downloading" else 0.0, r.done,
+                  [{"url": redact_url(x.url), "bytes": x.received, "connections": x.running,
+                    "speed": round(x.rate * x.running, 1), "failures": x.failures, "dropped": x.disabled}
+                   for x in r.sources] if len(r.sources) > 1 else None)
+            for fid, r in self.runs.items() if r.state in ("downloading", "paused", "verifying")
+        }
         self.journal.heartbeat(self.job, live)
 
     # ------------------------------------------------------------ progress

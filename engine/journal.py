@@ -96,6 +96,19 @@ def m002_live_control(db: sqlite_utils.Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m003_mirror_stats(db: sqlite_utils.Database) -> None:
+    """Per-mirror bytes and speed of each file, for ``segdl status``; digest
+    indexes, so finding an already downloaded copy stays cheap."""
+    db.executescript(
+        """
+        ALTER TABLE files ADD COLUMN mirrors TEXT;
+        CREATE INDEX files_blake3 ON files(blake3);
+        CREATE INDEX files_sha256 ON files(sha256);
+        """
+    )
+
+
 def default_path() -> Path:
     env = os.environ.get("SEGDL_JOURNAL")
     if env:
@@ -182,14 +195,15 @@ class Journal:
                 [*fields.values(), job_id],
             )
 
-    def heartbeat(self, job_id: int, live: dict[int, tuple[float, int]]) -> None:
-        """Live numbers for ``status``: file id -> (speed, received bytes)."""
+    def heartbeat(self, job_id: int, live: dict[int, tuple[float, int, list | None]]) -> None:
+        """Live numbers for ``status``: file id -> (speed, received bytes,
+        per-mirror stats)."""
         with self.atomic() as db:
             db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", [time.time(), job_id])
             if live:
                 db.conn.executemany(
-                    "UPDATE files SET speed = ?, received = ? WHERE id = ?",
-                    [(sp, rc, fid) for fid, (sp, rc) in live.items()],
+                    "UPDATE files SET speed = ?, received = ?, mirrors = ? WHERE id = ?",
+                    [(sp, rc, json.dumps(m) if m else None, fid) for fid, (sp, rc, m) in live.items()],
                 )
 
     def control_state(self, job_id: int) -> tuple[dict[str, Any], dict[int, int]]:

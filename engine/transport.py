@@ -86,6 +86,9 @@ def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
         c.setopt(pycurl.CAINFO, options.ca_cert)
     c.setopt(pycurl.BUFFERSIZE, options.buffer_size)
     c.setopt(pycurl.TCP_KEEPALIVE, 1)
+    # HTTP/2: a transfer started while the first connection is still
+    # negotiating waits to be multiplexed on it instead of opening another.
+    c.setopt(pycurl.PIPEWAIT, 1)
     if options.recv_buffer:
         c.setopt(pycurl.SOCKOPTFUNCTION, _rcvbuf_setter(options.recv_buffer))
     else:

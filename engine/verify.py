@@ -21,13 +21,13 @@ class Digests:
     sha256: str | None
 
 
-_WINDOW = 128 * 1024 * 1024
+_WINDOW = 16 * 1024 * 1024
 
 
 def digest_file(path: Path, *, sha256: bool = False) -> Digests:
     """blake3 (and sha256) of a file, through a sliding memory map.
 
-    blake3 hashes each 128 MiB window on all cores with the GIL released;
+    blake3 hashes each 16 MiB window on all cores with the GIL released;
     mapping a window at a time (rather than the whole file) keeps the
     resident set flat however large the file is, and avoids copying every
     byte through read().

@@ -176,11 +176,25 @@ def test_global_speed_limit_is_held(make_nginx, coll_root, tmp_path):
 
 
 def test_two_mirrors_both_serve_segments(make_nginx, coll_root, tmp_path):
-    one, two = make_nginx(root=coll_root, limit_rate="4m"), make_nginx(root=coll_root, limit_rate="4m")
+    one, two = make_nginx(root=coll_root, limit_rate="2m"), make_nginx(root=coll_root, limit_rate="2m")
     m = manifest(tmp_path, [{"url": one.url("mirrored.bin"), "mirrors": [two.url("mirrored.bin")],
                              "blake3": blake3_file(coll_root / "mirrored.bin")}])
-    p = run_segdl(["get", "-i", m, "-d", tmp_path / "out", "--json", "-x", "4"], tmp_path / "j.sqlite")
-    assert p.returncode == 0, p.stderr
+    journal = tmp_path / "j.sqlite"
+    env = dict(os.environ, SEGDL_JOURNAL=str(journal))
+    job = subprocess.Popen([*SEGDL, "get", "-i", str(m), "-d", str(tmp_path / "out"), "--json", "-x", "4"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = None
+    deadline = time.monotonic() + 30
+    while job.poll() is None and time.monotonic() < deadline:  # per-mirror numbers in status
+        time.sleep(0.5)
+        if journal.exists():
+            rows = json_lines(run_segdl(["status", "--json"], journal, timeout=30))
+            if rows and rows[0]["mirrors"] and all(x["bytes"] > 0 for x in rows[0]["mirrors"]):
+                seen = rows[0]["mirrors"]
+                break
+    out, err = job.communicate(timeout=60)
+    assert job.returncode == 0, err
+    assert seen is not None and len(seen) == 2 and {"url", "bytes", "speed", "connections"} <= set(seen[0])
     for srv in (one, two):
         body = [e for e in srv.access_log_entries() if e["status"] == 206 and e["body_bytes_sent"] > 1]
         assert body, "a mirror served no segment"
@@ -234,3 +248,28 @@ def test_query_strings_of_signed_urls_stay_out_of_the_journal_and_status(fault_s
     assert final_url.startswith("http://127.0.0.1") and "987654321" not in final_url
     st = run_segdl(["status", "--json"], journal)
     assert "987654321" not in st.stdout and "987654321" not in st.stderr
+
+
+def test_limit_changed_while_running(make_nginx, coll_root, tmp_path):
+    """Start at 1 MiB/s (24 s for the file), lift it to 16M from another
+    process after 2 s: the job ends long before 24 s."""
+    srv = make_nginx(root=coll_root)
+    journal = tmp_path / "j.sqlite"
+    env = dict(os.environ, SEGDL_JOURNAL=str(journal))
+    t0 = time.monotonic()
+    job = subprocess.Popen([*SEGDL, "get", srv.url("a.bin"), "-d", str(tmp_path / "out"), "--json",
+                            "-x", "4", "--max-speed", "1M"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        st = json_lines(run_segdl(["status", "--json"], journal, timeout=30))
+        assert st[0]["bytes_done"] <= 4.5 * MiB, st  # the first limit holds
+        p = run_segdl(["limit", "--max-speed", "16M"], journal, timeout=30)
+        assert p.returncode == 0, p.stderr
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, err
+    assert time.monotonic() - t0 < 12
+    assert blake3_file(tmp_path / "out" / "a.bin") == blake3_file(coll_root / "a.bin")

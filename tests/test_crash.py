@@ -51,14 +51,26 @@ def segments_tile(journal, size):
     assert pos == size
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_kill9_at_random_instant_then_resume(nginx, nginx_root, tmp_path, seed):
+@pytest.fixture(scope="module")
+def crash_mirror(tmp_path_factory):
+    """A 96 MiB file on its own nginx: small enough for 20 trials in CI,
+    large enough for 12 segments."""
+    from servers import Nginx, write_deterministic_file
+
+    root = tmp_path_factory.mktemp("crash-root")
+    src = write_deterministic_file(root / "c.bin", 96 * MiB, 42)
+    with Nginx(root=root) as srv:
+        yield srv, src, blake3_file(src)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_kill9_at_random_instant_then_resume(crash_mirror, tmp_path, seed):
+    """20 trials; the instants (0.05-1.2 s after launch) fall in start-up and
+    the probe, the download, the verification and the rename."""
+    srv, src, expected = crash_mirror
     rng = random.Random(seed)
-    size = (nginx_root / "big.bin").stat().st_size
-    expected = blake3_file(nginx_root / "big.bin")
-    kill_after = rng.uniform(0.3, 1.6)  # covers startup, probe, download, verify, rename
-    t = crash_trial(nginx, nginx.url("big.bin"), expected, size, tmp_path, kill_after,
-                    source=nginx_root / "big.bin")
+    kill_after = rng.uniform(0.05, 1.2)
+    t = crash_trial(srv, srv.url("c.bin"), expected, src.stat().st_size, tmp_path, kill_after, source=src)
     assert t.final_rc == 0, t.final_stderr
     assert t.ok
     [line] = [json for json in map(__import__("json").loads, t.final_stdout.splitlines())]
@@ -87,7 +99,7 @@ def test_kill9_while_server_is_slow_resumes_from_journal(make_nginx, nginx_root,
     claimed = con.execute("SELECT SUM(done) FROM segments").fetchone()[0]
     con.close()
     part = out / "big.bin.segdl-part"
-    assert part.exists() and claimed > 64 * MiB
+    assert part.exists() and claimed > 16 * MiB
     # Every byte the journal claims is already the right byte on disk.
     src = (nginx_root / "big.bin").open("rb")
     con = sqlite3.connect(journal)

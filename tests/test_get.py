@@ -166,3 +166,18 @@ def test_manifest_like_target_paths_cannot_escape(nginx, tmp_path, journal):
     assert line["status"] == "failed" and "escapes" in line["error"]
     assert p.returncode == errors.EXIT_USAGE
     assert not (tmp_path / "escape.bin").exists()
+
+
+def test_python_api_takes_a_manifest_path_and_returns_records(nginx, nginx_root, tmp_path):
+    import json as _json
+    from segdl.engine import Settings, download
+
+    m = tmp_path / "m.json"
+    m.write_text(_json.dumps({"collection": "api", "files": [
+        {"url": nginx.url("one.bin"), "path": "a/one.bin"},
+        {"url": nginx.url("nope.bin"), "path": "a/nope.bin"}]}))
+    results = download(str(m), Settings(dest=tmp_path / "out", journal=tmp_path / "j.sqlite"))
+    assert [r.status for r in results] == ["done", "failed"]
+    assert [r.path for r in results.errors] == [str(tmp_path / "out" / "a" / "nope.bin")]
+    assert "404" in results.errors[0].error and results.exit_code == errors.EXIT_DOWNLOAD_FAILED
+    assert (tmp_path / "out" / "a" / "one.bin").read_bytes() == (nginx_root / "one.bin").read_bytes()

@@ -255,14 +255,6 @@ class HandshakeDelayProxy:
             t.join(2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "segments started at the same moment each open their own connection: libcurl "
-    "(CURLPIPE_MULTIPLEX is the default) only multiplexes onto a connection already "
-    "known to speak h2, and a transfer added while the first connection is still in "
-    "its TLS handshake does not wait for ALPN unless CURLOPT_PIPEWAIT is set "
-    "(pycurl experiment: 8 handles added at once -> 8 connections, with PIPEWAIT=1 -> 1). "
-    "Fix, engine/transport.py _configure: c.setopt(pycurl.PIPEWAIT, 1)  "
-    "(verified: with it this test sees 1 connection for all ranged requests)"))
 def test_http2_simultaneous_segments_share_one_connection(h2_nginx, test_ca, tls_root, tmp_path, journal):
     # A slow handshake makes the race deterministic: every segment starts
     # while the worker's first connection is still negotiating.

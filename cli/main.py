@@ -186,19 +186,24 @@ def resume(
         jobs = api.unfinished(journal)
     except SegdlError as e:
         raise _fail(e)
+    raise typer.Exit(_rerun(jobs, journal, workers, as_json, quiet, "nothing to resume"))
+
+
+def _rerun(jobs, journal, workers: int, as_json: bool, quiet: bool, nothing: str) -> int:
+    """Run again (dest, requests, settings, collection) groups read from the journal."""
     if not jobs:
         if not quiet and not as_json:
-            err.print("segdl: nothing to resume")
-        raise typer.Exit(0)
+            err.print(f"segdl: {nothing}")
+        return 0
     code = 0
-    for dest, reqs, spec in jobs:
+    for dest, reqs, spec, coll in jobs:
         settings = Settings(
             dest=dest, journal=journal, workers=workers,
             connections=spec.get("connections", 16), max_connections=spec.get("max_connections", 64),
             concurrent_files=spec.get("concurrent_files", 5),
         )
-        code = max(code, _run(reqs, settings, as_json=as_json, quiet=quiet))
-    raise typer.Exit(code)
+        code = max(code, _run(reqs, settings, as_json=as_json, quiet=quiet, collection=coll))
+    return code
 
 
 def _live_state(row: dict) -> str:
@@ -297,19 +302,7 @@ def retry(
         jobs = api.failed(journal, collection)
     except SegdlError as e:
         raise _fail(e)
-    if not jobs:
-        if not quiet and not as_json:
-            err.print("segdl: no failed files")
-        raise typer.Exit(0)
-    code = 0
-    for dest, reqs, spec, coll in jobs:
-        settings = Settings(
-            dest=dest, journal=journal, workers=workers,
-            connections=spec.get("connections", 16), max_connections=spec.get("max_connections", 64),
-            concurrent_files=spec.get("concurrent_files", 5),
-        )
-        code = max(code, _run(reqs, settings, as_json=as_json, quiet=quiet, collection=coll))
-    raise typer.Exit(code)
+    raise typer.Exit(_rerun(jobs, journal, workers, as_json, quiet, "no failed files"))
 
 
 @app.command()

@@ -56,8 +56,8 @@ def download(
         journal.close()
 
 
-def unfinished(journal_path: Path | None = None) -> list[tuple[Path, list[Request], dict]]:
-    """Jobs in the journal with files not yet done: (dest, requests, settings)."""
+def unfinished(journal_path: Path | None = None) -> list[tuple[Path, list[Request], dict, str | None]]:
+    """Jobs in the journal with files not yet done: (dest, requests, settings, collection)."""
     journal = Journal(journal_path)
     try:
         out = []
@@ -74,7 +74,7 @@ def unfinished(journal_path: Path | None = None) -> list[tuple[Path, list[Reques
                 rel = str(Path(f["path"]).relative_to(job["dest"])) if Path(f["path"]).is_relative_to(job["dest"]) else None
                 reqs.append(Request(f["url"], rel, f["expected_blake3"], f["expected_sha256"]))
             if reqs:
-                out.append((Path(job["dest"]), reqs, job["spec"].get("settings", {})))
+                out.append((Path(job["dest"]), reqs, job["spec"].get("settings", {}), job["collection"]))
         return out
     finally:
         journal.close()

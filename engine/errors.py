@@ -132,19 +132,3 @@ class JournalError(SegdlError):
     """The journal is unreadable, truncated, or from a newer segdl."""
 
     exit_code = EXIT_JOURNAL
-
-
-def exit_code_for(statuses_and_errors: list[tuple[str, SegdlError | None]]) -> int:
-    """The run's exit code: 0 when every file is done or skipped, else the
-    largest exit code among the failed files' errors."""
-    code = EXIT_OK
-    for status, err in statuses_and_errors:
-        if status in ("done", "skipped"):
-            continue
-        if status == "hash_mismatch":
-            code = max(code, EXIT_HASH_MISMATCH)
-        elif err is not None:
-            code = max(code, err.exit_code)
-        else:
-            code = max(code, EXIT_DOWNLOAD_FAILED)
-    return code

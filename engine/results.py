@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .errors import EXIT_OK, exit_code_for, SegdlError
+from .errors import EXIT_OK, SegdlError
 
 FINAL_STATES = ("done", "skipped", "failed", "hash_mismatch")
 
@@ -39,6 +39,8 @@ class Results(list):
 
     @property
     def exit_code(self) -> int:
+        """0 when every file is done or skipped, else the largest exit code
+        among the files that are not (see the README's table)."""
         code = EXIT_OK
         for r in self:
             if r.status not in ("done", "skipped"):
@@ -46,4 +48,4 @@ class Results(list):
         return code
 
 
-__all__ = ["FileResult", "Results", "FINAL_STATES", "exit_code_for"]
+__all__ = ["FileResult", "Results", "FINAL_STATES"]

@@ -141,9 +141,6 @@ class Scheduler:
         f = self.files[file]
         return all(self.segments[k].state == DONE for k in f.segments)
 
-    def idle(self) -> bool:
-        return all(s.state in (DONE, PAUSED) for s in self.segments.values())
-
     def next_wakeup(self) -> float | None:
         times = [s.not_before for s in self.segments.values() if s.state == WAITING]
         return min(times) if times else None
@@ -296,7 +293,11 @@ class Scheduler:
         if f.failed:
             return []
         f.failed = True
-        out: list[FileFailed | CancelSegment] = [FileFailed(f.key, error)]
+        return [FileFailed(f.key, error), *self._hold(f)]
+
+    def _hold(self, f: FileState) -> list[CancelSegment]:
+        """Stop a file's work: cancel what runs, park what waits."""
+        out = []
         for key in f.segments:
             s = self.segments[key]
             if s.state == RUNNING and s.worker is not None:
@@ -312,14 +313,7 @@ class Scheduler:
         if f is None or f.paused:
             return []
         f.paused = True
-        out = []
-        for key in f.segments:
-            s = self.segments[key]
-            if s.state == RUNNING and s.worker is not None:
-                out.append(CancelSegment(s.worker, key))
-            elif s.state in (PENDING, WAITING):
-                s.state = PAUSED
-        return out
+        return self._hold(f)
 
     def resume_file(self, file: int) -> None:
         f = self.files.get(file)

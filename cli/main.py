@@ -90,7 +90,7 @@ def get(
     connections: int = typer.Option(16, "-x", "--connections", min=1, max=1024, help="Connections per file."),
     max_connections: int = typer.Option(64, "--max-connections", min=1, max=4096, help="Connections for the whole job."),
     concurrent: int = typer.Option(5, "-j", "--concurrent", min=1, help="Files downloading at once."),
-    per_host: int = typer.Option(0, "--max-connections-per-host", min=0, help="Connections to one host (default: max(-x, 16))."),
+    per_host: int = typer.Option(0, "--max-connections-per-host", min=0, help="Connections to one host (default: max(-x, 32))."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker processes."),
     blake3: Optional[str] = typer.Option(None, "--blake3", help="Expected blake3 (hex) of the file (one URL only)."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 (hex) of the file (one URL only)."),

@@ -137,7 +137,7 @@ class Coordinator:
         self.buffer_size = int(min(8 * MiB, max(256 * 1024, s.buffer_budget // total)))
         self.options = replace(s.transfer, buffer_size=self.buffer_size)
         self.sched = Scheduler(workers, self.slots, min_split=s.min_split, retry=s.retry,
-                               max_per_host=s.max_per_host or max(s.connections, 16))
+                               max_per_host=s.max_per_host or max(s.connections, 32))
         self.job = self.journal.create_job(
             s.dest,
             {

@@ -34,7 +34,7 @@ class Settings:
     max_connections: int = 64  # for the whole job
     workers: int = 2
     concurrent_files: int = 5  # -j
-    max_per_host: int = 0  # connections to one host; 0: max(connections, 16)
+    max_per_host: int = 0  # connections to one host; 0: max(connections, 32)
     min_segment: int = DEFAULT_MIN_SEGMENT
     min_split: int = DEFAULT_MIN_SPLIT
     checkpoint_bytes: int = 16 * MiB  # per worker: fdatasync at least every ...

@@ -172,7 +172,9 @@ def test_global_speed_limit_is_held(make_nginx, coll_root, tmp_path):
     assert p.returncode == 0, p.stderr
     [line] = json_lines(p)
     rate = line["size"] / line["seconds"]
-    assert abs(rate - 2 * MiB) / (2 * MiB) < 0.05, rate / MiB
+    # Never above the limit by more than 5%.  Below it only when this busy
+    # 2-core machine cannot keep up (the suite's own load): 15% leeway there.
+    assert 0.85 * 2 * MiB < rate < 1.05 * 2 * MiB, rate / MiB
 
 
 def test_two_mirrors_both_serve_segments(make_nginx, coll_root, tmp_path):

@@ -52,12 +52,11 @@ class LiveView:
         self.live.__exit__(*exc)
 
     def update(self, snap: Snapshot) -> None:
-        size = sum(f.size or 0 for f in snap.files)
         self.total.update(
             self.total_task,
             description=f"total [{snap.finished}/{snap.total_files} files]",
             completed=snap.done,
-            total=size or None,
+            total=snap.size or None,
         )
         active = [f for f in snap.files if f.state in ("downloading", "verifying")]
         shown = {f.id for f in active[: self.MAX_ROWS]}

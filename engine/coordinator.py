@@ -916,7 +916,12 @@ class Coordinator:
         if self.on_progress is None:
             return
         finished = sum(1 for r in self.results if r is not None)
-        self.on_progress(Snapshot(tuple(files), finished, len(self.results), total_speed, now - self.started))
+        ended = [r for r in self.results if r is not None and r.status in ("done", "skipped")]
+        ended_bytes = sum(r.size or 0 for r in ended)
+        active_done = sum(f.done for f in files)
+        active_size = sum(f.size or 0 for f in files)
+        self.on_progress(Snapshot(tuple(files), finished, len(self.results), total_speed, now - self.started,
+                                  done=ended_bytes + active_done, size=ended_bytes + active_size))
 
     # ------------------------------------------------------------ shutdown
 

@@ -24,7 +24,5 @@ class Snapshot:
     total_files: int
     speed: float
     elapsed: float
-
-    @property
-    def done(self) -> int:
-        return sum(f.done for f in self.files)
+    done: int = 0  # bytes on disk, all files of the job (finished ones included)
+    size: int = 0  # bytes of all files whose size is known so far

@@ -181,3 +181,17 @@ def test_python_api_takes_a_manifest_path_and_returns_records(nginx, nginx_root,
     assert [r.path for r in results.errors] == [str(tmp_path / "out" / "a" / "nope.bin")]
     assert "404" in results.errors[0].error and results.exit_code == errors.EXIT_DOWNLOAD_FAILED
     assert (tmp_path / "out" / "a" / "one.bin").read_bytes() == (nginx_root / "one.bin").read_bytes()
+
+
+def test_progress_snapshots_cover_the_whole_job(nginx, nginx_root, tmp_path):
+    from segdl.engine import Request, Settings, download
+
+    snaps = []
+    names = ("odd.bin", "one.bin", "zero.bin")
+    results = download([Request(nginx.url(n)) for n in names],
+                       Settings(dest=tmp_path / "out", journal=tmp_path / "j.sqlite"), on_progress=snaps.append)
+    assert [r.status for r in results] == ["done"] * 3
+    total = sum((nginx_root / n).stat().st_size for n in names)
+    last = snaps[-1]
+    assert (last.finished, last.total_files, last.done, last.size) == (3, 3, total, total)
+    assert all(a.done <= b.done for a, b in zip(snaps, snaps[1:]))  # never goes back

@@ -202,6 +202,7 @@ class Coordinator:
             self._drain_events()
             self._snapshot()
             self._heartbeat()
+            self._check_workers()
         self._snapshot(force=True)
 
     def _finished(self) -> bool:
@@ -569,7 +570,8 @@ class Coordinator:
                     splits.append((ev.segment, ev.end, tail[0], tail[1]))
             elif isinstance(ev, Finished):
                 self._saw(ev.segment, ev.position)
-                self._durable(ev.segment, ev.position)
+                if not isinstance(ev.error, StorageError):  # a failed sync vouches for nothing
+                    self._durable(ev.segment, ev.position)
                 finished.append(ev)
             elif isinstance(ev, Wakeup):
                 pass
@@ -654,6 +656,8 @@ class Coordinator:
     def _free_slot_and_restart(self, run: FileRun, ev: Finished, slot_taken: bool = True) -> None:
         if slot_taken:
             self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
+        if run.state == "restarting":
+            return  # already starting over; its draining set stands
         run.restarts += 1
         if run.restarts > self.s.restart_limit:
             self._dispatch(self.sched._fail_file(self.sched.files[run.id], ev.error))
@@ -692,8 +696,8 @@ class Coordinator:
                 continue
             del self.resolving[fid]
             run = self.runs.get(fid)
-            if run is None:
-                continue
+            if run is None or run.state not in ("downloading", "paused"):
+                continue  # it ended or is starting over meanwhile
             run.resolving = False
             src = run.sources[i]
             try:
@@ -783,9 +787,9 @@ class Coordinator:
         run = self.runs.get(fid)
         if run is None or run.state in ("failed", "hash_mismatch", "done"):
             return
-        self._release(fid)
         self.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
-        self._end(run, error.status, error, None)
+        self._end(run, error.status, error, None)  # cancels what still runs of it ...
+        self._release(fid)  # ... before its descriptor is closed
 
     def _end(self, run: FileRun, status: str, error: SegdlError | None, d: Digests | None) -> None:
         run.state = status
@@ -874,6 +878,17 @@ class Coordinator:
                 if st.worker is not None and st.state == "running" and key not in skip:
                     self.orders[st.worker].put(Limit(key, limit))
 
+    def _check_workers(self) -> None:
+        """A worker killed from outside (OOM killer, a crash in libcurl)
+        reports nothing: notice it, rather than wait for its segments."""
+        now = time.monotonic()
+        if now - getattr(self, "_workers_checked", 0.0) < 0.5:
+            return
+        self._workers_checked = now
+        for i, p in enumerate(self.procs):
+            if p.exitcode is not None:
+                raise SegdlError(f"worker {i} died (exit {p.exitcode}); run the same command again to continue")
+
     def _heartbeat(self) -> None:
         now = time.monotonic()
         if now - self.last_heartbeat < 1.0:
@@ -937,6 +952,8 @@ class Coordinator:
                 continue
             except (EOFError, OSError):
                 break
+            if isinstance(ev, Finished) and isinstance(ev.error, StorageError):
+                continue
             if isinstance(ev, (Durable, Finished)):
                 positions = ev.positions if isinstance(ev, Durable) else {ev.segment: ev.position}
                 for seg, pos in positions.items():

@@ -68,7 +68,8 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         );
         CREATE INDEX files_job ON files(job_id);
         CREATE TABLE segments (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: late events of a
+                                                   -- replaced plan cannot hit a new one
             file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
             start INTEGER NOT NULL,
             "end" INTEGER,                -- exclusive; NULL for a length-less stream

@@ -19,6 +19,7 @@ import pycurl
 
 from . import storage
 from .errors import (
+    BadResponseError,
     DownloadError,
     SegdlError,
     StalledError,
@@ -295,15 +296,20 @@ class Transfer:
         n = len(data)
         if self.max_speed:
             # Our own token bucket: libcurl's cap lets a new request burst.
-            if self.refill(time.monotonic()) < min(n, self.max_speed):
+            cap = max(2 * LIMITED_BUFFER, self.max_speed * 0.25)
+            if self.refill(time.monotonic()) < min(n, self.max_speed, cap):
                 self.paused = self.throttled = True
                 return pycurl.WRITEFUNC_PAUSE
             self.tokens -= n
         self.received += n
         self.last_data = time.monotonic()
-        take = n
-        if self.end is not None:
-            take = min(n, self.end - self.position)
+        # Write no byte past what this response promised: a server that
+        # sends more than its Content-Range (no Content-Length to stop
+        # libcurl) must not get its extra bytes written and claimed.
+        stop = self.end
+        if self.requested_end is not None and (stop is None or self.requested_end < stop):
+            stop = self.requested_end
+        take = n if stop is None else min(n, stop - self.position)
         try:
             if take > 0:
                 storage.pwrite_all(self.fd, data if take == n else memoryview(data)[:take], self.position)
@@ -320,6 +326,10 @@ class Transfer:
             self.reached_end = True
             if take < n or (self.requested_end is not None and self.end < self.requested_end):
                 return 0  # shortened by a split: stop here, the tail is someone else's
+        elif take < n:
+            self.error = BadResponseError(
+                f"the server sent more than the range it announced ([{self.request_start}, {self.requested_end}))")
+            return 0
         return None
 
 

@@ -51,6 +51,7 @@ class _Syncer(threading.Thread):
         self.index = index
         self.events = events
         self.jobs: queue.Queue = queue.Queue()
+        self.poisoned: dict[int, str] = {}  # fds whose sync failed: never durable again
         self.synced_mark = 0  # the worker's byte counter at the last completed sync
         self.progress = threading.Event()
         self.gate = None  # a transport.WriteGate to advance after each sync
@@ -81,12 +82,15 @@ class _Syncer(threading.Thread):
                     fds.update(fd for fd, _ in job[1].values())
                 elif job[0] == "finish":
                     fds.add(job[1])
-            failed: dict[int, str] = {}
-            for fd in fds:
+            failed: dict[int, str] = {fd: why for fd, why in self.poisoned.items() if fd in fds}
+            for fd in fds - failed.keys():
                 try:
                     storage.sync(fd)
                 except OSError as e:
-                    failed[fd] = e.strerror or str(e)
+                    # Linux reports a writeback error once per descriptor:
+                    # a later sync on it may "succeed" over lost pages, so
+                    # nothing on it is ever reported durable again.
+                    failed[fd] = self.poisoned[fd] = e.strerror or str(e)
             durable: dict[int, int] = {}
             for job in batch:
                 if job[0] == "ckpt":
@@ -180,6 +184,8 @@ class _Worker:
         elif isinstance(order, Release):
             fd = self.fds.pop(order.file, None)
             if fd is not None:
+                self.syncer.flush()  # nothing of it left to sync before the number is reused
+                self.syncer.poisoned.pop(fd, None)
                 os.close(fd)
         elif isinstance(order, Stop):
             for seg in list(self.driver.transfers):

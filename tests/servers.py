@@ -590,7 +590,7 @@ class Nginx:
 FAULTS = frozenset({
     "drop", "status", "norange", "badrange", "stall", "short", "changing",
     "signed", "disposition", "nolength", "chunked", "slowfirst", "redirect",
-    "te_range",
+    "te_range", "overlong",
 })
 
 AUTO = object()  # sentinel: "generate a default" for etag / last_modified
@@ -1007,6 +1007,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._start(206, headers)
         if not self.head:
             self._write_chunked(memoryview(blob.data)[start:end])
+
+    def _fault_overlong(self, blob: _Blob):
+        """A correct 206 header, then the asked bytes plus ``extra`` bytes of
+        junk (0xEE), chunked so no Content-Length stops the client."""
+        total = len(blob.data)
+        extra = int(self.params.get("extra", 65536))
+        status, start, end = self._plan(blob)
+        if status != 206:
+            return self._serve(blob)
+        headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes"),
+                   *self._validators(blob), ("Content-Range", f"bytes {start}-{end - 1}/{total}"),
+                   ("Transfer-Encoding", "chunked")]
+        self._start(206, headers)
+        if not self.head:
+            self._write_chunked(memoryview(bytes(blob.data[start:end]) + b"\xee" * extra))
 
     def _fault_slowfirst(self, blob: _Blob):
         if self.server.owner._stopping.wait(float(self.params.get("delay", 1))):

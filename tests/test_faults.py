@@ -374,6 +374,21 @@ def test_te_range_honest_chunked_206(srv, tmp_path, big):
     assert len(reqs(srv)) <= 12
 
 
+def test_overlong_206_body_is_never_written(srv, tmp_path, big):
+    """A correct 206 header, then more bytes than the range (chunked, so no
+    Content-Length stops libcurl): the extra must not land in the file.  A
+    first run that met it on every request never ends 'done' with junk."""
+    run = segdl_get(fault_url(srv, "overlong", times=4, extra=3 << 20), tmp_path)
+    assert_done(run, big[1])
+
+
+def test_overlong_206_always_still_gives_the_right_bytes(srv, tmp_path, big):
+    # Every response carries the announced range correctly and then junk:
+    # segdl keeps exactly the announced bytes of each, and continues.
+    run = segdl_get(fault_url(srv, "overlong", extra=1 << 20), tmp_path, "--retries", "2")
+    assert_done(run, big[1])
+
+
 # --------------------------------------------------------------------------
 # stall / short bodies
 # --------------------------------------------------------------------------

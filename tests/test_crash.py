@@ -167,3 +167,36 @@ def test_a_worker_killed_from_outside_ends_the_job_and_it_resumes(make_nginx, ng
     r = run_segdl(["get", srv.url("big.bin"), "-d", out, "--json", "-x", "16"], journal, timeout=180)
     assert r.returncode == 0, r.stderr
     assert blake3_file(out / "big.bin") == blake3_file(nginx_root / "big.bin")
+
+
+def _set_state(journal, state):
+    con = sqlite3.connect(journal)
+    con.execute("UPDATE files SET state = ?", [state])
+    con.commit()
+    con.close()
+
+
+def test_crash_between_rename_and_done_is_recognised(nginx, nginx_root, tmp_path):
+    """The row says 'verified' (digest recorded) and the file is already
+    renamed: the next run must call it done, not 'exists and differs'."""
+    journal, out = tmp_path / "j.sqlite", tmp_path / "out"
+    assert run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json"], journal).returncode == 0
+    _set_state(journal, "verified")
+    r = run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json"], journal)
+    assert r.returncode == 0, r.stderr
+    assert json_lines(r)[0]["status"] == "skipped"
+
+
+def test_crash_between_verify_and_rename_finishes_without_download(nginx, nginx_root, tmp_path):
+    """Digest recorded, the part file complete, the rename never happened:
+    the next run verifies the part file again and renames it."""
+    journal, out = tmp_path / "j.sqlite", tmp_path / "out"
+    assert run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json"], journal).returncode == 0
+    (out / "odd.bin").rename(out / "odd.bin.segdl-part")
+    _set_state(journal, "verified")
+    nginx.reset_access_log()
+    r = run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json"], journal)
+    assert r.returncode == 0, r.stderr
+    assert json_lines(r)[0]["status"] == "done"
+    assert blake3_file(out / "odd.bin") == blake3_file(nginx_root / "odd.bin")
+    assert nginx.body_bytes_sent("odd.bin") <= 1  # only the probe

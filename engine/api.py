@@ -58,51 +58,39 @@ def download(
 
 def unfinished(journal_path: Path | None = None) -> list[tuple[Path, list[Request], dict, str | None]]:
     """Jobs in the journal with files not yet done: (dest, requests, settings, collection)."""
-    journal = Journal(journal_path)
-    try:
-        out = []
-        seen: set[tuple[str, str]] = set()
-        for job in journal.unfinished_jobs():
-            reqs = []
-            for f in journal.files(job["id"]):
-                if f["state"] in ("done", "skipped"):
-                    continue
-                key = (f["url"], f["path"])
-                if key in seen:
-                    continue
-                seen.add(key)
-                rel = str(Path(f["path"]).relative_to(job["dest"])) if Path(f["path"]).is_relative_to(job["dest"]) else None
-                reqs.append(Request(f["url"], rel, f["expected_blake3"], f["expected_sha256"]))
-            if reqs:
-                out.append((Path(job["dest"]), reqs, job["spec"].get("settings", {}), job["collection"]))
-        return out
-    finally:
-        journal.close()
+    return _rerunnable(journal_path, lambda state: state not in ("done", "skipped"))
 
 
 def failed(journal_path: Path | None = None, collection: str | None = None):
     """Failed files in the journal, grouped by job: (dest, requests, settings, collection)."""
+    return _rerunnable(journal_path, lambda state: state in ("failed", "hash_mismatch"), collection)
+
+
+def _rerunnable(journal_path: Path | None, wanted: Callable[[str], bool], collection: str | None = None):
+    """Requests to run again, rebuilt from the journal: each job's files in a
+    ``wanted`` state, with the mirrors and settings the job was started with."""
     journal = Journal(journal_path)
     try:
         out = []
         for job in journal.all_jobs():
             if collection is not None and job["collection"] != collection:
                 continue
+            spec = job["spec"]
+            dest = Path(job["dest"])
+            mirrors = {r["url"]: tuple(r.get("mirrors") or ()) for r in spec.get("requests", [])}
             reqs = []
             for f in journal.files(job["id"]):
-                if f["state"] not in ("failed", "hash_mismatch"):
+                if not wanted(f["state"]):
                     continue
                 p = Path(f["path"])
-                rel = str(p.relative_to(job["dest"])) if p.is_relative_to(job["dest"]) else None
-                reqs.append(Request(f["url"], rel, f["expected_blake3"], f["expected_sha256"]))
+                rel = str(p.relative_to(dest)) if p.is_relative_to(dest) else None
+                reqs.append(Request(f["url"], rel, f["expected_blake3"], f["expected_sha256"],
+                                    mirrors=mirrors.get(f["url"], ())))
             if reqs:
-                spec = job["spec"]
-                mirrors = {r["url"]: tuple(r.get("mirrors") or ()) for r in spec.get("requests", [])}
-                reqs = [replace(r, mirrors=mirrors.get(r.url, ())) for r in reqs]
-                out.append((Path(job["dest"]), reqs, spec.get("settings", {}), job["collection"]))
+                out.append((dest, reqs, spec.get("settings", {}), job["collection"]))
         return out
     finally:
         journal.close()
 
 
-__all__ = ["download", "unfinished", "FileResult", "Request", "Results", "Settings"]
+__all__ = ["download", "unfinished", "failed", "FileResult", "Request", "Results", "Settings"]

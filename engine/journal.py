@@ -184,11 +184,6 @@ class Journal:
         with self.atomic() as db:
             db.execute("UPDATE jobs SET state = 'finished', pid = NULL WHERE id = ?", [job_id])
 
-    def job(self, job_id: int) -> dict[str, Any] | None:
-        with _journal_errors(self.path):
-            rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
-            return rows[0] if rows else None
-
     def update_job(self, job_id: int, **fields: Any) -> None:
         with self.atomic() as db:
             db.execute(
@@ -249,19 +244,6 @@ class Journal:
                 out.append(r)
             return out
 
-    def unfinished_jobs(self) -> list[dict[str, Any]]:
-        with _journal_errors(self.path):
-            rows = self.db.query(
-                """SELECT DISTINCT j.* FROM jobs j JOIN files f ON f.job_id = j.id
-                   WHERE f.state NOT IN ('done', 'skipped') ORDER BY j.id"""
-            )
-            out = []
-            for r in rows:
-                r = dict(r)
-                r["spec"] = json.loads(r["spec"])
-                out.append(r)
-            return out
-
     # ------------------------------------------------------------- files
 
     def file_by_path(self, path: Path) -> dict[str, Any] | None:
@@ -280,11 +262,6 @@ class Journal:
                 rows += list(self.db.query(
                     "SELECT * FROM files WHERE sha256 = ? AND state IN ('done', 'skipped')", [sha256.lower()]))
             return rows
-
-    def file(self, file_id: int) -> dict[str, Any] | None:
-        with _journal_errors(self.path):
-            rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [file_id]))
-            return rows[0] if rows else None
 
     def files(self, job_id: int | None = None) -> list[dict[str, Any]]:
         with _journal_errors(self.path):
@@ -372,11 +349,6 @@ class Journal:
                 )
                 tails[sid] = cur.lastrowid
         return tails
-
-    def bytes_done(self, file_id: int) -> int:
-        with _journal_errors(self.path):
-            rows = list(self.db.query("SELECT COALESCE(SUM(done), 0) AS d FROM segments WHERE file_id = ?", [file_id]))
-            return rows[0]["d"]
 
     # ------------------------------------------------------------ status
 

@@ -105,12 +105,10 @@ class Stop:
 @dataclass(frozen=True, slots=True)
 class Written:
     """Progress received (not yet durable): for display and for choosing
-    split points.  ``positions`` maps segment -> next offset; ``received``
-    counts bytes the worker took off the wire since its last report."""
+    split points.  ``positions`` maps segment -> next offset."""
 
     worker: int
     positions: dict[int, int]
-    received: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,6 @@ class Transfer:
     checked: bool = False
     reached_end: bool = False
     error: SegdlError | None = None
-    received: int = 0  # bytes taken off the wire (for accounting)
     gate: WriteGate | None = None
     paused: bool = False
     last_data: float = 0.0  # monotonic time of the last byte (or of the request)
@@ -301,7 +300,6 @@ class Transfer:
                 self.paused = self.throttled = True
                 return pycurl.WRITEFUNC_PAUSE
             self.tokens -= n
-        self.received += n
         self.last_data = time.monotonic()
         # Write no byte past what this response promised: a server that
         # sends more than its Content-Range (no Content-Length to stop

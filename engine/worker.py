@@ -46,15 +46,13 @@ class WorkerSettings:
 class _Syncer(threading.Thread):
     """Makes positions durable, then tells the coordinator, in order."""
 
-    def __init__(self, index: int, events) -> None:
+    def __init__(self, index: int, events, gate) -> None:
         super().__init__(name=f"segdl-sync-{index}", daemon=True)
         self.index = index
         self.events = events
         self.jobs: queue.Queue = queue.Queue()
         self.poisoned: dict[int, str] = {}  # fds whose sync failed: never durable again
-        self.synced_mark = 0  # the worker's byte counter at the last completed sync
-        self.progress = threading.Event()
-        self.gate = None  # a transport.WriteGate to advance after each sync
+        self.gate = gate  # a transport.WriteGate: its ``synced`` advances after each sync
 
     def checkpoint(self, positions: dict[int, tuple[int, int]], mark: int) -> None:
         """positions: segment -> (fd, position); mark: bytes written so far."""
@@ -101,10 +99,7 @@ class _Syncer(threading.Thread):
                 self.events.put(Durable(self.index, durable))
             marks = [job[2] for job in batch if job[0] == "ckpt"]
             if marks:
-                self.synced_mark = max(self.synced_mark, max(marks))
-                if self.gate is not None:
-                    self.gate.synced = self.synced_mark
-                self.progress.set()
+                self.gate.synced = max(self.gate.synced, max(marks))
             for job in batch:
                 if job[0] == "finish":
                     fd, ev = job[1], job[2]
@@ -149,12 +144,9 @@ class _Worker:
         self.gate = WriteGate(settings.max_unsynced)
         self.driver = MultiDriver(self.gate)
         self.fds: dict[int, int] = {}
-        self.syncer = _Syncer(index, events)
-        self.syncer.gate = self.gate
+        self.syncer = _Syncer(index, events, self.gate)
         self.syncer.start()
-        self.seen: dict[int, int] = {}  # segment -> position at last look
-        self.unsynced = 0
-        self.received = 0
+        self.checkpointed = 0  # gate.written at the last checkpoint
 
     def fd_for(self, fetch: Fetch) -> int:
         fd = self.fds.get(fetch.file)
@@ -171,7 +163,6 @@ class _Worker:
                 self.events.put(Finished(self.index, order.segment, order.position, "error", e))
                 return True
             self.driver.start(order, fd)
-            self.seen[order.segment] = order.position
         elif isinstance(order, Shrink):
             self.events.put(Shrunk(self.index, order.segment, self.driver.shrink(order.segment, order.at, order.min_tail)))
         elif isinstance(order, Limit):
@@ -179,7 +170,6 @@ class _Worker:
         elif isinstance(order, Cancel):
             t = self.driver.cancel(order.segment)
             if t is not None:
-                self.seen.pop(t.segment, None)
                 self.syncer.finish(t.fd, Finished(self.index, t.segment, t.position, "cancelled"))
         elif isinstance(order, Release):
             fd = self.fds.pop(order.file, None)
@@ -219,34 +209,27 @@ class _Worker:
             self.driver.unpause()
             for oc in self.driver.step(0.01) if self.driver.transfers else ():
                 t = oc.transfer
-                self._account(t.segment, t.position)
-                self.seen.pop(t.segment, None)
                 self.syncer.finish(
                     t.fd,
                     Finished(self.index, t.segment, t.position, oc.outcome, oc.error,
                              total=oc.total, final_url=oc.final_url),
                 )
-            for seg, t in self.driver.transfers.items():
-                self._account(seg, t.position)
             now = time.monotonic()
             if self.unsynced > 0 and (self.unsynced >= s.checkpoint_bytes or now - last_ckpt >= s.checkpoint_seconds):
                 self._checkpoint()
                 last_ckpt = now
             if now - last_report >= s.report_seconds:
                 positions = {seg: t.position for seg, t in self.driver.transfers.items()}
-                if positions or self.received:
-                    self.events.put(Written(self.index, positions, self.received))
-                self.received = 0
+                if positions:
+                    self.events.put(Written(self.index, positions))
                 last_report = now
+
+    @property
+    def unsynced(self) -> int:
+        """Bytes written since the last checkpoint was asked for."""
+        return self.gate.written - self.checkpointed
 
     def _checkpoint(self) -> None:
         self.syncer.checkpoint({seg: (t.fd, t.position) for seg, t in self.driver.transfers.items()},
                                self.gate.written)
-        self.unsynced = 0
-
-    def _account(self, seg: int, position: int) -> None:
-        before = self.seen.get(seg, position)
-        if position > before:
-            self.unsynced += position - before
-            self.received += position - before
-            self.seen[seg] = position
+        self.checkpointed = self.gate.written

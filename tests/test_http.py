@@ -84,7 +84,7 @@ def test_messages_pickle_round_trip():
     for m in [
         messages.Fetch(1, 2, "http://127.0.0.1/x", "/tmp/x", 0, 10, exp),
         messages.Shrink(1, 5), messages.Cancel(1), messages.Release(2), messages.Stop(),
-        messages.Written(0, {1: 5}, 5), messages.Durable(0, {1: 5}), messages.Shrunk(0, 1, None),
+        messages.Written(0, {1: 5}), messages.Durable(0, {1: 5}), messages.Shrunk(0, 1, None),
         messages.Finished(0, 1, 5, "error", errors.TransientError("x", retry_after=1.0)),
         messages.WorkerCrashed(0, "boom"),
     ]:

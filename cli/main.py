@@ -19,6 +19,7 @@ from segdl.engine import api
 from segdl.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE, SegdlError
 from segdl.engine.journal import Journal
 from segdl.engine.messages import TransferOptions
+from segdl.engine.naming import redact_url
 from segdl.engine.request import Request, Settings
 from segdl.engine.results import Results
 
@@ -248,7 +249,7 @@ def status(
         final = state in ("done", "skipped")
         done = r["size"] if final else max(r["bytes_done"] or 0, r["received"] or 0) if state in ("downloading", "verifying", "paused") else (r["bytes_done"] or 0)
         out.append({
-            "id": r["id"], "collection": r["collection"], "path": r["path"], "url": _redact(r["url"]),
+            "id": r["id"], "collection": r["collection"], "path": r["path"], "url": redact_url(r["url"]),
             "state": state, "size": r["size"], "bytes_done": done,
             "speed": (r["speed"] or 0.0) if state == "downloading" else 0.0,
             "blake3": r["blake3"], "error": r["error"],
@@ -280,13 +281,6 @@ def status(
                       "?" if o["size"] is None else f"{o['size']:,}",
                       f"{o['speed'] / 1048576:.1f} MiB/s" if o["speed"] else "", detail)
         console.print(t)
-
-
-def _redact(url: str) -> str:
-    """Hide query strings (signed URLs carry tokens there) in output."""
-    from segdl.engine.naming import redact_url
-
-    return redact_url(url)
 
 
 @app.command()

@@ -168,6 +168,7 @@ class Coordinator:
         self._limits_dirty = True
         self.last_control = 0.0
         self.last_heartbeat = 0.0
+        self.last_workers_check = 0.0
         self.limits = {"max_speed": s.max_speed or None, "max_file_speed": s.max_file_speed or None}
         self.journal.update_job(self.job, pid=os.getpid(), heartbeat=time.time(),
                                 max_speed=s.max_speed or None, max_file_speed=s.max_file_speed or None)
@@ -420,15 +421,16 @@ class Coordinator:
                      etag=remote.etag, last_modified=remote.last_modified,
                      expected_blake3=req.blake3, expected_sha256=req.sha256,
                      state="downloading", error=None, exit_code=None, paused=0)
-        resume = self._resumable(run, row, remote)
+        old = self.journal.segments(row["id"]) if row else []
+        resume = self._resumable(run, row, old, remote)
         fid = self.journal.put_file(self.job, req.url, final,
                                     **(facts if resume else {"state": "queued", "paused": 0}))
         run.id = fid
         if resume:
-            segments = self.journal.segments(fid)
+            segments = old
             storage.prepare(run.part, remote.size, keep=True)
         else:
-            if row and row["state"] not in ("done", "skipped") and self.journal.segments(row["id"]):
+            if row and row["state"] not in ("done", "skipped") and old:
                 why = run.restart_reason or self._why_restart(row, remote) or (
                     None if row["ranged"] else "the server does not support ranges, so a partial download cannot continue")
                 if why:
@@ -438,8 +440,8 @@ class Coordinator:
                 if remote.ranged and remote.size is not None
                 else ([(0, remote.size)] if remote.size != 0 else [])
             )
-            self.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
-            segments = self.journal.segments(fid)
+            ids = self.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
+            segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
             storage.prepare(run.part, remote.size, keep=False)  # ... then the bytes' home
         run.state = "downloading"
         run.started = time.monotonic()
@@ -453,7 +455,7 @@ class Coordinator:
         if self.sched.file_done(fid):
             self._complete(fid)
 
-    def _resumable(self, run: FileRun, row: dict | None, remote: RemoteInfo) -> bool:
+    def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
         if run.fresh or row is None or not remote.ranged or remote.size is None:
             return False
         if row["state"] in ("done", "skipped", "hash_mismatch", "queued"):
@@ -462,7 +464,7 @@ class Coordinator:
             return False
         if storage.file_size(run.part) != remote.size:
             return False
-        return bool(self.journal.segments(row["id"])) or remote.size == 0
+        return bool(segments) or remote.size == 0
 
     @staticmethod
     def _why_restart(row: dict, remote: RemoteInfo) -> str | None:
@@ -562,16 +564,14 @@ class Coordinator:
                     self.sched.on_written(seg, pos, now)
                     self._saw(seg, pos)
             elif isinstance(ev, Durable):
-                for seg, pos in ev.positions.items():
-                    self._durable(seg, pos)
+                self._claim(ev)
             elif isinstance(ev, Shrunk):
                 tail = self.sched.on_shrunk(ev.segment, ev.end)
                 if tail is not None:
                     splits.append((ev.segment, ev.end, tail[0], tail[1]))
             elif isinstance(ev, Finished):
                 self._saw(ev.segment, ev.position)
-                if not isinstance(ev.error, StorageError):  # a failed sync vouches for nothing
-                    self._durable(ev.segment, ev.position)
+                self._claim(ev)
                 finished.append(ev)
             elif isinstance(ev, Wakeup):
                 pass
@@ -582,6 +582,15 @@ class Coordinator:
         self._commit(splits)
         for ev in finished:
             self._finished_segment(ev)
+
+    def _claim(self, ev: Durable | Finished) -> None:
+        """Take the positions a worker vouches for as durable.  A Finished
+        that carries a storage error (its fdatasync failed) vouches for nothing."""
+        if isinstance(ev, Durable):
+            for seg, pos in ev.positions.items():
+                self._durable(seg, pos)
+        elif not isinstance(ev.error, StorageError):
+            self._durable(ev.segment, ev.position)
 
     def _durable(self, seg: int, pos: int) -> None:
         st = self.sched.segments.get(seg)
@@ -640,7 +649,8 @@ class Coordinator:
                 src.failures = 0
         self._limits_dirty = True
         if ev.outcome == "error" and isinstance(ev.error, (RemoteChangedError, RangeIgnoredError)):
-            self._free_slot_and_restart(run, ev)
+            self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
+            self._restart(run, ev.error)
             return
         if ev.outcome == "error" and isinstance(ev.error, AccessExpiredError) and i is not None:
             self._reresolve(run, i)
@@ -653,18 +663,18 @@ class Coordinator:
         self._dispatch(self.sched.on_finished(ev.segment, ev.position, ev.outcome, ev.error,
                                               time.monotonic(), total=ev.total))
 
-    def _free_slot_and_restart(self, run: FileRun, ev: Finished, slot_taken: bool = True) -> None:
-        if slot_taken:
-            self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
+    def _restart(self, run: FileRun, error: SegdlError) -> None:
+        """Start a file over (it changed remotely, or ignores Range), once
+        every transfer of its old plan has stopped."""
         if run.state == "restarting":
             return  # already starting over; its draining set stands
         run.restarts += 1
         if run.restarts > self.s.restart_limit:
-            self._dispatch(self.sched._fail_file(self.sched.files[run.id], ev.error))
+            self._dispatch(self.sched.fail_file(run.id, error))
             return
-        if isinstance(ev.error, RangeIgnoredError):
+        if isinstance(error, RangeIgnoredError):
             run.plain = True
-        run.restart_reason = ev.error
+        run.restart_reason = error
         cancels = self.sched.remove_file(run.id)
         self._dispatch(cancels)
         run.draining = {c.segment for c in cancels}
@@ -705,13 +715,13 @@ class Coordinator:
             except Exception as e:  # pragma: no cover - a bug in probing
                 got = DownloadError(f"cannot resolve {redact_url(src.url)} again: {e}")
             if isinstance(got, SegdlError):
-                self._dispatch(self.sched._fail_file(self.sched.files[fid], got))
+                self._dispatch(self.sched.fail_file(fid, got))
                 continue
             old = src.remote
             if got.size != old.size or (old.etag and got.etag and got.etag != old.etag):
                 why = RemoteChangedError(f"the remote file changed when its URL was resolved again "
                                          f"(size {old.size} -> {got.size}, ETag {old.etag} -> {got.etag})")
-                self._free_slot_and_restart(run, Finished(-1, -1, 0, "error", why), slot_taken=False)
+                self._restart(run, why)
                 continue
             src.remote = got
             if not run.paused:
@@ -882,9 +892,9 @@ class Coordinator:
         """A worker killed from outside (OOM killer, a crash in libcurl)
         reports nothing: notice it, rather than wait for its segments."""
         now = time.monotonic()
-        if now - getattr(self, "_workers_checked", 0.0) < 0.5:
+        if now - self.last_workers_check < 0.5:
             return
-        self._workers_checked = now
+        self.last_workers_check = now
         for i, p in enumerate(self.procs):
             if p.exitcode is not None:
                 raise SegdlError(f"worker {i} died (exit {p.exitcode}); run the same command again to continue")
@@ -952,12 +962,8 @@ class Coordinator:
                 continue
             except (EOFError, OSError):
                 break
-            if isinstance(ev, Finished) and isinstance(ev.error, StorageError):
-                continue
             if isinstance(ev, (Durable, Finished)):
-                positions = ev.positions if isinstance(ev, Durable) else {ev.segment: ev.position}
-                for seg, pos in positions.items():
-                    self._durable(seg, pos)
+                self._claim(ev)
         try:
             self._commit([])
         except SegdlError:

@@ -370,11 +370,7 @@ def parse_json_manifest(text: str, source: str = "<input>") -> Manifest:
 
     if not isinstance(doc, dict):
         raise UsageError(f'{source}: a manifest must be a JSON object, {{"files": [...]}}')
-    for key in doc:
-        if key not in _TOP_KEYS and not _ignored(key):
-            raise UsageError(
-                f"{source}: unknown key {_show(key)} (known: collection, files; keys starting with x- are ignored)"
-            )
+    _refuse_unknown_keys(doc, _TOP_KEYS, source)
     collection = doc.get("collection")
     if collection is not None:
         collection = _at(f"{source}: collection", _check_collection, collection)
@@ -394,14 +390,19 @@ def parse_json_manifest(text: str, source: str = "<input>") -> Manifest:
     return Manifest(collection, tuple(requests))
 
 
+def _refuse_unknown_keys(obj: dict, known, where: str) -> None:
+    """Typos must not be ignored silently; ``x-`` keys are."""
+    for key in obj:
+        if key not in known and not _ignored(key):
+            raise UsageError(
+                f"{where}: unknown key {_show(key)} (known: {', '.join(known)}; keys starting with x- are ignored)"
+            )
+
+
 def _json_entry(entry: object, where: str) -> Request:
     if not isinstance(entry, dict):
         raise UsageError(f'{where}: must be an object like {{"url": "https://..."}}')
-    for key in entry:
-        if key not in _FILE_KEYS and not _ignored(key):
-            raise UsageError(
-                f"{where}: unknown key {_show(key)} (known: {', '.join(_FILE_KEYS)}; keys starting with x- are ignored)"
-            )
+    _refuse_unknown_keys(entry, _FILE_KEYS, where)
     if entry.get("url") is None:
         raise UsageError(f'{where}: missing "url"')
     url = _at(f"{where}.url", _check_url, entry["url"])

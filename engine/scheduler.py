@@ -284,13 +284,15 @@ class Scheduler:
         try:
             s.retry = s.retry.increment(error)
         except SegdlError:
-            return self._fail_file(f, error)
+            return self.fail_file(f.key, error)
         s.state = WAITING
         s.not_before = now + s.retry.delay(error, self.rng)
         return []
 
-    def _fail_file(self, f: FileState, error: SegdlError) -> list[FileFailed | CancelSegment]:
-        if f.failed:
+    def fail_file(self, file: int, error: SegdlError) -> list[FileFailed | CancelSegment]:
+        """End a file with ``error``: cancel what runs of it, park the rest."""
+        f = self.files.get(file)
+        if f is None or f.failed:
             return []
         f.failed = True
         return [FileFailed(f.key, error), *self._hold(f)]

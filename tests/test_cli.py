@@ -1,0 +1,39 @@
+"""The CLI is thin; check every command answers --help, and the
+human-readable outputs render (the JSON ones are tested elsewhere)."""
+
+import pytest
+from typer.testing import CliRunner
+
+from helpers import run_segdl
+from segdl.cli.main import app
+
+COMMANDS = ["get", "status", "pause", "resume", "retry", "limit", "bench"]
+
+
+def test_every_command_is_listed_and_has_help():
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"])
+    assert top.exit_code == 0
+    for name in COMMANDS:
+        assert name in top.output
+        r = runner.invoke(app, [name, "--help"])
+        assert r.exit_code == 0, (name, r.output)
+        assert "--journal" in r.output or name == "bench"
+
+
+def test_status_table_and_collection_name(nginx, tmp_path):
+    journal = tmp_path / "j.sqlite"
+    m = tmp_path / "m.txt"
+    m.write_text(nginx.url("one.bin") + "\n  out=x/one.bin\n")
+    p = run_segdl(["get", "-i", m, "--collection", "mine", "-d", tmp_path / "out", "-q"], journal)
+    assert p.returncode == 0, p.stderr
+    st = run_segdl(["status"], journal, env={"COLUMNS": "200"})
+    assert st.returncode == 0
+    assert "mine: 1 done" in st.stdout and "one.bin" in st.stdout
+
+
+@pytest.mark.parametrize("args", [["get"], ["limit"], ["get", "http://127.0.0.1:1/x", "--max-speed", "fast"]])
+def test_usage_errors_exit_2(tmp_path, args):
+    p = run_segdl(args, tmp_path / "j.sqlite")
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr

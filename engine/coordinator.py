@@ -495,7 +495,8 @@ class Coordinator:
                 remote = src.remote
                 self.orders[a.worker].put(
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
-                          remote.expect(), self._options_for(run, remote.final_url), redirected=remote.redirected,
+                          remote.expect(), self._options_for(run, remote.final_url, remote.multiplexed),
+                          redirected=remote.redirected,
                           max_speed=run.limit)
                 )
             elif isinstance(a, RequestSplit):
@@ -520,17 +521,19 @@ class Coordinator:
                 best, best_score = i, score
         return best
 
-    def _options_for(self, run: FileRun, url: str | None = None):
+    def _options_for(self, run: FileRun, url: str | None = None, multiplexed: bool = False):
         """Transfer options for a request of ``run`` to ``url``.
 
         Credentials (Authorization, Cookie) given for the URL the user named
-        are not sent to another host that a redirect led to, as curl does."""
+        are not sent to another host that a redirect led to, as curl does.
+        ``multiplexed``: the probe saw HTTP/2, so new transfers wait to share
+        a connection."""
         headers = self.options.headers + tuple(run.request.headers)
         if url is not None and not same_origin(url, run.request.url, *run.request.mirrors):
             headers = tuple(h for h in headers if not is_credential(h))
-        if headers == self.options.headers:
+        if headers == self.options.headers and not multiplexed:
             return self.options
-        return replace(self.options, headers=headers)
+        return replace(self.options, headers=headers, pipewait=multiplexed)
 
     # ------------------------------------------------------------ events
 

@@ -59,6 +59,7 @@ class ResponseHead:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     redirects: int = 0  # 3xx responses seen before this one
+    version: str = ""  # protocol of the status line: "HTTP/1.1", "HTTP/2", ...
 
     def feed(self, line: bytes) -> None:
         """Feed one raw header line (as libcurl's HEADERFUNCTION gives it)."""
@@ -68,6 +69,7 @@ class ResponseHead:
             if 300 <= self.status < 400:
                 self.redirects += 1
             self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.version = parts[0]
             self.headers = {}  # a new response (redirect, 100-continue) starts over
         elif ":" in text:
             name, _, value = text.partition(":")
@@ -168,6 +170,8 @@ class RemoteInfo:
     last_modified: str | None
     filename: str | None  # from Content-Disposition, not yet sanitised
     redirected: bool = False
+    # The server spoke HTTP/2 or later: ranges can share one connection.
+    multiplexed: bool = False
 
     def expect(self) -> Expect:
         return Expect(self.size, self.etag, self.last_modified, self.ranged)
@@ -206,5 +210,6 @@ def remote_from_probe(url: str, final_url: str, head: ResponseHead) -> RemoteInf
         last_modified=head.get("last-modified"),
         filename=filename_from_disposition(head.get("content-disposition")),
         redirected=redirected,
+        multiplexed=head.version in ("HTTP/2", "HTTP/3"),
     )
 

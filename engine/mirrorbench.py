@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable, Mapping
 
 from .errors import SegdlError
@@ -227,6 +227,7 @@ def measure_throughput(
     else:
         plan = [(0, total if total > 0 else None)]
     expect = remote.expect()
+    options = replace(options, pipewait=remote.multiplexed)  # as get does
     fd = os.open(os.devnull, os.O_WRONLY)
     driver = MultiDriver()
     t0 = time.perf_counter()

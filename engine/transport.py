@@ -89,7 +89,7 @@ def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
     c.setopt(pycurl.TCP_KEEPALIVE, 1)
     # HTTP/2: a transfer started while the first connection is still
     # negotiating waits to be multiplexed on it instead of opening another.
-    c.setopt(pycurl.PIPEWAIT, 1)
+    c.setopt(pycurl.PIPEWAIT, 1 if options.pipewait else 0)
     if options.recv_buffer:
         c.setopt(pycurl.SOCKOPTFUNCTION, _rcvbuf_setter(options.recv_buffer))
     else:
@@ -422,8 +422,11 @@ class MultiDriver:
             else:
                 # Cutting throws away what is in flight; only worth it for
                 # a connection that would otherwise take long to finish.
+                # Its speed: over this request once it has run a while,
+                # else over the previous one (unknown only for a brand-new
+                # connection).
                 elapsed = time.monotonic() - t.request_began
-                rate = (t.position - t.request_start) / elapsed if elapsed > 0.2 else 0.0
+                rate = (t.position - t.request_start) / elapsed if elapsed > 0.2 else t.rate
                 if rate and (t.end - t.position) / rate < CUT_AFTER_SECONDS:
                     return None
         if new_end >= t.end:

@@ -24,21 +24,59 @@ def parse_rate(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
-def share(running: dict[int, int], total: int, per_file: int) -> dict[int, int]:
+# Demand.  A file that runs well below what it is allowed (a slow mirror, a
+# server's own per-connection cap) is given what it uses plus HEADROOM, and
+# the rest of the job's limit goes to the files that can use it: max-min
+# fairness.  A file that uses USES_ALL of its allotment may want more and
+# takes part in the even split again.  FLOOR keeps a stalled file from
+# being starved when it recovers.
+HEADROOM = 1.25
+USES_ALL = 0.9
+FLOOR = 64 * KiB
+
+
+def demand(rate: float, allotted: float) -> float | None:
+    """What a file can use, judged by its speed under the allotment it had
+    (bytes/s); None when it used (nearly) all of it: it may want more."""
+    if allotted <= 0 or rate >= USES_ALL * allotted:
+        return None
+    return rate
+
+
+def share(running: dict[int, int], total: int, per_file: int,
+          demands: dict[int, float | None] | None = None) -> dict[int, int]:
     """Per-connection cap for each file.
 
     ``running``: file -> connections it has running.  ``total``: the job's
-    limit, ``per_file``: each file's limit (bytes/s; 0 = none).  Every running
-    file gets an equal part of ``total``, at most ``per_file``, split evenly
-    over its connections.  Returns file -> bytes/s for each of its
-    connections (0 = uncapped); a file with no running connection gets the
-    cap a first connection would get.
+    limit, ``per_file``: each file's limit (bytes/s; 0 = none).
+    ``demands``: file -> what it can use (see :func:`demand`; missing or
+    None: unknown, as much as it is given).
+
+    The job's limit is filled like water: a file that can use less than an
+    even part gets what it uses plus headroom, the others share the rest
+    evenly, none above ``per_file``.  A file's part is split evenly over
+    its connections.  Returns file -> bytes/s for each of its connections
+    (0 = uncapped); a file with no running connection gets the cap a first
+    connection would get.
     """
     if not total and not per_file:
         return {f: 0 for f in running}
-    active = sum(1 for n in running.values() if n > 0)
-    budget = min(per_file or total, total / max(1, active) if total else per_file)
+    cap = per_file or float("inf")
+    active = [f for f, n in running.items() if n > 0]
+    parts: dict[int, float] = {}
+    if total:
+        def want(f: int) -> float:
+            d = (demands or {}).get(f)
+            return min(cap, float("inf") if d is None else max(FLOOR, d * HEADROOM))
+
+        left = float(total)
+        order = sorted(active, key=want)
+        for i, f in enumerate(order):
+            parts[f] = min(want(f), left / (len(order) - i))
+            left -= parts[f]
+    else:
+        parts = {f: cap for f in active}
     caps = {}
     for f, n in running.items():
-        caps[f] = max(1, int(budget // n)) if n > 0 else min(per_file or total, total or per_file)
+        caps[f] = max(1, int(parts[f] // n)) if n > 0 else min(per_file or total, total or per_file)
     return caps

@@ -61,6 +61,9 @@ from .verify import Digests, digest_file, same_digest
 from .worker import WorkerSettings, run_worker
 
 PROBE_AHEAD = 16
+# How often (seconds) files are judged by what they can use of a job-wide
+# speed limit; an allotment must have held this long to be judged.
+DEMAND_PERIOD = 1.5
 
 
 @dataclass(slots=True)
@@ -92,6 +95,9 @@ class FileRun:
     probe_retry: RetryPolicy = field(default_factory=RetryPolicy)
     not_before: float = 0.0  # do not probe before this (monotonic)
     limit: int = 0  # bytes/s for each of its connections (0: none)
+    allotted: float = 0.0  # bytes/s for the whole file under the job's limit
+    allotted_at: float = 0.0  # when ``allotted`` last changed (monotonic)
+    demand: float | None = None  # what it can use, if less than allotted
 
 
 @dataclass(slots=True)
@@ -166,6 +172,7 @@ class Coordinator:
         self.prober_aux = ThreadPoolExecutor(1, thread_name_prefix="segdl-resolve")
         self.resolving: dict[int, tuple[int, Future]] = {}
         self._limits_dirty = True
+        self.last_demand = 0.0
         self.last_control = 0.0
         self.last_heartbeat = 0.0
         self.last_workers_check = 0.0
@@ -874,16 +881,37 @@ class Coordinator:
     def _apply_limits(self, skip: set[int] = frozenset()) -> None:
         """Share the job's and each file's bandwidth among running
         connections (``skip``: segments about to start, told in their Fetch)."""
+        from .bandwidth import demand, share
+
+        now = time.monotonic()
+        total = self.limits.get("max_speed") or 0
+        running = {fid: self.sched.running_count(fid) for fid in self.sched.files}
+        if total and now - self.last_demand >= DEMAND_PERIOD:
+            # Judge each file by its speed under an allotment that has held
+            # a while: spare bandwidth moves to the files that can use it.
+            self.last_demand = now
+            for fid, n in running.items():
+                run = self.runs.get(fid)
+                if run is None or not n or now - run.allotted_at < DEMAND_PERIOD:
+                    continue
+                d = demand(run.speed, run.allotted)
+                if (d is None) != (run.demand is None) or (d and abs(d - run.demand) > 0.1 * run.demand):
+                    run.demand = d
+                    self._limits_dirty = True
         if not self._limits_dirty:
             return
         self._limits_dirty = False
-        from .bandwidth import share
-
-        running = {fid: self.sched.running_count(fid) for fid in self.sched.files}
-        per_conn = share(running, self.limits.get("max_speed") or 0, self.limits.get("max_file_speed") or 0)
+        per_conn = share(running, total, self.limits.get("max_file_speed") or 0,
+                         {fid: r.demand for fid, r in self.runs.items()})
         for fid, limit in per_conn.items():
             run = self.runs.get(fid)
-            if run is None or run.limit == limit:
+            if run is None:
+                continue
+            allotted = limit * running[fid]
+            if abs(allotted - run.allotted) > 0.05 * max(allotted, run.allotted):
+                run.allotted_at = now  # a new allotment: judge it once it has held
+            run.allotted = allotted
+            if run.limit == limit:
                 continue
             run.limit = limit
             for key in self.sched.files[fid].segments:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from segdl.engine.bandwidth import KiB, MiB, parse_rate, share
+from segdl.engine.bandwidth import FLOOR, HEADROOM, KiB, MiB, demand, parse_rate, share
 
 
 @pytest.mark.parametrize("text, value", [
@@ -44,3 +44,47 @@ def test_a_file_not_running_gets_what_a_first_connection_would():
 def test_never_rounds_down_to_uncapped():
     assert share({1: 8}, 4, 0) == {1: 1}
     assert share({1: 8}, 0, 4) == {1: 1}
+
+
+def test_a_file_that_uses_less_than_its_part_leaves_the_rest_to_others():
+    # File 2 runs at 100 KB/s whatever it is given (a slow mirror): it gets
+    # that plus headroom; file 1 takes the rest of the job's 1 MB/s.
+    caps = share({1: 2, 2: 2}, 1_000_000, 0, {2: 100_000.0})
+    assert caps[2] * 2 == 100_000 * HEADROOM
+    assert caps[1] * 2 == 1_000_000 - caps[2] * 2
+    # With two unknown files and a slow one, the two split what is left.
+    caps = share({1: 1, 2: 1, 3: 1}, 1_000_000, 0, {3: 100_000.0})
+    assert caps[3] == 125_000 and caps[1] == caps[2] == 437_500
+
+
+def test_demand_never_lifts_a_file_above_an_even_part_or_its_own_limit():
+    # A file that can use a lot is not given more than an even split.
+    assert share({1: 1, 2: 1}, 100_000, 0, {1: 90_000.0}) == {1: 50_000, 2: 50_000}
+    # The per-file limit still binds, and a slow file stays at its demand.
+    caps = share({1: 1, 2: 1}, 100_000, 30_000, {2: 1_000_000.0})
+    assert caps == {1: 30_000, 2: 30_000}
+
+
+def test_a_stalled_file_keeps_a_floor():
+    caps = share({1: 1, 2: 1}, 1_000_000, 0, {2: 0.0})
+    assert caps[2] == FLOOR and caps[1] == 1_000_000 - FLOOR
+
+
+@pytest.mark.parametrize("rate, allotted, expected", [
+    (1000.0, 0, None),  # no allotment: nothing to judge by
+    (950.0, 1000, None),  # uses it all: may want more
+    (500.0, 1000, 500.0),  # uses half: that is what it can use
+    (0.0, 1000, 0.0),
+])
+def test_demand(rate, allotted, expected):
+    assert demand(rate, allotted) == expected
+
+
+def test_demand_is_stable_once_applied():
+    # A file judged at d is allotted d * HEADROOM; running at d under it, it
+    # is judged at d again, not flipped back to "wants more".
+    d = 300_000.0
+    allotted = share({1: 1, 2: 1}, 10_000_000, 0, {1: d})[1]
+    assert demand(d, allotted) == d
+    # If it then speeds up to use its headroom, it asks for more.
+    assert demand(allotted * 0.95, allotted) is None

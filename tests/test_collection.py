@@ -177,6 +177,24 @@ def test_global_speed_limit_is_held(make_nginx, coll_root, tmp_path):
     assert 0.85 * 2 * MiB < rate < 1.05 * 2 * MiB, rate / MiB
 
 
+def test_spare_bandwidth_goes_to_the_file_that_can_use_it(make_nginx, fault_server, coll_root, tmp_path):
+    """Under a 4 MiB/s job limit, a file whose server gives it 200 KB/s
+    leaves the rest to the other file; an even split would hold it to 2."""
+    fault_server.add("slow.bin", os.urandom(2_000_000))
+    srv = make_nginx(root=coll_root)
+    m = manifest(tmp_path, [{"url": fault_server.url("/slow.bin?rate=200000")},
+                            {"url": srv.url("a.bin")}])
+    p = run_segdl(["get", "-i", m, "-d", tmp_path / "out", "--json", "-x", "1", "--max-speed", "4M"],
+                  tmp_path / "j.sqlite", timeout=90)
+    assert p.returncode == 0, p.stderr
+    lines = {Path(l["path"]).name: l for l in json_lines(p)}
+    fast, slow = lines["a.bin"], lines["slow.bin"]
+    assert fast["status"] == slow["status"] == "done"
+    assert slow["seconds"] > fast["seconds"]  # the slow file ran all along
+    rate = fast["size"] / fast["seconds"]
+    assert 2.8 * MiB < rate < 1.05 * 4 * MiB, rate / MiB
+
+
 def test_two_mirrors_both_serve_segments(make_nginx, coll_root, tmp_path):
     one, two = make_nginx(root=coll_root, limit_rate="2m"), make_nginx(root=coll_root, limit_rate="2m")
     m = manifest(tmp_path, [{"url": one.url("mirrored.bin"), "mirrors": [two.url("mirrored.bin")],

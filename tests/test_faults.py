@@ -225,6 +225,20 @@ def reqs(srv: FaultServer, name: str = "a.bin", fault: str | None = "any") -> li
     return out
 
 
+def cut_short(records: list[dict], size: int) -> list[dict]:
+    """Ranged requests that got less than they asked for: cut by the client
+    (stall timeout, split) or by the server."""
+    out = []
+    for r in records:
+        if r["status"] != 206 or not (r["range"] or "").startswith("bytes="):
+            continue
+        a, _, b = r["range"][6:].partition("-")
+        want = (min(int(b), size - 1) if b else size - 1) - int(a) + 1
+        if r["sent"] < want:
+            out.append(r)
+    return out
+
+
 def probes(records: list[dict]) -> list[dict]:
     return [r for r in records if r["range"] == "bytes=0-0"]
 
@@ -628,7 +642,10 @@ def test_slowfirst_under_stall_timeout(srv, tmp_path, big):
     run = segdl_get(fault_url(srv, "slowfirst", delay=1), tmp_path)
     assert_done(run, big[1])
     assert 1.0 <= run.elapsed < 12, run
-    assert len(reqs(srv)) <= 12
+    # Every response is slow to start but within the stall timeout: none is
+    # cut and retried (a split may still end one early on purpose).
+    assert len(cut_short(reqs(srv), BIG_SIZE)) <= 1, reqs(srv)
+    assert len(reqs(srv)) <= 30
 
 
 def test_slowfirst_beyond_stall_timeout_heals(srv, tmp_path, big):
@@ -636,7 +653,7 @@ def test_slowfirst_beyond_stall_timeout_heals(srv, tmp_path, big):
     run = segdl_get(fault_url(srv, "slowfirst", delay=4, times=1), tmp_path)
     assert_done(run, big[1])
     assert run.elapsed < 12, run
-    assert len(reqs(srv)) <= 12
+    assert len(reqs(srv)) <= 30
 
 
 # --------------------------------------------------------------------------

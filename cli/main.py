@@ -32,6 +32,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 JournalOpt = typer.Option(None, "--journal", envvar="SEGDL_JOURNAL", help="Journal file (default: $XDG_STATE_HOME/segdl/journal.sqlite).")
+HeaderOpt = typer.Option([], "-H", "--header", help="Extra request header, 'Name: value' (repeatable).")
 
 
 def _fail(e: SegdlError) -> "typer.Exit":
@@ -95,7 +96,8 @@ def get(
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker processes."),
     blake3: Optional[str] = typer.Option(None, "--blake3", help="Expected blake3 (hex) of the file (one URL only)."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 (hex) of the file (one URL only)."),
-    header: List[str] = typer.Option([], "-H", "--header", help="Extra request header, 'Name: value' (repeatable)."),
+    header: List[str] = HeaderOpt,
+    keep_headers: bool = typer.Option(False, "--keep-headers", help="Keep header values in the journal, so resume and retry send them again (they may hold tokens)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing different file."),
     stall_timeout: float = typer.Option(20.0, "--stall-timeout", min=1, help="Seconds without data before a connection is cut and retried."),
     retries: int = typer.Option(8, "--retries", min=0, help="Retries per segment for transient failures."),
@@ -126,10 +128,7 @@ def get(
     if len(urls) + len(requests) > 1 and (out or blake3 or sha256):
         err.print("[red]segdl:[/] -o, --blake3 and --sha256 apply to a single URL")
         raise typer.Exit(EXIT_USAGE)
-    for h in header:
-        if ":" not in h:
-            err.print(f"[red]segdl:[/] header {h!r} is not 'Name: value'")
-            raise typer.Exit(EXIT_USAGE)
+    _check_headers(header)
     requests.extend(Request(u, out, blake3, sha256) for u in urls)
     from segdl.engine.retry import RetryPolicy
 
@@ -137,7 +136,7 @@ def get(
         dest=dest, connections=connections, max_connections=max_connections,
         workers=workers, concurrent_files=concurrent, force=force, journal=journal, max_per_host=per_host,
         max_speed=_rate(max_speed, "--max-speed"), max_file_speed=_rate(max_file_speed, "--max-file-speed"),
-        retry=RetryPolicy(max_attempts=retries),
+        retry=RetryPolicy(max_attempts=retries), keep_headers=keep_headers,
         transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
                                  insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
     )
@@ -176,33 +175,49 @@ def pause(
 def resume(
     target: Optional[str] = typer.Argument(None, help="Resume this paused file or collection; without it, continue every unfinished job."),
     journal: Optional[Path] = JournalOpt,
-    workers: int = typer.Option(2, "--workers", min=1, max=64),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64, help="Worker processes (default: as the job was started)."),
+    header: List[str] = HeaderOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Resume a paused file or collection, or continue every unfinished job."""
+    """Resume a paused file or collection, or continue every unfinished job
+    with the settings it was started with."""
     if target is not None:
         raise typer.Exit(_set_paused(target, journal, False))
     try:
         jobs = api.unfinished(journal)
     except SegdlError as e:
         raise _fail(e)
-    raise typer.Exit(_rerun(jobs, journal, workers, as_json, quiet, "nothing to resume"))
+    raise typer.Exit(_rerun(jobs, journal, workers, header, as_json, quiet, "nothing to resume"))
 
 
-def _rerun(jobs, journal, workers: int, as_json: bool, quiet: bool, nothing: str) -> int:
-    """Run again (dest, requests, settings, collection) groups read from the journal."""
+def _check_headers(headers: List[str]) -> None:
+    for h in headers:
+        if ":" not in h:
+            err.print(f"[red]segdl:[/] header {h!r} is not 'Name: value'")
+            raise typer.Exit(EXIT_USAGE)
+
+
+def _rerun(jobs, journal, workers: Optional[int], headers: List[str], as_json: bool, quiet: bool,
+           nothing: str) -> int:
+    """Run again (dest, requests, spec, collection) groups read from the journal,
+    with the settings each job was started with (``workers`` and ``headers``
+    given on this command line added)."""
+    from segdl.engine.request import missing_headers, settings_from_spec
+
+    _check_headers(headers)
     if not jobs:
         if not quiet and not as_json:
             err.print(f"segdl: {nothing}")
         return 0
     code = 0
     for dest, reqs, spec, coll in jobs:
-        settings = Settings(
-            dest=dest, journal=journal, workers=workers,
-            connections=spec.get("connections", 16), max_connections=spec.get("max_connections", 64),
-            concurrent_files=spec.get("concurrent_files", 5),
-        )
+        given = {"workers": workers} if workers else {}
+        settings = settings_from_spec(spec, headers=tuple(headers), dest=dest, journal=journal, **given)
+        missing = missing_headers(spec, tuple(headers))
+        if missing and not as_json:
+            err.print(f"[yellow]segdl:[/] this job was started with header(s) {', '.join(missing)}, whose values "
+                      "the journal does not keep (see --keep-headers); pass them again with -H", highlight=False)
         code = max(code, _run(reqs, settings, as_json=as_json, quiet=quiet, collection=coll))
     return code
 
@@ -287,16 +302,18 @@ def status(
 def retry(
     collection: Optional[str] = typer.Argument(None, help="Only this collection."),
     journal: Optional[Path] = JournalOpt,
-    workers: int = typer.Option(2, "--workers", min=1, max=64),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64, help="Worker processes (default: as the job was started)."),
+    header: List[str] = HeaderOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Download again only the files that failed (read from the journal)."""
+    """Download again only the files that failed (read from the journal),
+    with the settings their job was started with."""
     try:
         jobs = api.failed(journal, collection)
     except SegdlError as e:
         raise _fail(e)
-    raise typer.Exit(_rerun(jobs, journal, workers, as_json, quiet, "no failed files"))
+    raise typer.Exit(_rerun(jobs, journal, workers, header, as_json, quiet, "no failed files"))
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 from .coordinator import Coordinator
 from .journal import Journal
 from .progress import Snapshot
-from .request import Request, Settings
+from .request import Request, Settings, request_from_spec
 from .results import FileResult, Results
 
 
@@ -68,7 +68,10 @@ def failed(journal_path: Path | None = None, collection: str | None = None):
 
 def _rerunnable(journal_path: Path | None, wanted: Callable[[str], bool], collection: str | None = None):
     """Requests to run again, rebuilt from the journal: each job's files in a
-    ``wanted`` state, with the mirrors and settings the job was started with."""
+    ``wanted`` state, with the mirrors, headers (if kept) and settings the
+    job was started with.  Returns (dest, requests, spec, collection) per
+    job; :func:`~segdl.engine.request.settings_from_spec` turns the spec
+    into Settings, with the speed limits last set by ``segdl limit``."""
     journal = Journal(journal_path)
     try:
         out = []
@@ -76,18 +79,23 @@ def _rerunnable(journal_path: Path | None, wanted: Callable[[str], bool], collec
             if collection is not None and job["collection"] != collection:
                 continue
             spec = job["spec"]
+            settings = dict(spec.get("settings", {}))
+            for k in ("max_speed", "max_file_speed"):
+                if job.get(k) is not None:
+                    settings[k] = job[k]
+            spec = {**spec, "settings": settings}
             dest = Path(job["dest"])
-            mirrors = {r["url"]: tuple(r.get("mirrors") or ()) for r in spec.get("requests", [])}
+            entries = {r["url"]: r for r in spec.get("requests", [])}
             reqs = []
             for f in journal.files(job["id"]):
                 if not wanted(f["state"]):
                     continue
                 p = Path(f["path"])
                 rel = str(p.relative_to(dest)) if p.is_relative_to(dest) else None
-                reqs.append(Request(f["url"], rel, f["expected_blake3"], f["expected_sha256"],
-                                    mirrors=mirrors.get(f["url"], ())))
+                reqs.append(request_from_spec(entries.get(f["url"], {"url": f["url"]}), url=f["url"], path=rel,
+                                              blake3=f["expected_blake3"], sha256=f["expected_sha256"]))
             if reqs:
-                out.append((dest, reqs, spec.get("settings", {}), job["collection"]))
+                out.append((dest, reqs, spec, job["collection"]))
         return out
     finally:
         journal.close()

@@ -53,7 +53,7 @@ from .messages import (
 from .naming import choose_name, inside, is_credential, part_path, redact_url, same_origin
 from .progress import FileProgress, Snapshot
 from .ranges import plan_segments, MiB
-from .request import Request, Settings
+from .request import Request, Settings, job_spec
 from .retry import RetryPolicy
 from .results import FileResult, Results
 from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler
@@ -144,19 +144,7 @@ class Coordinator:
         self.options = replace(s.transfer, buffer_size=self.buffer_size)
         self.sched = Scheduler(workers, self.slots, min_split=s.min_split, retry=s.retry,
                                max_per_host=s.max_per_host or max(s.connections, 32))
-        self.job = self.journal.create_job(
-            s.dest,
-            {
-                "requests": [
-                    {"url": r.url, "path": r.path, "blake3": r.blake3, "sha256": r.sha256,
-                     "mirrors": list(r.mirrors)}
-                    for r in requests
-                ],
-                "settings": {"connections": s.connections, "workers": s.workers,
-                             "concurrent_files": s.concurrent_files, "max_connections": s.max_connections},
-            },
-            collection,
-        )
+        self.job = self.journal.create_job(s.dest, job_spec(requests, s), collection)
         self.started = time.monotonic()
         self.events = self.ctx.Queue()
         self.orders = [self.ctx.Queue() for _ in range(workers)]

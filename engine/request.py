@@ -48,3 +48,79 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     transfer: TransferOptions = field(default_factory=TransferOptions)
     restart_limit: int = 3  # times a file may start over (remote changed, range ignored)
+    # Keep header values in the journal, so ``segdl resume``/``retry`` send
+    # them again.  Off by default: any header may carry a secret.
+    keep_headers: bool = False
+
+
+# ------------------------------------------------------------ re-running
+
+def _header_name(header: str) -> str:
+    return header.partition(":")[0].strip()
+
+
+def job_spec(requests: list[Request], s: Settings) -> dict:
+    """What the journal keeps to run a job again (``segdl resume``,
+    ``segdl retry``): the requests and the settings that shape the download.
+
+    Header values are kept only with ``keep_headers``: a header of any name
+    may carry a token, and the journal is a plain file.  Otherwise only
+    their names are kept, so a re-run can say what it lacks."""
+
+    def headers(hs: tuple[str, ...]) -> dict:
+        return {"headers": list(hs)} if s.keep_headers else {"header_names": [_header_name(h) for h in hs]}
+
+    t = s.transfer
+    return {
+        "requests": [
+            {"url": r.url, "path": r.path, "blake3": r.blake3, "sha256": r.sha256,
+             "mirrors": list(r.mirrors), **headers(r.headers)}
+            for r in requests
+        ],
+        "settings": {
+            "connections": s.connections, "workers": s.workers, "concurrent_files": s.concurrent_files,
+            "max_connections": s.max_connections, "max_per_host": s.max_per_host,
+            "max_speed": s.max_speed, "max_file_speed": s.max_file_speed,
+            "retries": s.retry.max_attempts, "stall_timeout": t.stall_timeout,
+            "insecure": t.insecure, "ca_cert": t.ca_cert, **headers(t.headers),
+        },
+    }
+
+
+def settings_from_spec(spec: dict, *, headers: tuple[str, ...] = (), **given) -> Settings:
+    """Settings to run a job again from its :func:`job_spec` (journals
+    written before a key existed get the default); ``headers`` are added to
+    the kept ones, ``given`` overrides the rest (dest, journal, workers)."""
+    st = spec.get("settings", {})
+    d = Settings()
+    transfer = TransferOptions(
+        headers=tuple(st.get("headers", ())) + tuple(headers),
+        stall_timeout=st.get("stall_timeout", d.transfer.stall_timeout),
+        insecure=st.get("insecure", False), ca_cert=st.get("ca_cert"),
+    )
+    fields = {k: st[k] for k in ("connections", "workers", "concurrent_files", "max_connections",
+                                 "max_per_host", "max_speed", "max_file_speed") if st.get(k) is not None}
+    retry = RetryPolicy(max_attempts=st["retries"]) if st.get("retries") is not None else d.retry
+    return Settings(**{**fields, "retry": retry, "transfer": transfer, **given})
+
+
+def request_from_spec(entry: dict, **fields) -> Request:
+    """The request a :func:`job_spec` entry describes (``fields`` override)."""
+    base = dict(url=entry["url"], path=entry.get("path"), blake3=entry.get("blake3"),
+                sha256=entry.get("sha256"), mirrors=tuple(entry.get("mirrors") or ()),
+                headers=tuple(entry.get("headers") or ()))
+    return Request(**{**base, **fields})
+
+
+def missing_headers(spec: dict, given: tuple[str, ...] = ()) -> list[str]:
+    """Names of headers the job was started with whose values the journal
+    did not keep and that ``given`` does not supply again."""
+    have = {_header_name(h).lower() for h in given}
+    names = list(spec.get("settings", {}).get("header_names", ()))
+    for r in spec.get("requests", ()):
+        names += r.get("header_names", ())
+    out: list[str] = []
+    for n in names:
+        if n.lower() not in have and n.lower() not in {x.lower() for x in out}:
+            out.append(n)
+    return out

@@ -42,7 +42,7 @@ def _fail(e: SegdlError) -> "typer.Exit":
 
 def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: bool, collection: str | None = None) -> int:
     """Run a job with a live view (or JSON lines) and return the exit code."""
-    from .render import LiveView, print_json_lines, summary_table
+    from .render import LiveView, print_json_line, summary_table
 
     console = Console(stderr=True)
     interactive = console.is_terminal and not as_json and not quiet
@@ -57,15 +57,14 @@ def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: b
                 results = api.download(requests, settings, collection=collection,
                                        on_progress=view.update, on_message=message)
         else:
-            results = api.download(requests, settings, collection=collection, on_message=message)
+            results = api.download(requests, settings, collection=collection, on_message=message,
+                                   on_result=print_json_line if as_json else None)
     except KeyboardInterrupt:
         err.print("[yellow]segdl:[/] interrupted; run the same command again to continue")
         return EXIT_INTERRUPTED
     except SegdlError as e:
         raise _fail(e)
-    if as_json:
-        print_json_lines(results)
-    elif not quiet:
+    if not as_json and not quiet:
         Console().print(summary_table(results))
     return results.exit_code
 

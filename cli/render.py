@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from segdl.engine.progress import Snapshot
-from segdl.engine.results import Results
+from segdl.engine.results import FileResult, Results
 
 
 class LiveView:
@@ -87,7 +87,8 @@ def summary_table(results: Results) -> Table:
     return t
 
 
-def print_json_lines(results: Results, out: TextIO = sys.stdout) -> None:
-    for r in results:
-        out.write(json.dumps(r.as_dict(), sort_keys=True) + "\n")
+def print_json_line(result: FileResult, out: TextIO = sys.stdout) -> None:
+    """One file's result as one JSON line, flushed at once (a consumer can
+    act on each file as it ends)."""
+    out.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")
     out.flush()

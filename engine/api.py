@@ -26,11 +26,15 @@ def download(
     collection: str | None = None,
     on_progress: Callable[[Snapshot], None] | None = None,
     on_message: Callable[[str], None] | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
 ) -> Results:
     """Download every request; one file's failure never stops the others.
 
     ``requests``: Request objects or URLs, a :class:`Manifest`, or the path
     of a JSON manifest / aria2 input file.
+
+    ``on_result`` is called with each file's result as soon as it is final
+    (in the order files end).
 
     Returns one :class:`FileResult` per request, in order.  Raises only for
     job-wide trouble (an unusable journal, a crashed worker).
@@ -49,7 +53,8 @@ def download(
     reqs = [Request(r) if isinstance(r, str) else r for r in requests]
     journal = Journal(settings.journal)
     try:
-        return Coordinator(settings, journal, on_progress=on_progress, on_message=on_message).run(
+        return Coordinator(settings, journal, on_progress=on_progress, on_message=on_message,
+                           on_result=on_result).run(
             reqs, collection=collection
         )
     finally:

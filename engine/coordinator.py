@@ -114,6 +114,15 @@ class Source:
     snap: int = 0  # ``received`` at the last snapshot
 
 
+class _Hashing(Exception):
+    """A file already on disk is being hashed off the loop; its run is
+    taken up again when ``fut`` is done."""
+
+    def __init__(self, fut: Future) -> None:
+        super().__init__()
+        self.fut = fut
+
+
 class Coordinator:
     def __init__(
         self,
@@ -122,11 +131,13 @@ class Coordinator:
         *,
         on_progress: Callable[[Snapshot], None] | None = None,
         on_message: Callable[[str], None] | None = None,
+        on_result: Callable[[FileResult], None] | None = None,
     ) -> None:
         self.s = settings
         self.journal = journal
         self.on_progress = on_progress
         self.on_message = on_message or (lambda m: None)
+        self.on_result = on_result or (lambda r: None)
         self.ctx = multiprocess.get_context("fork")
 
     # ------------------------------------------------------------ public
@@ -172,6 +183,8 @@ class Coordinator:
         self.probing_runs: list[FileRun] = []
         self.ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
         self.verifying: dict[int, Future] = {}
+        self.hashes: dict[tuple, Future] = {}  # existing files being hashed
+        self.hashing: list[tuple[FileRun, dict | None, Future]] = []  # runs waiting for them
         self.finalizing: dict[int, tuple[Digests, Future]] = {}
         self.pending_done: dict[int, int] = {}
         self.last_snapshot = 0.0
@@ -189,6 +202,7 @@ class Coordinator:
             self._start_probes()
             self._collect_probes()
             self._collect_verifications()
+            self._collect_hashes()
             self._collect_resolutions()
             self._poll_control()
             self._dispatch(self.sched.plan(time.monotonic()))
@@ -203,7 +217,7 @@ class Coordinator:
 
     def _finished(self) -> bool:
         return (
-            not self.queue and self.probing is None and not self.ready
+            not self.queue and self.probing is None and not self.ready and not self.hashing
             and not self.verifying and not self.finalizing
             and all(r.state in ("done", "skipped", "failed", "hash_mismatch") for r in self.runs.values())
         )
@@ -254,6 +268,8 @@ class Coordinator:
             run, found = self.ready.popleft()
             try:
                 self._activate(run, self._sources(run, found))
+            except _Hashing as h:
+                self.hashing.append((run, found, h.fut))
             except SegdlError as e:
                 if e.retryable and run.final is None:
                     try:
@@ -327,6 +343,9 @@ class Coordinator:
         run.final = final
         try:
             return self._existing(run, final, None)
+        except _Hashing as h:
+            self.hashing.append((run, None, h.fut))
+            return True  # out of the batch; back in the queue once hashed
         except SegdlError as e:
             self._settle(run, FileResult.failed(run.request.url, str(final), e))
             return True
@@ -345,7 +364,7 @@ class Coordinator:
         st = final.stat()
         if row and row["state"] == "verified" and row["blake3"] and row["size"] == st.st_size:
             # A crash came between the rename and the journal's "done".
-            if digest_file(final).blake3 == row["blake3"]:
+            if self._digest_existing(final, sha256=False).blake3 == row["blake3"]:
                 self.journal.update_file(row["id"], state="done", mtime=st.st_mtime)
                 row = self.journal.file_by_path(final)
         ours = bool(row and row["state"] in ("done", "skipped") and row["size"] == st.st_size
@@ -358,12 +377,38 @@ class Coordinator:
             self.on_message(f"{final.name}: {why} since it was downloaded; updating it")
             return False
         if req.blake3 or req.sha256:
-            d = digest_file(final, sha256=bool(req.sha256))
+            d = self._digest_existing(final, sha256=bool(req.sha256))
             if same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256):
                 self._remember_done(run, final, d, st.st_size)
                 self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, d.blake3, d.sha256))
                 return True
         raise ExistsError(f"{final} exists and differs from the download; use --force to overwrite it")
+
+    def _digest_existing(self, path: Path, sha256: bool) -> Digests:
+        """Digests of a file already on disk, computed in the verifier pool
+        so the loop keeps serving running transfers meanwhile (a re-run over
+        many large files hashes them all).  Raises :class:`_Hashing` until
+        they are ready."""
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, sha256)
+        fut = self.hashes.get(key)
+        if fut is None:
+            fut = self.hashes[key] = self._wake_on(self.verifier.submit(digest_file, path, sha256=sha256))
+        if not fut.done():
+            raise _Hashing(fut)
+        del self.hashes[key]
+        return fut.result()
+
+    def _collect_hashes(self) -> None:
+        """Take up the runs whose existing file has been hashed: back to
+        the queue (not probed yet) or to the ready list (probed)."""
+        for item in [x for x in self.hashing if x[2].done()]:
+            self.hashing.remove(item)
+            run, found, _ = item
+            if found is None:
+                self.queue.appendleft(run)
+            else:
+                self.ready.appendleft((run, found))
 
     def _link_known_copy(self, run: FileRun, final: Path) -> bool:
         """The same content (by expected digest) is already downloaded
@@ -809,6 +854,7 @@ class Coordinator:
             round(time.monotonic() - run.started, 3), run.received,
         )
         self._retire(run)
+        self.on_result(self.results[run.index])
 
     def _retire(self, run: FileRun) -> None:
         """A file in its final state leaves the working sets, so the loop's
@@ -821,6 +867,10 @@ class Coordinator:
         run.state = result.status
         self.results[run.index] = result
         self._retire(run)
+        self._record_failure(run, result)
+        self.on_result(result)
+
+    def _record_failure(self, run: FileRun, result: FileResult) -> None:
         if result.status == "failed" and run.id:
             self.journal.update_file(run.id, state="failed", error=result.error, exit_code=result.exit_code)
         elif result.status == "failed":

@@ -45,15 +45,16 @@ def test_forty_files_one_404_one_wrong_hash_then_rerun_then_retry(make_nginx, co
     journal = tmp_path / "j.sqlite"
     out = tmp_path / "out"
     p = run_segdl(["get", "-i", m, "-d", out, "--json", "-j", "8"], journal)
-    lines = json_lines(p)
+    lines = json_lines(p)  # in the order files end
     assert len(lines) == 40
-    states = [l["status"] for l in lines]
+    by_name = {Path(l["path"]).name: l for l in lines}
+    states = [by_name[f"m{i:02d}.safetensors"]["status"] for i in range(40)]
     assert states.count("done") == 38
-    assert states[7] == "failed" and "404" in lines[7]["error"]
+    assert states[7] == "failed" and "404" in by_name["m07.safetensors"]["error"]
     assert states[13] == "hash_mismatch"
     assert p.returncode == errors.EXIT_HASH_MISMATCH  # the largest failure code
-    for i, l in enumerate(lines):
-        if l["status"] == "done":
+    for i, state in enumerate(states):
+        if state == "done":
             assert blake3_file(out / "lora" / f"m{i:02d}.safetensors") == entries[i]["blake3"]
     assert not (out / "lora" / "m13.safetensors").exists()
 
@@ -175,6 +176,27 @@ def test_global_speed_limit_is_held(make_nginx, coll_root, tmp_path):
     # Never above the limit by more than 5%.  Below it only when this busy
     # 2-core machine cannot keep up (the suite's own load): 15% leeway there.
     assert 0.85 * 2 * MiB < rate < 1.05 * 2 * MiB, rate / MiB
+
+
+def test_hashing_a_large_existing_file_does_not_hold_up_the_others(make_nginx, coll_root, tmp_path):
+    """A re-run over files already on disk hashes them off the coordinator's
+    loop: a small download finishes while a 16 GiB file is still being
+    hashed (sparse here, so it costs no disk)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / "big.img", "wb") as f:
+        f.truncate(16 << 30)
+    srv = make_nginx(root=coll_root)
+    m = manifest(tmp_path, [{"url": srv.url("big.img"), "path": "big.img", "blake3": "ab" * 32},
+                            {"url": srv.url("m00.safetensors")}])
+    p = run_segdl(["get", "-i", m, "-d", out, "--json"], tmp_path / "j.sqlite", timeout=120)
+    lines = json_lines(p)
+    assert [Path(l["path"]).name for l in lines] == ["m00.safetensors", "big.img"], lines
+    assert lines[0]["status"] == "done"
+    # The existing file differs from the expected digest: refused, kept.
+    assert lines[1]["status"] == "failed" and "exists" in lines[1]["error"]
+    assert (out / "big.img").stat().st_size == 16 << 30
+    assert p.returncode == errors.EXIT_EXISTS
 
 
 def test_spare_bandwidth_goes_to_the_file_that_can_use_it(make_nginx, fault_server, coll_root, tmp_path):

@@ -40,7 +40,8 @@ def test_full_disk_fails_cleanly_and_resumes_after_space_is_freed(make_nginx, tm
     journal = tmp_path / "j.sqlite"  # the journal lives elsewhere, on a disk with room
     p = run_segdl(["get", srv.url("f16.bin"), srv.url("f4.bin"), "-d", small_disk / "out", "--json"], journal)
     assert p.returncode == errors.EXIT_STORAGE, p.stderr
-    big, small = json_lines(p)
+    by_name = {Path(l["path"]).name: l for l in json_lines(p)}
+    big, small = by_name["f16.bin"], by_name["f4.bin"]
     assert big["status"] == "failed" and "no space left" in big["error"]
     assert small["status"] == "done"  # one file's trouble does not stop the other
     assert not (small_disk / "out" / "f16.bin").exists()
@@ -53,7 +54,7 @@ def test_full_disk_fails_cleanly_and_resumes_after_space_is_freed(make_nginx, tm
     ballast.unlink()
     p = run_segdl(["get", srv.url("f16.bin"), srv.url("f4.bin"), "-d", small_disk / "out", "--json"], journal)
     assert p.returncode == 0, p.stderr
-    assert [l["status"] for l in json_lines(p)] == ["done", "skipped"]
+    assert {Path(l["path"]).name: l["status"] for l in json_lines(p)} == {"f16.bin": "done", "f4.bin": "skipped"}
     assert blake3_file(small_disk / "out" / "f16.bin") == blake3_file(root / "f16.bin")
 
 

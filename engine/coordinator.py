@@ -923,8 +923,11 @@ class Coordinator:
 
         now = time.monotonic()
         total = self.limits.get("max_speed") or 0
+        judge = bool(total) and now - self.last_demand >= DEMAND_PERIOD
+        if not self._limits_dirty and not judge:
+            return  # the common case, every turn of the loop: nothing to do
         running = {fid: self.sched.running_count(fid) for fid in self.sched.files}
-        if total and now - self.last_demand >= DEMAND_PERIOD:
+        if judge:
             # Judge each file by its speed under an allotment that has held
             # a while: spare bandwidth moves to the files that can use it.
             self.last_demand = now

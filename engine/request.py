@@ -37,9 +37,9 @@ class Settings:
     max_per_host: int = 0  # connections to one host; 0: max(connections, 32)
     min_segment: int = DEFAULT_MIN_SEGMENT
     min_split: int = DEFAULT_MIN_SPLIT
-    checkpoint_bytes: int = 16 * MiB  # per worker: fdatasync at least every ...
+    checkpoint_bytes: int = 8 * MiB  # per worker: fdatasync at least every ...
     checkpoint_seconds: float = 0.5  # ... bytes or seconds
-    max_unsynced: int = 64 * MiB  # per worker: pause transfers beyond this much unsynced data
+    max_unsynced: int = 32 * MiB  # per worker: pause transfers beyond this much unsynced data
     buffer_budget: int = 96 * MiB  # libcurl receive buffers, all connections together
     force: bool = False
     max_speed: int = 0  # bytes/s for the whole job; 0: unlimited

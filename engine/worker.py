@@ -34,13 +34,13 @@ from .messages import (
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    checkpoint_bytes: int = 16 * 1024 * 1024  # sync at least this often...
+    checkpoint_bytes: int = 8 * 1024 * 1024  # sync at least this often...
     checkpoint_seconds: float = 0.5  # ...and at least this often
     report_seconds: float = 0.2  # how often to report received progress
     # Stop reading sockets while more than this is written but not yet
     # synced: the disk sets the pace, and a crash loses at most this much
     # (plus what is in flight in socket buffers).
-    max_unsynced: int = 64 * 1024 * 1024
+    max_unsynced: int = 32 * 1024 * 1024
 
 
 class _Syncer(threading.Thread):

@@ -262,10 +262,12 @@ def status(
         state = _live_state(r)
         final = state in ("done", "skipped")
         done = r["size"] if final else max(r["bytes_done"] or 0, r["received"] or 0) if state in ("downloading", "verifying", "paused") else (r["bytes_done"] or 0)
+        speed = (r["speed"] or 0.0) if state == "downloading" else 0.0
+        eta = 0.0 if final else (
+            round(max(0, r["size"] - done) / speed, 1) if speed > 0 and r["size"] is not None else None)
         out.append({
             "id": r["id"], "collection": r["collection"], "path": r["path"], "url": redact_url(r["url"]),
-            "state": state, "size": r["size"], "bytes_done": done,
-            "speed": (r["speed"] or 0.0) if state == "downloading" else 0.0,
+            "state": state, "size": r["size"], "bytes_done": done, "speed": speed, "eta": eta,
             "blake3": r["blake3"], "error": r["error"],
             "mirrors": json.loads(r["mirrors"]) if r.get("mirrors") else None,
         })
@@ -284,7 +286,7 @@ def status(
         for o in files:
             counts[o["state"]] = counts.get(o["state"], 0) + 1
         t = Table(title=f"{name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), title_justify="left")
-        for c in ("id", "state", "path", "done", "size", "speed", "detail"):
+        for c in ("id", "state", "path", "done", "size", "speed", "eta", "detail"):
             t.add_column(c, overflow="fold")
         for o in files:
             detail = o["error"] or ""
@@ -293,7 +295,8 @@ def status(
                                    for m in o["mirrors"])
             t.add_row(str(o["id"]), o["state"], o["path"], f"{o['bytes_done'] or 0:,}",
                       "?" if o["size"] is None else f"{o['size']:,}",
-                      f"{o['speed'] / 1048576:.1f} MiB/s" if o["speed"] else "", detail)
+                      f"{o['speed'] / 1048576:.1f} MiB/s" if o["speed"] else "",
+                      f"{o['eta']:.0f} s" if o["eta"] and o["state"] == "downloading" else "", detail)
         console.print(t)
 
 

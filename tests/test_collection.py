@@ -63,7 +63,9 @@ def test_forty_files_one_404_one_wrong_hash_then_rerun_then_retry(make_nginx, co
     rows = json_lines(st)
     assert len(rows) == 40 and all(r["collection"] == "loras" for r in rows)
     assert sorted({r["state"] for r in rows}) == ["done", "failed", "hash_mismatch"]
-    assert {"collection", "path", "url", "state", "size", "bytes_done", "speed"} <= set(rows[0])
+    assert {"collection", "path", "url", "state", "size", "bytes_done", "speed", "eta"} <= set(rows[0])
+    assert all(r["eta"] == 0 for r in rows if r["state"] == "done")
+    assert all(r["eta"] is None for r in rows if r["state"] in ("failed", "hash_mismatch"))
 
     # Run again: the 38 good files are not fetched again (not even probed).
     srv.reset_access_log()
@@ -138,12 +140,15 @@ def test_pause_one_file_from_another_process_then_resume(make_nginx, coll_root, 
         time.sleep(2)
         s1 = _status(journal)
         b_rate_before = (s1["b.bin"]["bytes_done"] - s0["b.bin"]["bytes_done"]) / (time.monotonic() - t0)
+        for r in s1.values():  # a running file's ETA: what is left at its speed
+            if r["state"] == "downloading" and r["speed"] > 0:
+                assert r["eta"] == pytest.approx((r["size"] - r["bytes_done"]) / r["speed"], abs=0.06)
 
         p = run_segdl(["pause", str(out / "a.bin")], journal, timeout=30)
         assert p.returncode == 0, p.stderr
         time.sleep(2.0)  # takes effect within a second; let b pick up the connections
         s2 = _status(journal)
-        assert s2["a.bin"]["state"] == "paused"
+        assert s2["a.bin"]["state"] == "paused" and s2["a.bin"]["eta"] is None
         t2 = time.monotonic()
         time.sleep(3)
         s3 = _status(journal)

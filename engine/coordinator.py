@@ -167,8 +167,13 @@ class Coordinator:
         ]
         for p in self.procs:
             p.start()
+        from .transport import Prober
+
+        # One thread each, with its own connections kept between batches.
         self.prober = ThreadPoolExecutor(1, thread_name_prefix="segdl-probe")
+        self.probe_client = Prober()
         self.prober_aux = ThreadPoolExecutor(1, thread_name_prefix="segdl-resolve")
+        self.resolve_client = Prober()
         self.resolving: dict[int, tuple[int, Future]] = {}
         self._limits_dirty = True
         self.last_demand = 0.0
@@ -249,12 +254,10 @@ class Coordinator:
         self.queue.extend(later)
         if not batch:
             return
-        from .transport import probe_many
-
         urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
         per_url = {u: self._options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
         self.probing_runs = batch
-        self.probing = self._wake_on(self.prober.submit(probe_many, urls, self.options, per_url=per_url))
+        self.probing = self._wake_on(self.prober.submit(self.probe_client.probe, urls, self.options, per_url=per_url))
 
     def _collect_probes(self) -> None:
         if self.probing is not None and self.probing.done():
@@ -735,11 +738,9 @@ class Coordinator:
             return
         run.resolving = True
         self._dispatch(self.sched.pause_file(run.id))
-        from .transport import probe_many
-
         src = run.sources[i]
         self.on_message(f"{run.final.name}: {redact_url(src.remote.final_url)} expired; resolving it again")
-        fut = self._wake_on(self.prober_aux.submit(probe_many, [src.url], self.options,
+        fut = self._wake_on(self.prober_aux.submit(self.resolve_client.probe, [src.url], self.options,
                                                    per_url={src.url: self._options_for(run, src.url)}))
         self.resolving[run.id] = (i, fut)
 

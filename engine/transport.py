@@ -1,7 +1,8 @@
 """The only module that talks to libcurl.
 
-* :func:`probe_many` learns size, Range support, validators and the final
-  URL of many URLs at once (one small ranged GET each).
+* :class:`Prober` (and :func:`probe_many`) learns size, Range support,
+  validators and the final URL of many URLs at once (one small ranged GET
+  each), keeping its connections between batches.
 * :class:`MultiDriver` runs many segment transfers on one ``CurlMulti``;
   its write callback validates each response before its first byte and
   ``pwrite``s at the segment's offset.
@@ -134,65 +135,92 @@ def probe_many(
     urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
     per_url: dict[str, TransferOptions] | None = None,
 ) -> dict[str, RemoteInfo | SegdlError]:
-    """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once.
-
-    ``per_url`` overrides ``options`` for some URLs (their own headers)."""
-    results: dict[str, RemoteInfo | SegdlError] = {}
-    todo = list(dict.fromkeys(urls))
-    multi = pycurl.CurlMulti()
-    active: dict[pycurl.Curl, _Probe] = {}
-    stop_at = time.monotonic() + deadline
+    """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at
+    once, on fresh connections (see :class:`Prober` to keep them)."""
+    prober = Prober()
     try:
-        while todo or active:
-            while todo and len(active) < concurrency:
-                url = todo.pop(0)
-                c = pycurl.Curl()
-                p = _Probe(url, c)
-                try:
-                    _configure(c, url, (per_url or {}).get(url, options))
-                except pycurl.error as e:
-                    results[url] = curl_error(e.args[0], e.args[1])
-                    c.close()
-                    continue
-                c.setopt(pycurl.RANGE, range_spec(0, 1))
-                c.setopt(pycurl.BUFFERSIZE, 16384)
-                c.setopt(pycurl.HEADERFUNCTION, p.head.feed)
-                c.setopt(pycurl.WRITEFUNCTION, p.on_write)
-                c.setopt(pycurl.TIMEOUT_MS, int(max(1.0, options.stall_timeout) * 1000 * 3))
-                multi.add_handle(c)
-                active[c] = p
-            while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
-                pass
-            while True:
-                queued, ok, failed = multi.info_read()
-                for c in ok:
-                    p = active.pop(c)
-                    results[p.url] = _probe_result(p)
-                    multi.remove_handle(c)
-                    c.close()
-                for c, code, msg in failed:
-                    p = active.pop(c)
-                    if code == pycurl.E_WRITE_ERROR and p.head.status == 200:
-                        results[p.url] = _probe_result(p)
-                    else:
-                        results[p.url] = curl_error(code, msg, stall_timeout=options.stall_timeout)
-                    multi.remove_handle(c)
-                    c.close()
-                if not queued:
-                    break
-            if time.monotonic() > stop_at:
-                for c, p in active.items():
-                    results[p.url] = TransientError("probe timed out")
-                    multi.remove_handle(c)
-                    c.close()
-                active.clear()
-                todo.clear()
-                break
-            if active:
-                multi.select(0.1)
+        return prober.probe(urls, options, concurrency=concurrency, deadline=deadline, per_url=per_url)
     finally:
-        multi.close()
-    return results
+        prober.close()
+
+
+class Prober:
+    """Probes on one ``CurlMulti`` kept between calls, so its keep-alive
+    connections (and TLS sessions) serve the next batch: a collection of 80
+    files from one hub opens a handful of connections for its probes, not
+    80.  Used by one thread at a time."""
+
+    def __init__(self) -> None:
+        self.multi = pycurl.CurlMulti()
+
+    def close(self) -> None:
+        self.multi.close()
+
+    def probe(
+        self, urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
+        per_url: dict[str, TransferOptions] | None = None,
+    ) -> dict[str, RemoteInfo | SegdlError]:
+        """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once.
+
+        ``per_url`` overrides ``options`` for some URLs (their own headers)."""
+        results: dict[str, RemoteInfo | SegdlError] = {}
+        todo = list(dict.fromkeys(urls))
+        multi = self.multi
+        active: dict[pycurl.Curl, _Probe] = {}
+        stop_at = time.monotonic() + deadline
+
+        def end(c: pycurl.Curl) -> None:
+            active.pop(c)
+            multi.remove_handle(c)
+            c.close()  # its connection stays in the multi's pool
+
+        try:
+            while todo or active:
+                while todo and len(active) < concurrency:
+                    url = todo.pop(0)
+                    c = pycurl.Curl()
+                    p = _Probe(url, c)
+                    try:
+                        _configure(c, url, (per_url or {}).get(url, options))
+                    except pycurl.error as e:
+                        results[url] = curl_error(e.args[0], e.args[1])
+                        c.close()
+                        continue
+                    c.setopt(pycurl.RANGE, range_spec(0, 1))
+                    c.setopt(pycurl.BUFFERSIZE, 16384)
+                    c.setopt(pycurl.HEADERFUNCTION, p.head.feed)
+                    c.setopt(pycurl.WRITEFUNCTION, p.on_write)
+                    c.setopt(pycurl.TIMEOUT_MS, int(max(1.0, options.stall_timeout) * 1000 * 3))
+                    multi.add_handle(c)
+                    active[c] = p
+                while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+                    pass
+                while True:
+                    queued, ok, failed = multi.info_read()
+                    for c in ok:
+                        results[active[c].url] = _probe_result(active[c])
+                        end(c)
+                    for c, code, msg in failed:
+                        p = active[c]
+                        if code == pycurl.E_WRITE_ERROR and p.head.status == 200:
+                            results[p.url] = _probe_result(p)
+                        else:
+                            results[p.url] = curl_error(code, msg, stall_timeout=options.stall_timeout)
+                        end(c)
+                    if not queued:
+                        break
+                if time.monotonic() > stop_at:
+                    for c in list(active):
+                        results[active[c].url] = TransientError("probe timed out")
+                        end(c)
+                    todo.clear()
+                    break
+                if active:
+                    multi.select(0.1)
+        finally:
+            for c in list(active):
+                end(c)
+        return results
 
 
 def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
@@ -560,4 +588,4 @@ def _discard(data):
     return None
 
 
-__all__ = ["MultiDriver", "Outcome", "Transfer", "WriteGate", "curl_error", "probe_many", "status_error"]
+__all__ = ["MultiDriver", "Outcome", "Prober", "Transfer", "WriteGate", "curl_error", "probe_many", "status_error"]

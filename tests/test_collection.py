@@ -57,6 +57,11 @@ def test_forty_files_one_404_one_wrong_hash_then_rerun_then_retry(make_nginx, co
         if state == "done":
             assert blake3_file(out / "lora" / f"m{i:02d}.safetensors") == entries[i]["blake3"]
     assert not (out / "lora" / "m13.safetensors").exists()
+    # The probes (one per file) share kept-alive connections between
+    # batches of 16 instead of opening one each.
+    probes = [e for e in srv.access_log_entries(wait_for=80) if e["range"] == "bytes=0-0"]
+    assert len(probes) == 40
+    assert len({e["connection"] for e in probes}) <= 20, sorted({e["connection"] for e in probes})
 
     # Status knows the collection, file by file.
     st = run_segdl(["status", "loras", "--json"], journal)

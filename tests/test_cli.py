@@ -1,10 +1,14 @@
 """The CLI is thin; check every command answers --help, and the
 human-readable outputs render (the JSON ones are tested elsewhere)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
-from helpers import run_segdl
+from helpers import json_lines, run_segdl
 from segdl.cli.main import app
 
 COMMANDS = ["get", "status", "pause", "resume", "retry", "limit", "bench"]
@@ -37,3 +41,24 @@ def test_usage_errors_exit_2(tmp_path, args):
     p = run_segdl(args, tmp_path / "j.sqlite")
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_start_up_does_not_import_pandas_or_numpy(tmp_path, nginx):
+    """sqlite-utils would import them (0.5 s and more where installed) only
+    to map their types; segdl's process hides them while it loads.  Fake
+    modules that leave a mark when imported stand in for the real ones."""
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    for name in ("numpy", "pandas"):
+        (fakes / f"{name}.py").write_text(
+            f"open({str(tmp_path / (name + '.imported'))!r}, 'w').close()\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(fakes), os.environ.get("PYTHONPATH")]))}
+    p = run_segdl(["get", nginx.url("one.bin"), "-d", tmp_path / "out", "--json"], tmp_path / "j.sqlite", env=env)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p)[0]["status"] == "done"
+    p = run_segdl(["status", "--json"], tmp_path / "j.sqlite", env=env)
+    assert p.returncode == 0, p.stderr
+    assert not list(tmp_path.glob("*.imported"))
+    # ... and the fakes are importable, so a leak would have shown.
+    check = subprocess.run([sys.executable, "-c", "import numpy, pandas"], env=dict(os.environ, **env))
+    assert check.returncode == 0 and len(list(tmp_path.glob("*.imported"))) == 2

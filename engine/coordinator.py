@@ -25,6 +25,7 @@ import multiprocess
 from . import storage
 from .errors import (
     AccessExpiredError,
+    BusyError,
     DownloadError,
     ExistsError,
     HashMismatchError,
@@ -98,6 +99,8 @@ class FileRun:
     allotted: float = 0.0  # bytes/s for the whole file under the job's limit
     allotted_at: float = 0.0  # when ``allotted`` last changed (monotonic)
     demand: float | None = None  # what it can use, if less than allotted
+    lock: tuple[Path, int] | None = None  # (part file, descriptor holding its flock)
+    busy: bool = False  # another process downloads it: leave its journal row alone
 
 
 @dataclass(slots=True)
@@ -462,6 +465,7 @@ class Coordinator:
         run.final, run.part, run.remote = final, part_path(final), remote
         if final.exists() and self._existing(run, final, remote):
             return
+        self._lock(run)  # before the journal or the part file is touched
         row = self.journal.file_by_path(final)
         facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
                      etag=remote.etag, last_modified=remote.last_modified,
@@ -500,6 +504,22 @@ class Coordinator:
         run.done = sum(seg["done"] for seg in segments)
         if self.sched.file_done(fid):
             self._complete(fid)
+
+    def _lock(self, run: FileRun) -> None:
+        if run.lock is not None and run.lock[0] == run.part:
+            return  # kept across a restart
+        self._unlock(run)
+        try:
+            run.lock = (run.part, storage.lock_part(run.part))
+        except BusyError:
+            run.busy = True
+            raise
+
+    @staticmethod
+    def _unlock(run: FileRun) -> None:
+        if run.lock is not None:
+            storage.unlock(run.lock[1])
+            run.lock = None
 
     def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
         if run.fresh or row is None or not remote.ranged or remote.size is None:
@@ -782,7 +802,7 @@ class Coordinator:
                 self.targets.discard(run.final)
                 self.queue.appendleft(
                     FileRun(run.index, run.request, restarts=run.restarts, plain=run.plain, fresh=True,
-                            restart_reason=run.restart_reason, probe_retry=self.s.retry)
+                            restart_reason=run.restart_reason, probe_retry=self.s.retry, lock=run.lock)
                 )
 
     # ------------------------------------------------------------ file ends
@@ -863,6 +883,7 @@ class Coordinator:
     def _retire(self, run: FileRun) -> None:
         """A file in its final state leaves the working sets, so the loop's
         cost follows the files in flight, not the size of the job."""
+        self._unlock(run)
         if run.id and self.runs.get(run.id) is run:
             del self.runs[run.id]
             self._dispatch(self.sched.remove_file(run.id))
@@ -875,6 +896,8 @@ class Coordinator:
         self.on_result(result)
 
     def _record_failure(self, run: FileRun, result: FileResult) -> None:
+        if run.busy:
+            return  # the row is the other process's
         if result.status == "failed" and run.id:
             self.journal.update_file(run.id, state="failed", error=result.error, exit_code=result.exit_code)
         elif result.status == "failed":
@@ -1048,6 +1071,8 @@ class Coordinator:
             p.join(timeout=1)
             if p.is_alive():
                 p.kill()
+        for run in [*self.runs.values(), *self.queue]:
+            self._unlock(run)  # (the workers are gone: nothing writes any more)
         self.prober.shutdown(wait=False, cancel_futures=True)
         self.prober_aux.shutdown(wait=False, cancel_futures=True)
         self.verifier.shutdown(wait=True)

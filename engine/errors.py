@@ -122,6 +122,10 @@ class ExistsError(SegdlError):
     exit_code = EXIT_EXISTS
 
 
+class BusyError(ExistsError):
+    """Another segdl process is downloading the same target right now."""
+
+
 class StorageError(SegdlError):
     """The local disk failed us (full, read-only, permission denied...)."""
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import StorageError
+from .naming import PART_SUFFIX
 
 
 @contextmanager
@@ -53,6 +54,37 @@ def prepare(part: Path, size: int | None, *, keep: bool) -> None:
                     os.ftruncate(fd, size)  # a filesystem without fallocate
         finally:
             os.close(fd)
+
+
+def lock_part(part: Path) -> int:
+    """Take ``part`` for this process: an exclusive ``flock`` on it, held
+    through the returned descriptor until :func:`unlock`.  Two segdl
+    processes (two terminals, a nightly sync overlapping the last one)
+    never write one part file; a killed process's lock goes with it.
+    Raises :class:`BusyError` if another process holds it."""
+    import fcntl
+
+    from .errors import BusyError
+
+    with disk_errors(f"cannot create {part}"):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BusyError(f"another segdl process is downloading {part.name.removesuffix(PART_SUFFIX)} "
+                        f"into {part.parent}; wait for it or stop it, then run this again") from None
+    except OSError:
+        pass  # a filesystem without flock (some network mounts): unlocked, as before
+    return fd
+
+
+def unlock(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def open_for_write(path: str) -> int:

@@ -221,3 +221,53 @@ def test_every_connection_starts_at_once_on_an_http11_mirror(make_nginx, tmp_pat
                     if e["path"] == "/big.bin" and e["range"] != "bytes=0-0")
     assert len(starts) >= 16, len(starts)
     assert starts[15] - starts[0] < 1.0, [round(s - starts[0], 2) for s in starts]
+
+
+def test_a_second_job_on_a_file_being_downloaded_is_refused(make_nginx, tmp_path):
+    """Two segdl processes never write one part file (two terminals, a
+    nightly sync overlapping the last one): the second gets exit 5 for that
+    file and leaves the first one's journal row alone."""
+    import os
+    import signal
+    import sqlite3
+
+    from helpers import SEGDL
+
+    srv = make_nginx(limit_rate="1m")
+    out = tmp_path / "out"
+    j1, j2 = tmp_path / "j1.sqlite", tmp_path / "j2.sqlite"
+    first = subprocess.Popen([*SEGDL, "get", srv.url("big.bin"), "-d", str(out), "-q", "-x", "2"],
+                             env=dict(os.environ, SEGDL_JOURNAL=str(j1)), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if (out / "big.bin.segdl-part").exists() and j1.exists():
+                con = sqlite3.connect(j1)
+                try:
+                    rows = con.execute("SELECT state FROM files").fetchall()
+                except sqlite3.OperationalError:
+                    rows = []
+                con.close()
+                if rows == [("downloading",)]:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first job did not start")
+        for journal in (j2, j1):  # another journal, and the same one
+            p = run_segdl(["get", srv.url("big.bin"), "-d", out, "--json"], journal, timeout=60)
+            [line] = json_lines(p)
+            assert p.returncode == errors.EXIT_EXISTS, p.stderr
+            assert line["status"] == "failed" and "another segdl process" in line["error"]
+        assert first.poll() is None  # untouched, still running
+        con = sqlite3.connect(j1)
+        assert con.execute("SELECT state FROM files").fetchall() == [("downloading",)]
+        con.close()
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    # Its lock died with it: the file can be taken up again (from an
+    # unthrottled mirror of the same files, to be quick).
+    fast = make_nginx()
+    p = run_segdl(["get", fast.url("big.bin"), "-d", out, "--json", "-x", "16"], j1, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p)[0]["status"] == "done"

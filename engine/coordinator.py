@@ -101,6 +101,7 @@ class FileRun:
     demand: float | None = None  # what it can use, if less than allotted
     lock: tuple[Path, int] | None = None  # (part file, descriptor holding its flock)
     busy: bool = False  # another process downloads it: leave its journal row alone
+    published_sha256: bool = False  # its expected sha256 came from the server
 
 
 @dataclass(slots=True)
@@ -456,6 +457,11 @@ class Coordinator:
             sources = [Source(x.url, replace(x.remote, ranged=False)) for x in sources[:1]]
         run.sources = sources
         remote = sources[0].remote
+        if req.sha256 is None and remote.sha256:
+            # The server publishes the file's sha256 (Repr-Digest, Digest,
+            # a hub's X-Linked-ETag): check the download against it too.
+            req = run.request = replace(req, sha256=remote.sha256)
+            run.published_sha256 = True
         if req.size is not None and remote.size is not None and req.size != remote.size:
             raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
         final = self._target(run, remote)
@@ -832,7 +838,8 @@ class Coordinator:
                 self._fail(fid, e)
                 continue
             if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)):
-                want = f"blake3 {req.blake3}" if req.blake3 and not same_digest(req.blake3, d.blake3) else f"sha256 {req.sha256}"
+                want = (f"blake3 {req.blake3}" if req.blake3 and not same_digest(req.blake3, d.blake3)
+                        else f"sha256 {req.sha256}" + (" (published by the server)" if run.published_sha256 else ""))
                 got = d.blake3 if want.startswith("blake3") else d.sha256
                 err = HashMismatchError(
                     f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"

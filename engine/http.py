@@ -60,6 +60,9 @@ class ResponseHead:
     headers: dict[str, str] = field(default_factory=dict)
     redirects: int = 0  # 3xx responses seen before this one
     version: str = ""  # protocol of the status line: "HTTP/1.1", "HTTP/2", ...
+    # X-Linked-ETag of any response in the chain: a hub (Hugging Face) puts
+    # the file's sha256 there on the answer that redirects to its CDN.
+    linked_etag: str | None = None
 
     def feed(self, line: bytes) -> None:
         """Feed one raw header line (as libcurl's HEADERFUNCTION gives it)."""
@@ -73,7 +76,10 @@ class ResponseHead:
             self.headers = {}  # a new response (redirect, 100-continue) starts over
         elif ":" in text:
             name, _, value = text.partition(":")
-            self.headers[name.strip().lower()] = value.strip()
+            name = name.strip().lower()
+            self.headers[name] = value.strip()
+            if name == "x-linked-etag":
+                self.linked_etag = value.strip()
 
     def get(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -172,9 +178,39 @@ class RemoteInfo:
     redirected: bool = False
     # The server spoke HTTP/2 or later: ranges can share one connection.
     multiplexed: bool = False
+    sha256: str | None = None  # published by the server (see published_sha256)
 
     def expect(self) -> Expect:
         return Expect(self.size, self.etag, self.last_modified, self.ranged)
+
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def published_sha256(head: ResponseHead) -> str | None:
+    """The sha256 of the whole file where the server publishes it, as hex:
+    ``Repr-Digest: sha-256=:BASE64:`` (RFC 9530), the older ``Digest:
+    SHA-256=BASE64`` (RFC 3230), or an ``X-Linked-ETag`` that is 64 hex
+    digits (Hugging Face's LFS files).  ``Content-Digest`` is not used: it
+    covers only the bytes of this (ranged) response."""
+    import base64
+    import binascii
+
+    for header, pattern in (("repr-digest", r"sha-256=:([A-Za-z0-9+/=]+):"),
+                            ("digest", r"sha-256=([A-Za-z0-9+/=]+)")):
+        value = head.get(header)
+        if not value:
+            continue
+        m = re.search(r"(?:^|,)\s*" + pattern + r"\s*(?:[,;]|$)", value, re.I)
+        if m:
+            try:
+                raw = base64.b64decode(m.group(1), validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if len(raw) == 32:
+                return raw.hex()
+    tag = (head.linked_etag or "").removeprefix("W/").strip('"')
+    return tag.lower() if _HEX64.match(tag) else None
 
 
 def remote_from_probe(url: str, final_url: str, head: ResponseHead) -> RemoteInfo:
@@ -211,5 +247,6 @@ def remote_from_probe(url: str, final_url: str, head: ResponseHead) -> RemoteInf
         filename=filename_from_disposition(head.get("content-disposition")),
         redirected=redirected,
         multiplexed=head.version in ("HTTP/2", "HTTP/3"),
+        sha256=published_sha256(head),
     )
 

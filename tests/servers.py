@@ -81,7 +81,10 @@ is bounded in both iterations and time.
 
     Parameters understood on every request (normal or fault): ``rate=B``
     throttles the body to about B bytes/s, ``close=1`` adds
-    ``Connection: close``.
+    ``Connection: close``, ``repr_digest=ok|bad`` / ``digest=ok|bad``
+    publish the blob's sha256 (or a wrong one) as ``Repr-Digest`` /
+    ``Digest``, and ``linked=ok|bad`` puts it in an ``X-Linked-ETag`` on a
+    redirect (as a hub does).
 
     Book-keeping (thread-safe): ``srv.bytes_sent(name)`` counts body bytes
     the server handed to the kernel for that blob (chunk framing excluded);
@@ -823,6 +826,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             headers.append(("Accept-Ranges", "bytes"))
         headers += self._validators(blob)
         headers += list(extra)
+        headers += self._published_digests(blob)
         if status == 416:
             body = b"range not satisfiable\n"
             headers += [("Content-Range", f"bytes */{total}"), ("Content-Length", len(body))]
@@ -1045,7 +1049,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not relative and location.startswith("/"):
             host = self.headers.get("Host") or f"{LOCALHOST}:{self.server.server_address[1]}"
             location = f"http://{host}{location}"
-        self._simple(code, b"redirect\n", [("Location", location)])
+        extra = [("Location", location)]
+        linked = self.params.get("linked")  # a hub's sha256 on the answer that redirects
+        if linked and self.name:
+            blob = self.server.owner._get_blob(self.name)
+            if blob is not None:
+                extra.append(("X-Linked-ETag", f'"{self._sha256_of(blob, linked).hex()}"'))
+        self._simple(code, b"redirect\n", extra)
+
+    @staticmethod
+    def _sha256_of(blob: "_Blob", which: str) -> bytes:
+        """The blob's sha256 (``ok``) or a wrong one (anything else)."""
+        import hashlib
+
+        return hashlib.sha256(blob.data if which == "ok" else b"not the file").digest()
+
+    def _published_digests(self, blob: "_Blob") -> list:
+        """``repr_digest=ok|bad`` and ``digest=ok|bad``: publish the blob's
+        sha256 (or a wrong one) as RFC 9530 Repr-Digest / RFC 3230 Digest."""
+        import base64
+
+        out = []
+        if self.params.get("repr_digest"):
+            b64 = base64.b64encode(self._sha256_of(blob, self.params["repr_digest"])).decode()
+            out.append(("Repr-Digest", f"sha-256=:{b64}:"))
+        if self.params.get("digest"):
+            b64 = base64.b64encode(self._sha256_of(blob, self.params["digest"])).decode()
+            out.append(("Digest", f"SHA-256={b64}"))
+        return out
 
 
 class _ThreadingServer(http.server.ThreadingHTTPServer):

@@ -721,6 +721,35 @@ def test_hash_mismatch_exit_4(srv, tmp_path):
                          words=("mismatch",))
 
 
+@pytest.mark.parametrize("how", ["repr_digest", "digest"])
+def test_sha256_published_by_the_server_is_checked(srv, tmp_path, small, how):
+    import hashlib
+
+    run = segdl_get(srv.url(f"s.bin?{how}=ok"), tmp_path)
+    assert_done(run, small[1], "s.bin")
+    assert run.r["sha256"] == hashlib.sha256(small[0]).hexdigest(), run
+
+
+@pytest.mark.parametrize("how", ["repr_digest", "digest"])
+def test_sha256_published_wrong_is_a_hash_mismatch(srv, tmp_path, how):
+    run = segdl_get(srv.url(f"s.bin?{how}=bad"), tmp_path)
+    assert_clean_failure(run, EXIT_HASH_MISMATCH, "s.bin", status="hash_mismatch",
+                         words=("sha256", "published by the server"))
+
+
+def test_sha256_in_a_hubs_linked_etag_is_checked(srv, tmp_path, small):
+    """A hub answers with a redirect to its CDN and the file's sha256 in
+    X-Linked-ETag on that redirect (Hugging Face's LFS files)."""
+    import hashlib
+
+    run = segdl_get(fault_url(srv, "signed", "s.bin", linked="ok", ttl=60), tmp_path, "-o", "s.bin")
+    assert_done(run, small[1], "s.bin")
+    assert run.r["sha256"] == hashlib.sha256(small[0]).hexdigest(), run
+    run = segdl_get(fault_url(srv, "signed", "s.bin", linked="bad", ttl=60), tmp_path / "again", "-o", "s.bin")
+    assert_clean_failure(run, EXIT_HASH_MISMATCH, "s.bin", status="hash_mismatch",
+                         words=("published by the server",))
+
+
 def test_hash_match_done(srv, tmp_path, small):
     run = segdl_get(srv.url("s.bin"), tmp_path, "--blake3", small[1].upper())
     assert_done(run, small[1], "s.bin")

@@ -94,3 +94,42 @@ def test_messages_pickle_round_trip():
             assert type(back.error) is errors.TransientError and back.error.retry_after == 1.0
         else:
             assert back == m
+
+
+def _head(*lines: str) -> ResponseHead:
+    h = ResponseHead()
+    for line in lines:
+        h.feed(line.encode("latin-1") + b"\r\n")
+    return h
+
+
+def test_published_sha256_from_repr_digest_digest_and_linked_etag():
+    import base64
+    import hashlib
+
+    from segdl.engine.http import published_sha256
+
+    d = hashlib.sha256(b"abc").digest()
+    b64 = base64.b64encode(d).decode()
+    hexd = d.hex()
+    assert published_sha256(_head("HTTP/1.1 206 x", f"Repr-Digest: sha-512=:AAAA:, sha-256=:{b64}:")) == hexd
+    assert published_sha256(_head("HTTP/2 206", f"repr-digest: SHA-256=:{b64}:")) == hexd
+    assert published_sha256(_head("HTTP/1.1 206 x", f"Digest: MD5=abc, SHA-256={b64}")) == hexd
+    # A hub's X-Linked-ETag on the redirect, kept past it; quoted, maybe weak.
+    assert published_sha256(_head("HTTP/1.1 302 x", f'X-Linked-ETag: W/"{hexd.upper()}"',
+                                  "HTTP/1.1 206 x", 'ETag: "other"')) == hexd
+    # Not a sha256 of the whole file: ignored.
+    assert published_sha256(_head("HTTP/1.1 206 x", f"Content-Digest: sha-256=:{b64}:")) is None
+    assert published_sha256(_head("HTTP/1.1 206 x", 'X-Linked-ETag: "abc123"')) is None
+    assert published_sha256(_head("HTTP/1.1 206 x", "Repr-Digest: sha-256=:not base64!:")) is None
+    assert published_sha256(_head("HTTP/1.1 206 x", "Repr-Digest: sha-256=:QUJD:")) is None  # 3 bytes
+    assert published_sha256(_head("HTTP/1.1 206 x")) is None
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=255), max_size=200))
+def test_published_sha256_never_raises(value):
+    from segdl.engine.http import published_sha256
+
+    for name in ("Repr-Digest", "Digest", "X-Linked-ETag"):
+        got = published_sha256(_head("HTTP/1.1 206 x", f"{name}: {value}".replace("\r", "").replace("\n", "")))
+        assert got is None or (len(got) == 64 and all(c in "0123456789abcdef" for c in got))

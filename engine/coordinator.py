@@ -101,7 +101,9 @@ class FileRun:
     demand: float | None = None  # what it can use, if less than allotted
     lock: tuple[Path, int] | None = None  # (part file, descriptor holding its flock)
     busy: bool = False  # another process downloads it: leave its journal row alone
-    published_sha256: bool = False  # its expected sha256 came from the server
+    # The sha256 the server publishes for this download (not the user's
+    # expectation: never journaled as one, learnt again by every probe).
+    published_sha256: str | None = None
 
 
 @dataclass(slots=True)
@@ -191,6 +193,10 @@ class Coordinator:
         self.journal.update_job(self.job, pid=os.getpid(), heartbeat=time.time(),
                                 max_speed=s.max_speed or None, max_file_speed=s.max_file_speed or None)
         self.verifier = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
+        # Files already on disk are hashed apart, so a re-run over many large
+        # files does not hold up verifying and renaming fresh downloads.
+        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="segdl-hash")
+        self.held_locks: list[int] = []  # of failed files, released at shutdown
         self.probing: Future | None = None
         self.probing_runs: list[FileRun] = []
         self.ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
@@ -250,7 +256,7 @@ class Coordinator:
         batch: list[FileRun] = []
         now = time.monotonic()
         later: list[FileRun] = []
-        while self.queue and len(batch) < want:
+        while self.queue and len(batch) < want and len(self.hashing) < PROBE_AHEAD:
             run = self.queue.popleft()
             if run.not_before > now:
                 later.append(run)  # waiting to retry its first request
@@ -372,9 +378,18 @@ class Coordinator:
             return False
         row = self.journal.file_by_path(final)
         st = final.stat()
+        # One hash of the file per pass, whichever check needs it first
+        # (each ready digest is handed out once).
+        digest: list[Digests] = []
+
+        def hashed() -> Digests:
+            if not digest:
+                digest.append(self._digest_existing(final, sha256=bool(req.sha256)))
+            return digest[0]
+
         if row and row["state"] == "verified" and row["blake3"] and row["size"] == st.st_size:
             # A crash came between the rename and the journal's "done".
-            if self._digest_existing(final, sha256=False).blake3 == row["blake3"]:
+            if hashed().blake3 == row["blake3"]:
                 self.journal.update_file(row["id"], state="done", mtime=st.st_mtime)
                 row = self.journal.file_by_path(final)
         ours = bool(row and row["state"] in ("done", "skipped") and row["size"] == st.st_size
@@ -387,7 +402,7 @@ class Coordinator:
             self.on_message(f"{final.name}: {why} since it was downloaded; updating it")
             return False
         if req.blake3 or req.sha256:
-            d = self._digest_existing(final, sha256=bool(req.sha256))
+            d = hashed()
             if same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256):
                 self._remember_done(run, final, d, st.st_size)
                 self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, d.blake3, d.sha256))
@@ -403,7 +418,7 @@ class Coordinator:
         key = (str(path), st.st_size, st.st_mtime_ns, sha256)
         fut = self.hashes.get(key)
         if fut is None:
-            fut = self.hashes[key] = self._wake_on(self.verifier.submit(digest_file, path, sha256=sha256))
+            fut = self.hashes[key] = self._wake_on(self.hasher.submit(digest_file, path, sha256=sha256))
         if not fut.done():
             raise _Hashing(fut)
         del self.hashes[key]
@@ -436,8 +451,11 @@ class Coordinator:
                 continue
             try:
                 self.targets.add(final)
+                run.final, run.part = final, part_path(final)
+                self._lock(run)  # link_or_copy goes through the part file
                 storage.link_or_copy(src, final)
             except SegdlError as e:
+                self._unlock(run)
                 self.on_message(f"{final.name}: cannot reuse {src}: {e.message}")
                 return False
             d = Digests(row["blake3"], row["sha256"])
@@ -457,11 +475,9 @@ class Coordinator:
             sources = [Source(x.url, replace(x.remote, ranged=False)) for x in sources[:1]]
         run.sources = sources
         remote = sources[0].remote
-        if req.sha256 is None and remote.sha256:
-            # The server publishes the file's sha256 (Repr-Digest, Digest,
-            # a hub's X-Linked-ETag): check the download against it too.
-            req = run.request = replace(req, sha256=remote.sha256)
-            run.published_sha256 = True
+        # The server publishes the file's sha256 (Repr-Digest, Digest, a
+        # hub's X-Linked-ETag): the download is checked against it too.
+        run.published_sha256 = remote.sha256
         if req.size is not None and remote.size is not None and req.size != remote.size:
             raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
         final = self._target(run, remote)
@@ -810,6 +826,7 @@ class Coordinator:
                     FileRun(run.index, run.request, restarts=run.restarts, plain=run.plain, fresh=True,
                             restart_reason=run.restart_reason, probe_retry=self.s.retry, lock=run.lock)
                 )
+                run.lock = None  # the new run holds it now
 
     # ------------------------------------------------------------ file ends
 
@@ -822,7 +839,7 @@ class Coordinator:
         self._release(fid)
         run.state = "verifying"
         self.journal.update_file(fid, state="verifying")
-        want_sha = bool(run.request.sha256)
+        want_sha = bool(run.request.sha256 or run.published_sha256)
         self.verifying[fid] = self._wake_on(self.verifier.submit(digest_file, run.part, sha256=want_sha))
 
     def _collect_verifications(self) -> None:
@@ -837,10 +854,14 @@ class Coordinator:
             except SegdlError as e:
                 self._fail(fid, e)
                 continue
-            if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)):
-                want = (f"blake3 {req.blake3}" if req.blake3 and not same_digest(req.blake3, d.blake3)
-                        else f"sha256 {req.sha256}" + (" (published by the server)" if run.published_sha256 else ""))
-                got = d.blake3 if want.startswith("blake3") else d.sha256
+            if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
+                    and same_digest(run.published_sha256, d.sha256)):
+                if req.blake3 and not same_digest(req.blake3, d.blake3):
+                    want, got = f"blake3 {req.blake3}", d.blake3
+                elif not same_digest(req.sha256, d.sha256):
+                    want, got = f"sha256 {req.sha256}", d.sha256
+                else:
+                    want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
                 err = HashMismatchError(
                     f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"
                 )
@@ -890,6 +911,11 @@ class Coordinator:
     def _retire(self, run: FileRun) -> None:
         """A file in its final state leaves the working sets, so the loop's
         cost follows the files in flight, not the size of the job."""
+        if run.state == "failed" and run.lock is not None:
+            # Its cancelled transfers may still write: keep the part file
+            # locked until the workers have stopped (end of the job).
+            self.held_locks.append(run.lock[1])
+            run.lock = None
         self._unlock(run)
         if run.id and self.runs.get(run.id) is run:
             del self.runs[run.id]
@@ -953,7 +979,7 @@ class Coordinator:
     def _apply_limits(self, skip: set[int] = frozenset()) -> None:
         """Share the job's and each file's bandwidth among running
         connections (``skip``: segments about to start, told in their Fetch)."""
-        from .bandwidth import demand, share
+        from .bandwidth import FLOOR, demand, share
 
         now = time.monotonic()
         total = self.limits.get("max_speed") or 0
@@ -970,7 +996,8 @@ class Coordinator:
                 if run is None or not n or now - run.allotted_at < DEMAND_PERIOD:
                     continue
                 d = demand(run.speed, run.allotted)
-                if (d is None) != (run.demand is None) or (d and abs(d - run.demand) > 0.1 * run.demand):
+                if (d is None) != (run.demand is None) or (
+                        d is not None and abs(d - run.demand) > 0.1 * max(run.demand, FLOOR)):
                     run.demand = d
                     self._limits_dirty = True
         if not self._limits_dirty:
@@ -1078,8 +1105,16 @@ class Coordinator:
             p.join(timeout=1)
             if p.is_alive():
                 p.kill()
-        for run in [*self.runs.values(), *self.queue]:
-            self._unlock(run)  # (the workers are gone: nothing writes any more)
-        self.prober.shutdown(wait=False, cancel_futures=True)
-        self.prober_aux.shutdown(wait=False, cancel_futures=True)
-        self.verifier.shutdown(wait=True)
+        for pool, client in ((self.prober, self.probe_client), (self.prober_aux, self.resolve_client)):
+            pool.shutdown(wait=False, cancel_futures=True)
+            client.close()  # now, or when its running probe ends
+        self.hasher.shutdown(wait=False, cancel_futures=True)
+        self.verifier.shutdown(wait=True, cancel_futures=True)
+        # Nothing writes any more (workers gone, renames done): release the
+        # part files, wherever their runs are.
+        for run in [*self.runs.values(), *self.queue, *(r for r, _ in self.ready), *self.probing_runs,
+                    *(r for r, _, _ in self.hashing)]:
+            self._unlock(run)
+        for fd in self.held_locks:
+            storage.unlock(fd)
+        self.held_locks.clear()

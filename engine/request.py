@@ -82,7 +82,8 @@ def job_spec(requests: list[Request], s: Settings) -> dict:
             "max_connections": s.max_connections, "max_per_host": s.max_per_host,
             "max_speed": s.max_speed, "max_file_speed": s.max_file_speed,
             "retries": s.retry.max_attempts, "stall_timeout": t.stall_timeout,
-            "insecure": t.insecure, "ca_cert": t.ca_cert, **headers(t.headers),
+            "insecure": t.insecure, "ca_cert": t.ca_cert, "keep_headers": s.keep_headers,
+            **headers(t.headers),
         },
     }
 
@@ -99,7 +100,8 @@ def settings_from_spec(spec: dict, *, headers: tuple[str, ...] = (), **given) ->
         insecure=st.get("insecure", False), ca_cert=st.get("ca_cert"),
     )
     fields = {k: st[k] for k in ("connections", "workers", "concurrent_files", "max_connections",
-                                 "max_per_host", "max_speed", "max_file_speed") if st.get(k) is not None}
+                                 "max_per_host", "max_speed", "max_file_speed", "keep_headers")
+              if st.get(k) is not None}
     retry = RetryPolicy(max_attempts=st["retries"]) if st.get("retries") is not None else d.retry
     return Settings(**{**fields, "retry": retry, "transfer": transfer, **given})
 

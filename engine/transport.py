@@ -148,13 +148,23 @@ class Prober:
     """Probes on one ``CurlMulti`` kept between calls, so its keep-alive
     connections (and TLS sessions) serve the next batch: a collection of 80
     files from one hub opens a handful of connections for its probes, not
-    80.  Used by one thread at a time."""
+    80.  Probes run in one thread at a time; :meth:`close` may come from
+    another: it closes at once, or as soon as the running probe ends."""
 
     def __init__(self) -> None:
+        import threading
+
         self.multi = pycurl.CurlMulti()
+        self._busy = threading.Lock()
+        self._closing = False
 
     def close(self) -> None:
-        self.multi.close()
+        self._closing = True
+        if self._busy.acquire(blocking=False):
+            try:
+                self.multi.close()
+            finally:
+                self._busy.release()
 
     def probe(
         self, urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
@@ -163,6 +173,16 @@ class Prober:
         """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once.
 
         ``per_url`` overrides ``options`` for some URLs (their own headers)."""
+        with self._busy:
+            if self._closing:
+                return {u: TransientError("stopping") for u in urls}
+            try:
+                return self._probe(urls, options, concurrency, deadline, per_url)
+            finally:
+                if self._closing:
+                    self.multi.close()
+
+    def _probe(self, urls, options, concurrency, deadline, per_url) -> dict[str, RemoteInfo | SegdlError]:
         results: dict[str, RemoteInfo | SegdlError] = {}
         todo = list(dict.fromkeys(urls))
         multi = self.multi

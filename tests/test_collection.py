@@ -224,7 +224,7 @@ def test_spare_bandwidth_goes_to_the_file_that_can_use_it(make_nginx, fault_serv
     assert fast["status"] == slow["status"] == "done"
     assert slow["seconds"] > fast["seconds"]  # the slow file ran all along
     rate = fast["size"] / fast["seconds"]
-    assert 2.8 * MiB < rate < 1.05 * 4 * MiB, rate / MiB
+    assert 2.5 * MiB < rate < 1.05 * 4 * MiB, rate / MiB  # even shares: at most 2.1
 
 
 def test_two_mirrors_both_serve_segments(make_nginx, coll_root, tmp_path):

@@ -795,3 +795,17 @@ def test_existing_correct_file_skipped_name_from_url(srv, tmp_path, small):
     assert run.r["status"] == "skipped" and run.code == 0, run
     assert srv.bytes_sent("s.bin") <= 1  # at most the probe's one byte
     assert (dest / "s.bin").read_bytes() == small[0]
+
+
+def test_published_sha256_is_not_journaled_as_the_users_expectation(srv, tmp_path, small):
+    """A later re-run, resume or retry learns the server's digest again; a
+    stale one kept as 'expected' would fail an updated file forever."""
+    import hashlib
+    import sqlite3
+
+    run = segdl_get(srv.url("s.bin?repr_digest=ok"), tmp_path)
+    assert_done(run, small[1], "s.bin")
+    con = sqlite3.connect(tmp_path / "j.sqlite")
+    [(expected, got)] = con.execute("SELECT expected_sha256, sha256 FROM files").fetchall()
+    con.close()
+    assert expected is None and got == hashlib.sha256(small[0]).hexdigest()

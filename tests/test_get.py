@@ -220,7 +220,8 @@ def test_every_connection_starts_at_once_on_an_http11_mirror(make_nginx, tmp_pat
     starts = sorted(float(e["msec"]) - float(e["request_time"]) for e in entries
                     if e["path"] == "/big.bin" and e["range"] != "bytes=0-0")
     assert len(starts) >= 16, len(starts)
-    assert starts[15] - starts[0] < 1.0, [round(s - starts[0], 2) for s in starts]
+    # With PIPEWAIT, the rest would start only as first requests end (7 s).
+    assert starts[15] - starts[0] < 2.5, [round(s - starts[0], 2) for s in starts]
 
 
 def test_a_second_job_on_a_file_being_downloaded_is_refused(make_nginx, tmp_path):
@@ -271,3 +272,24 @@ def test_a_second_job_on_a_file_being_downloaded_is_refused(make_nginx, tmp_path
     p = run_segdl(["get", fast.url("big.bin"), "-d", out, "--json", "-x", "16"], j1, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json_lines(p)[0]["status"] == "done"
+
+
+def test_rerun_over_a_verified_row_that_disagrees_ends(nginx, nginx_root, tmp_path, journal):
+    """A journal row left 'verified' (crash before 'done') whose digest does
+    not match the file on disk: the file is hashed once and judged by the
+    request's digest; the run ends (it once livelocked re-hashing)."""
+    import json
+    import sqlite3
+
+    out = tmp_path / "out"
+    want = blake3_file(nginx_root / "odd.bin")
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"files": [{"url": nginx.url("odd.bin"), "path": "odd.bin", "blake3": want}]}))
+    assert run_segdl(["get", "-i", m, "-d", out, "--json"], journal).returncode == 0
+    con = sqlite3.connect(journal)
+    con.execute("UPDATE files SET state = 'verified', blake3 = ?", ["00" * 32])
+    con.commit()
+    con.close()
+    p = run_segdl(["get", "-i", m, "-d", out, "--json"], journal, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p)[0]["status"] == "skipped"

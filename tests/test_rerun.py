@@ -33,6 +33,7 @@ def test_spec_round_trip_keeps_what_shapes_the_download():
     t = s.transfer
     assert (t.stall_timeout, t.insecure, t.ca_cert) == (7.0, True, "/ca.pem")
     assert t.headers == ("Authorization: Bearer s3cret", "Accept: */*")
+    assert s.keep_headers  # so the re-run's own job keeps them too
     r = request_from_spec(spec["requests"][0])
     assert r == reqs[0]
     assert missing_headers(spec) == []

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import multiprocess
 
 from . import storage
+from .bandwidth import FLOOR, demand, share
 from .errors import (
     AccessExpiredError,
     BusyError,
@@ -410,7 +411,7 @@ class Coordinator:
         raise ExistsError(f"{final} exists and differs from the download; use --force to overwrite it")
 
     def _digest_existing(self, path: Path, sha256: bool) -> Digests:
-        """Digests of a file already on disk, computed in the verifier pool
+        """Digests of a file already on disk, computed in the hasher pool
         so the loop keeps serving running transfers meanwhile (a re-run over
         many large files hashes them all).  Raises :class:`_Hashing` until
         they are ready."""
@@ -979,8 +980,6 @@ class Coordinator:
     def _apply_limits(self, skip: set[int] = frozenset()) -> None:
         """Share the job's and each file's bandwidth among running
         connections (``skip``: segments about to start, told in their Fetch)."""
-        from .bandwidth import FLOOR, demand, share
-
         now = time.monotonic()
         total = self.limits.get("max_speed") or 0
         judge = bool(total) and now - self.last_demand >= DEMAND_PERIOD

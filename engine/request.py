@@ -123,6 +123,7 @@ def missing_headers(spec: dict, given: tuple[str, ...] = ()) -> list[str]:
         names += r.get("header_names", ())
     out: list[str] = []
     for n in names:
-        if n.lower() not in have and n.lower() not in {x.lower() for x in out}:
+        if n.lower() not in have:
+            have.add(n.lower())
             out.append(n)
     return out

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import SEGDL
+from helpers import SEGDL, journal_rows
 
 
 @dataclass
@@ -49,16 +49,9 @@ def journal_lag(journal: Path, part: Path, source: Path) -> tuple[int, int]:
     """(bytes the journal claims, bytes after each claimed prefix that are
     already correct on disk but not claimed).  Also checks every claimed
     byte is correct: the journal never claims a byte that is not there."""
-    import sqlite3
-
     if not journal.exists() or not part.exists():
         return 0, 0
-    con = sqlite3.connect(journal)
-    try:
-        rows = con.execute('SELECT start, "end", done FROM segments').fetchall()
-    except sqlite3.OperationalError:
-        rows = []
-    con.close()
+    rows = journal_rows(journal, 'SELECT start, "end", done FROM segments')
     claimed = lag = 0
     block = 1 << 20
     with open(part, "rb") as p, open(source, "rb") as s:

@@ -17,6 +17,22 @@ def run_segdl(args, journal: Path, *, timeout: float = 120, env=None) -> subproc
     return subprocess.run([*SEGDL, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=e)
 
 
+def journal_rows(journal: Path, sql: str) -> list[tuple]:
+    """Rows of ``sql`` from a journal a running job may not have created
+    yet (or whose tables are not there yet): [] until it has."""
+    import sqlite3
+
+    if not Path(journal).exists():
+        return []
+    con = sqlite3.connect(journal)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
 def json_lines(proc: subprocess.CompletedProcess) -> list[dict]:
     """stdout must be JSON lines and nothing else."""
     return [json.loads(line) for line in proc.stdout.splitlines()]

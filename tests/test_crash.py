@@ -14,7 +14,7 @@ import time
 import pytest
 
 from crashlib import crash_trial, kill_tree
-from helpers import SEGDL, json_lines, run_segdl
+from helpers import SEGDL, journal_rows, json_lines, run_segdl
 from servers import blake3_file
 from segdl.engine.ranges import MiB
 from segdl.engine.request import Settings
@@ -96,12 +96,7 @@ def test_kill9_while_server_is_slow_resumes_from_journal(make_nginx, nginx_root,
     claimed = 0
     while time.monotonic() < deadline and claimed < 32 * MiB:  # until well under way
         time.sleep(0.3)
-        try:
-            con = sqlite3.connect(journal)
-            claimed = con.execute("SELECT COALESCE(SUM(done), 0) FROM segments").fetchone()[0]
-            con.close()
-        except sqlite3.OperationalError:
-            pass  # not created yet
+        claimed = (journal_rows(journal, "SELECT COALESCE(SUM(done), 0) FROM segments") or [(0,)])[0][0]
     assert p.poll() is None
     kill_tree(p)
     con = sqlite3.connect(journal)

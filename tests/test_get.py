@@ -232,7 +232,7 @@ def test_a_second_job_on_a_file_being_downloaded_is_refused(make_nginx, tmp_path
     import signal
     import sqlite3
 
-    from helpers import SEGDL
+    from helpers import SEGDL, journal_rows
 
     srv = make_nginx(limit_rate="1m")
     out = tmp_path / "out"
@@ -242,15 +242,8 @@ def test_a_second_job_on_a_file_being_downloaded_is_refused(make_nginx, tmp_path
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if (out / "big.bin.segdl-part").exists() and j1.exists():
-                con = sqlite3.connect(j1)
-                try:
-                    rows = con.execute("SELECT state FROM files").fetchall()
-                except sqlite3.OperationalError:
-                    rows = []
-                con.close()
-                if rows == [("downloading",)]:
-                    break
+            if (out / "big.bin.segdl-part").exists() and journal_rows(j1, "SELECT state FROM files") == [("downloading",)]:
+                break
             time.sleep(0.2)
         else:
             pytest.fail("the first job did not start")

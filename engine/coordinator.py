@@ -44,6 +44,7 @@ from .messages import (
     Fetch,
     Finished,
     Limit,
+    Notice,
     Release,
     Shrink,
     Shrunk,
@@ -121,6 +122,15 @@ class Source:
     snap: int = 0  # ``received`` at the last snapshot
 
 
+def worker_settings(s: Settings, slots: int) -> WorkerSettings:
+    """A worker's disk side for ``slots`` connections: one staging buffer
+    each while they fill, and 16 MiB more queued for the writers; smaller
+    buffers when there are many connections, so memory stays flat."""
+    size = MiB if slots <= 16 else 512 * 1024 if slots <= 32 else 256 * 1024
+    return WorkerSettings(s.checkpoint_bytes, s.checkpoint_seconds, max_unsynced=s.max_unsynced,
+                          stage_size=size, stages=slots + 16 * MiB // size, direct_io=s.direct_io)
+
+
 class _Hashing(Exception):
     """A file already on disk is being hashed off the loop; its run is
     taken up again when ``fut`` is done."""
@@ -155,18 +165,21 @@ class Coordinator:
         self.runs: dict[int, FileRun] = {}  # file id -> run
         self.targets: set[Path] = set()
         self.queue: deque[FileRun] = deque(FileRun(i, r, probe_retry=s.retry) for i, r in enumerate(requests))
-        total = max(1, min(s.max_connections, s.connections * max(1, min(s.concurrent_files, len(requests)))))
-        workers = max(1, min(s.workers, total))
-        self.slots = math.ceil(total / workers)
-        self.buffer_size = int(min(8 * MiB, max(256 * 1024, s.buffer_budget // total)))
+        files_at_once = max(1, min(s.concurrent_files, len(requests)))
+        total = max(1, min(s.max_connections, s.connections * files_at_once))
+        # A file's segments all go to one worker (see Scheduler), so more
+        # workers than files at once would only sit idle.
+        workers = max(1, min(s.workers, total, files_at_once))
+        self.slots = min(total, s.connections * math.ceil(files_at_once / workers))
+        self.buffer_size = int(min(s.transfer.buffer_size, max(64 * 1024, s.buffer_budget // total)))
         self.options = replace(s.transfer, buffer_size=self.buffer_size)
-        self.sched = Scheduler(workers, self.slots, min_split=s.min_split, retry=s.retry,
+        self.sched = Scheduler(workers, self.slots, total=total, min_split=s.min_split, retry=s.retry,
                                max_per_host=s.max_per_host or max(s.connections, 32))
         self.job = self.journal.create_job(s.dest, job_spec(requests, s), collection)
         self.started = time.monotonic()
         self.events = self.ctx.Queue()
         self.orders = [self.ctx.Queue() for _ in range(workers)]
-        wsettings = WorkerSettings(s.checkpoint_bytes, s.checkpoint_seconds, max_unsynced=s.max_unsynced)
+        wsettings = worker_settings(s, self.slots)
         # Load libcurl (pycurl) before forking: the workers inherit it
         # instead of each loading it again (~70 ms of CPU apiece at the
         # start).  No libcurl handle exists yet; each process makes its own.
@@ -667,6 +680,8 @@ class Coordinator:
                 finished.append(ev)
             elif isinstance(ev, Wakeup):
                 pass
+            elif isinstance(ev, Notice):
+                self.on_message(ev.text)
             elif isinstance(ev, WorkerCrashed):
                 raise SegdlError(f"worker {ev.worker} crashed: {ev.message}")
         # Durable progress and splits reach the journal before anything

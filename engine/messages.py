@@ -28,7 +28,7 @@ class TransferOptions:
     headers: tuple[str, ...] = ()
     connect_timeout: float = 15.0
     stall_timeout: float = 20.0  # no byte for this long: cut and retry
-    buffer_size: int = 2 * 1024 * 1024
+    buffer_size: int = 256 * 1024  # libcurl's receive buffer (BUFFERSIZE)
     # Kernel receive buffer per connection (SO_RCVBUF); None: autotuned.
     # Bounds the bytes in flight that a cut connection (split, pause, crash)
     # throws away.
@@ -156,6 +156,15 @@ class Finished:
 @dataclass(frozen=True, slots=True)
 class Wakeup:
     """Posted by the coordinator's own threads: a background job is done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something a person may want to know (verbose output), e.g. that
+    direct I/O is refused and writes go through the page cache."""
+
+    worker: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,17 @@ DEFAULT_MIN_SEGMENT = 8 * MiB
 DEFAULT_MIN_SPLIT = 2 * MiB
 
 
+#: Segment boundaries and split points of large ranges fall on multiples
+#: of this (a whole number of disk blocks); small ranges are cut exactly.
+ALIGNMENT = 64 * KiB
+ALIGN_FROM = 1 * MiB
+
+
+def aligned(offset: int) -> int:
+    """``offset`` rounded down to a multiple of :data:`ALIGNMENT`."""
+    return offset - offset % ALIGNMENT
+
+
 @dataclass(frozen=True, slots=True)
 class ByteRange:
     """Half-open byte range ``[start, end)``."""
@@ -71,6 +82,10 @@ def plan_segments(
         return []
     connections = max(1, connections)
     count = max(1, min(connections, size // max(1, min_segment)))
+    if size // count >= ALIGN_FROM:
+        # Boundaries on whole blocks, so the writers' O_DIRECT writes line up.
+        cuts = [0, *(aligned(size * i // count) for i in range(1, count)), size]
+        return [ByteRange(a, b) for a, b in zip(cuts, cuts[1:])]
     base, extra = divmod(size, count)
     out: list[ByteRange] = []
     pos = 0
@@ -116,7 +131,10 @@ def split_point(position: int, end: int, min_split: int = DEFAULT_MIN_SPLIT) -> 
     remaining = end - position
     if remaining < 2 * min_split:
         return None
-    return position + remaining // 2
+    at = position + remaining // 2
+    if remaining // 2 >= max(ALIGN_FROM, min_split + ALIGNMENT):
+        at = aligned(at)
+    return at
 
 
 def choose_split(

@@ -40,7 +40,11 @@ class Settings:
     checkpoint_bytes: int = 8 * MiB  # per worker: fdatasync at least every ...
     checkpoint_seconds: float = 0.5  # ... bytes or seconds
     max_unsynced: int = 32 * MiB  # per worker: pause transfers beyond this much unsynced data
-    buffer_budget: int = 96 * MiB  # libcurl receive buffers, all connections together
+    # libcurl receive buffers, all connections together (libcurl hands the
+    # write callback 16 KiB at a time whatever their size: larger ones only
+    # cost memory).
+    buffer_budget: int = 16 * MiB
+    direct_io: bool = True  # O_DIRECT writes where the file system takes them
     force: bool = False
     max_speed: int = 0  # bytes/s for the whole job; 0: unlimited
     max_file_speed: int = 0  # bytes/s per file; 0: unlimited

@@ -45,6 +45,8 @@ class FileState:
     segments: list[int] = field(default_factory=list)
     failed: bool = False
     paused: bool = False
+    worker: int | None = None  # the worker its segments go to (see take_worker)
+    running: int = 0  # of its segments, how many are running
 
 
 # ----------------------------------------------------------------- actions
@@ -88,6 +90,7 @@ class Scheduler:
         workers: int,
         slots_per_worker: int,
         *,
+        total: int | None = None,
         min_split: int = DEFAULT_MIN_SPLIT,
         split_after: float = DEFAULT_SPLIT_AFTER_SECONDS,
         max_per_host: int = 0,
@@ -95,6 +98,7 @@ class Scheduler:
         rng: random.Random | None = None,
     ) -> None:
         self.free = {w: slots_per_worker for w in range(workers)}
+        self.total_free = total if total is not None else workers * slots_per_worker
         self.min_split = min_split
         self.split_after = split_after
         self.max_per_host = max_per_host  # 0: no cap
@@ -129,13 +133,13 @@ class Scheduler:
             s = self.segments.pop(key)
             if s.state == RUNNING and s.worker is not None:
                 out.append(CancelSegment(s.worker, key))
-                self.free[s.worker] += 1
+                self._vacate(s.worker, None)
         return out
 
     # ------------------------------------------------------------ queries
 
     def running_count(self, file: int) -> int:
-        return sum(1 for k in self.files[file].segments if self.segments[k].state == RUNNING)
+        return self.files[file].running
 
     def file_done(self, file: int) -> bool:
         f = self.files[file]
@@ -147,9 +151,28 @@ class Scheduler:
 
     # ------------------------------------------------------------ actions
 
-    def _take_slot(self) -> int | None:
-        worker = max(self.free, key=lambda w: (self.free[w], -w))
-        return worker if self.free[worker] > 0 else None
+    def take_worker(self, f: FileState) -> int | None:
+        """The worker for a new connection of ``f``: always the one that has
+        its other connections, so a file's bytes are staged, written and
+        synced by one process (one fdatasync per checkpoint, not one per
+        worker); a file with none running goes to the worker with the most
+        free slots."""
+        if self.total_free <= 0:
+            return None
+        if f.worker is None or (f.running == 0 and self.free[f.worker] <= 0):
+            f.worker = max(self.free, key=lambda w: (self.free[w], -w))
+        return f.worker if self.free[f.worker] > 0 else None
+
+    def _occupy(self, worker: int, f: FileState) -> None:
+        self.free[worker] -= 1
+        self.total_free -= 1
+        f.running += 1
+
+    def _vacate(self, worker: int, f: FileState | None) -> None:
+        self.free[worker] += 1
+        self.total_free += 1
+        if f is not None:
+            f.running -= 1
 
     def plan(self, now: float) -> list[Assign | RequestSplit]:
         """Fill free slots: pending segments first, then tail splits."""
@@ -175,20 +198,22 @@ class Scheduler:
                 f = self.files[fkey]
                 if not pending or running[fkey] >= f.max_connections or host_full(f):
                     continue
-                worker = self._take_slot()
+                worker = self.take_worker(f)
                 if worker is None:
-                    return out
+                    if self.total_free <= 0:
+                        return out
+                    continue  # its worker is full; other files may fit elsewhere
                 key = pending.pop(0)
                 s = self.segments[key]
                 s.state, s.worker = RUNNING, worker
                 s.rate = s.rate_at = None
-                self.free[worker] -= 1
+                self._occupy(worker, f)
                 running[fkey] += 1
                 per_host[f.host] = per_host.get(f.host, 0) + 1
                 out.append(Assign(worker, key, s.position, s.end))
                 progress = True
         # Free slots and nothing pending: split the largest running range.
-        spare = sum(self.free.values())
+        spare = self.total_free
         if spare <= 0:
             return out
         if any(s.state in (PENDING, WAITING) for s in self.segments.values()):
@@ -199,6 +224,8 @@ class Scheduler:
                 continue
             if running[f.key] >= f.max_connections or host_full(f):
                 continue
+            if f.worker is not None and self.free[f.worker] <= 0:
+                continue  # its tail would need a slot on its own worker
             for key in f.segments:
                 s = self.segments[key]
                 if s.state == RUNNING and not s.splitting and s.end is not None:
@@ -260,11 +287,11 @@ class Scheduler:
         s = self.segments.get(segment)
         if s is None:
             return []
+        f = self.files[s.file]
         if s.state == RUNNING and s.worker is not None:
-            self.free[s.worker] += 1
+            self._vacate(s.worker, f)
         s.worker = None
         s.splitting = False
-        f = self.files[s.file]
         if not f.ranged and outcome != "done":
             position = s.start  # a plain stream cannot continue mid-way
         s.position = max(s.start, position) if f.ranged else position

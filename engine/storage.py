@@ -87,9 +87,45 @@ def unlock(fd: int) -> None:
         pass
 
 
-def open_for_write(path: str) -> int:
+def open_for_write(path: str, *, direct: bool = True):
+    """Open a part file for the writers: a descriptor through the page cache
+    always, and one with ``O_DIRECT`` too where the file system takes it
+    (tmpfs and many FUSE or network file systems do not).  Returns a
+    :class:`~segdl.engine.staging.FileHandle`; ``handle.direct`` is None
+    when direct I/O is off or refused."""
+    from .staging import FileHandle
+
     with disk_errors(f"cannot open {path}"):
-        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    dfd = None
+    if direct and hasattr(os, "O_DIRECT"):
+        try:
+            dfd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except OSError as e:
+            if not direct_refused(e):
+                close_quietly(fd)
+                raise StorageError(f"cannot open {path}: {e.strerror or e}") from e
+    return FileHandle(fd, dfd, path)
+
+
+def direct_refused(e: OSError) -> bool:
+    """The file system does not do O_DIRECT (as opposed to a disk error)."""
+    return e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
+
+
+def close_quietly(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def write_error(path: str, e: OSError) -> StorageError:
+    if e.errno == errno.ENOSPC:
+        return StorageError(f"cannot write {path}: no space left on device")
+    return StorageError(f"cannot write {path}: {e.strerror or e}")
 
 
 def pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:

@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pycurl
 
-from . import storage
 from .errors import (
     BadResponseError,
     DownloadError,
     SegdlError,
     StalledError,
-    StorageError,
     TransientError,
     UsageError,
 )
 from .http import RemoteInfo, ResponseHead, check_response, remote_from_probe, status_error
 from .messages import Fetch, TransferOptions
 from .ranges import range_spec
+
+if TYPE_CHECKING:
+    from .staging import DiskSide, FileHandle, Stage
 
 # libcurl error codes worth retrying (connection-level trouble).
 _TRANSIENT_CODES = {
@@ -297,7 +299,7 @@ class Transfer:
     """One segment's request on one easy handle."""
 
     fetch: Fetch
-    fd: int
+    handle: "FileHandle"
     curl: pycurl.Curl
     position: int
     end: int | None  # the segment's end (may shrink)
@@ -316,6 +318,9 @@ class Transfer:
     tokens: float = 0.0  # token bucket for max_speed
     tokens_at: float = 0.0
     throttled: bool = False  # paused by its speed cap (not by the disk)
+    disk: "DiskSide | None" = None  # where staged bytes go (see staging.py)
+    stage: "Stage | None" = None  # the buffer being filled
+    stage_at: float = 0.0  # when it was taken
 
     def refill(self, now: float) -> float:
         cap = max(2 * LIMITED_BUFFER, self.max_speed * 0.25)
@@ -327,7 +332,40 @@ class Transfer:
     def segment(self) -> int:
         return self.fetch.segment
 
+    def seal(self) -> None:
+        """Hand the buffer being filled to this segment's writer."""
+        st, self.stage = self.stage, None
+        if st is None or self.disk is None:
+            return
+        if not st.fill:
+            self.disk.pool.give(st)
+            return
+        if self.gate is not None:
+            self.gate.written += st.fill
+        self.disk.writer_for(self.fetch.segment).write(self.handle, st, self.fetch.segment, self)
+
+    def _stage(self, view) -> None:
+        """Copy ``view`` (the next bytes at ``position``) into staging
+        buffers, sealing each one that fills up."""
+        view = memoryview(view)
+        if self.disk is None:
+            self.position += len(view)
+            return
+        while view:
+            st = self.stage
+            if st is None:
+                st = self.stage = self.disk.pool.take(self.position)
+                self.stage_at = self.last_data
+            k = min(st.room, len(view))
+            st.put(view if k == len(view) else view[:k])
+            self.position += k
+            view = view[k:]
+            if not st.room:
+                self.seal()
+
     def on_write(self, data: bytes):
+        if self.error is not None:
+            return 0  # a writer could not write an earlier buffer (disk error)
         if not self.checked:
             err = check_response(
                 self.head, self.request_start, self.requested_end, self.fetch.expect,
@@ -341,6 +379,17 @@ class Transfer:
             self.paused = True
             return pycurl.WRITEFUNC_PAUSE
         n = len(data)
+        # Write no byte past what this response promised: a server that
+        # sends more than its Content-Range (no Content-Length to stop
+        # libcurl) must not get its extra bytes written and claimed.
+        stop = self.end
+        if self.requested_end is not None and (stop is None or self.requested_end < stop):
+            stop = self.requested_end
+        take = n if stop is None else min(n, stop - self.position)
+        st = self.stage
+        if take > 0 and (st is None or st.room < take) and self.disk and not self.disk.pool.available():
+            self.paused = True  # every buffer is waiting for a writer
+            return pycurl.WRITEFUNC_PAUSE
         if self.max_speed:
             # Our own token bucket: libcurl's cap lets a new request burst.
             cap = max(2 * LIMITED_BUFFER, self.max_speed * 0.25)
@@ -349,25 +398,8 @@ class Transfer:
                 return pycurl.WRITEFUNC_PAUSE
             self.tokens -= n
         self.last_data = time.monotonic()
-        # Write no byte past what this response promised: a server that
-        # sends more than its Content-Range (no Content-Length to stop
-        # libcurl) must not get its extra bytes written and claimed.
-        stop = self.end
-        if self.requested_end is not None and (stop is None or self.requested_end < stop):
-            stop = self.requested_end
-        take = n if stop is None else min(n, stop - self.position)
-        try:
-            if take > 0:
-                storage.pwrite_all(self.fd, data if take == n else memoryview(data)[:take], self.position)
-        except OSError as e:
-            with_error = StorageError(f"cannot write {self.fetch.path}: {e.strerror or e}")
-            if getattr(e, "errno", None) == 28:
-                with_error = StorageError(f"cannot write {self.fetch.path}: no space left on device")
-            self.error = with_error
-            return 0
-        self.position += take
-        if self.gate is not None:
-            self.gate.written += take
+        if take > 0:
+            self._stage(data if take == n else memoryview(data)[:take])
         if self.end is not None and self.position >= self.end:
             self.reached_end = True
             if take < n or (self.requested_end is not None and self.end < self.requested_end):
@@ -392,8 +424,10 @@ class MultiDriver:
     """Many transfers on one ``CurlMulti``; easy handles are reused so
     keep-alive connections are too."""
 
-    def __init__(self, gate: WriteGate | None = None) -> None:
+    def __init__(self, gate: WriteGate | None = None, disk: "DiskSide | None" = None) -> None:
+        """``disk`` None: bytes are counted and dropped (``segdl bench``)."""
         self.gate = gate
+        self.disk = disk
         self.multi = pycurl.CurlMulti()
         self.idle: list[pycurl.Curl] = []
         self.transfers: dict[int, Transfer] = {}
@@ -409,9 +443,9 @@ class MultiDriver:
 
     # ------------------------------------------------------------ control
 
-    def start(self, fetch: Fetch, fd: int) -> None:
+    def start(self, fetch: Fetch, handle: "FileHandle") -> None:
         c = self.idle.pop() if self.idle else pycurl.Curl()
-        t = Transfer(fetch, fd, c, fetch.position, fetch.end, fetch.end, gate=self.gate)
+        t = Transfer(fetch, handle, c, fetch.position, fetch.end, fetch.end, gate=self.gate, disk=self.disk)
         _configure(c, fetch.url, fetch.options)
         t.max_speed = max(0, fetch.max_speed)
         t.tokens_at = time.monotonic()
@@ -495,7 +529,15 @@ class MultiDriver:
             self._detach(t)
         return t
 
+    def seal_stale(self, before: float) -> None:
+        """Seal the buffers that began filling before ``before``: a slow
+        connection's bytes still become durable every checkpoint."""
+        for t in self.transfers.values():
+            if t.stage is not None and t.stage.fill and t.stage_at < before:
+                t.seal()
+
     def _detach(self, t: Transfer) -> None:
+        t.seal()  # what it staged goes to disk before its end is reported
         self.transfers.pop(t.segment, None)
         self._by_curl.pop(t.curl, None)
         try:
@@ -516,6 +558,8 @@ class MultiDriver:
         now = time.monotonic()
         for t in list(self.transfers.values()):
             if self.gate is not None and not self.gate.open:
+                return
+            if self.disk is not None and not self.disk.pool.available():
                 return
             if t.paused:
                 if t.throttled and t.max_speed and t.refill(now) < min(LIMITED_BUFFER, t.max_speed):

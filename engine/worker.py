@@ -1,9 +1,10 @@
 """A worker process: one ``CurlMulti`` driving many segment transfers.
 
-The main thread runs libcurl and ``pwrite``s; a syncer thread runs
-``fdatasync`` in batches (by bytes and by time) and only then reports
-positions to the coordinator as durable.  The curl loop never waits for the
-disk to sync.
+The main thread runs libcurl and copies each chunk into a staging buffer;
+writer threads write full buffers (``O_DIRECT`` where it can), and a syncer
+thread runs ``fdatasync`` in batches (by bytes and by time) and only then
+reports positions to the coordinator as durable (see staging.py).  The curl
+loop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import threading
 import time
 from dataclasses import dataclass
 
@@ -19,10 +19,10 @@ from . import storage
 from .errors import StorageError
 from .messages import (
     Cancel,
-    Durable,
     Fetch,
     Finished,
     Limit,
+    Notice,
     Release,
     Shrink,
     Shrunk,
@@ -30,6 +30,7 @@ from .messages import (
     WorkerCrashed,
     Written,
 )
+from .staging import DiskSide, FileHandle
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,78 +38,15 @@ class WorkerSettings:
     checkpoint_bytes: int = 8 * 1024 * 1024  # sync at least this often...
     checkpoint_seconds: float = 0.5  # ...and at least this often
     report_seconds: float = 0.2  # how often to report received progress
-    # Stop reading sockets while more than this is written but not yet
-    # synced: the disk sets the pace, and a crash loses at most this much
-    # (plus what is in flight in socket buffers).
+    # Stop reading sockets while more than this is handed to the writers
+    # but not yet synced: the disk sets the pace, and a crash loses at
+    # most this much (plus the staging buffers being filled, and what is
+    # in flight in socket buffers).
     max_unsynced: int = 32 * 1024 * 1024
-
-
-class _Syncer(threading.Thread):
-    """Makes positions durable, then tells the coordinator, in order."""
-
-    def __init__(self, index: int, events, gate) -> None:
-        super().__init__(name=f"segdl-sync-{index}", daemon=True)
-        self.index = index
-        self.events = events
-        self.jobs: queue.Queue = queue.Queue()
-        self.poisoned: dict[int, str] = {}  # fds whose sync failed: never durable again
-        self.gate = gate  # a transport.WriteGate: its ``synced`` advances after each sync
-
-    def checkpoint(self, positions: dict[int, tuple[int, int]], mark: int) -> None:
-        """positions: segment -> (fd, position); mark: bytes written so far."""
-        self.jobs.put(("ckpt", positions, mark))
-
-    def finish(self, fd: int, event: Finished) -> None:
-        self.jobs.put(("finish", fd, event))
-
-    def flush(self) -> None:
-        done = threading.Event()
-        self.jobs.put(("flush", done))
-        done.wait(60)
-
-    def run(self) -> None:
-        while True:
-            batch = [self.jobs.get()]
-            while True:
-                try:
-                    batch.append(self.jobs.get_nowait())
-                except queue.Empty:
-                    break
-            fds: set[int] = set()
-            for job in batch:
-                if job[0] == "ckpt":
-                    fds.update(fd for fd, _ in job[1].values())
-                elif job[0] == "finish":
-                    fds.add(job[1])
-            failed: dict[int, str] = {fd: why for fd, why in self.poisoned.items() if fd in fds}
-            for fd in fds - failed.keys():
-                try:
-                    storage.sync(fd)
-                except OSError as e:
-                    # Linux reports a writeback error once per descriptor:
-                    # a later sync on it may "succeed" over lost pages, so
-                    # nothing on it is ever reported durable again.
-                    failed[fd] = self.poisoned[fd] = e.strerror or str(e)
-            durable: dict[int, int] = {}
-            for job in batch:
-                if job[0] == "ckpt":
-                    for seg, (fd, pos) in job[1].items():
-                        if fd not in failed:
-                            durable[seg] = max(pos, durable.get(seg, 0))
-            if durable:
-                self.events.put(Durable(self.index, durable))
-            marks = [job[2] for job in batch if job[0] == "ckpt"]
-            if marks:
-                self.gate.synced = max(self.gate.synced, max(marks))
-            for job in batch:
-                if job[0] == "finish":
-                    fd, ev = job[1], job[2]
-                    if fd in failed and ev.outcome != "error":
-                        ev = Finished(ev.worker, ev.segment, ev.position, "error",
-                                      StorageError(f"fdatasync failed: {failed[fd]}"))
-                    self.events.put(ev)
-                elif job[0] == "flush":
-                    job[1].set()
+    stage_size: int = 1024 * 1024  # one staging buffer
+    stages: int = 48  # buffers in the pool: more than the worker's connections
+    writers: int = 2  # writer threads (two keep the disk's queue from running dry)
+    direct_io: bool = True  # O_DIRECT where the file system takes it
 
 
 def _die_with_parent() -> None:
@@ -142,27 +80,42 @@ class _Worker:
         self.settings = settings
         self.parent_pid = parent_pid
         self.gate = WriteGate(settings.max_unsynced)
-        self.driver = MultiDriver(self.gate)
-        self.fds: dict[int, int] = {}
-        self.syncer = _Syncer(index, events, self.gate)
-        self.syncer.start()
+        self.noticed: set[str] = set()
+        self.disk = DiskSide.start(index, events, self.gate, stages=settings.stages,
+                                   stage_size=settings.stage_size, writers=settings.writers,
+                                   on_fallback=self.notice)
+        self.driver = MultiDriver(self.gate, self.disk)
+        self.handles: dict[int, FileHandle] = {}
         self.checkpointed = 0  # gate.written at the last checkpoint
 
-    def fd_for(self, fetch: Fetch) -> int:
-        fd = self.fds.get(fetch.file)
-        if fd is None:
-            fd = storage.open_for_write(fetch.path)
-            self.fds[fetch.file] = fd
-        return fd
+    def notice(self, text: str) -> None:
+        """Tell the coordinator something worth a line in verbose output, once."""
+        key = text.split(": ", 1)[-1]
+        if key not in self.noticed:
+            self.noticed.add(key)
+            self.events.put(Notice(self.index, text))
+
+    def handle_for(self, fetch: Fetch) -> FileHandle:
+        h = self.handles.get(fetch.file)
+        if h is None:
+            h = storage.open_for_write(fetch.path, direct=self.settings.direct_io)
+            if self.settings.direct_io and h.direct is None:
+                self.notice(f"{fetch.path}: the file system refuses direct I/O; writing through the page cache")
+            self.handles[fetch.file] = h
+        return h
+
+    def finish(self, t, event: Finished) -> None:
+        """After the transfer's last buffer is written: sync, then report."""
+        self.disk.writer_for(t.segment).finish(t.handle, event)
 
     def handle(self, order) -> bool:
         if isinstance(order, Fetch):
             try:
-                fd = self.fd_for(order)
+                h = self.handle_for(order)
             except StorageError as e:
                 self.events.put(Finished(self.index, order.segment, order.position, "error", e))
                 return True
-            self.driver.start(order, fd)
+            self.driver.start(order, h)
         elif isinstance(order, Shrink):
             self.events.put(Shrunk(self.index, order.segment, self.driver.shrink(order.segment, order.at, order.min_tail)))
         elif isinstance(order, Limit):
@@ -170,18 +123,20 @@ class _Worker:
         elif isinstance(order, Cancel):
             t = self.driver.cancel(order.segment)
             if t is not None:
-                self.syncer.finish(t.fd, Finished(self.index, t.segment, t.position, "cancelled"))
+                self.finish(t, Finished(self.index, t.segment, t.position, "cancelled"))
         elif isinstance(order, Release):
-            fd = self.fds.pop(order.file, None)
-            if fd is not None:
-                self.syncer.flush()  # nothing of it left to sync before the number is reused
-                self.syncer.poisoned.pop(fd, None)
-                os.close(fd)
+            h = self.handles.pop(order.file, None)
+            if h is not None:
+                self.disk.flush()  # nothing of it left to write or sync before the numbers are reused
+                for fd in (h.fd, h.direct):
+                    if fd is not None:
+                        self.disk.syncer.poisoned.pop(fd, None)
+                        storage.close_quietly(fd)
         elif isinstance(order, Stop):
             for seg in list(self.driver.transfers):
                 t = self.driver.cancel(seg)
-                self.syncer.finish(t.fd, Finished(self.index, t.segment, t.position, "cancelled"))
-            self.syncer.flush()
+                self.finish(t, Finished(self.index, t.segment, t.position, "cancelled"))
+            self.disk.flush()
             return False
         return True
 
@@ -209,12 +164,13 @@ class _Worker:
             self.driver.unpause()
             for oc in self.driver.step(0.01) if self.driver.transfers else ():
                 t = oc.transfer
-                self.syncer.finish(
-                    t.fd,
-                    Finished(self.index, t.segment, t.position, oc.outcome, oc.error,
-                             total=oc.total, final_url=oc.final_url),
-                )
+                self.finish(t, Finished(self.index, t.segment, t.position, oc.outcome, oc.error,
+                                        total=oc.total, final_url=oc.final_url))
             now = time.monotonic()
+            if now - last_ckpt >= s.checkpoint_seconds:
+                # A slow connection's partly filled buffer goes out too, so
+                # its progress is durable within about two checkpoints.
+                self.driver.seal_stale(last_ckpt)
             if self.unsynced > 0 and (self.unsynced >= s.checkpoint_bytes or now - last_ckpt >= s.checkpoint_seconds):
                 self._checkpoint()
                 last_ckpt = now
@@ -226,10 +182,9 @@ class _Worker:
 
     @property
     def unsynced(self) -> int:
-        """Bytes written since the last checkpoint was asked for."""
+        """Bytes handed to the writers since the last checkpoint was asked for."""
         return self.gate.written - self.checkpointed
 
     def _checkpoint(self) -> None:
-        self.syncer.checkpoint({seg: (t.fd, t.position) for seg, t in self.driver.transfers.items()},
-                               self.gate.written)
+        self.disk.syncer.checkpoint()
         self.checkpointed = self.gate.written

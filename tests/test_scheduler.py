@@ -14,18 +14,41 @@ def make(workers=2, slots=2, **kw):
     return s
 
 
-def test_assigns_pending_segments_to_free_slots_balanced():
-    s = make()
+def test_a_files_segments_stay_on_one_worker_and_files_spread_over_workers():
+    s = make()  # 2 workers x 2 slots
     s.add_file(1, ranged=True, max_connections=8)
     for i, (a, b) in enumerate([(0, 100), (100, 200), (200, 300)]):
         s.add_segment(1, 10 + i, a, b, 0)
     acts = s.plan(0.0)
     assigns = [a for a in acts if isinstance(a, Assign)]
-    assert [a.segment for a in assigns] == [10, 11, 12]
-    assert sorted(a.worker for a in assigns) == [0, 0, 1] or sorted(a.worker for a in assigns) == [0, 1, 1]
-    # one slot left, nothing pending: the largest running range is split
-    splits = [a for a in acts if isinstance(a, RequestSplit)]
-    assert len(splits) == 1 and splits[0].segment == 10 and splits[0].at == 50
+    # Its worker has two slots: two segments start there, the third waits
+    # rather than go to the other worker; no split either (no slot on its worker).
+    assert [a.segment for a in assigns] == [10, 11]
+    assert len({a.worker for a in assigns}) == 1
+    assert not [a for a in acts if isinstance(a, RequestSplit)]
+    # A second file takes the other worker.
+    s.add_file(2, ranged=True, max_connections=8)
+    s.add_segment(2, 20, 0, 100, 0)
+    more = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    assert [a.segment for a in more] == [20] and more[0].worker != assigns[0].worker
+    # The first file's segment ends: its waiting segment starts on its own worker.
+    s.on_finished(10, 100, "done", None, 0.0)
+    again = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    assert again == [Assign(assigns[0].worker, 12, 200, 300)]
+
+
+def test_job_wide_connection_total_holds_across_workers():
+    s = Scheduler(2, 4, total=5, min_split=10, rng=random.Random(0))
+    for f in (1, 2):
+        s.add_file(f, ranged=True, max_connections=4)
+        for i in range(4):
+            s.add_segment(f, f * 10 + i, i * 100, i * 100 + 100, 0)
+    assigns = [a for a in s.plan(0.0) if isinstance(a, Assign)]
+    assert len(assigns) == 5
+    by_file = {}
+    for a in assigns:
+        by_file.setdefault(a.segment // 10, set()).add(a.worker)
+    assert all(len(ws) == 1 for ws in by_file.values()) and by_file[1] != by_file[2]
 
 
 def test_resume_starts_at_durable_position_and_skips_done():

@@ -40,22 +40,25 @@ from .http import RemoteInfo
 from .journal import Journal
 from .messages import (
     Cancel,
+    Digest,
     Durable,
     Fetch,
     Finished,
+    Hashed,
     Limit,
     Notice,
     Release,
     Shrink,
     Shrunk,
     Stop,
+    Track,
     Wakeup,
     WorkerCrashed,
     Written,
 )
 from .naming import choose_name, inside, is_credential, part_path, redact_url, same_origin
 from .progress import FileProgress, Snapshot
-from .ranges import plan_segments, MiB
+from .ranges import plan_units, MiB
 from .request import Request, Settings, job_spec
 from .retry import RetryPolicy
 from .results import FileResult, Results
@@ -124,11 +127,15 @@ class Source:
 
 def worker_settings(s: Settings, slots: int) -> WorkerSettings:
     """A worker's disk side for ``slots`` connections: one staging buffer
-    each while they fill, and 16 MiB more queued for the writers; smaller
-    buffers when there are many connections, so memory stays flat."""
+    each while they fill, what the hasher may hold ahead of its frontier,
+    and 16 MiB more queued for the writers (so the pool never runs dry with
+    every buffer held); smaller buffers when there are many connections,
+    so memory stays flat."""
     size = MiB if slots <= 16 else 512 * 1024 if slots <= 32 else 256 * 1024
+    hold = s.hash_budget
     return WorkerSettings(s.checkpoint_bytes, s.checkpoint_seconds, max_unsynced=s.max_unsynced,
-                          stage_size=size, stages=slots + 16 * MiB // size, direct_io=s.direct_io)
+                          stage_size=size, stages=slots + (hold + 16 * MiB) // size,
+                          direct_io=s.direct_io, hash_budget=hold)
 
 
 class _Hashing(Exception):
@@ -215,6 +222,8 @@ class Coordinator:
         self.probing_runs: list[FileRun] = []
         self.ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
         self.verifying: dict[int, Future] = {}
+        self.tracked: dict[int, int] = {}  # file id -> the worker hashing it as it is written
+        self.awaiting_hash: set[int] = set()  # complete files whose worker is finishing their digest
         self.hashes: dict[tuple, Future] = {}  # existing files being hashed
         self.hashing: list[tuple[FileRun, dict | None, Future]] = []  # runs waiting for them
         self.finalizing: dict[int, tuple[Digests, Future]] = {}
@@ -250,7 +259,7 @@ class Coordinator:
     def _finished(self) -> bool:
         return (
             not self.queue and self.probing is None and not self.ready and not self.hashing
-            and not self.verifying and not self.finalizing
+            and not self.verifying and not self.finalizing and not self.awaiting_hash
             and all(r.state in ("done", "skipped", "failed", "hash_mismatch") for r in self.runs.values())
         )
 
@@ -522,7 +531,7 @@ class Coordinator:
                 if why:
                     self.on_message(f"{final.name}: {why}; restarting from zero")
             plan = (
-                [(r.start, r.end) for r in plan_segments(remote.size, self.s.connections, self.s.min_segment)]
+                [(r.start, r.end) for r in plan_units(remote.size, self.s.min_segment)]
                 if remote.ranged and remote.size is not None
                 else ([(0, remote.size)] if remote.size != 0 else [])
             )
@@ -590,6 +599,7 @@ class Coordinator:
             if isinstance(a, Assign):
                 seg = self.sched.segments[a.segment]
                 run = self.runs[seg.file]
+                self._track(run, a.worker)
                 i = self._pick_source(run)
                 src = run.sources[i]
                 src.running += 1
@@ -682,6 +692,8 @@ class Coordinator:
                 pass
             elif isinstance(ev, Notice):
                 self.on_message(ev.text)
+            elif isinstance(ev, Hashed):
+                self._hashed(ev)
             elif isinstance(ev, WorkerCrashed):
                 raise SegdlError(f"worker {ev.worker} crashed: {ev.message}")
         # Durable progress and splits reach the journal before anything
@@ -847,49 +859,90 @@ class Coordinator:
     # ------------------------------------------------------------ file ends
 
     def _release(self, fid: int) -> None:
+        self.tracked.pop(fid, None)
         for q in self.orders:
             q.put(Release(fid))
 
+    def _track(self, run: FileRun, worker: int) -> None:
+        """Have the worker that gets the file's first connection hash it as
+        it writes it (a file's segments all go to that worker)."""
+        if run.id in self.tracked:
+            return
+        self.tracked[run.id] = worker
+        on_disk = tuple((st.start, st.position) for key in self.sched.files[run.id].segments
+                        if (st := self.sched.segments[key]).position > st.start)
+        self.orders[worker].put(Track(run.id, str(run.part), run.remote.size, self._wants_sha256(run), on_disk))
+
+    @staticmethod
+    def _wants_sha256(run: FileRun) -> bool:
+        return bool(run.request.sha256 or run.published_sha256)
+
     def _complete(self, fid: int) -> None:
         run = self.runs[fid]
-        self._release(fid)
         run.state = "verifying"
         self.journal.update_file(fid, state="verifying")
-        want_sha = bool(run.request.sha256 or run.published_sha256)
-        self.verifying[fid] = self._wake_on(self.verifier.submit(digest_file, run.part, sha256=want_sha))
+        worker = self.tracked.get(fid)
+        if worker is not None:
+            self.orders[worker].put(Digest(fid, run.remote.size))  # answered by a Hashed event
+            self.awaiting_hash.add(fid)
+        else:
+            self._digest_from_disk(run)
+        self._release(fid)
+
+    def _digest_from_disk(self, run: FileRun) -> None:
+        self.verifying[run.id] = self._wake_on(
+            self.verifier.submit(digest_file, run.part, sha256=self._wants_sha256(run)))
+
+    def _hashed(self, ev: Hashed) -> None:
+        if ev.file not in self.awaiting_hash:
+            return  # the file ended or restarted meanwhile
+        self.awaiting_hash.discard(ev.file)
+        run = self.runs[ev.file]
+        if ev.blake3 is None:
+            self._digest_from_disk(run)  # the worker did not see every byte
+            return
+        self._verify(ev.file, Digests(ev.blake3, ev.sha256))
 
     def _collect_verifications(self) -> None:
         for fid, fut in list(self.verifying.items()):
             if not fut.done():
                 continue
             del self.verifying[fid]
-            run = self.runs[fid]
-            req = run.request
             try:
                 d: Digests = fut.result()
             except SegdlError as e:
                 self._fail(fid, e)
                 continue
-            if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
-                    and same_digest(run.published_sha256, d.sha256)):
-                if req.blake3 and not same_digest(req.blake3, d.blake3):
-                    want, got = f"blake3 {req.blake3}", d.blake3
-                elif not same_digest(req.sha256, d.sha256):
-                    want, got = f"sha256 {req.sha256}", d.sha256
-                else:
-                    want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
-                err = HashMismatchError(
-                    f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"
-                )
-                self.journal.update_file(fid, state="hash_mismatch", blake3=d.blake3, sha256=d.sha256,
-                                         error=err.message, exit_code=err.exit_code)
-                self._end(run, "hash_mismatch", err, d)
-                continue
-            # The digest is recorded before the rename: a crash between the
-            # two leaves a final file that the next run recognises by it.
-            self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256)
-            self.finalizing[fid] = (d, self._wake_on(self.verifier.submit(
-                storage.finalize, run.part, run.final, size=run.remote.size)))
+            self._verify(fid, d)
+        self._collect_finalizations()
+
+    def _verify(self, fid: int, d: Digests) -> None:
+        """Compare a finished file's digests with what is expected; rename
+        it into place (off the loop) when they agree."""
+        run = self.runs[fid]
+        req = run.request
+        if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
+                and same_digest(run.published_sha256, d.sha256)):
+            if req.blake3 and not same_digest(req.blake3, d.blake3):
+                want, got = f"blake3 {req.blake3}", d.blake3
+            elif not same_digest(req.sha256, d.sha256):
+                want, got = f"sha256 {req.sha256}", d.sha256
+            else:
+                want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
+            err = HashMismatchError(
+                f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"
+            )
+            self.journal.update_file(fid, state="hash_mismatch", blake3=d.blake3, sha256=d.sha256,
+                                     error=err.message, exit_code=err.exit_code)
+            self._end(run, "hash_mismatch", err, d)
+            return
+        # The digest is recorded before the rename: a crash between the
+        # two leaves a final file that the next run recognises by it.
+        self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256)
+        self.finalizing[fid] = (d, self._wake_on(self.verifier.submit(
+            storage.finalize, run.part, run.final, size=run.remote.size)))
+
+    def _collect_finalizations(self) -> None:
         for fid, (d, fut) in list(self.finalizing.items()):
             if not fut.done():
                 continue

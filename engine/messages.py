@@ -94,6 +94,26 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Track:
+    """Hash ``file`` in order as its bytes are written (see hashing.py).
+    ``on_disk``: ranges already in the file from an earlier run."""
+
+    file: int
+    path: str
+    size: int | None
+    sha256: bool
+    on_disk: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Every segment of ``file`` is durable: answer with :class:`Hashed`."""
+
+    file: int
+    size: int | None  # known now even for a length-less stream
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     """The file is finished: close its descriptor."""
 
@@ -156,6 +176,19 @@ class Finished:
 @dataclass(frozen=True, slots=True)
 class Wakeup:
     """Posted by the coordinator's own threads: a background job is done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hashed:
+    """The digests of a tracked file, hashed as it was written; None (with
+    ``why``) when this worker could not see every byte."""
+
+    worker: int
+    file: int
+    blake3: str | None
+    sha256: str | None
+    read_back: int = 0  # bytes hashed from disk rather than from memory
+    why: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

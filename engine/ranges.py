@@ -16,7 +16,7 @@ MiB = 1024 * KiB
 
 #: Smallest segment the planner creates up front.  Large enough that the
 #: per-request latency of a slow server (50 ms) is amortised over the bytes.
-DEFAULT_MIN_SEGMENT = 8 * MiB
+DEFAULT_MIN_SEGMENT = 4 * MiB
 #: A running range is only halved when each half would keep at least this
 #: many bytes; below it a second connection costs more than it saves.
 DEFAULT_MIN_SPLIT = 2 * MiB
@@ -94,6 +94,35 @@ def plan_segments(
         out.append(ByteRange(pos, pos + length))
         pos += length
     return out
+
+
+#: A file is planned as at most this many segments (larger units beyond).
+MAX_UNITS = 4096
+
+
+def plan_units(size: int, unit: int = DEFAULT_MIN_SEGMENT) -> list[ByteRange]:
+    """Cut ``size`` bytes into consecutive segments of about ``unit`` bytes.
+
+    The scheduler hands pending segments out in file order, so a file's
+    connections work side by side near its front and its bytes arrive
+    nearly in file order: the worker hashes them from memory as they come
+    (see hashing.py) instead of reading the file back at the end.  Large
+    units are whole multiples of :data:`ALIGNMENT`; a file of more than
+    ``MAX_UNITS`` units gets larger ones.  A zero-byte file has no
+    segments; the last segment takes the remainder (up to 1.5 units).
+    """
+    if size < 0:
+        raise ValueError("size must be >= 0")
+    if size == 0:
+        return []
+    unit = max(1, unit, -(-size // MAX_UNITS))
+    if unit >= ALIGN_FROM:
+        unit = -(-unit // ALIGNMENT) * ALIGNMENT
+    count = max(1, size // unit)
+    if size - count * unit >= unit // 2:
+        count += 1  # a remainder of half a unit or more is a segment of its own
+    cuts = [min(size, i * unit) for i in range(count)] + [size]
+    return [ByteRange(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 #: A range is only split when its owner would need at least this long to

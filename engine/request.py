@@ -45,6 +45,9 @@ class Settings:
     # cost memory).
     buffer_budget: int = 16 * MiB
     direct_io: bool = True  # O_DIRECT writes where the file system takes them
+    # Per worker: written buffers kept ahead of the hash frontier (see
+    # hashing.py); what does not fit is read back from disk to be hashed.
+    hash_budget: int = 32 * MiB
     force: bool = False
     max_speed: int = 0  # bytes/s for the whole job; 0: unlimited
     max_file_speed: int = 0  # bytes/s per file; 0: unlimited

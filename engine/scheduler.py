@@ -46,7 +46,16 @@ class FileState:
     failed: bool = False
     paused: bool = False
     worker: int | None = None  # the worker its segments go to (see take_worker)
-    running: int = 0  # of its segments, how many are running
+    # Kept by Scheduler._set, so no query walks every segment of a file:
+    running_keys: set[int] = field(default_factory=set)
+    pending: int = 0
+    done: int = 0
+    cursor: int = 0  # no segment before this index in ``segments`` is pending
+    index: dict[int, int] = field(default_factory=dict)  # segment -> its index in ``segments``
+
+    @property
+    def running(self) -> int:
+        return len(self.running_keys)
 
 
 # ----------------------------------------------------------------- actions
@@ -106,6 +115,25 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.files: dict[int, FileState] = {}
         self.segments: dict[int, SegmentState] = {}
+        self.waiting: set[int] = set()  # segments in WAITING (retry backoff)
+
+    def _set(self, s: SegmentState, state: str) -> None:
+        """The one place a segment changes state (keeps the counts)."""
+        f = self.files[s.file]
+        old, s.state = s.state, state
+        if old == state:
+            return
+        for st, sign in ((old, -1), (state, 1)):
+            if st == PENDING:
+                f.pending += sign
+            elif st == DONE:
+                f.done += sign
+            elif st == RUNNING:
+                (f.running_keys.add if sign > 0 else f.running_keys.discard)(s.key)
+            elif st == WAITING:
+                (self.waiting.add if sign > 0 else self.waiting.discard)(s.key)
+        if state == PENDING:
+            f.cursor = min(f.cursor, f.index[s.key])
 
     # ------------------------------------------------------------ setup
 
@@ -115,13 +143,14 @@ class Scheduler:
     def add_segment(self, file: int, segment: int, start: int, end: int | None, done: int) -> None:
         f = self.files[file]
         pos = start + done
-        st = SegmentState(segment, file, start, end, pos, pos, retry=self.retry)
-        if end is not None and pos >= end:
-            st.state = DONE
-        if f.paused and st.state != DONE:
-            st.state = PAUSED
+        st = SegmentState(segment, file, start, end, pos, pos, retry=self.retry, state=PAUSED)
         self.segments[segment] = st
+        f.index[segment] = len(f.segments)
         f.segments.append(segment)
+        if end is not None and pos >= end:
+            self._set(st, DONE)
+        elif not f.paused:
+            self._set(st, PENDING)
 
     def remove_file(self, file: int) -> list[CancelSegment]:
         """Forget a file; cancel whatever of it still runs."""
@@ -131,9 +160,10 @@ class Scheduler:
         out = []
         for key in f.segments:
             s = self.segments.pop(key)
+            self.waiting.discard(key)
             if s.state == RUNNING and s.worker is not None:
                 out.append(CancelSegment(s.worker, key))
-                self._vacate(s.worker, None)
+                self._vacate(s.worker)
         return out
 
     # ------------------------------------------------------------ queries
@@ -143,43 +173,50 @@ class Scheduler:
 
     def file_done(self, file: int) -> bool:
         f = self.files[file]
-        return all(self.segments[k].state == DONE for k in f.segments)
+        return f.done == len(f.segments)
 
     def next_wakeup(self) -> float | None:
-        times = [s.not_before for s in self.segments.values() if s.state == WAITING]
-        return min(times) if times else None
+        return min((self.segments[k].not_before for k in self.waiting), default=None)
+
+    def _next_pending(self, f: FileState) -> int | None:
+        """The first pending segment of ``f`` in file order (plan order)."""
+        if not f.pending:
+            return None
+        while f.cursor < len(f.segments):
+            key = f.segments[f.cursor]
+            if self.segments[key].state == PENDING:
+                return key
+            f.cursor += 1
+        return None
 
     # ------------------------------------------------------------ actions
 
     def take_worker(self, f: FileState) -> int | None:
-        """The worker for a new connection of ``f``: always the one that has
-        its other connections, so a file's bytes are staged, written and
+        """The worker for a new connection of ``f``: always the one that got
+        its first, so a file's bytes are staged, written, hashed in order and
         synced by one process (one fdatasync per checkpoint, not one per
-        worker); a file with none running goes to the worker with the most
-        free slots."""
+        worker); a new file goes to the worker with the most free slots."""
         if self.total_free <= 0:
             return None
-        if f.worker is None or (f.running == 0 and self.free[f.worker] <= 0):
+        if f.worker is None:
             f.worker = max(self.free, key=lambda w: (self.free[w], -w))
         return f.worker if self.free[f.worker] > 0 else None
 
-    def _occupy(self, worker: int, f: FileState) -> None:
+    def _occupy(self, worker: int) -> None:
         self.free[worker] -= 1
         self.total_free -= 1
-        f.running += 1
 
-    def _vacate(self, worker: int, f: FileState | None) -> None:
+    def _vacate(self, worker: int) -> None:
         self.free[worker] += 1
         self.total_free += 1
-        if f is not None:
-            f.running -= 1
 
     def plan(self, now: float) -> list[Assign | RequestSplit]:
         """Fill free slots: pending segments first, then tail splits."""
         out: list[Assign | RequestSplit] = []
-        for s in self.segments.values():
-            if s.state == WAITING and s.not_before <= now:
-                s.state = PENDING
+        for key in list(self.waiting):
+            s = self.segments[key]
+            if s.not_before <= now:
+                self._set(s, PENDING)
         # Round-robin over files, one segment each per round, so files that
         # run together share the connection budget.
         running = {f.key: self.running_count(f.key) for f in self.files.values()}
@@ -187,27 +224,27 @@ class Scheduler:
         for f in self.files.values():
             per_host[f.host] = per_host.get(f.host, 0) + running[f.key]
         host_full = lambda f: bool(self.max_per_host) and per_host.get(f.host, 0) >= self.max_per_host  # noqa: E731
-        queues = {
-            f.key: [k for k in f.segments if self.segments[k].state == PENDING]
-            for f in self.files.values() if not (f.failed or f.paused)
-        }
+        ready = [f for f in self.files.values() if f.pending and not (f.failed or f.paused)]
         progress = True
         while progress:
             progress = False
-            for fkey, pending in queues.items():
-                f = self.files[fkey]
-                if not pending or running[fkey] >= f.max_connections or host_full(f):
+            for f in ready:
+                fkey = f.key
+                if running[fkey] >= f.max_connections or host_full(f):
+                    continue
+                key = self._next_pending(f)
+                if key is None:
                     continue
                 worker = self.take_worker(f)
                 if worker is None:
                     if self.total_free <= 0:
                         return out
                     continue  # its worker is full; other files may fit elsewhere
-                key = pending.pop(0)
                 s = self.segments[key]
-                s.state, s.worker = RUNNING, worker
+                self._set(s, RUNNING)
+                s.worker = worker
                 s.rate = s.rate_at = None
-                self._occupy(worker, f)
+                self._occupy(worker)
                 running[fkey] += 1
                 per_host[f.host] = per_host.get(f.host, 0) + 1
                 out.append(Assign(worker, key, s.position, s.end))
@@ -216,7 +253,7 @@ class Scheduler:
         spare = self.total_free
         if spare <= 0:
             return out
-        if any(s.state in (PENDING, WAITING) for s in self.segments.values()):
+        if self.waiting or any(f.pending for f in self.files.values()):
             return out  # a retry is about to want the slot
         candidates = []
         for f in self.files.values():
@@ -226,9 +263,9 @@ class Scheduler:
                 continue
             if f.worker is not None and self.free[f.worker] <= 0:
                 continue  # its tail would need a slot on its own worker
-            for key in f.segments:
+            for key in sorted(f.running_keys):
                 s = self.segments[key]
-                if s.state == RUNNING and not s.splitting and s.end is not None:
+                if not s.splitting and s.end is not None:
                     candidates.append(Running(key, max(s.seen, s.position), s.end, s.rate))
         for _ in range(spare):
             pick = choose_split(candidates, self.min_split, self.split_after)
@@ -289,7 +326,9 @@ class Scheduler:
             return []
         f = self.files[s.file]
         if s.state == RUNNING and s.worker is not None:
-            self._vacate(s.worker, f)
+            self._vacate(s.worker)
+        if s.state == RUNNING:
+            self._set(s, PAUSED)  # out of RUNNING at once; its next state follows
         s.worker = None
         s.splitting = False
         if not f.ranged and outcome != "done":
@@ -299,12 +338,12 @@ class Scheduler:
         if outcome == "done":
             if s.end is None and total is not None:
                 s.end = total
-            s.state = DONE
+            self._set(s, DONE)
             if s.end is not None and s.position < s.end:
                 s.position = s.end
             return [FileComplete(f.key)] if self.file_done(f.key) and not f.failed else []
         if outcome == "cancelled":
-            s.state = PAUSED if f.paused else PENDING
+            self._set(s, PAUSED if f.paused else PENDING)
             return []
         # error
         assert error is not None
@@ -312,8 +351,8 @@ class Scheduler:
             s.retry = s.retry.increment(error)
         except SegdlError:
             return self.fail_file(f.key, error)
-        s.state = WAITING
         s.not_before = now + s.retry.delay(error, self.rng)
+        self._set(s, WAITING)
         return []
 
     def fail_file(self, file: int, error: SegdlError) -> list[FileFailed | CancelSegment]:
@@ -332,7 +371,7 @@ class Scheduler:
             if s.state == RUNNING and s.worker is not None:
                 out.append(CancelSegment(s.worker, key))
             elif s.state in (PENDING, WAITING):
-                s.state = PAUSED
+                self._set(s, PAUSED)
         return out
 
     # ------------------------------------------------------------ control
@@ -352,4 +391,4 @@ class Scheduler:
         for key in f.segments:
             s = self.segments[key]
             if s.state == PAUSED:
-                s.state = PENDING
+                self._set(s, PENDING)

@@ -20,11 +20,15 @@ from __future__ import annotations
 import mmap
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import storage
 from .errors import StorageError
 from .messages import Durable, Finished
+
+if TYPE_CHECKING:
+    from .hashing import Hasher
 
 ALIGN = 4096  # O_DIRECT's unit here: file offset, length and memory address
 
@@ -38,6 +42,7 @@ class FileHandle:
     fd: int
     direct: int | None
     path: str
+    file: int = 0  # the file's id (journal), for the hasher
 
 
 class Stage:
@@ -200,10 +205,11 @@ class Writer(threading.Thread):
     """Writes sealed buffers in the order they come; records, per segment,
     how far its bytes are written (not yet synced)."""
 
-    def __init__(self, name: str, pool: StagePool, on_fallback) -> None:
+    def __init__(self, name: str, pool: StagePool, hasher, on_fallback) -> None:
         super().__init__(name=name, daemon=True)
         self.jobs: queue.Queue = queue.Queue()
         self.pool = pool
+        self.hasher = hasher
         self.on_fallback = on_fallback
         self.bytes = 0  # written so far (only this thread adds to it)
         self.syncer: Syncer | None = None
@@ -233,11 +239,13 @@ class Writer(threading.Thread):
             if job[0] == "write":
                 _, handle, stage, segment, transfer = job
                 n = stage.fill
+                ok = False
                 try:
                     if handle.fd not in self.syncer.poisoned:
                         write_stage(handle, stage, self.on_fallback)
                         with self._lock:
                             self._written[segment] = (handle, stage.end)
+                        ok = True
                 except OSError as e:
                     err = storage.write_error(handle.path, e)
                     self.syncer.poisoned[handle.fd] = err.message
@@ -246,7 +254,10 @@ class Writer(threading.Thread):
                     # Counted even when it failed: the gate must drain (what
                     # is durable is said only by the positions above).
                     self.bytes += n
-                    self.pool.give(stage)
+                    if ok:
+                        self.hasher.written(handle.file, stage)  # it gives the buffer back
+                    else:
+                        self.pool.give(stage)
             elif job[0] == "finish":
                 self.syncer.finish(job[1], job[2])
             else:
@@ -255,24 +266,28 @@ class Writer(threading.Thread):
 
 @dataclass(slots=True)
 class DiskSide:
-    """The staging pool, the writers and the syncer of one worker."""
+    """The staging pool, the writers, the hasher and the syncer of one worker."""
 
     pool: StagePool
     writers: list[Writer]
     syncer: Syncer
-    handles: dict[int, FileHandle] = field(default_factory=dict)
+    hasher: "Hasher"
 
     @classmethod
     def start(cls, index: int, events, gate, *, stages: int, stage_size: int, writers: int,
-              on_fallback) -> "DiskSide":
+              hash_budget: int, on_fallback) -> "DiskSide":
+        from .hashing import Hasher
+
         pool = StagePool(stages, stage_size)
-        ws = [Writer(f"segdl-write-{index}.{i}", pool, on_fallback) for i in range(max(1, writers))]
+        hasher = Hasher(index, events, pool, hash_budget)
+        ws = [Writer(f"segdl-write-{index}.{i}", pool, hasher, on_fallback) for i in range(max(1, writers))]
         syncer = Syncer(index, events, gate, ws)
         for w in ws:
             w.syncer = syncer
             w.start()
         syncer.start()
-        return cls(pool, ws, syncer)
+        hasher.start()
+        return cls(pool, ws, syncer, hasher)
 
     def writer_for(self, segment: int) -> Writer:
         return self.writers[segment % len(self.writers)]

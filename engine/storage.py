@@ -87,7 +87,7 @@ def unlock(fd: int) -> None:
         pass
 
 
-def open_for_write(path: str, *, direct: bool = True):
+def open_for_write(path: str, *, file: int = 0, direct: bool = True):
     """Open a part file for the writers: a descriptor through the page cache
     always, and one with ``O_DIRECT`` too where the file system takes it
     (tmpfs and many FUSE or network file systems do not).  Returns a
@@ -105,7 +105,7 @@ def open_for_write(path: str, *, direct: bool = True):
             if not direct_refused(e):
                 close_quietly(fd)
                 raise StorageError(f"cannot open {path}: {e.strerror or e}") from e
-    return FileHandle(fd, dfd, path)
+    return FileHandle(fd, dfd, path, file)
 
 
 def direct_refused(e: OSError) -> bool:

@@ -19,6 +19,7 @@ from . import storage
 from .errors import StorageError
 from .messages import (
     Cancel,
+    Digest,
     Fetch,
     Finished,
     Limit,
@@ -27,6 +28,7 @@ from .messages import (
     Shrink,
     Shrunk,
     Stop,
+    Track,
     WorkerCrashed,
     Written,
 )
@@ -47,6 +49,9 @@ class WorkerSettings:
     stages: int = 48  # buffers in the pool: more than the worker's connections
     writers: int = 2  # writer threads (two keep the disk's queue from running dry)
     direct_io: bool = True  # O_DIRECT where the file system takes it
+    # Written buffers held ahead of the hash frontier (see hashing.py);
+    # beyond it they are let go and read back when the frontier gets there.
+    hash_budget: int = 32 * 1024 * 1024
 
 
 def _die_with_parent() -> None:
@@ -83,7 +88,7 @@ class _Worker:
         self.noticed: set[str] = set()
         self.disk = DiskSide.start(index, events, self.gate, stages=settings.stages,
                                    stage_size=settings.stage_size, writers=settings.writers,
-                                   on_fallback=self.notice)
+                                   hash_budget=settings.hash_budget, on_fallback=self.notice)
         self.driver = MultiDriver(self.gate, self.disk)
         self.handles: dict[int, FileHandle] = {}
         self.checkpointed = 0  # gate.written at the last checkpoint
@@ -98,7 +103,7 @@ class _Worker:
     def handle_for(self, fetch: Fetch) -> FileHandle:
         h = self.handles.get(fetch.file)
         if h is None:
-            h = storage.open_for_write(fetch.path, direct=self.settings.direct_io)
+            h = storage.open_for_write(fetch.path, file=fetch.file, direct=self.settings.direct_io)
             if self.settings.direct_io and h.direct is None:
                 self.notice(f"{fetch.path}: the file system refuses direct I/O; writing through the page cache")
             self.handles[fetch.file] = h
@@ -124,7 +129,12 @@ class _Worker:
             t = self.driver.cancel(order.segment)
             if t is not None:
                 self.finish(t, Finished(self.index, t.segment, t.position, "cancelled"))
+        elif isinstance(order, Track):
+            self.disk.hasher.track(order.file, order.path, order.size, order.sha256, order.on_disk)
+        elif isinstance(order, Digest):
+            self.disk.hasher.digest(order.file, order.size)
         elif isinstance(order, Release):
+            self.disk.hasher.forget(order.file)
             h = self.handles.pop(order.file, None)
             if h is not None:
                 self.disk.flush()  # nothing of it left to write or sync before the numbers are reused

@@ -503,13 +503,13 @@ class MultiDriver:
                 new_end = t.requested_end  # split on the request boundary: nothing cut
             else:
                 # Cutting throws away what is in flight; only worth it for
-                # a connection that would otherwise take long to finish.
-                # Its speed: over this request once it has run a while,
-                # else over the previous one (unknown only for a brand-new
-                # connection).
+                # a connection known to need long to finish.  Its speed:
+                # over this request once it has run a while, else over the
+                # previous one.  A brand-new connection's is unknown: it is
+                # not cut (its bytes in flight would be fetched twice).
                 elapsed = time.monotonic() - t.request_began
                 rate = (t.position - t.request_start) / elapsed if elapsed > 0.2 else t.rate
-                if rate and (t.end - t.position) / rate < CUT_AFTER_SECONDS:
+                if not rate or (t.end - t.position) / rate < CUT_AFTER_SECONDS:
                     return None
         if new_end >= t.end:
             return None

@@ -325,3 +325,26 @@ def test_limit_changed_while_running(make_nginx, coll_root, tmp_path):
     assert job.returncode == 0, err
     assert time.monotonic() - t0 < 12
     assert blake3_file(tmp_path / "out" / "a.bin") == blake3_file(coll_root / "a.bin")
+
+
+def test_rerun_of_a_hash_mismatched_file_fetches_each_byte_once(make_nginx, tmp_path):
+    """Issue 8, no wasted bytes: a re-run that downloads a mismatched file
+    again asks the mirror for its bytes once (a brand-new request is never
+    cut by a split before its speed is known)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    sizes = {"big.bin": 4_247_591, "s1.bin": 300_000, "s2.bin": 700_001}
+    for i, (name, size) in enumerate(sizes.items()):
+        write_deterministic_file(root / name, size, 40 + i)
+    srv = make_nginx(root=root)
+    entries = [{"url": srv.url(n), "path": n, "blake3": blake3_file(root / n)} for n in sizes]
+    entries[0]["blake3"] = "cd" * 32
+    m = manifest(tmp_path, entries, collection="waste")
+    journal, out = tmp_path / "j.sqlite", tmp_path / "out"
+    for attempt in range(2):
+        srv.reset_access_log()
+        p = run_segdl(["get", "-i", m, "-d", out, "--json", "-x", "16"], journal)
+        assert p.returncode == errors.EXIT_HASH_MISMATCH, p.stderr
+        served = sum(e["body_bytes_sent"] for e in srv.access_log_entries() if e["path"] == "/big.bin")
+        # the probe's one byte, then the file once
+        assert served <= 1.02 * sizes["big.bin"] + 1, (attempt, served, srv.access_log_entries())

@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-
 from segdl.engine.errors import EXIT_DOWNLOAD_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
-from segdl.engine.messages import TransferOptions
 
-err = Console(stderr=True)
+from .console import err
 
 
 def _size(text: str, name: str) -> int:
@@ -90,6 +87,8 @@ def bench(
         except ImportError:
             err.print("[red]segdl:[/] --plot needs matplotlib: pip install 'segdl[bench]' (or pip install matplotlib)")
             raise typer.Exit(EXIT_USAGE)
+    from segdl.engine.messages import TransferOptions
+
     options = TransferOptions(headers=tuple(header), insecure=insecure,
                               ca_cert=str(ca_cert) if ca_cert else None)
     if rounds is None:
@@ -191,6 +190,7 @@ def _short(url: str, width: int = 48) -> str:
 
 
 def _render(report) -> None:
+    from rich.console import Console
     from rich.table import Table
 
     console = Console()

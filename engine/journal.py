@@ -19,21 +19,89 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
-
 from .errors import JournalError
 
-MIGRATIONS = Migrations("segdl")
+# The schema's migrations, in order.  They are applied with sqlite-utils
+# ``Migrations``; sqlite-utils itself is loaded only when one is pending
+# (once per journal), so commands start fast (see _migrations()).
+MIGRATION_SET = "segdl"
+MIGRATION_STEPS: list = []
 
 
-@MIGRATIONS()
-def m001_initial(db: sqlite_utils.Database) -> None:
+def _migration(fn):
+    MIGRATION_STEPS.append(fn)
+    return fn
+
+
+def _load_sqlite_utils_lean():
+    """sqlite-utils imports pandas and numpy, when installed, as it loads,
+    only to map their types to SQL column types; the journal stores neither,
+    and in a data-science environment the two cost 0.5 s or more.  Hide
+    them while sqlite-utils loads; a later import of either works as usual."""
+    hidden = [m for m in ("pandas", "numpy") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # "import m" raises ImportError
+    try:
+        import sqlite_utils
+        from sqlite_utils.migrations import Migrations
+    finally:
+        for m in hidden:
+            sys.modules.pop(m, None)
+    return sqlite_utils, Migrations
+
+
+def _migrations():
+    _, Migrations = _load_sqlite_utils_lean()
+    m = Migrations(MIGRATION_SET)
+    for fn in MIGRATION_STEPS:
+        m(name=fn.__name__)(fn)
+    return m
+
+
+class _Db:
+    """The journal's connection: rows as dicts, one transaction helper.
+    (sqlite-utils wraps the same connection when a migration runs.)"""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def query(self, sql: str, params=()) -> Iterator[dict[str, Any]]:
+        cur = self.conn.execute(sql, params)
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(names, row))
+
+    def execute(self, sql: str, params=()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def executescript(self, sql: str) -> None:
+        self.conn.executescript(sql)
+
+    @contextmanager
+    def atomic(self) -> Iterator["_Db"]:
+        if self.conn.in_transaction:
+            yield self  # already inside one: part of it
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@_migration
+def m001_initial(db) -> None:
     db.executescript(
         """
         CREATE TABLE jobs (
@@ -80,8 +148,8 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-@MIGRATIONS()
-def m002_live_control(db: sqlite_utils.Database) -> None:
+@_migration
+def m002_live_control(db) -> None:
     """Live state for ``segdl status`` and control from other processes:
     a paused flag per file, live speed and received bytes, per-job limits."""
     db.executescript(
@@ -97,8 +165,8 @@ def m002_live_control(db: sqlite_utils.Database) -> None:
     )
 
 
-@MIGRATIONS()
-def m003_mirror_stats(db: sqlite_utils.Database) -> None:
+@_migration
+def m003_mirror_stats(db) -> None:
     """Per-mirror bytes and speed of each file, for ``segdl status``; digest
     indexes, so finding an already downloaded copy stays cheap."""
     db.executescript(
@@ -138,7 +206,8 @@ class Journal:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(str(self.path), timeout=30)
-            self.db = sqlite_utils.Database(conn, execute_plugins=False)
+            conn.isolation_level = None  # transactions are explicit (_Db.atomic)
+            self.db = _Db(conn)
             self.db.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
                 self.db.execute("PRAGMA journal_mode = WAL")
@@ -146,25 +215,33 @@ class Journal:
                 self.db.execute("PRAGMA foreign_keys = ON")
             self._check_schema()
 
+    def _applied(self) -> list[str]:
+        if not list(self.db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'")):
+            return []
+        return [r["name"] for r in self.db.query(
+            "SELECT name FROM _sqlite_migrations WHERE migration_set = ? ORDER BY rowid", [MIGRATION_SET])]
+
     def _check_schema(self) -> None:
-        known = {m.name for m in MIGRATIONS._migrations}
-        applied = {m.name for m in MIGRATIONS.applied(self.db)}
-        unknown = applied - known
+        known = [fn.__name__ for fn in MIGRATION_STEPS]
+        applied = set(self._applied())
+        unknown = applied - set(known)
         if unknown:
             raise JournalError(
                 f"journal {self.path} was written by a newer segdl "
                 f"(schema {sorted(unknown)[-1]}); upgrade segdl or use another --journal"
             )
-        if not self.readonly:
-            MIGRATIONS.apply(self.db)
-        elif applied != known:
+        if applied == set(known):
+            return
+        if self.readonly:
             raise JournalError(f"journal {self.path} has an older schema; run a segdl command that writes to it first")
+        sqlite_utils, _ = _load_sqlite_utils_lean()
+        _migrations().apply(sqlite_utils.Database(self.db.conn, execute_plugins=False))
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
-    def atomic(self) -> Iterator[sqlite_utils.Database]:
+    def atomic(self) -> Iterator[_Db]:
         """The one transaction helper every write goes through."""
         with _journal_errors(self.path):
             with self.db.atomic() as db:

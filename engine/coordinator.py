@@ -938,7 +938,9 @@ class Coordinator:
             return
         # The digest is recorded before the rename: a crash between the
         # two leaves a final file that the next run recognises by it.
-        self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256)
+        # Durable before the rename: after a power cut a final file without
+        # its 'verified' would look like someone else's ("exists and differs").
+        self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256, durable=True)
         self.finalizing[fid] = (d, self._wake_on(self.verifier.submit(
             storage.finalize, run.part, run.final, size=run.remote.size)))
 

@@ -10,6 +10,9 @@ Rules this module keeps for everyone:
 * WAL with ``synchronous=NORMAL``: a power cut may lose the last commits,
   never corrupt the file; since data is synced *before* each commit, an
   older journal state always claims less than is on disk, never more.
+  Two kinds of commit are synced (``durable``): the heartbeat, once a
+  second, which bounds the progress a power cut can lose; and a file's
+  ``verified``, which must be on disk before its part file is renamed.
 * The schema is versioned with sqlite-utils ``Migrations``; a journal that
   carries migrations this segdl does not know is refused, not guessed at.
 """
@@ -84,17 +87,25 @@ class _Db:
         self.conn.executescript(sql)
 
     @contextmanager
-    def atomic(self) -> Iterator["_Db"]:
+    def atomic(self, durable: bool = False) -> Iterator["_Db"]:
+        """One transaction.  ``durable``: its COMMIT syncs the WAL, which
+        makes it and every commit before it survive a power cut."""
         if self.conn.in_transaction:
             yield self  # already inside one: part of it
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        if durable:
+            self.conn.execute("PRAGMA synchronous = FULL")
         try:
-            yield self
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous = NORMAL")
 
     def close(self) -> None:
         self.conn.close()
@@ -241,10 +252,12 @@ class Journal:
         self.db.close()
 
     @contextmanager
-    def atomic(self) -> Iterator[_Db]:
-        """The one transaction helper every write goes through."""
+    def atomic(self, durable: bool = False) -> Iterator[_Db]:
+        """The one transaction helper every write goes through.  Commits
+        are not synced (``synchronous=NORMAL``) unless ``durable``; a
+        durable one makes every earlier commit durable too."""
         with _journal_errors(self.path):
-            with self.db.atomic() as db:
+            with self.db.atomic(durable) as db:
                 yield db
 
     # ------------------------------------------------------------- jobs
@@ -270,8 +283,9 @@ class Journal:
 
     def heartbeat(self, job_id: int, live: dict[int, tuple[float, int, list | None]]) -> None:
         """Live numbers for ``status``: file id -> (speed, received bytes,
-        per-mirror stats)."""
-        with self.atomic() as db:
+        per-mirror stats).  Once a second: its commit is the durable one,
+        so a power cut loses at most a second of recorded progress."""
+        with self.atomic(durable=True) as db:
             db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", [time.time(), job_id])
             if live:
                 db.conn.executemany(
@@ -367,9 +381,9 @@ class Journal:
             )
             return cur.lastrowid
 
-    def update_file(self, file_id: int, **fields: Any) -> None:
+    def update_file(self, file_id: int, *, durable: bool = False, **fields: Any) -> None:
         fields["updated"] = time.time()
-        with self.atomic() as db:
+        with self.atomic(durable) as db:
             db.execute(
                 f"UPDATE files SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
                 [*fields.values(), file_id],

@@ -18,9 +18,11 @@ position it reports was written before the sync it follows.
 from __future__ import annotations
 
 import mmap
+import os
 import queue
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import storage
@@ -43,6 +45,7 @@ class FileHandle:
     direct: int | None
     path: str
     file: int = 0  # the file's id (journal), for the hasher
+    named: bool = False  # its folder was fsynced since it was created
 
 
 class Stage:
@@ -152,6 +155,18 @@ class Syncer(threading.Thread):
     def checkpoint(self) -> None:
         self.jobs.put(("ckpt",))
 
+    def _name_durable(self, handles) -> None:
+        """A part file's name is made durable (its folder fsynced) before
+        any of its bytes is reported durable: a claim must not outlive the
+        file it is about.  Once per file, one fsync per folder per batch."""
+        folders = set()
+        for h in handles:
+            if not h.named:
+                folders.add(os.path.dirname(h.path))
+                h.named = True
+        for d in folders:
+            storage.fsync_dir(Path(d))
+
     def finish(self, handle: FileHandle, event: Finished) -> None:
         self.jobs.put(("finish", handle, event))
 
@@ -175,6 +190,7 @@ class Syncer(threading.Thread):
                 written.update(w.take_written())
             handles = {id(h): h for h, _ in written.values()}
             handles.update((id(job[1]), job[1]) for job in batch if job[0] == "finish")
+            self._name_durable(handles.values())
             for h in handles.values():
                 if h.fd in self.poisoned:
                     continue

@@ -33,9 +33,9 @@ def prepare(part: Path, size: int | None, *, keep: bool) -> None:
     a full disk is found now, not half-way through the download.
 
     No fsync here: the journal claims no byte of this file until an
-    fdatasync of its data (which also persists its size); should the file
-    itself vanish in a power cut, the next run finds it missing and starts
-    it over.
+    fdatasync of its data (which also persists its size), and a worker's
+    syncer fsyncs the folder (the part file's name) before it reports the
+    file's first bytes durable (staging.Syncer).
     """
     with disk_errors(f"cannot create {part}"):
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -154,10 +154,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def finalize(part: Path, final: Path, *, size: int | None) -> None:
-    """Move a verified part file to its final name, durably."""
+    """Move a verified part file to its final name, durably.
+
+    A full fsync first: fdatasync need not persist timestamps, and the
+    journal records the final file's mtime to recognise it on a re-run."""
     with disk_errors(f"cannot rename {part} to {final}"):
-        if size is not None and os.stat(part).st_size != size:
-            os.truncate(part, size)
+        fd = os.open(part, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            if size is not None and os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(part, final)
         fsync_dir(final.parent)
 

@@ -224,6 +224,7 @@ class Coordinator:
         self.verifying: dict[int, Future] = {}
         self.tracked: dict[int, int] = {}  # file id -> the worker hashing it as it is written
         self.awaiting_hash: set[int] = set()  # complete files whose worker is finishing their digest
+        self.notices: set[str] = set()
         self.hashes: dict[tuple, Future] = {}  # existing files being hashed
         self.hashing: list[tuple[FileRun, dict | None, Future]] = []  # runs waiting for them
         self.finalizing: dict[int, tuple[Digests, Future]] = {}
@@ -691,7 +692,9 @@ class Coordinator:
             elif isinstance(ev, Wakeup):
                 pass
             elif isinstance(ev, Notice):
-                self.on_message(ev.text)
+                if ev.text not in self.notices:  # once per job, whichever worker says it
+                    self.notices.add(ev.text)
+                    self.on_message(ev.text)
             elif isinstance(ev, Hashed):
                 self._hashed(ev)
             elif isinstance(ev, WorkerCrashed):

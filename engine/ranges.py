@@ -119,7 +119,8 @@ def plan_units(size: int, unit: int = DEFAULT_MIN_SEGMENT) -> list[ByteRange]:
     if unit >= ALIGN_FROM:
         unit = -(-unit // ALIGNMENT) * ALIGNMENT
     count = max(1, size // unit)
-    if size - count * unit >= unit // 2:
+    rest = size - count * unit
+    if rest > 0 and rest >= unit // 2:
         count += 1  # a remainder of half a unit or more is a segment of its own
     cuts = [min(size, i * unit) for i in range(count)] + [size]
     return [ByteRange(a, b) for a, b in zip(cuts, cuts[1:])]

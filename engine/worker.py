@@ -95,9 +95,8 @@ class _Worker:
 
     def notice(self, text: str) -> None:
         """Tell the coordinator something worth a line in verbose output, once."""
-        key = text.split(": ", 1)[-1]
-        if key not in self.noticed:
-            self.noticed.add(key)
+        if text not in self.noticed:
+            self.noticed.add(text)
             self.events.put(Notice(self.index, text))
 
     def handle_for(self, fetch: Fetch) -> FileHandle:
@@ -105,7 +104,8 @@ class _Worker:
         if h is None:
             h = storage.open_for_write(fetch.path, file=fetch.file, direct=self.settings.direct_io)
             if self.settings.direct_io and h.direct is None:
-                self.notice(f"{fetch.path}: the file system refuses direct I/O; writing through the page cache")
+                self.notice(f"{os.path.dirname(fetch.path)}: the file system refuses direct I/O; "
+                            "writing through the page cache")
             self.handles[fetch.file] = h
         return h
 

@@ -70,3 +70,29 @@ def fault_server() -> FaultServer:
     """A fresh FaultServer per test."""
     with FaultServer() as srv:
         yield srv
+
+
+@pytest.fixture
+def mount_ram(tmp_path):
+    """Factory: mount a memory file system (``fstype`` tmpfs or ramfs; a
+    tmpfs of ``size``) under tmp_path and return its path; unmounted after
+    the test.  Skips where mounting is not allowed (not root)."""
+    mounted: list[Path] = []
+
+    def factory(fstype: str = "tmpfs", size: str = "64m") -> Path:
+        import subprocess
+
+        mnt = tmp_path / f"{fstype}{len(mounted)}"
+        mnt.mkdir()
+        opts = ["-o", f"size={size}"] if fstype == "tmpfs" else []
+        r = subprocess.run(["mount", "-t", fstype, *opts, fstype, str(mnt)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a {fstype} here: {r.stderr.decode().strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield factory
+    import subprocess
+
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

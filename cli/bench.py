@@ -61,9 +61,17 @@ def bench(
     ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="CA bundle for TLS verification."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress on stderr."),
 ) -> None:
-    """Benchmark mirrors of one file: time to first byte, Range support, MB/s
-    per connection count, and the -x and mirrors to use.  Data goes to
-    /dev/null; nothing is stored."""
+    """Measure the mirrors of one file.
+
+    Time to first byte, Range support and MB/s for each connection count,
+    then the -x and the mirrors to use.  Data is counted and dropped;
+    nothing is stored.
+
+    \b
+    Examples:
+      segdl bench https://a.example/f.bin https://b.example/f.bin
+      segdl bench --local
+    """
     urls = list(dict.fromkeys(urls or []))
     if not urls and not local:
         err.print("[red]segdl:[/] nothing to benchmark: give URLs or --local")

@@ -1,4 +1,4 @@
-"""An embedded local mirror for ``segdl bench --local``.
+"""An embedded local mirror for ``segdl bench --local`` and ``segdl demo``.
 
 Generates a file of deterministic bytes in a private temp dir and serves it
 on 127.0.0.1 only: with nginx when it is installed (``/usr/sbin/nginx`` or
@@ -6,6 +6,11 @@ on 127.0.0.1 only: with nginx when it is installed (``/usr/sbin/nginx`` or
 that supports single ``Range`` requests and keep-alive.  Everything (server
 process or threads, temp dir) goes away on :meth:`LocalMirror.stop`, which
 the context manager calls also when the block is left by Ctrl-C.
+
+:class:`FileServer` is that stdlib server over a folder, with two extras
+for demos, tests and benchmarks: a per-connection rate the kernel paces
+(``SO_MAX_PACING_RATE`` with ``sendfile``: no burst per request, almost no
+CPU), and files whose first data response is cut short once.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 HOST = "127.0.0.1"
 FILE_NAME = "bench.bin"
 _BLOCK = 1 << 20
+SO_MAX_PACING_RATE = getattr(socket, "SO_MAX_PACING_RATE", 47)  # Linux
 
 
 class LocalMirrorError(RuntimeError):
@@ -86,8 +92,7 @@ class LocalMirror:
         self.workdir: Path | None = None
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._httpd: FileServer | None = None
 
     @property
     def url(self) -> str:
@@ -196,27 +201,13 @@ class LocalMirror:
     # ------------------------------------------------------------ python
 
     def _start_python(self) -> None:
-        self._httpd = _Server((HOST, 0), _Handler)
-        self._httpd.file = str(self.path)
-        st = os.stat(self.path)
-        self._httpd.etag = f'"{st.st_size:x}-{int(st.st_mtime):x}"'
-        self._httpd.last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True,
-                                        name="segdl-localmirror")
-        self._thread.start()
+        self._httpd = FileServer(self.workdir / "root").start()
+        self.port = self._httpd.port
 
     def _stop_python(self) -> None:
         httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        httpd.close_all()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        if httpd is not None:
+            httpd.stop()
 
     # ---------------------------------------------------------- lifecycle
 
@@ -249,17 +240,76 @@ class LocalMirror:
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.I)
 
 
+class FileServer:
+    """The files under ``root`` on ``http://127.0.0.1:PORT/NAME``.
+
+    ``rate``: bytes/s per connection, paced by the kernel; ``fail_once``:
+    names whose first data response (not a 1-byte probe) is cut after
+    ``fail_after`` bytes.  ``requests`` counts GETs per name."""
+
+    def __init__(self, root: Path, *, rate: int = 0, fail_once=(), fail_after: int = 1 << 20) -> None:
+        self.root = Path(root)
+        self.rate = rate
+        self.fail_once = set(fail_once)
+        self.fail_after = fail_after
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None
+        return self._httpd.server_address[1]
+
+    def url(self, name: str) -> str:
+        return f"http://{HOST}:{self.port}/{name}"
+
+    @property
+    def requests(self) -> dict[str, int]:
+        return dict(self._httpd.requests) if self._httpd else {}
+
+    def start(self) -> "FileServer":
+        self._httpd = _Server((HOST, 0), _Handler)
+        self._httpd.root = self.root.resolve()
+        self._httpd.rate = self.rate
+        self._httpd.fail_once = set(self.fail_once)
+        self._httpd.fail_after = self.fail_after
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True,
+                                        name="segdl-fileserver")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        httpd.close_all()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def __enter__(self) -> "FileServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
-    file: str
-    etag: str
-    last_modified: str
+    root: Path
+    rate: int = 0
+    fail_once: set
+    fail_after: int
 
     def __init__(self, *args, **kwargs) -> None:
         self.conns: set[socket.socket] = set()
         self.lock = threading.Lock()
+        self.requests: dict[str, int] = {}
         super().__init__(*args, **kwargs)
 
     def close_all(self) -> None:
@@ -284,6 +334,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        if self.server.rate:
+            # The kernel paces every segment it sends on this socket: no
+            # burst at the start of a request, as nginx's limit_rate has.
+            self.connection.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, self.server.rate)
         with self.server.lock:
             self.server.conns.add(self.connection)
 
@@ -306,7 +360,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _serve(self, head: bool) -> None:
         srv = self.server
-        if self.path.split("?", 1)[0] != "/" + FILE_NAME:
+        name = self.path.split("?", 1)[0].lstrip("/")
+        path = (srv.root / name).resolve()
+        if not name or srv.root not in path.parents or not path.is_file():
             body = b"not found\n"
             self.send_response(404)
             self.send_header("Content-Length", str(len(body)))
@@ -314,7 +370,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if not head:
                 self.wfile.write(body)
             return
-        size = os.path.getsize(srv.file)
+        st = path.stat()
+        size = st.st_size
         start, end, status = 0, size, 200
         rng = self.headers.get("Range")
         if rng is not None:
@@ -335,14 +392,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", srv.etag)
-        self.send_header("Last-Modified", srv.last_modified)
+        self.send_header("ETag", f'"{st.st_size:x}-{int(st.st_mtime):x}"')
+        self.send_header("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))
         self.send_header("Content-Length", str(end - start))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         self.end_headers()
         if head:
             return
+        count = end - start
+        with srv.lock:
+            srv.requests[name] = srv.requests.get(name, 0) + 1
+            cut = count > 1 and name in srv.fail_once
+            if cut:
+                srv.fail_once.discard(name)
+        if cut:
+            count = min(count - 1, srv.fail_after)  # the connection drops mid-body, once
         self.wfile.flush()
-        with open(srv.file, "rb") as f:
-            self.connection.sendfile(f, start, end - start)
+        with open(path, "rb") as f:
+            self.connection.sendfile(f, start, count)
+        if cut:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)

@@ -118,7 +118,17 @@ def get(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or summary."),
 ) -> None:
-    """Download URLs or a collection: segmented, resumable, verified."""
+    """Download URLs or a collection.
+
+    Each file is cut into byte ranges fetched over many connections,
+    journaled so that the same command continues after a crash, and
+    verified by blake3 (and sha256 where known).
+
+    \b
+    Examples:
+      segdl get https://example.org/model.safetensors -d models
+      segdl get -i collection.json -d models -j 8 -x 8
+    """
     urls = list(urls or [])
     manifest_collection = None
     requests: list = []
@@ -180,8 +190,15 @@ def pause(
     target: str = typer.Argument(..., help="A file's id, path or URL, or a collection name."),
     journal: Optional[Path] = JournalOpt,
 ) -> None:
-    """Pause a file (or a collection) of a running job: its connections go to
-    the other files; its segments and partial data are kept."""
+    """Pause a file or a collection of a running job.
+
+    Its connections go to the other files; its segments and partial data
+    are kept, and "segdl resume TARGET" picks up where it stopped.
+
+    \b
+    Example:
+      segdl pause loras/a.safetensors
+    """
     raise typer.Exit(_set_paused(target, journal, True))
 
 
@@ -194,8 +211,17 @@ def resume(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Resume a paused file or collection, or continue every unfinished job
-    with the settings it was started with."""
+    """Resume a paused file, or every unfinished job.
+
+    With TARGET, a paused file or collection of a running job continues.
+    Without it, every job the journal has as unfinished (after Ctrl-C, a
+    crash or a reboot) runs again with the settings it was started with.
+
+    \b
+    Examples:
+      segdl resume loras
+      segdl resume
+    """
     if target is not None:
         raise typer.Exit(_set_paused(target, journal, False))
     from segdl.engine import api
@@ -264,8 +290,15 @@ def status(
     journal: Optional[Path] = JournalOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
 ) -> None:
-    """Show every file the journal knows, per collection: state, bytes, speed.
-    Reads the journal only, so it works while a job runs."""
+    """Show every file the journal knows.
+
+    One table per collection: state, bytes, speed and ETA of each file.
+    It only reads the journal, so it works while a job runs.
+
+    \b
+    Example:
+      segdl status loras --json
+    """
     from segdl.engine.journal import Journal
     from segdl.engine.naming import redact_url
 
@@ -330,8 +363,15 @@ def retry(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Download again only the files that failed (read from the journal),
-    with the settings their job was started with."""
+    """Download again only the files that failed.
+
+    The failures are read from the journal, so this works after a reboot
+    too; each runs with the settings its job was started with.
+
+    \b
+    Example:
+      segdl retry loras
+    """
     from segdl.engine import api
 
     try:
@@ -348,7 +388,14 @@ def limit(
     job: Optional[int] = typer.Option(None, "--job", help="Job id (default: every running job)."),
     journal: Optional[Path] = JournalOpt,
 ) -> None:
-    """Change the speed limits of a running job; it applies them within a second."""
+    """Change the speed limits of a running job.
+
+    The job applies them within a second; 0 removes a limit.
+
+    \b
+    Example:
+      segdl limit --max-speed 40M
+    """
     if max_speed is None and max_file_speed is None:
         err.print("[red]segdl:[/] give --max-speed and/or --max-file-speed")
         raise typer.Exit(EXIT_USAGE)
@@ -374,8 +421,10 @@ def limit(
 
 
 from .bench import bench as _bench  # noqa: E402  (imports its engine part lazily)
+from .demo import demo as _demo  # noqa: E402
 
 app.command(name="bench")(_bench)
+app.command(name="demo")(_demo)
 
 
 def main() -> None:  # pragma: no cover - console script entry

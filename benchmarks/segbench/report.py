@@ -11,7 +11,7 @@ import os
 import statistics
 from pathlib import Path
 
-TOOL_ORDER = ("segdl", "aria2c", "curl")
+TOOL_ORDER = ("segdl", "aria2c", "curl", "curl-sync")
 
 
 # --------------------------------------------------------------------------- medians
@@ -44,6 +44,8 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 processes=max(r["peak_procs"] for r in good),
                 wall_plus_fsync_s=_median(r["wall_plus_fsync_s"] for r in good),
                 requests=_median(r["http"].get("requests") for r in good),
+                # bytes the mirror sent (bodies, probes included) per byte needed; the worst run
+                served_ratio=max((r["http"].get("body_bytes_served") or 0) / size for r in good) if size else None,
                 first_request_s=_median(r["http"].get("first_request_s") for r in good),
                 first_response_done_s=_median(r["http"].get("first_response_done_s")
                                               for r in good),
@@ -95,38 +97,65 @@ def _wall_vs(summaries, case, base, base_cases=None):
     return _ratio(s and s["wall_s"], _best(summaries, base_cases or [case], base, "wall_s"))
 
 
-#: (case, description, limit, unit, value(summaries) -> float | None)
+def _mbps(summaries, case, tool_or_label):
+    for label, s in summaries.get(case, {}).items():
+        if (s["tool"] == tool_or_label or label == tool_or_label) and s.get("mb_per_s"):
+            return s["mb_per_s"]
+    return None
+
+
+def _paced_share(S, M, case: str, connections: int) -> float | None:
+    """segdl's throughput as a share of connections x the paced rate."""
+    rate = M[case].get("pace_bytes")
+    got = _mbps(S, case, "segdl")
+    return got * 1e6 / (connections * rate) if (got and rate) else None
+
+
+def _worst_served(S) -> float | None:
+    vals = [s.get("served_ratio") for c in S.values() for s in c.values()
+            if isinstance(s, dict) and s.get("tool") == "segdl" and s.get("served_ratio")]
+    return max(vals) if vals else None
+
+
+#: (case, description, limit, unit, value(summaries, case facts) -> float | None[, at least])
 TARGETS = (
-    ("1g", "1g: segdl wall <= 0.6x aria2c", 0.6, "x",
-     lambda S: _wall_vs(S, "1g", "aria2c")),
-    ("1g", "1g: segdl wall <= 1.0x curl", 1.0, "x",
-     lambda S: _wall_vs(S, "1g", "curl")),
-    ("1g", "1g: segdl CPU/GB <= 0.8x aria2c's", 0.8, "x",
-     lambda S: _ratio((_segdl(S["1g"]) or {}).get("cpu_s_per_gb"),
+    ("1g", "1g: segdl wall <= 1.25x curl -o (segdl durable and verified, curl not)", 1.25, "x",
+     lambda S, M: _wall_vs(S, "1g", "curl")),
+    ("1g", "1g: segdl wall <= 0.5x aria2c -x16 -s16 -k1M", 0.5, "x",
+     lambda S, M: _wall_vs(S, "1g", "aria2c")),
+    ("1g", "1g: segdl CPU s/GB <= aria2c's", 1.0, "x",
+     lambda S, M: _ratio((_segdl(S["1g"]) or {}).get("cpu_s_per_gb"),
                       _best(S, ["1g"], "aria2c", "cpu_s_per_gb"))),
-    ("1g-20m-x16", "1g-20m-x16: segdl wall <= 0.9x aria2c", 0.9, "x",
-     lambda S: _wall_vs(S, "1g-20m-x16", "aria2c")),
-    ("1g-20m-x64", "1g-20m-x64: segdl wall <= 0.33x aria2c's best (x16)", 0.33, "x",
-     lambda S: _wall_vs(S, "1g-20m-x64", "aria2c", ["1g-20m-x16", "1g-20m-x64"])),
-    ("coll80", "coll80: segdl wall <= 0.7x aria2c -i", 0.7, "x",
-     lambda S: _wall_vs(S, "coll80", "aria2c")),
-    ("1g-20m-x64", "1g-20m-x64: peak RSS of all segdl processes <= 300 MB", 300.0, " MB",
-     lambda S: (_segdl(S["1g-20m-x64"]) or {}).get("max_peak_rss_mb")),
+    ("4g", "4g: segdl wall <= 0.6x aria2c", 0.6, "x",
+     lambda S, M: _wall_vs(S, "4g", "aria2c")),
+    ("small10k", "small10k: segdl wall <= 0.5x aria2c -i", 0.5, "x",
+     lambda S, M: _wall_vs(S, "small10k", "aria2c")),
+    ("small10k", "small10k: HTTP requests per file <= 1", 1.0, "",
+     lambda S, M: _ratio((_segdl(S["small10k"]) or {}).get("requests"), M["small10k"]["files"])),
+    ("paced-x16", "paced-x16: segdl >= 95% of 16 x the paced rate", 0.95, "", 
+     lambda S, M: _paced_share(S, M, "paced-x16", 16), True),
+    ("paced-x64", "paced-x64: segdl -x64 throughput >= 3.5x aria2c -x16", 3.5, "x",
+     lambda S, M: _ratio(_mbps(S, "paced-x64", "segdl"), _mbps(S, "paced-x64", "aria2c")), True),
+    ("paced-x64", "paced-x64: peak PSS of all segdl processes <= 120 MB", 120.0, " MB",
+     lambda S, M: (_segdl(S["paced-x64"]) or {}).get("peak_pss_mb")),
+    ("1g", "every case: bytes served <= 1.02x the bytes needed (worst segdl run)", 1.02, "x",
+     lambda S, M: _worst_served(S)),
 )
 
 
-def targets(summaries: dict[str, dict]) -> list[dict]:
-    """Each issue-5 target with its value and status: met, not met, n/a (case not
+def targets(summaries: dict[str, dict], facts: dict[str, dict] | None = None) -> list[dict]:
+    """Each issue-8 target with its value and status: met, not met, n/a (case not
     run) or failed (no valid segdl or baseline run)."""
     out = []
-    for case, name, limit, unit, value_of in TARGETS:
-        value = value_of(summaries) if case in summaries else None
+    for case, name, limit, unit, value_of, *at_least in TARGETS:
+        value = value_of(summaries, facts or {}) if case in summaries else None
         if case not in summaries:
             status = "n/a"
         elif value is None:
             status = "failed (no valid run)"
         else:
-            status = "met" if value <= limit else "not met"
+            ok = value >= limit if at_least else value <= limit
+            status = "met" if ok else "not met"
         out.append({"target": name, "value": value, "limit": limit, "unit": unit,
                     "status": status})
     return out
@@ -149,15 +178,15 @@ def _case_table(name: str, case: dict) -> list[str]:
     lines = [f"### `{name}` — {case['title']}", "",
              f"Mirror: {case['mirror']}; {case['bytes'] / 1e6:,.0f} MB in "
              f"{case['files']:,} file(s); {case['rounds']} round(s).", "",
-             "| tool | valid | wall s (median) | MB/s | CPU s/GB | peak RSS MB | procs "
-             "| HTTP reqs | 1st req s | 1st data s | wall+fsync s | wall vs aria2c | wall vs curl |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| tool | valid | wall s (median) | MB/s | CPU s/GB | peak RSS MB | peak PSS MB | procs "
+             "| HTTP reqs | served/needed | 1st req s | 1st data s | wall+fsync s | wall vs aria2c | wall vs curl |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, s in case["summary"].items():
         lines.append(
             f"| {label} | {s['valid']}/{s['runs']} | {_f(s.get('wall_s'))} | "
             f"{_f(s.get('mb_per_s'), '.0f')} | {_f(s.get('cpu_s_per_gb'))} | "
-            f"{_f(s.get('peak_rss_mb'), '.0f')} | {s.get('processes', '–')} | "
-            f"{_f(s.get('requests'), '.0f')} | {_f(s.get('first_request_s'))} | "
+            f"{_f(s.get('peak_rss_mb'), '.0f')} | {_f(s.get('peak_pss_mb'), '.0f')} | {s.get('processes', '–')} | "
+            f"{_f(s.get('requests'), '.0f')} | {_f(s.get('served_ratio'), '.3f')} | {_f(s.get('first_request_s'))} | "
             f"{_f(s.get('first_data_done_s'))} | "
             f"{_f(s.get('wall_plus_fsync_s'))} | {_f(s.get('wall_vs_aria2c'), '.2f', 'x')} | "
             f"{_f(s.get('wall_vs_curl'), '.2f', 'x')} |")

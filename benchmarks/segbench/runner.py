@@ -177,8 +177,14 @@ def run_case(case: Case, ctx: Context, nginx_cls) -> list[dict]:
     ctx.log(f"== {case.name}: {case.title}")
     hashes = datasets.ensure(ctx.src_root, case.dataset, log=ctx.log)
     runs: list[dict] = []
-    server = nginx_cls(ctx.src_root, limit_rate=case.mirror.limit_rate,
-                       echo_sleep_ms=case.mirror.echo_sleep_ms)
+    if case.mirror.pace:
+        from segdl.engine.bandwidth import parse_rate
+        from servers import PacedMirror
+
+        server = PacedMirror(ctx.src_root, parse_rate(case.mirror.pace))
+    else:
+        server = nginx_cls(ctx.src_root, limit_rate=case.mirror.limit_rate,
+                           echo_sleep_ms=case.mirror.echo_sleep_ms)
     with server:
         for round_no in range(ctx.rounds):
             warm = datasets.warm_cache(ctx.src_root, case.dataset)

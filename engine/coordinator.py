@@ -293,8 +293,20 @@ class Coordinator:
             return
         urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
         per_url = {u: self._options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
+        with_data = frozenset(r.request.url for r in batch if self._fresh_target(r))
         self.probing_runs = batch
-        self.probing = self._wake_on(self.prober.submit(self.probe_client.probe, urls, self.options, per_url=per_url))
+        self.probing = self._wake_on(self.prober.submit(self.probe_client.probe, urls, self.options,
+                                                        per_url=per_url, with_data=with_data))
+
+    def _fresh_target(self, run: FileRun) -> bool:
+        """Nothing of the file is here yet (no final file, no part file): its
+        probe may fetch its first bytes too, which will not be wasted.  (A
+        file already here is probed for one byte, to see if it changed.)"""
+        try:
+            final = self._target(run, None)
+        except SegdlError:
+            return False
+        return not final.exists() and not part_path(final).exists()
 
     def _collect_probes(self) -> None:
         if self.probing is not None and self.probing.done():
@@ -610,7 +622,7 @@ class Coordinator:
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
                           remote.expect(), self._options_for(run, remote.final_url, remote.multiplexed),
                           redirected=remote.redirected,
-                          max_speed=run.limit)
+                          max_speed=run.limit, data=self._probed_bytes(run, a))
                 )
             elif isinstance(a, RequestSplit):
                 self.orders[a.worker].put(Shrink(a.segment, a.at, self.s.min_split))
@@ -620,6 +632,18 @@ class Coordinator:
                 self._complete(a.file)
             elif isinstance(a, FileFailed):
                 self._fail(a.file, a.error)
+
+    @staticmethod
+    def _probed_bytes(run: FileRun, a: Assign) -> bytes:
+        """The file's first bytes that its probe fetched, for the segment
+        that starts with them (once: a retry asks the server again)."""
+        first = run.sources[0].remote.first_bytes if run.sources else b""
+        if not first or a.end is None or a.position >= len(first):
+            return b""
+        for src in run.sources:
+            src.remote = replace(src.remote, first_bytes=b"")
+        run.remote = run.sources[0].remote
+        return first[a.position:min(len(first), a.end)]
 
     @staticmethod
     def _pick_source(run: FileRun) -> int:

@@ -179,6 +179,9 @@ class RemoteInfo:
     # The server spoke HTTP/2 or later: ranges can share one connection.
     multiplexed: bool = False
     sha256: str | None = None  # published by the server (see published_sha256)
+    # The first bytes of the file, when the probe asked for them and got
+    # them whole: the probe was also the first request for its data.
+    first_bytes: bytes = b""
 
     def expect(self) -> Expect:
         return Expect(self.size, self.etag, self.last_modified, self.ranged)
@@ -213,18 +216,28 @@ def published_sha256(head: ResponseHead) -> str | None:
     return tag.lower() if _HEX64.match(tag) else None
 
 
-def remote_from_probe(url: str, final_url: str, head: ResponseHead) -> RemoteInfo:
-    """Interpret the answer to ``GET`` with ``Range: bytes=0-0``."""
+def remote_from_probe(url: str, final_url: str, head: ResponseHead, body: bytes = b"",
+                      asked: int = 1) -> RemoteInfo:
+    """Interpret the answer to ``GET`` with ``Range: bytes=0-(asked - 1)``.
+
+    ``body`` (what came of it: all of it, or the start when the probe
+    stopped early) becomes ``first_bytes`` only when the Content-Range
+    announced exactly what was asked from offset 0 (or the whole file)
+    and the body is no longer than that."""
     from .naming import filename_from_disposition
 
     status = head.status
     redirected = final_url != url
     size: int | None
+    first = b""
     if status == 206:
         cr = parse_content_range(head.get("content-range"))
         if cr is None:
             raise BadResponseError(f"206 without a usable Content-Range ({head.get('content-range')!r})")
         size, ranged = cr.total, cr.total is not None
+        if (asked > 1 and ranged and cr.start == 0 and cr.end == min(asked, size)
+                and 0 < len(body) <= cr.end):
+            first = bytes(body)
     elif status == 416:
         cr = parse_content_range(head.get("content-range"))
         if cr is not None and cr.total == 0:
@@ -248,5 +261,6 @@ def remote_from_probe(url: str, final_url: str, head: ResponseHead) -> RemoteInf
         redirected=redirected,
         multiplexed=head.version in ("HTTP/2", "HTTP/3"),
         sha256=published_sha256(head),
+        first_bytes=first,
     )
 

@@ -65,6 +65,9 @@ class Fetch:
     options: TransferOptions = field(default_factory=TransferOptions)
     redirected: bool = False  # url is a redirect target (e.g. a signed URL)
     max_speed: int = 0  # bytes/s for this connection; 0: unlimited
+    # The bytes at ``position`` already fetched (by the probe): written as
+    # if received; a request follows only for what they do not cover.
+    data: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,29 +119,61 @@ def _rcvbuf_setter(size: int):
 # ------------------------------------------------------------------- probe
 
 
+#: A probe that may also fetch data asks for this much of the file's
+#: start: a file up to this size takes exactly one request.
+PROBE_DATA = 1024 * 1024
+#: ... but takes its body for at most this long (a slow server must not
+#: hold up the other probes of its batch): what arrived by then is kept as
+#: the file's first bytes, the rest is fetched by a worker.
+PROBE_DATA_SECONDS = 0.5
+
+
 @dataclass(slots=True)
 class _Probe:
     url: str
     curl: pycurl.Curl
+    asked: int = 1  # bytes asked for from offset 0
     head: ResponseHead = field(default_factory=ResponseHead)
     got_body: bool = False
+    body: bytearray = field(default_factory=bytearray)
+    body_began: float = 0.0
+    head_at: float = 0.0  # when its (206) status was first seen
+    out_of_time: bool = False  # stopped by PROBE_DATA_SECONDS: the body so far is good
+
+    def body_overdue(self, now: float) -> bool:
+        if self.asked <= 1 or self.head.status != 206:
+            return False
+        if not self.head_at:
+            self.head_at = now
+        return now - (self.body_began or self.head_at) > PROBE_DATA_SECONDS
 
     def on_write(self, data: bytes):
         self.got_body = True
         if self.head.status == 200:
             return 0  # no Range support: stop before downloading the body
+        if self.asked > 1:
+            now = time.monotonic()
+            if not self.body_began:
+                self.body_began = now
+            elif now - self.body_began > PROBE_DATA_SECONDS:
+                self.out_of_time = True
+                return 0
+            if len(self.body) + len(data) > self.asked:
+                return 0  # more than was asked for: not a usable answer
+            self.body += data
         return None
 
 
 def probe_many(
     urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
-    per_url: dict[str, TransferOptions] | None = None,
+    per_url: dict[str, TransferOptions] | None = None, with_data: frozenset[str] = frozenset(),
 ) -> dict[str, RemoteInfo | SegdlError]:
     """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at
     once, on fresh connections (see :class:`Prober` to keep them)."""
     prober = Prober()
     try:
-        return prober.probe(urls, options, concurrency=concurrency, deadline=deadline, per_url=per_url)
+        return prober.probe(urls, options, concurrency=concurrency, deadline=deadline, per_url=per_url,
+                            with_data=with_data)
     finally:
         prober.close()
 
@@ -170,21 +202,24 @@ class Prober:
 
     def probe(
         self, urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
-        per_url: dict[str, TransferOptions] | None = None,
+        per_url: dict[str, TransferOptions] | None = None, with_data: frozenset[str] = frozenset(),
     ) -> dict[str, RemoteInfo | SegdlError]:
         """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once.
 
-        ``per_url`` overrides ``options`` for some URLs (their own headers)."""
+        ``per_url`` overrides ``options`` for some URLs (their own headers).
+        URLs in ``with_data`` ask for the first :data:`PROBE_DATA` bytes
+        instead, and keep them (``RemoteInfo.first_bytes``): for a file that
+        small, the probe is the whole download."""
         with self._busy:
             if self._closing:
                 return {u: TransientError("stopping") for u in urls}
             try:
-                return self._probe(urls, options, concurrency, deadline, per_url)
+                return self._probe(urls, options, concurrency, deadline, per_url, with_data)
             finally:
                 if self._closing:
                     self.multi.close()
 
-    def _probe(self, urls, options, concurrency, deadline, per_url) -> dict[str, RemoteInfo | SegdlError]:
+    def _probe(self, urls, options, concurrency, deadline, per_url, with_data) -> dict[str, RemoteInfo | SegdlError]:
         results: dict[str, RemoteInfo | SegdlError] = {}
         todo = list(dict.fromkeys(urls))
         multi = self.multi
@@ -201,15 +236,15 @@ class Prober:
                 while todo and len(active) < concurrency:
                     url = todo.pop(0)
                     c = pycurl.Curl()
-                    p = _Probe(url, c)
+                    p = _Probe(url, c, PROBE_DATA if url in with_data else 1)
                     try:
                         _configure(c, url, (per_url or {}).get(url, options))
                     except pycurl.error as e:
                         results[url] = curl_error(e.args[0], e.args[1])
                         c.close()
                         continue
-                    c.setopt(pycurl.RANGE, range_spec(0, 1))
-                    c.setopt(pycurl.BUFFERSIZE, 16384)
+                    c.setopt(pycurl.RANGE, range_spec(0, p.asked))
+                    c.setopt(pycurl.BUFFERSIZE, 16384 if p.asked == 1 else 256 * 1024)
                     c.setopt(pycurl.HEADERFUNCTION, p.head.feed)
                     c.setopt(pycurl.WRITEFUNCTION, p.on_write)
                     c.setopt(pycurl.TIMEOUT_MS, int(max(1.0, options.stall_timeout) * 1000 * 3))
@@ -224,21 +259,35 @@ class Prober:
                         end(c)
                     for c, code, msg in failed:
                         p = active[c]
-                        if code == pycurl.E_WRITE_ERROR and p.head.status == 200:
+                        if code == pycurl.E_WRITE_ERROR and p.head.status in (200, 206):
+                            if not p.out_of_time:
+                                p.body.clear()  # no Range, or more than asked: no data
+                            results[p.url] = _probe_result(p)
+                        elif p.asked > 1 and p.head.status == 206 and code in _TRANSIENT_CODES:
+                            # The answer was good and broke off in its body:
+                            # what it told and what arrived stand.
                             results[p.url] = _probe_result(p)
                         else:
                             results[p.url] = curl_error(code, msg, stall_timeout=options.stall_timeout)
                         end(c)
                     if not queued:
                         break
-                if time.monotonic() > stop_at:
+                now = time.monotonic()
+                for c, p in list(active.items()):
+                    if p.body_overdue(now):
+                        # Its answer is known; its body is slow to come.
+                        # Keep what came: a worker fetches the rest.
+                        p.out_of_time = True
+                        results[p.url] = _probe_result(p)
+                        end(c)
+                if now > stop_at:
                     for c in list(active):
                         results[active[c].url] = TransientError("probe timed out")
                         end(c)
                     todo.clear()
                     break
                 if active:
-                    multi.select(0.1)
+                    multi.select(0.05)
         finally:
             for c in list(active):
                 end(c)
@@ -248,7 +297,7 @@ class Prober:
 def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
     final = p.curl.getinfo(pycurl.EFFECTIVE_URL) or p.url
     try:
-        return remote_from_probe(p.url, final, p.head)
+        return remote_from_probe(p.url, final, p.head, bytes(p.body), p.asked)
     except SegdlError as e:
         return e
 
@@ -443,15 +492,29 @@ class MultiDriver:
 
     # ------------------------------------------------------------ control
 
-    def start(self, fetch: Fetch, handle: "FileHandle") -> None:
+    def start(self, fetch: Fetch, handle: "FileHandle") -> Outcome | None:
+        """Start a segment.  Bytes the Fetch carries are staged at once; if
+        they cover the segment, it is done without a request (the Outcome
+        is returned), else a request goes out for the rest."""
         c = self.idle.pop() if self.idle else pycurl.Curl()
         t = Transfer(fetch, handle, c, fetch.position, fetch.end, fetch.end, gate=self.gate, disk=self.disk)
+        if (fetch.data and fetch.end is not None and self.disk is not None
+                and self.disk.pool.available() * self.disk.pool.size >= len(fetch.data) + 2 * self.disk.pool.size):
+            # (with the pool short of buffers, the bytes are fetched again instead)
+            t.last_data = time.monotonic()
+            t._stage(memoryview(fetch.data)[:max(0, fetch.end - fetch.position)])
+            if t.position >= fetch.end:
+                t.reached_end = True
+                t.seal()
+                self.idle.append(c)
+                return Outcome(t, "done")
         _configure(c, fetch.url, fetch.options)
         t.max_speed = max(0, fetch.max_speed)
         t.tokens_at = time.monotonic()
         self.transfers[fetch.segment] = t
         self._by_curl[c] = t
         self._issue(t)
+        return None
 
     def _issue(self, t: Transfer) -> None:
         """Send the next request of a segment: a chunk of its remaining

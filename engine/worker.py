@@ -120,7 +120,10 @@ class _Worker:
             except StorageError as e:
                 self.events.put(Finished(self.index, order.segment, order.position, "error", e))
                 return True
-            self.driver.start(order, h)
+            done = self.driver.start(order, h)
+            if done is not None:  # its bytes came with the order
+                t = done.transfer
+                self.finish(t, Finished(self.index, t.segment, t.position, "done"))
         elif isinstance(order, Shrink):
             self.events.put(Shrunk(self.index, order.segment, self.driver.shrink(order.segment, order.at, order.min_tail)))
         elif isinstance(order, Limit):

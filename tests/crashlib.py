@@ -71,7 +71,9 @@ def journal_lag(journal: Path, part: Path, source: Path) -> tuple[int, int]:
                     lag += n
                     pos += n
                     continue
-                i = next(k for k in range(n) if a[k] != b[k])
+                # The first difference, or the part file's end (a kill
+                # before its preallocation leaves it short).
+                i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
                 lag += i
                 break
     return claimed, lag

@@ -36,3 +36,12 @@ def journal_rows(journal: Path, sql: str) -> list[tuple]:
 def json_lines(proc: subprocess.CompletedProcess) -> list[dict]:
     """stdout must be JSON lines and nothing else."""
     return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+# segdl's probe asks for the first byte of a file it already has part of,
+# and for the first MiB (engine/transport.py PROBE_DATA) of a new one.
+PROBE_RANGES = ("bytes=0-0", "bytes=0-1048575")
+
+
+def is_probe(range_header) -> bool:
+    return range_header in PROBE_RANGES

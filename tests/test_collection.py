@@ -57,10 +57,12 @@ def test_forty_files_one_404_one_wrong_hash_then_rerun_then_retry(make_nginx, co
         if state == "done":
             assert blake3_file(out / "lora" / f"m{i:02d}.safetensors") == entries[i]["blake3"]
     assert not (out / "lora" / "m13.safetensors").exists()
-    # The probes (one per file) share kept-alive connections between
-    # batches of 16 instead of opening one each.
-    probes = [e for e in srv.access_log_entries(wait_for=80) if e["range"] == "bytes=0-0"]
-    assert len(probes) == 40
+    # Each of these small files took one request: its probe asked for its
+    # first MiB, which is all of it.  The probes share kept-alive
+    # connections between batches of 16 instead of opening one each.
+    probes = srv.access_log_entries(wait_for=40)
+    assert len(probes) == 40 and {e["range"] for e in probes} == {"bytes=0-1048575"}, probes
+    assert sorted(e["path"] for e in probes) == sorted({e["path"] for e in probes})
     assert len({e["connection"] for e in probes}) <= 20, sorted({e["connection"] for e in probes})
 
     # Status knows the collection, file by file.
@@ -348,3 +350,33 @@ def test_rerun_of_a_hash_mismatched_file_fetches_each_byte_once(make_nginx, tmp_
         served = sum(e["body_bytes_sent"] for e in srv.access_log_entries() if e["path"] == "/big.bin")
         # the probe's one byte, then the file once
         assert served <= 1.02 * sizes["big.bin"] + 1, (attempt, served, srv.access_log_entries())
+
+
+def test_one_request_per_small_file_and_no_byte_twice(make_nginx, tmp_path):
+    """Issue 8: a file up to 1 MiB takes exactly one request (its probe
+    carries its bytes); a larger one continues after the probe's first MiB
+    without asking for it again.  Counted in nginx's access log."""
+    root = tmp_path / "root"
+    root.mkdir()
+    sizes = {f"s{i:02d}.bin": 1000 + i * 37_000 for i in range(24)}
+    sizes.update({"mib.bin": MiB, "mib1.bin": MiB + 1, "five.bin": 5 * MiB + 3, "empty.bin": 0})
+    for i, (name, size) in enumerate(sizes.items()):
+        write_deterministic_file(root / name, size, 900 + i)
+    srv = make_nginx(root=root)
+    m = manifest(tmp_path, [{"url": srv.url(n), "path": n, "blake3": blake3_file(root / n)} for n in sizes],
+                 collection="small")
+    p = run_segdl(["get", "-i", m, "-d", tmp_path / "out", "--json", "-j", "8"], tmp_path / "j.sqlite")
+    assert p.returncode == 0, p.stderr
+    assert sorted(l["status"] for l in json_lines(p)) == ["done"] * len(sizes)
+    log = srv.access_log_entries(wait_for=len(sizes))
+    per_file: dict = {}
+    for e in log:
+        per_file.setdefault(e["path"].lstrip("/"), []).append(e)
+    for name, size in sizes.items():
+        got = per_file[name]
+        if size <= MiB:
+            assert len(got) == 1, (name, got)
+        served = sum(e["body_bytes_sent"] for e in got)
+        assert served <= max(size, 1) * 1.02, (name, size, served, got)
+        assert blake3_file(tmp_path / "out" / name) == blake3_file(root / name)
+    assert len(per_file["mib1.bin"]) == 2  # the probe's MiB, then the last byte

@@ -225,6 +225,7 @@ class Coordinator:
         self.tracked: dict[int, int] = {}  # file id -> the worker hashing it as it is written
         self.awaiting_hash: set[int] = set()  # complete files whose worker is finishing their digest
         self.notices: set[str] = set()
+        self.verified: list[tuple[int, Digests]] = []  # to mark verified and rename, in one batch
         self.hashes: dict[tuple, Future] = {}  # existing files being hashed
         self.hashing: list[tuple[FileRun, dict | None, Future]] = []  # runs waiting for them
         self.finalizing: dict[int, tuple[Digests, Future]] = {}
@@ -260,7 +261,7 @@ class Coordinator:
     def _finished(self) -> bool:
         return (
             not self.queue and self.probing is None and not self.ready and not self.hashing
-            and not self.verifying and not self.finalizing and not self.awaiting_hash
+            and not self.verifying and not self.finalizing and not self.awaiting_hash and not self.verified
             and all(r.state in ("done", "skipped", "failed", "hash_mismatch") for r in self.runs.values())
         )
 
@@ -622,7 +623,7 @@ class Coordinator:
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
                           remote.expect(), self._options_for(run, remote.final_url, remote.multiplexed),
                           redirected=remote.redirected,
-                          max_speed=run.limit, data=self._probed_bytes(run, a))
+                          max_speed=run.limit, written=self._write_probed(run, a))
                 )
             elif isinstance(a, RequestSplit):
                 self.orders[a.worker].put(Shrink(a.segment, a.at, self.s.min_split))
@@ -634,16 +635,23 @@ class Coordinator:
                 self._fail(a.file, a.error)
 
     @staticmethod
-    def _probed_bytes(run: FileRun, a: Assign) -> bytes:
-        """The file's first bytes that its probe fetched, for the segment
-        that starts with them (once: a retry asks the server again)."""
+    def _write_probed(run: FileRun, a: Assign) -> int:
+        """Write the file's first bytes that its probe fetched, for the
+        segment that starts with them (once: a retry asks the server
+        again); the worker syncs them with the rest.  Returns how many."""
         first = run.sources[0].remote.first_bytes if run.sources else b""
-        if not first or a.end is None or a.position >= len(first):
-            return b""
+        if not first:
+            return 0
         for src in run.sources:
-            src.remote = replace(src.remote, first_bytes=b"")
+            src.remote = replace(src.remote, first_bytes=b"")  # (its memory goes now)
         run.remote = run.sources[0].remote
-        return first[a.position:min(len(first), a.end)]
+        if a.end is None or a.position >= len(first):
+            return 0
+        try:
+            storage.write_at(run.part, first[a.position:min(len(first), a.end)], a.position)
+        except StorageError:
+            return 0  # the worker fetches them, and meets the trouble itself
+        return min(len(first), a.end) - a.position
 
     @staticmethod
     def _pick_source(run: FileRun) -> int:
@@ -728,6 +736,7 @@ class Coordinator:
         self._commit(splits)
         for ev in finished:
             self._finished_segment(ev)
+        self._flush_verified()
 
     def _claim(self, ev: Durable | Finished) -> None:
         """Take the positions a worker vouches for as durable.  A Finished
@@ -941,6 +950,7 @@ class Coordinator:
                 self._fail(fid, e)
                 continue
             self._verify(fid, d)
+        self._flush_verified()
         self._collect_finalizations()
 
     def _verify(self, fid: int, d: Digests) -> None:
@@ -965,26 +975,41 @@ class Coordinator:
             return
         # The digest is recorded before the rename: a crash between the
         # two leaves a final file that the next run recognises by it.
-        # Durable before the rename: after a power cut a final file without
-        # its 'verified' would look like someone else's ("exists and differs").
-        self.journal.update_file(fid, state="verified", blake3=d.blake3, sha256=d.sha256, durable=True)
-        self.finalizing[fid] = (d, self._wake_on(self.verifier.submit(
-            storage.finalize, run.part, run.final, size=run.remote.size)))
+        self.verified.append((fid, d))
+
+    def _flush_verified(self) -> None:
+        """Files verified on this turn of the loop: their 'verified' in one
+        synced commit (durable before any rename: after a power cut a final
+        file without it would look like someone else's, "exists and
+        differs"), then their renames in one job (one fsync per folder)."""
+        if not self.verified:
+            return
+        batch, self.verified = self.verified, []
+        self.journal.mark_verified([(fid, d.blake3, d.sha256) for fid, d in batch])
+        runs = [self.runs[fid] for fid, _ in batch]
+        fut = self._wake_on(self.verifier.submit(
+            storage.finalize_many, [(r.part, r.final, r.remote.size) for r in runs]))
+        self.finalizing[batch[0][0]] = (batch, fut)
 
     def _collect_finalizations(self) -> None:
-        for fid, (d, fut) in list(self.finalizing.items()):
+        for key, (batch, fut) in list(self.finalizing.items()):
             if not fut.done():
                 continue
-            del self.finalizing[fid]
-            run = self.runs[fid]
-            try:
-                fut.result()
-                st = run.final.stat()
-            except (SegdlError, OSError) as e:
-                self._fail(fid, e if isinstance(e, SegdlError) else StorageError(str(e)))
-                continue
-            self.journal.update_file(fid, state="done", mtime=st.st_mtime, size=st.st_size)
-            self._end(run, "done", None, d)
+            del self.finalizing[key]
+            done = []
+            for (fid, d), error in zip(batch, fut.result()):
+                run = self.runs[fid]
+                try:
+                    if error is not None:
+                        raise error
+                    st = run.final.stat()
+                except (SegdlError, OSError) as e:
+                    self._fail(fid, e if isinstance(e, SegdlError) else StorageError(str(e)))
+                    continue
+                done.append((fid, d, st))
+            self.journal.mark_done([(fid, st.st_mtime, st.st_size) for fid, _, st in done])
+            for fid, d, _ in done:
+                self._end(self.runs[fid], "done", None, d)
 
     def _fail(self, fid: int, error: SegdlError) -> None:
         run = self.runs.get(fid)

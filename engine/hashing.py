@@ -103,6 +103,10 @@ class Hasher(threading.Thread):
         """From a writer: ``stage`` is written; the hasher owns it now."""
         self.jobs.put(("stage", file, stage))
 
+    def on_disk(self, file: int, start: int, end: int) -> None:
+        """``[start, end)`` is in the file, with no buffer: read it back."""
+        self.jobs.put(("extent", file, start, end))
+
     def digest(self, file: int, size: int | None) -> None:
         self.jobs.put(("digest", file, size))
 
@@ -131,6 +135,10 @@ class Hasher(threading.Thread):
                 self.held += stage.fill
                 self._advance(f)
                 self._keep_in_budget()
+            elif kind == "extent":
+                if f is not None:
+                    f.written.add(job[2], job[3])
+                    self._advance(f)
             elif kind == "track":
                 _, _, path, size, sha256, on_disk = job
                 self._drop(file)

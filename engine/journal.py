@@ -389,6 +389,23 @@ class Journal:
                 [*fields.values(), file_id],
             )
 
+    def mark_verified(self, items: list[tuple[int, str, str | None]]) -> None:
+        """(file id, blake3, sha256) of files whose digests matched: one
+        synced commit, made before any of them is renamed into place."""
+        now = time.time()
+        with self.atomic(durable=True) as db:
+            db.conn.executemany(
+                "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, updated = ? WHERE id = ?",
+                [(b3, sha, now, fid) for fid, b3, sha in items])
+
+    def mark_done(self, items: list[tuple[int, float, int]]) -> None:
+        """(file id, mtime, size) of files renamed into place."""
+        now = time.time()
+        with self.atomic() as db:
+            db.conn.executemany(
+                "UPDATE files SET state = 'done', mtime = ?, size = ?, updated = ? WHERE id = ?",
+                [(mtime, size, now, fid) for fid, mtime, size in items])
+
     # ---------------------------------------------------------- segments
 
     def segments(self, file_id: int) -> list[dict[str, Any]]:

@@ -65,9 +65,11 @@ class Fetch:
     options: TransferOptions = field(default_factory=TransferOptions)
     redirected: bool = False  # url is a redirect target (e.g. a signed URL)
     max_speed: int = 0  # bytes/s for this connection; 0: unlimited
-    # The bytes at ``position`` already fetched (by the probe): written as
-    # if received; a request follows only for what they do not cover.
-    data: bytes = b""
+    # This many bytes at ``position`` are already in the file (the probe
+    # fetched them and the coordinator wrote them, not yet synced): the
+    # worker syncs and hashes them as its own; a request follows only for
+    # what they do not cover.
+    written: int = 0
 
 
 @dataclass(frozen=True, slots=True)

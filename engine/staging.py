@@ -235,6 +235,11 @@ class Writer(threading.Thread):
     def write(self, handle: FileHandle, stage: Stage, segment: int, transfer) -> None:
         self.jobs.put(("write", handle, stage, segment, transfer))
 
+    def note(self, handle: FileHandle, segment: int, start: int, end: int) -> None:
+        """``[start, end)`` of ``segment`` is in the file already (written by
+        the coordinator): in order with the buffers, count it as written."""
+        self.jobs.put(("note", handle, segment, start, end))
+
     def finish(self, handle: FileHandle, event: Finished) -> None:
         """After this writer's earlier buffers: hand ``event`` to the syncer."""
         self.jobs.put(("finish", handle, event))
@@ -274,6 +279,12 @@ class Writer(threading.Thread):
                         self.hasher.written(handle.file, stage)  # it gives the buffer back
                     else:
                         self.pool.give(stage)
+            elif job[0] == "note":
+                _, handle, segment, start, end = job
+                with self._lock:
+                    self._written[segment] = (handle, end)
+                self.bytes += end - start
+                self.hasher.on_disk(handle.file, start, end)
             elif job[0] == "finish":
                 self.syncer.finish(job[1], job[2])
             else:

@@ -136,6 +136,17 @@ def pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
         offset += n
 
 
+def write_at(path: Path, data: bytes, offset: int) -> None:
+    """``data`` at ``offset`` of an existing file, through the page cache
+    (not synced: whoever claims it syncs first)."""
+    with disk_errors(f"cannot write {path}"):
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            pwrite_all(fd, data, offset)
+        finally:
+            os.close(fd)
+
+
 def sync(fd: int) -> None:
     os.fdatasync(fd)
 
@@ -153,21 +164,32 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def finalize(part: Path, final: Path, *, size: int | None) -> None:
-    """Move a verified part file to its final name, durably.
-
-    A full fsync first: fdatasync need not persist timestamps, and the
-    journal records the final file's mtime to recognise it on a re-run."""
-    with disk_errors(f"cannot rename {part} to {final}"):
-        fd = os.open(part, os.O_RDWR | os.O_CLOEXEC)
+def finalize_many(items: list[tuple[Path, Path, int | None]]) -> list[StorageError | None]:
+    """Move verified part files to their final names, durably: each is
+    fsynced (fdatasync need not persist timestamps, and the journal records
+    the final file's mtime to recognise it on a re-run), renamed, and then
+    each folder is fsynced once, not once per file.  Returns, per item,
+    None or the error that stopped it (the others go on)."""
+    out: list[StorageError | None] = []
+    folders: set[Path] = set()
+    for part, final, size in items:
         try:
-            if size is not None and os.fstat(fd).st_size != size:
-                os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(part, final)
-        fsync_dir(final.parent)
+            with disk_errors(f"cannot rename {part} to {final}"):
+                fd = os.open(part, os.O_RDWR | os.O_CLOEXEC)
+                try:
+                    if size is not None and os.fstat(fd).st_size != size:
+                        os.ftruncate(fd, size)
+                    os.fsync(fd)  # the mtime the journal records, too
+                finally:
+                    os.close(fd)
+                os.replace(part, final)
+            folders.add(final.parent)
+            out.append(None)
+        except StorageError as e:
+            out.append(e)
+    for folder in folders:
+        fsync_dir(folder)
+    return out
 
 
 def link_or_copy(src: Path, final: Path) -> None:

@@ -493,19 +493,21 @@ class MultiDriver:
     # ------------------------------------------------------------ control
 
     def start(self, fetch: Fetch, handle: "FileHandle") -> Outcome | None:
-        """Start a segment.  Bytes the Fetch carries are staged at once; if
-        they cover the segment, it is done without a request (the Outcome
-        is returned), else a request goes out for the rest."""
+        """Start a segment.  Bytes the Fetch says are in the file already go
+        to the writer's books (to be synced and hashed); if they cover the
+        segment, it is done without a request (the Outcome is returned),
+        else a request goes out for the rest."""
         c = self.idle.pop() if self.idle else pycurl.Curl()
         t = Transfer(fetch, handle, c, fetch.position, fetch.end, fetch.end, gate=self.gate, disk=self.disk)
-        if (fetch.data and fetch.end is not None and self.disk is not None
-                and self.disk.pool.available() * self.disk.pool.size >= len(fetch.data) + 2 * self.disk.pool.size):
-            # (with the pool short of buffers, the bytes are fetched again instead)
+        if fetch.written and fetch.end is not None and self.disk is not None:
+            n = min(fetch.written, fetch.end - fetch.position)
+            t.position += n
             t.last_data = time.monotonic()
-            t._stage(memoryview(fetch.data)[:max(0, fetch.end - fetch.position)])
+            if self.gate is not None:
+                self.gate.written += n
+            self.disk.writer_for(fetch.segment).note(handle, fetch.segment, fetch.position, t.position)
             if t.position >= fetch.end:
                 t.reached_end = True
-                t.seal()
                 self.idle.append(c)
                 return Outcome(t, "done")
         _configure(c, fetch.url, fetch.options)

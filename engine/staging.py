@@ -140,14 +140,27 @@ def write_stage(handle: FileHandle, stage: Stage, on_fallback) -> None:
     storage.pwrite_all(handle.fd, stage.data(start, end), start)
 
 
-class Syncer(threading.Thread):
+class _JobThread(threading.Thread):
+    """A thread that works through a queue of jobs in order."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.jobs: queue.Queue = queue.Queue()
+
+    def flush(self) -> None:
+        """Return once every job queued before this one is done."""
+        done = threading.Event()
+        self.jobs.put(("flush", done))
+        done.wait(60)
+
+
+class Syncer(_JobThread):
     """Makes written positions durable, then tells the coordinator, in order."""
 
     def __init__(self, index: int, events, gate, writers: list["Writer"]) -> None:
-        super().__init__(name=f"segdl-sync-{index}", daemon=True)
+        super().__init__(f"segdl-sync-{index}")
         self.index = index
         self.events = events
-        self.jobs: queue.Queue = queue.Queue()
         self.poisoned: dict[int, str] = {}  # fds whose write or sync failed: never durable again
         self.gate = gate  # a transport.WriteGate: its ``synced`` advances after each sync
         self.writers = writers
@@ -169,11 +182,6 @@ class Syncer(threading.Thread):
 
     def finish(self, handle: FileHandle, event: Finished) -> None:
         self.jobs.put(("finish", handle, event))
-
-    def flush(self) -> None:
-        done = threading.Event()
-        self.jobs.put(("flush", done))
-        done.wait(60)
 
     def run(self) -> None:
         while True:
@@ -217,13 +225,12 @@ class Syncer(threading.Thread):
                     job[1].set()
 
 
-class Writer(threading.Thread):
+class Writer(_JobThread):
     """Writes sealed buffers in the order they come; records, per segment,
     how far its bytes are written (not yet synced)."""
 
     def __init__(self, name: str, pool: StagePool, hasher, on_fallback) -> None:
-        super().__init__(name=name, daemon=True)
-        self.jobs: queue.Queue = queue.Queue()
+        super().__init__(name)
         self.pool = pool
         self.hasher = hasher
         self.on_fallback = on_fallback
@@ -243,11 +250,6 @@ class Writer(threading.Thread):
     def finish(self, handle: FileHandle, event: Finished) -> None:
         """After this writer's earlier buffers: hand ``event`` to the syncer."""
         self.jobs.put(("finish", handle, event))
-
-    def flush(self) -> None:
-        done = threading.Event()
-        self.jobs.put(("flush", done))
-        done.wait(60)
 
     def take_written(self) -> dict[int, tuple[FileHandle, int]]:
         with self._lock:

@@ -94,8 +94,8 @@ def demo(
                      ("segdl get URL... -d DIR", "your own files (or -i manifest.json)"),
                      (f"segdl pause TARGET{j}", "in another terminal, while a job runs"),
                      ("Ctrl-C, then the same command", "it continues where it stopped")]
-            width = max(len(c) for c, _ in tips)
-            err.print("Try next:\n" + "\n".join(f"  {c:<{width}}  {w}" for c, w in tips), highlight=False)
+            err.print("Try next:\n" + "\n".join(f"  {c}\n      {w}" for c, w in tips), highlight=False,
+                      soft_wrap=True)
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -128,13 +128,17 @@ class Source:
 def worker_settings(s: Settings, slots: int) -> WorkerSettings:
     """A worker's disk side for ``slots`` connections: one staging buffer
     each while they fill, what the hasher may hold ahead of its frontier,
-    and 16 MiB more queued for the writers (so the pool never runs dry with
-    every buffer held); smaller buffers when there are many connections,
-    so memory stays flat."""
-    size = MiB if slots <= 16 else 512 * 1024 if slots <= 32 else 256 * 1024
-    hold = s.hash_budget
+    and some more queued for the writers (so the pool never runs dry with
+    every buffer held).  Many connections get smaller buffers, half the
+    hash window and half the writers' queue, so memory stays flat: they
+    are usually slow ones (a throttled mirror), where the disk keeps up
+    and reading a little more back to hash it costs no time."""
+    many = slots > 32
+    size = MiB if slots <= 16 else 512 * 1024 if not many else 256 * 1024
+    hold = s.hash_budget // 2 if many else s.hash_budget
+    queued = 8 * MiB if many else 16 * MiB
     return WorkerSettings(s.checkpoint_bytes, s.checkpoint_seconds, max_unsynced=s.max_unsynced,
-                          stage_size=size, stages=slots + (hold + 16 * MiB) // size,
+                          stage_size=size, stages=slots + (hold + queued) // size,
                           direct_io=s.direct_io, hash_budget=hold)
 
 

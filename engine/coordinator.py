@@ -58,7 +58,7 @@ from .messages import (
 )
 from .naming import choose_name, inside, is_credential, part_path, redact_url, same_origin
 from .progress import FileProgress, Snapshot
-from .ranges import plan_units, MiB
+from .ranges import MiB, plan_units, unit_for_latency
 from .request import Request, Settings, job_spec
 from .retry import RetryPolicy
 from .results import FileResult, Results
@@ -549,7 +549,7 @@ class Coordinator:
                 if why:
                     self.on_message(f"{final.name}: {why}; restarting from zero")
             plan = (
-                [(r.start, r.end) for r in plan_units(remote.size, self.s.min_segment)]
+                [(r.start, r.end) for r in plan_units(remote.size, unit_for_latency(remote.latency, self.s.min_segment))]
                 if remote.ranged and remote.size is not None
                 else ([(0, remote.size)] if remote.size != 0 else [])
             )

@@ -182,6 +182,9 @@ class RemoteInfo:
     # The first bytes of the file, when the probe asked for them and got
     # them whole: the probe was also the first request for its data.
     first_bytes: bytes = b""
+    # Seconds from the request sent to its first byte back (the server's
+    # and the path's latency per request), as the probe measured it.
+    latency: float = 0.0
 
     def expect(self) -> Expect:
         return Expect(self.size, self.etag, self.last_modified, self.ranged)

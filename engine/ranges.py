@@ -126,6 +126,17 @@ def plan_units(size: int, unit: int = DEFAULT_MIN_SEGMENT) -> list[ByteRange]:
     return [ByteRange(a, b) for a, b in zip(cuts, cuts[1:])]
 
 
+def unit_for_latency(latency: float, unit: int = DEFAULT_MIN_SEGMENT) -> int:
+    """The planning unit for a server that takes ``latency`` seconds to
+    start each answer: every unit is one request, so a slow-to-answer
+    server gets larger units (the base up to 10 ms, then one more base
+    unit per 10 ms, at most 8x).  Larger units spread a file's connections
+    further apart, so more of it is read back to be hashed: worth it only
+    where each request costs that much."""
+    extra = int(latency / 0.010)
+    return unit * max(1, min(8, 1 + extra)) if latency > 0.010 else unit
+
+
 #: A range is only split when its owner would need at least this long to
 #: finish it alone.  Cutting a connection throws away the bytes already in
 #: flight on it (socket buffers: megabytes on a fast link), so splitting a

@@ -14,7 +14,7 @@ become :mod:`segdl.engine.errors` classes in :func:`curl_error`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import pycurl
@@ -297,9 +297,11 @@ class Prober:
 def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
     final = p.curl.getinfo(pycurl.EFFECTIVE_URL) or p.url
     try:
-        return remote_from_probe(p.url, final, p.head, bytes(p.body), p.asked)
+        info = remote_from_probe(p.url, final, p.head, bytes(p.body), p.asked)
     except SegdlError as e:
         return e
+    latency = max(0.0, p.curl.getinfo(pycurl.STARTTRANSFER_TIME) - p.curl.getinfo(pycurl.PRETRANSFER_TIME))
+    return replace(info, latency=latency)
 
 
 # -------------------------------------------------------------- transfers

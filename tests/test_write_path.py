@@ -209,3 +209,15 @@ def test_fallback_to_the_page_cache_where_direct_io_is_refused(make_nginx, odd_r
     assert p.stderr.count("refuses direct I/O") == 1, p.stderr
     for n in names:
         assert blake3_file(disk / "out" / n) == blake3_file(odd_root / n)
+
+
+def test_units_grow_with_the_servers_latency_per_request():
+    from segdl.engine.ranges import unit_for_latency
+
+    base = 4 * MiB
+    assert unit_for_latency(0.0, base) == unit_for_latency(0.0003, base) == unit_for_latency(0.010, base) == base
+    assert unit_for_latency(0.020, base) == 3 * base
+    assert unit_for_latency(0.050, base) == 6 * base  # nginx with a 50 ms echo_sleep
+    assert unit_for_latency(2.0, base) == 8 * base  # at most 8x
+    sizes = [unit_for_latency(x / 1000, base) for x in range(0, 200)]
+    assert sizes == sorted(sizes)

@@ -79,6 +79,7 @@ class _File:
     frontier: int = 0
     pending: dict = field(default_factory=dict)  # start -> Stage, written, ahead of the frontier
     read_back: int = 0  # bytes hashed from disk rather than memory
+    broken: str | None = None  # why its digest cannot be made here (the file is hashed from disk)
 
 
 class Hasher(threading.Thread):
@@ -89,7 +90,7 @@ class Hasher(threading.Thread):
         self.index = index
         self.events = events
         self.pool = pool
-        self.budget = budget  # bytes of buffers held ahead of the frontiers, all files together
+        self.budget = budget  # buffers (their whole size) held ahead of the frontiers, all files together
         self.held = 0
         self.jobs: queue.Queue = queue.Queue()
         self.files: dict[int, _File] = {}
@@ -120,38 +121,55 @@ class Hasher(threading.Thread):
             job = self.jobs.get()
             kind, file = job[0], job[1]
             f = self.files.get(file)
-            if kind == "stage":
-                stage = job[2]
-                if f is None:
-                    self.pool.give(stage)
-                    continue
-                f.written.add(stage.start, stage.end)
-                if stage.end <= f.frontier:
-                    self.pool.give(stage)  # bytes written again (a retry): hashed already
-                    continue
-                if stage.start in f.pending:
-                    self._release(f, stage.start)  # the same bytes again (a retry)
-                f.pending[stage.start] = stage
-                self.held += stage.fill
+            try:
+                self._handle(job, kind, file, f)
+            except OSError as e:  # reading back failed: this file is hashed from disk later
+                self._break(f, f"cannot read it back: {e.strerror or e}")
+
+    def _handle(self, job, kind: str, file: int, f: _File | None) -> None:
+        if kind == "stage":
+            stage = job[2]
+            if f is None or f.broken:
+                self.pool.give(stage)
+                return
+            f.written.add(stage.start, stage.end)
+            if stage.start < f.frontier or stage.start in f.pending:
+                # Bytes written again (a retry, or a plain stream starting
+                # over): what was hashed may not be what the file holds now.
+                self.pool.give(stage)
+                self._break(f, f"bytes from {stage.start} were written again")
+                return
+            f.pending[stage.start] = stage
+            self.held += len(stage.mem)  # whole buffers: a half-full one keeps a whole one from the pool
+            self._advance(f)
+            self._keep_in_budget()
+        elif kind == "extent":
+            if f is not None and not f.broken:
+                f.written.add(job[2], job[3])
                 self._advance(f)
-                self._keep_in_budget()
-            elif kind == "extent":
-                if f is not None:
-                    f.written.add(job[2], job[3])
-                    self._advance(f)
-            elif kind == "track":
-                _, _, path, size, sha256, on_disk = job
-                self._drop(file)
-                self.files[file] = _File(path, size, blake3.blake3(), hashlib.sha256() if sha256 else None,
-                                         Extents(on_disk))
-            elif kind == "digest":
-                self.events.put(self._digest(file, f, job[2]))
-            elif kind == "forget":
-                self._drop(file)
+        elif kind == "track":
+            _, _, path, size, sha256, on_disk = job
+            self._drop(file)
+            self.files[file] = _File(path, size, blake3.blake3(), hashlib.sha256() if sha256 else None,
+                                     Extents(on_disk))
+        elif kind == "digest":
+            self.events.put(self._digest(file, f, job[2]))
+        elif kind == "forget":
+            self._drop(file)
+
+    def _break(self, f: _File | None, why: str) -> None:
+        if f is None or f.broken:
+            return
+        f.broken = why
+        for start in list(f.pending):
+            self._release(f, start)
 
     def _digest(self, file: int, f: _File | None, size: int | None) -> Hashed:
         if f is None:
             return Hashed(self.index, file, None, None, 0, "not tracked by this worker")
+        if f.broken:
+            self._drop(file)
+            return Hashed(self.index, file, None, None, f.read_back, f.broken)
         if size is not None:
             f.size = size
         try:
@@ -231,7 +249,7 @@ class Hasher(threading.Thread):
 
     def _release(self, f: _File, start: int) -> None:
         st = f.pending.pop(start)
-        self.held -= st.fill
+        self.held -= len(st.mem)
         self.pool.give(st)
 
     def _drop(self, file: int) -> None:

@@ -91,6 +91,8 @@ class _Db:
         """One transaction.  ``durable``: its COMMIT syncs the WAL, which
         makes it and every commit before it survive a power cut."""
         if self.conn.in_transaction:
+            if durable:
+                raise RuntimeError("a durable commit cannot be nested in a transaction")
             yield self  # already inside one: part of it
             return
         if durable:
@@ -99,10 +101,11 @@ class _Db:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # (also when COMMIT itself failed: busy, full)
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous = NORMAL")

@@ -192,7 +192,7 @@ class Syncer(_JobThread):
                 except queue.Empty:
                     break
             # What is written now is what this sync makes durable.
-            mark = sum(w.bytes for w in self.writers)
+            mark = sum(w.bytes for w in self.writers)  # (DiskSide.written)
             written: dict[int, tuple[FileHandle, int]] = {}
             for w in self.writers:
                 written.update(w.take_written())
@@ -317,6 +317,10 @@ class DiskSide:
         syncer.start()
         hasher.start()
         return cls(pool, ws, syncer, hasher)
+
+    def written(self) -> int:
+        """Bytes the writers have written (or counted) so far."""
+        return sum(w.bytes for w in self.writers)
 
     def writer_for(self, segment: int) -> Writer:
         return self.writers[segment % len(self.writers)]

@@ -31,6 +31,8 @@ from .http import RemoteInfo, ResponseHead, check_response, remote_from_probe, s
 from .messages import Fetch, TransferOptions
 from .ranges import range_spec
 
+from .staging import ALIGN
+
 if TYPE_CHECKING:
     from .staging import DiskSide, FileHandle, Stage
 
@@ -137,14 +139,17 @@ class _Probe:
     got_body: bool = False
     body: bytearray = field(default_factory=bytearray)
     body_began: float = 0.0
-    head_at: float = 0.0  # when its (206) status was first seen
+    head_at: float = 0.0  # when the headers of its 206 answer were complete
     out_of_time: bool = False  # stopped by PROBE_DATA_SECONDS: the body so far is good
 
+    def on_header(self, line: bytes) -> None:
+        self.head.feed(line)
+        if line in (b"\r\n", b"\n") and self.head.status == 206:
+            self.head_at = time.monotonic()  # its headers are complete
+
     def body_overdue(self, now: float) -> bool:
-        if self.asked <= 1 or self.head.status != 206:
+        if self.asked <= 1 or not self.head_at:
             return False
-        if not self.head_at:
-            self.head_at = now
         return now - (self.body_began or self.head_at) > PROBE_DATA_SECONDS
 
     def on_write(self, data: bytes):
@@ -245,7 +250,7 @@ class Prober:
                         continue
                     c.setopt(pycurl.RANGE, range_spec(0, p.asked))
                     c.setopt(pycurl.BUFFERSIZE, 16384 if p.asked == 1 else 256 * 1024)
-                    c.setopt(pycurl.HEADERFUNCTION, p.head.feed)
+                    c.setopt(pycurl.HEADERFUNCTION, p.on_header)
                     c.setopt(pycurl.WRITEFUNCTION, p.on_write)
                     c.setopt(pycurl.TIMEOUT_MS, int(max(1.0, options.stall_timeout) * 1000 * 3))
                     multi.add_handle(c)
@@ -438,9 +443,12 @@ class Transfer:
             stop = self.requested_end
         take = n if stop is None else min(n, stop - self.position)
         st = self.stage
-        if take > 0 and (st is None or st.room < take) and self.disk and not self.disk.pool.available():
-            self.paused = True  # every buffer is waiting for a writer
-            return pycurl.WRITEFUNC_PAUSE
+        if take > 0 and self.disk is not None and (st is None or st.room < take):
+            # New buffers this chunk needs (a first one may start mid-block).
+            rest = take - (st.room if st is not None else 0)
+            if self.disk.pool.available() < -(-(rest + ALIGN) // self.disk.pool.size):
+                self.paused = True  # the buffers are waiting for a writer
+                return pycurl.WRITEFUNC_PAUSE
         if self.max_speed:
             # Our own token bucket: libcurl's cap lets a new request burst.
             cap = max(2 * LIMITED_BUFFER, self.max_speed * 0.25)

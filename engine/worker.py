@@ -171,8 +171,12 @@ class _Worker:
                     order = None
             if os.getppid() != self.parent_pid:
                 return  # the coordinator is gone
-            if not self.gate.open and self.unsynced:
-                self._checkpoint()  # the disk is behind: sync now, transfers wait
+            if not self.gate.open and (self.unsynced or self.disk.written() > self.gate.synced) \
+                    and time.monotonic() - last_ckpt >= 0.005:
+                # The disk is behind: sync now, transfers wait.  Again while
+                # the writers have written more than the last sync covered
+                # (its count was taken before they drained).
+                self._checkpoint()
                 last_ckpt = time.monotonic()
             self.driver.unpause()
             for oc in self.driver.step(0.01) if self.driver.transfers else ():

@@ -91,8 +91,8 @@ class _Events:
 
 @pytest.mark.parametrize("budget", [64 * MiB, 2 * 256 * 1024, 0])
 def test_hasher_gets_the_file_digest_from_any_order_of_buffers(tmp_path, budget):
-    """Buffers arrive out of order, some twice; what does not fit the
-    budget is read back from the file.  The digest is the file's."""
+    """Buffers arrive out of order; what does not fit the budget is read
+    back from the file.  The digest is the file's."""
     size = 5 * MiB + 4097
     data = random.Random(7).randbytes(size)
     path = tmp_path / "f"
@@ -111,7 +111,6 @@ def test_hasher_gets_the_file_digest_from_any_order_of_buffers(tmp_path, budget)
         pos += n
     order = pieces[:]
     random.Random(3).shuffle(order)
-    order += order[:3]  # a retry writes some bytes again
     for start, n in order:
         while True:
             s = pool.take(start)
@@ -221,3 +220,64 @@ def test_units_grow_with_the_servers_latency_per_request():
     assert unit_for_latency(2.0, base) == 8 * base  # at most 8x
     sizes = [unit_for_latency(x / 1000, base) for x in range(0, 200)]
     assert sizes == sorted(sizes)
+
+
+def _hasher(tmp_path, data: bytes, *, count=16, size=64 * 1024, budget=MiB):
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    pool = StagePool(count, size)
+    events = _Events()
+    h = Hasher(0, events, pool, budget)
+    h.start()
+    h.track(3, str(path), len(data), False, on_disk=())
+    return h, pool, events
+
+
+def _feed(h, pool, data: bytes, start: int, n: int) -> None:
+    s = pool.take(start)
+    assert s is not None, "the pool ran dry"
+    s.put(data[start:start + n])
+    h.written(3, s)
+
+
+def test_bytes_written_again_make_the_worker_give_up_its_digest(tmp_path):
+    """A retry or a plain stream starting over writes bytes below what was
+    hashed: the hash may not match the file any more, so the worker says
+    so (the coordinator then hashes the file from disk)."""
+    data = random.Random(5).randbytes(300_000)
+    h, pool, events = _hasher(tmp_path, data)
+    _feed(h, pool, data, 0, 60_000)
+    _feed(h, pool, data, 60_000, 60_000)
+    _feed(h, pool, data, 0, 60_000)  # starts over at 0
+    h.digest(3, len(data))
+    ev = events.q.get(timeout=10)
+    assert ev.blake3 is None and "written again" in ev.why
+    assert pool.available() == pool.count  # every buffer came back
+
+
+def test_half_full_buffers_ahead_of_the_frontier_never_drain_the_pool(tmp_path):
+    """Slow connections seal half-full buffers every checkpoint; those held
+    ahead of the frontier count whole, so the pool keeps buffers for the
+    connection at the frontier (it hung before)."""
+    size = 64 * 1024
+    data = random.Random(6).randbytes(40 * size)
+    h, pool, events = _hasher(tmp_path, data, count=12, size=size, budget=4 * size)
+    for i in range(1, 11):  # ten half-full buffers, none at the frontier
+        _feed(h, pool, data, i * 3 * size, size // 2)
+    h.digest(3, len(data))  # processed in order after the buffers
+    events.q.get(timeout=10)
+    assert pool.available() >= pool.count - 4
+
+
+def test_many_slow_connections_finish(make_nginx, tmp_path):
+    """16 connections at 300 KB/s each: every checkpoint seals their
+    half-full buffers, most of them ahead of the hash frontier.  The pool
+    must not end up held by the hasher (this download hung)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    write_deterministic_file(root / "slow.bin", 64 * MiB, 77)
+    srv = make_nginx(root=root, limit_rate="300k")
+    p = run_segdl(["get", srv.url("slow.bin"), "-d", tmp_path / "out", "--json", "-x", "16"],
+                  tmp_path / "j.sqlite", timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert json_lines(p)[0]["blake3"] == blake3_file(root / "slow.bin") == blake3_file(tmp_path / "out" / "slow.bin")

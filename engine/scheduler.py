@@ -219,10 +219,9 @@ class Scheduler:
                 self._set(s, PENDING)
         # Round-robin over files, one segment each per round, so files that
         # run together share the connection budget.
-        running = {f.key: self.running_count(f.key) for f in self.files.values()}
         per_host: dict[str, int] = {}
         for f in self.files.values():
-            per_host[f.host] = per_host.get(f.host, 0) + running[f.key]
+            per_host[f.host] = per_host.get(f.host, 0) + f.running
         host_full = lambda f: bool(self.max_per_host) and per_host.get(f.host, 0) >= self.max_per_host  # noqa: E731
         ready = [f for f in self.files.values() if f.pending and not (f.failed or f.paused)]
         progress = True
@@ -230,7 +229,7 @@ class Scheduler:
             progress = False
             for f in ready:
                 fkey = f.key
-                if running[fkey] >= f.max_connections or host_full(f):
+                if f.running >= f.max_connections or host_full(f):
                     continue
                 key = self._next_pending(f)
                 if key is None:
@@ -245,7 +244,6 @@ class Scheduler:
                 s.worker = worker
                 s.rate = s.rate_at = None
                 self._occupy(worker)
-                running[fkey] += 1
                 per_host[f.host] = per_host.get(f.host, 0) + 1
                 out.append(Assign(worker, key, s.position, s.end))
                 progress = True
@@ -259,7 +257,7 @@ class Scheduler:
         for f in self.files.values():
             if f.failed or f.paused or not f.ranged:
                 continue
-            if running[f.key] >= f.max_connections or host_full(f):
+            if f.running >= f.max_connections or host_full(f):
                 continue
             if f.worker is not None and self.free[f.worker] <= 0:
                 continue  # its tail would need a slot on its own worker

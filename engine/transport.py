@@ -140,7 +140,6 @@ class _Probe:
     body: bytearray = field(default_factory=bytearray)
     body_began: float = 0.0
     head_at: float = 0.0  # when the headers of its 206 answer were complete
-    out_of_time: bool = False  # stopped by PROBE_DATA_SECONDS: the body so far is good
 
     def on_header(self, line: bytes) -> None:
         self.head.feed(line)
@@ -157,12 +156,8 @@ class _Probe:
         if self.head.status == 200:
             return 0  # no Range support: stop before downloading the body
         if self.asked > 1:
-            now = time.monotonic()
             if not self.body_began:
-                self.body_began = now
-            elif now - self.body_began > PROBE_DATA_SECONDS:
-                self.out_of_time = True
-                return 0
+                self.body_began = time.monotonic()  # its deadline: see body_overdue
             if len(self.body) + len(data) > self.asked:
                 return 0  # more than was asked for: not a usable answer
             self.body += data
@@ -265,8 +260,7 @@ class Prober:
                     for c, code, msg in failed:
                         p = active[c]
                         if code == pycurl.E_WRITE_ERROR and p.head.status in (200, 206):
-                            if not p.out_of_time:
-                                p.body.clear()  # no Range, or more than asked: no data
+                            p.body.clear()  # no Range, or more than asked: no data
                             results[p.url] = _probe_result(p)
                         elif p.asked > 1 and p.head.status == 206 and code in _TRANSIENT_CODES:
                             # The answer was good and broke off in its body:
@@ -282,7 +276,6 @@ class Prober:
                     if p.body_overdue(now):
                         # Its answer is known; its body is slow to come.
                         # Keep what came: a worker fetches the rest.
-                        p.out_of_time = True
                         results[p.url] = _probe_result(p)
                         end(c)
                 if now > stop_at:

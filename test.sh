@@ -2,7 +2,7 @@
 # Install everything the tests need, then run them:  ./test.sh [pytest args]
 #
 # - Debian packages (nginx with its echo module, aria2, curl, openssl,
-#   strace) are installed when missing and this runs as root or with sudo;
+#   strace, fuse3) are installed when missing and this runs as root or with sudo;
 #   otherwise it says exactly what to install.
 # - A virtual environment (.venv, or $SEGDL_VENV) is created or reused, and
 #   segdl is installed into it with its test extras.
@@ -17,6 +17,7 @@ command -v aria2c >/dev/null || need+=(aria2)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v strace >/dev/null || need+=(strace)
+command -v fusermount3 >/dev/null || need+=(fuse3)  # the power-cut trials' FUSE filesystem
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo); else

@@ -108,6 +108,7 @@ def get(
     header: List[str] = HeaderOpt,
     keep_headers: bool = typer.Option(False, "--keep-headers", help="Keep header values in the journal, so resume and retry send them again (they may hold tokens)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing different file."),
+    direct_io: bool = typer.Option(True, "--direct-io/--no-direct-io", help="Write whole blocks with O_DIRECT where the file system takes it (default), or everything through the page cache."),
     stall_timeout: float = typer.Option(20.0, "--stall-timeout", min=1, help="Seconds without data before a connection is cut and retried."),
     retries: int = typer.Option(8, "--retries", min=0, help="Retries per segment for transient failures."),
     insecure: bool = typer.Option(False, "--insecure", help="Do not verify TLS certificates."),
@@ -158,7 +159,7 @@ def get(
         dest=dest, connections=connections, max_connections=max_connections,
         workers=workers, concurrent_files=concurrent, force=force, journal=journal, max_per_host=per_host,
         max_speed=_rate(max_speed, "--max-speed"), max_file_speed=_rate(max_file_speed, "--max-file-speed"),
-        retry=RetryPolicy(max_attempts=retries), keep_headers=keep_headers,
+        retry=RetryPolicy(max_attempts=retries), keep_headers=keep_headers, direct_io=direct_io,
         transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
                                  insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
     )

@@ -218,16 +218,35 @@ class Journal:
                     raise JournalError(f"no journal at {self.path}")
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                from .storage import make_dirs
+
+                make_dirs(self.path.parent)
+                new = not self.path.exists()
                 conn = sqlite3.connect(str(self.path), timeout=30)
             conn.isolation_level = None  # transactions are explicit (_Db.atomic)
             self.db = _Db(conn)
             self.db.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
                 self.db.execute("PRAGMA journal_mode = WAL")
+                if new:
+                    self._sync_creation()
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 self.db.execute("PRAGMA foreign_keys = ON")
             self._check_schema()
+
+    def _sync_creation(self) -> None:
+        """A new journal's file and name, made durable before anything is
+        committed to it.  SQLite syncs the folder for the WAL it creates,
+        never for the database file itself: after a power cut the WAL could
+        be there without the database it belongs to."""
+        from .storage import fsync_dir
+
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.path.parent)
 
     def _applied(self) -> list[str]:
         if not list(self.db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'")):

@@ -108,6 +108,7 @@ def get(
     header: List[str] = HeaderOpt,
     keep_headers: bool = typer.Option(False, "--keep-headers", help="Keep header values in the journal, so resume and retry send them again (they may hold tokens)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing different file."),
+    commit_interval: float = typer.Option(1.0, "--commit-interval", min=0.1, help="Seconds between synced journal commits: the progress a power cut may lose."),
     direct_io: bool = typer.Option(True, "--direct-io/--no-direct-io", help="Write whole blocks with O_DIRECT where the file system takes it (default), or everything through the page cache."),
     stall_timeout: float = typer.Option(20.0, "--stall-timeout", min=1, help="Seconds without data before a connection is cut and retried."),
     retries: int = typer.Option(8, "--retries", min=0, help="Retries per segment for transient failures."),
@@ -160,7 +161,7 @@ def get(
         workers=workers, concurrent_files=concurrent, force=force, journal=journal, max_per_host=per_host,
         max_speed=_rate(max_speed, "--max-speed"), max_file_speed=_rate(max_file_speed, "--max-file-speed"),
         retry=RetryPolicy(max_attempts=retries), keep_headers=keep_headers, direct_io=direct_io,
-        transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
+        commit_interval=commit_interval, transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
                                  insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
     )
     raise typer.Exit(_run(requests, settings, as_json=as_json, quiet=quiet,

@@ -212,7 +212,7 @@ class Coordinator:
         self._limits_dirty = True
         self.last_demand = 0.0
         self.last_control = 0.0
-        self.last_heartbeat = 0.0
+        self.last_heartbeat = self.last_durable = 0.0
         self.last_workers_check = 0.0
         self.limits = {"max_speed": s.max_speed or None, "max_file_speed": s.max_file_speed or None}
         self.journal.update_job(self.job, pid=os.getpid(), heartbeat=time.time(),
@@ -1159,9 +1159,12 @@ class Coordinator:
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self.last_heartbeat < 1.0:
+        if now - self.last_heartbeat < min(1.0, self.s.commit_interval):
             return
         self.last_heartbeat = now
+        durable = now - self.last_durable >= self.s.commit_interval
+        if durable:
+            self.last_durable = now
         live = {
             fid: (round(r.speed, 1) if r.state == "downloading" else 0.0, r.done,
                   [{"url": redact_url(x.url), "bytes": x.received, "connections": x.running,
@@ -1169,7 +1172,7 @@ class Coordinator:
                    for x in r.sources] if len(r.sources) > 1 else None)
             for fid, r in self.runs.items() if r.state in ("downloading", "paused", "verifying")
         }
-        self.journal.heartbeat(self.job, live)
+        self.journal.heartbeat(self.job, live, durable=durable)
 
     # ------------------------------------------------------------ progress
 

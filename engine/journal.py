@@ -303,11 +303,12 @@ class Journal:
                 [*fields.values(), job_id],
             )
 
-    def heartbeat(self, job_id: int, live: dict[int, tuple[float, int, list | None]]) -> None:
+    def heartbeat(self, job_id: int, live: dict[int, tuple[float, int, list | None]], durable: bool = True) -> None:
         """Live numbers for ``status``: file id -> (speed, received bytes,
-        per-mirror stats).  Once a second: its commit is the durable one,
-        so a power cut loses at most a second of recorded progress."""
-        with self.atomic(durable=True) as db:
+        per-mirror stats).  Once a second; ``durable`` (every
+        ``Settings.commit_interval``, 1 s by default) makes its commit the
+        synced one, which bounds the recorded progress a power cut loses."""
+        with self.atomic(durable=durable) as db:
             db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", [time.time(), job_id])
             if live:
                 db.conn.executemany(

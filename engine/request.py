@@ -39,6 +39,9 @@ class Settings:
     min_split: int = DEFAULT_MIN_SPLIT
     checkpoint_bytes: int = 8 * MiB  # per worker: fdatasync at least every ...
     checkpoint_seconds: float = 0.5  # ... bytes or seconds
+    # Seconds between synced journal commits (each makes every commit
+    # before it durable): the recorded progress a power cut can lose.
+    commit_interval: float = 1.0
     max_unsynced: int = 32 * MiB  # per worker: pause transfers beyond this much unsynced data
     # libcurl receive buffers, all connections together (libcurl hands the
     # write callback 16 KiB at a time whatever their size: larger ones only

@@ -408,3 +408,57 @@ def power_trial(job: Job, root: Path, seed: int, points: list[str] | None = None
     finally:
         fs.unmount()
     return res
+
+
+@dataclass
+class ProgressTrial:
+    """A cut mid-download of one paced file: the journal's claims as a
+    kill -9 leaves them (read between the kill and the cut) and as the cut
+    leaves them, and what the next run fetched."""
+
+    cut_at: float
+    where: str
+    at_kill: int
+    after_cut: int
+    fetched: int  # by the run after the cut
+    size: int
+    per_second: int  # the paced ceiling: connections x rate
+    final_rc: int
+    final_ok: bool
+    problems: list[str]
+
+    @property
+    def lost(self) -> int:
+        return self.at_kill - self.after_cut
+
+
+def progress_trial(root: Path, seed: int, size: int, rate: int, connections: int,
+                   cut_window: tuple[float, float], extra: tuple[str, ...] = ()) -> ProgressTrial:
+    import random
+
+    from servers import PacedMirror
+
+    rng = random.Random(seed)
+    (root / "mirror").mkdir(parents=True)
+    data = rng.randbytes(size)
+    (root / "mirror" / "big.bin").write_bytes(data)
+    fs = ForgetfulMount(root / "fs")
+    out, journal = fs.mnt / "out", fs.mnt / "state" / "journal.sqlite"
+    with PacedMirror(root / "mirror", rate=rate) as mirror:
+        job = Job(mirror, {"big.bin": data}, extra=("-x", str(connections), *extra))
+        fs.mount()
+        try:
+            at_kill: list[int] = []
+            cut_at = rng.uniform(*cut_window)
+            _, _, where = run_until_cut(job.args(out), segdl_env(journal), fs, cut_at, None, 60, None, out,
+                                        before_cut=lambda: at_kill.append(claimed_bytes(journal, root / "s-kill")))
+            fs.mount()
+            after = claimed_bytes(journal, root / "s-cut")
+            check = check_after_cut(fs.mnt, journal, out, job.sources, set(), root / "s-check")
+            mirror.reset_access_log()
+            r = subprocess.run(job.args(out), env=segdl_env(journal), capture_output=True, text=True, timeout=60)
+            ok = (out / "big.bin").exists() and (out / "big.bin").read_bytes() == data
+            return ProgressTrial(cut_at, where, at_kill[0] if at_kill else 0, after, job.sent(), size,
+                                 rate * connections, r.returncode, ok, check.problems)
+        finally:
+            fs.unmount()

@@ -14,8 +14,8 @@ import zlib
 import pytest
 
 from helpers import SEGDL, json_lines
-from powercut import (POINTS, ForgetfulMount, Job, check_after_cut, claimed_bytes, done_lines, power_trial,
-                      run_until_cut, segdl_env, unavailable)
+from powercut import (POINTS, ForgetfulMount, Job, check_after_cut, done_lines, power_trial, progress_trial,
+                      segdl_env, unavailable)
 from servers import PacedMirror
 from segdl.engine.ranges import MiB
 
@@ -60,6 +60,24 @@ def test_cut_at_each_point_then_the_same_command_finishes(collection, tmp_path, 
     after every cut the oracle finds the journal consistent and truthful."""
     mirror, sources = collection
     r = power_trial(Job(mirror, sources), tmp_path, stable_seed(point), points=[point])
+    assert not r.problems, describe(r)
+    assert r.final_rc == 0 and r.final_ok
+
+
+@pytest.mark.parametrize("seed, points", [
+    # Exit 0, then a cut: the target folder and the journal were gone.
+    # Folders made by mkdir -p were never fsynced into their parents, and
+    # SQLite never syncs the folder of a new database file (fixed:
+    # storage.make_dirs, Journal._sync_creation).
+    (0, ["random"]),
+    # A torn cut garbled WAL bytes that had been synced, losing a synced
+    # commit: a bug of the filesystem's model, not segdl's (torn writes now
+    # damage only the bytes written since the last sync).
+    (2, None),
+])
+def test_replays_the_seeds_that_found_bugs(collection, tmp_path, seed, points):
+    mirror, sources = collection
+    r = power_trial(Job(mirror, sources), tmp_path, seed, points=points)
     assert not r.problems, describe(r)
     assert r.final_rc == 0 and r.final_ok
 
@@ -112,40 +130,27 @@ def test_power_cut_loses_about_a_second_of_progress(tmp_path, seed):
     commit (the heartbeat's, once a second): compared with what the journal
     held at the kill (what a kill -9 leaves), and the re-run fetches only
     what the journal no longer claims."""
-    rng = random.Random(seed)
-    root = tmp_path / "mirror"
-    root.mkdir()
-    size, rate, connections = 24 * MiB, 3 * MiB, 2
-    data = rng.randbytes(size)
-    (root / "big.bin").write_bytes(data)
-    fs = ForgetfulMount(tmp_path / "fs")
-    out, journal = fs.mnt / "out", fs.mnt / "state" / "journal.sqlite"
-    with PacedMirror(root, rate=rate) as mirror:
-        job = Job(mirror, {"big.bin": data}, extra=("-x", str(connections)))
-        fs.mount()
-        try:
-            at_kill = []
-            rc, _, where = run_until_cut(job.args(out), segdl_env(journal), fs, rng.uniform(2.5, 3.5), None, 60,
-                                         None, out, before_cut=lambda: at_kill.append(
-                                             claimed_bytes(journal, tmp_path / "scratch-kill")))
-            assert rc is None and where.startswith("t="), where  # the cut came mid-download
-            fs.mount()
-            after = claimed_bytes(journal, tmp_path / "scratch-cut")
-            per_second = rate * connections
-            assert at_kill[0] >= 8 * MiB, at_kill  # well under way
-            assert at_kill[0] - after <= 2 * per_second, (at_kill[0] / MiB, after / MiB)
-            assert after > 0
-            check = check_after_cut(fs.mnt, journal, out, job.sources, set(), tmp_path / "scratch-check")
-            assert not check.problems, check.problems
-            mirror.reset_access_log()
-            r = subprocess.run(job.args(out), env=segdl_env(journal), capture_output=True, text=True, timeout=60)
-            assert r.returncode == 0, r.stderr
-            assert (out / "big.bin").read_bytes() == data
-            fetched = job.sent()
-            # The rest, plus what the kill found unsynced and the probe.
-            assert fetched <= size - after + 2 * MiB, (fetched / MiB, after / MiB)
-        finally:
-            fs.unmount()
+    t = progress_trial(tmp_path, seed, size=24 * MiB, rate=3 * MiB, connections=2, cut_window=(2.5, 3.5))
+    assert t.where.startswith("t="), t  # the cut came mid-download
+    assert not t.problems, t.problems
+    assert t.at_kill >= 8 * MiB, t  # well under way
+    assert t.lost <= 2 * t.per_second, (t.at_kill / MiB, t.after_cut / MiB)
+    assert t.after_cut > 0
+    assert t.final_rc == 0 and t.final_ok
+    # The rest, plus what the kill found unsynced and the probe.
+    assert t.fetched <= t.size - t.after_cut + 2 * MiB, (t.fetched / MiB, t.after_cut / MiB)
+
+
+def test_commit_interval_is_the_progress_a_cut_can_lose(tmp_path):
+    """With --commit-interval 600 nothing is synced to the journal before
+    the cut: a kill -9 would keep the progress, a power cut loses it all
+    (and the file still ends correct).  The heartbeat's synced commit is
+    what the test above measures."""
+    t = progress_trial(tmp_path, 0, size=24 * MiB, rate=3 * MiB, connections=2, cut_window=(2.5, 3.0),
+                       extra=("--commit-interval", "600"))
+    assert t.where.startswith("t=") and not t.problems, t
+    assert t.at_kill >= 8 * MiB and t.after_cut == 0, (t.at_kill / MiB, t.after_cut / MiB)
+    assert t.final_rc == 0 and t.final_ok
 
 
 # ------------------------------------------------------------- disk faults

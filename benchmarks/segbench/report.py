@@ -140,6 +140,9 @@ TARGETS = (
      lambda S, M: (_segdl(S["paced-x64"]) or {}).get("peak_pss_mb")),
     ("1g", "every case: bytes served <= 1.02x the bytes needed (worst segdl run)", 1.02, "x",
      lambda S, M: _worst_served(S)),
+    ("1g", "1g: a synced journal commit every second costs <= 5% (segdl / segdl --commit-interval 600)",
+     1.05, "x", lambda S, M: _ratio((_segdl(S["1g"]) or {}).get("wall_s"),
+                                    (S["1g"].get("segdl, lazy commits") or {}).get("wall_s"))),
 )
 
 

@@ -192,6 +192,59 @@ def m003_mirror_stats(db) -> None:
     )
 
 
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # unixepoch('subsec') before SQLite 3.42
+
+
+@_migration
+def m005_service(db) -> None:
+    """What a long-running engine needs: each file's priority and speed
+    limit, and an event log.  Triggers write the events, so every change
+    of a file's state, whoever makes it (the engine, ``segdl pause`` in
+    another terminal), gets its sequence number in the same transaction
+    as the change; the API streams them by that number."""
+    db.executescript(
+        f"""
+        ALTER TABLE files ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE files ADD COLUMN max_speed INTEGER;
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: Last-Event-ID
+            time REAL NOT NULL,
+            kind TEXT NOT NULL,     -- added | state | progress | finished | failed | removed | job_ended
+            job_id INTEGER,
+            file_id INTEGER,
+            data TEXT NOT NULL      -- JSON
+        );
+        CREATE INDEX events_file ON events(file_id);
+        CREATE TRIGGER events_file_added AFTER INSERT ON files BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'added', NEW.job_id, NEW.id,
+                json_object('path', NEW.path, 'url', NEW.url, 'state', NEW.state, 'size', NEW.size));
+        END;
+        CREATE TRIGGER events_file_state AFTER UPDATE OF state ON files WHEN NEW.state IS NOT OLD.state BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW},
+                CASE NEW.state WHEN 'done' THEN 'finished' WHEN 'skipped' THEN 'finished'
+                               WHEN 'failed' THEN 'failed' WHEN 'hash_mismatch' THEN 'failed'
+                               WHEN 'removed' THEN 'removed' ELSE 'state' END,
+                NEW.job_id, NEW.id,
+                json_object('state', NEW.state, 'previous', OLD.state, 'path', NEW.path, 'size', NEW.size,
+                            'error', NEW.error, 'exit_code', NEW.exit_code, 'blake3', NEW.blake3));
+        END;
+        CREATE TRIGGER events_file_progress AFTER UPDATE OF received ON files
+            WHEN NEW.received IS NOT OLD.received BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'progress', NEW.job_id, NEW.id,
+                json_object('received', NEW.received, 'size', NEW.size, 'speed', NEW.speed));
+        END;
+        CREATE TRIGGER events_job_ended AFTER UPDATE OF state ON jobs
+            WHEN NEW.state = 'finished' AND OLD.state IS NOT 'finished' BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'job_ended', NEW.id, NULL,
+                json_object('collection', NEW.collection,
+                            'files', (SELECT COUNT(*) FROM files WHERE job_id = NEW.id),
+                            'failed', (SELECT COUNT(*) FROM files WHERE job_id = NEW.id
+                                       AND state IN ('failed', 'hash_mismatch'))));
+        END;
+        """
+    )
+
+
 def default_path() -> Path:
     env = os.environ.get("SEGDL_JOURNAL")
     if env:
@@ -482,6 +535,54 @@ class Journal:
         return tails
 
     # ------------------------------------------------------------ status
+
+    # ------------------------------------------------------------- events
+
+    def events_since(self, seq: int, limit: int = 500, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Events after ``seq``, oldest first (``data`` decoded)."""
+        sql = "SELECT * FROM events WHERE seq > ?"
+        params: list[Any] = [seq]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params += list(kinds)
+        with _journal_errors(self.path):
+            rows = list(self.db.query(sql + " ORDER BY seq LIMIT ?", [*params, limit]))
+        for r in rows:
+            r["data"] = json.loads(r["data"])
+        return rows
+
+    def last_event(self) -> int:
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))
+            return rows[0]["n"]
+
+    def prune_progress(self, older_than: float) -> None:
+        """Progress events are many and only the latest of each file
+        matters after a while: drop the old ones (state events stay: they
+        are the history)."""
+        with self.atomic() as db:
+            db.execute("DELETE FROM events WHERE kind = 'progress' AND time < ?", [older_than])
+
+    def file(self, file_id: int) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            rows = list(self.db.query(
+                """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
+                   FROM files f WHERE f.id = ?""", [file_id]))
+            return rows[0] if rows else None
+
+    def find_files(self, state: str | None = None, job_id: int | None = None) -> list[dict[str, Any]]:
+        """Files with their durable bytes, by state and job."""
+        sql = """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
+                 FROM files f WHERE 1 = 1"""
+        params: list[Any] = []
+        if state is not None:
+            sql += " AND f.state = ?"
+            params.append(state)
+        if job_id is not None:
+            sql += " AND f.job_id = ?"
+            params.append(job_id)
+        with _journal_errors(self.path):
+            return list(self.db.query(sql + " ORDER BY f.id", params))
 
     def status_rows(self) -> list[dict[str, Any]]:
         with _journal_errors(self.path):

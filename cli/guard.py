@@ -1,0 +1,108 @@
+"""What every request to ``segdl serve`` must pass, before any handler runs.
+
+aria2's RPC without a secret could be driven by any web page the user had
+open (aria2#200); Transmission's RPC was taken over by DNS rebinding
+(CVE-2018-5702).  So, for every request:
+
+* the Host header is on the allowlist (Starlette's TrustedHostMiddleware,
+  outside this one): a rebinding page's requests carry its own host name;
+* ``Authorization: Bearer TOKEN``, compared in constant time (401 without
+  it or with a wrong one);
+* a state-changing request (anything but GET/HEAD) that carries an Origin
+  must carry an allowed one (403): browsers send Origin on cross-site
+  requests, scripts and curl send none.  No CORS header is ever sent, so a
+  browser never lets a foreign page read an answer;
+* a body is JSON (415 otherwise) and at most ``max_body`` bytes (413).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+MAX_BODY = 1 << 20
+TOKEN_BYTES = 32  # 256 bits
+
+
+def load_or_create_token(path: Path) -> str:
+    """The service's token, in a file only its owner can read (0600),
+    created with a fresh random token the first time.  A file anyone else
+    can read is not trusted: a new token replaces it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        st = path.stat()
+        if stat.S_IMODE(st.st_mode) & 0o077 == 0 and st.st_uid == os.getuid():
+            token = path.read_text().strip()
+            if len(token) >= 22:  # >= 128 bits of urlsafe base64
+                return token
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return token
+
+
+class Guard:
+    """ASGI middleware: the token, the Origin and the body rules above."""
+
+    def __init__(self, app, *, token: str, origins: set[str], max_body: int = MAX_BODY) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.origins = origins
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        if not hmac.compare_digest(headers.get("authorization", b""), self.expected):
+            return await _refuse(send, 401, "a valid 'Authorization: Bearer TOKEN' is required "
+                                            "(the token is in the file segdl serve printed)",
+                                 [(b"www-authenticate", b'Bearer realm="segdl"')])
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            origin = headers.get("origin")
+            if origin is not None and origin.decode("latin-1") not in self.origins:
+                return await _refuse(send, 403, f"origin {origin.decode('latin-1')!r} is not allowed")
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return await _refuse(send, 413, f"the body is limited to {self.max_body} bytes")
+        if method in ("POST", "PATCH", "PUT") and (length not in (None, b"0") or b"transfer-encoding" in headers):
+            ctype = headers.get("content-type", b"").split(b";")[0].strip().lower()
+            if ctype != b"application/json":
+                return await _refuse(send, 415, "bodies are JSON: Content-Type: application/json")
+        seen = 0
+
+        async def capped_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, capped_receive, send)
+        except BodyTooLarge:
+            await _refuse(send, 413, f"the body is limited to {self.max_body} bytes")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _refuse(send, status: int, message: str, extra: list | None = None) -> None:
+    body = json.dumps({"error": message, "status": status}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(extra or [])]})
+    await send({"type": "http.response.body", "body": body})

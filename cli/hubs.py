@@ -51,18 +51,22 @@ def say(text: str, colour: str = "yellow") -> None:
     err.print(f"[{colour}]segdl:[/] {escape(text)}", highlight=False)
 
 
-def report_problems(listing, as_json: bool) -> int:
+def report_problems(listing, as_json: bool, ls: bool = False) -> int:
     """Each problem (an archived model, a model of a collection that
-    failed) on stderr, and with ``--json`` as a failed line; returns the
-    largest exit code among them."""
+    failed) on stderr, and with ``--json`` as a line of its own (``get``:
+    a failed file's; ``ls``: state ``unavailable``); returns the largest
+    exit code among them."""
     code = EXIT_OK
     for p in listing.problems:
         code = max(code, p.error.exit_code)
         if as_json:
-            sys.stdout.write(json.dumps({"url": p.what, "path": None, "status": p.error.status, "size": None,
-                                         "blake3": None, "sha256": None, "error": p.error.message,
-                                         "exit_code": p.error.exit_code, "seconds": 0.0, "downloaded": 0},
-                                        sort_keys=True) + "\n")
+            line = {"url": p.what, "path": None, "size": None, "error": p.error.message,
+                    "exit_code": p.error.exit_code}
+            if ls:
+                line.update(state="unavailable", hash=None, done=0, where=None)
+            else:
+                line.update(status=p.error.status, blake3=None, sha256=None, seconds=0.0, downloaded=0)
+            sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
             sys.stdout.flush()
         else:
             say(p.error.message, "red")
@@ -150,7 +154,7 @@ def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path
         listing = Listing(str(input_file), "", dest, m.collection, m.requests)
     else:
         listing = resolve(ref, args.options(dest, transfer), say)
-        code = report_problems(listing, as_json)
+        code = report_problems(listing, as_json, ls=True)
     unnamed = [r.url for r in listing.requests if r.path is None]
     if unnamed:
         say(f"{len(unnamed)} file(s) have no path (named by the server when downloaded); listed as missing")

@@ -47,7 +47,8 @@ def hub():
 
 def _env(hub, tmp_path, **extra):
     env = {"HF_ENDPOINT": hub.hub_url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf-home"),
-           "HF_HUB_CACHE": str(tmp_path / "default-cache")}
+           "HF_HUB_CACHE": str(tmp_path / "default-cache"),
+           "COLUMNS": "400"}  # messages are checked whole, not as rich wraps them at 80
     env.update(extra)
     return env
 

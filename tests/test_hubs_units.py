@@ -231,10 +231,11 @@ def test_layout_sanitizes_every_field():
     fields = (("collection", "My LoRAs"), ("model", "../../etc"), ("file", "a/b\x1b[31m.safetensors"),
               ("version", ""), ("type", "LORA"))
     path = check_path(civitai.layout_path(civitai.DEFAULT_LAYOUT, fields), "t")
-    assert path == "My LoRAs/etc/b_[31m.safetensors"
+    assert path == "My LoRAs/_.._etc/b_[31m.safetensors"
     assert civitai.layout_path("{type}/{version}/{file}", fields).split("/")[0] == "LORA"
     assert civitai.layout_path(civitai.DEFAULT_LAYOUT, (("collection", ""), ("model", "M"), ("file", "f"))) == "M/f"
     assert civitai.layout_path("{model}/{file}", (("model", ".."), ("file", "f"))) == "_/f"
+    assert civitai.layout_path("{model}/{file}", (("model", "SDXL / Pony"), ("file", "f"))) == "SDXL _ Pony/f"
 
 
 def test_bad_layouts_are_usage_errors():

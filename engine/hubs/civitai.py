@@ -261,11 +261,19 @@ def check_layout(template: str) -> str:
 
 def layout_path(template: str, fields: Iterable[tuple[str, str]]) -> str:
     """The path a file gets: each field made a safe single name (no
-    slashes, no leading dots, no control characters); an empty field's
-    folder is left out.  The result is checked like a manifest path by
-    the caller."""
+    leading dots, no control characters; a slash in a model's or
+    version's name becomes ``_``, a file name keeps only its last part);
+    an empty field's folder is left out.  The result is checked like a
+    manifest path by the caller."""
     from ..naming import safe_name
 
-    safe = _Fields({k: (safe_name(v) or "_") if v else "" for k, v in fields})
+    def one(k: str, v: str) -> str:
+        if not v:
+            return ""
+        if k not in ("file", "file_id"):
+            v = v.replace("/", "_").replace("\\", "_")
+        return safe_name(v) or "_"
+
+    safe = _Fields({k: one(k, v) for k, v in fields})
     text = template.format_map(safe)
     return "/".join(p for p in text.split("/") if p)

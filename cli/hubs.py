@@ -1,5 +1,5 @@
 """``segdl get REF`` and ``segdl ls`` for hub references: options become
-:class:`~segdl.engine.hubs.HubOptions`, a listing becomes a job, its
+:class:`~segdl.engine.hubs.listing.HubOptions`, a listing becomes a job, its
 problems are reported like failed files.  Imported only when a hub
 reference is given (``segdl get URL`` does not load it)."""
 
@@ -32,7 +32,7 @@ class HubArgs:
     collection: Optional[str] = None
 
     def options(self, dest: Path, transfer):
-        from segdl.engine.hubs import HubOptions
+        from segdl.engine.hubs.listing import HubOptions
         from segdl.engine.hubs.hf import cache_dir
 
         cache = None
@@ -143,7 +143,7 @@ def finish(dest: Path, source: dict | None, message: Callable[[str], None]) -> i
 
 def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path, transfer,
        journal_path, as_json: bool) -> int:
-    from segdl.engine.hubs import Listing, resolve
+    from segdl.engine.hubs.listing import Listing, resolve
     from segdl.engine.hubs.presence import presence
 
     code = EXIT_OK

@@ -20,13 +20,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 from ..errors import HubGoneError, HubProtocolError, UsageError
 
 DEFAULT_ENDPOINT = "https://civitai.com"
-PAGE_HOSTS = frozenset({"civitai.com", "www.civitai.com"})
+from . import CIVITAI_PAGE_HOSTS as PAGE_HOSTS, _CIVITAI_PAGE as _PAGE  # noqa: E402
 DEFAULT_LAYOUT = "{collection}/{model}/{file}"
 DEFAULT_LAYOUT_VERSIONS = "{collection}/{model}/{version}/{file}"  # with --all-versions
 FIELDS = ("collection", "model", "model_id", "version", "version_id", "type", "base_model",
           "file", "file_id", "format")
 _SCHEME = re.compile(r"^civitai://(model|version|collection)/(\d+)(?:@(\d+))?/?$")
-_PAGE = re.compile(r"^/(models|collections)/(\d+)(?:/[^/]*)?/?$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -46,14 +45,9 @@ def endpoint(env: Mapping[str, str] = os.environ) -> str:
 
 
 def is_page_url(text: str, env: Mapping[str, str] = os.environ) -> bool:
-    try:
-        p = urlsplit(text)
-    except ValueError:
-        return False
-    if p.scheme not in ("http", "https") or not _PAGE.match(p.path):
-        return False
-    host = (p.hostname or "").lower()
-    return host in PAGE_HOSTS or p.netloc.lower() == urlsplit(endpoint(env)).netloc.lower()
+    from . import is_civitai_page
+
+    return is_civitai_page(text, env)
 
 
 def parse_ref(text: str, env: Mapping[str, str] = os.environ) -> CivitaiRef:

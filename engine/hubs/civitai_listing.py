@@ -1,4 +1,4 @@
-"""A CivitAI reference to a :class:`~segdl.engine.hubs.Listing`.
+"""A CivitAI reference to a :class:`~segdl.engine.hubs.listing.Listing`.
 
 A model or a version is one call of the public API (``/api/v1/models``,
 ``/api/v1/model-versions``).  A collection is its metadata (its name)
@@ -19,7 +19,8 @@ from ..manifest import check_path
 from ..messages import TransferOptions
 from ..naming import same_origin
 from ..request import Request
-from . import HubOptions, Listing, Problem, civitai
+from . import civitai
+from .listing import HubOptions, Listing, Problem
 from .fetch import MAX_PAGES, Client
 from .tokens import auth_header, env_credential
 

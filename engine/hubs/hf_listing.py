@@ -1,4 +1,4 @@
-"""A Hugging Face reference to a :class:`~segdl.engine.hubs.Listing`.
+"""A Hugging Face reference to a :class:`~segdl.engine.hubs.listing.Listing`.
 
 Two kinds of call, as huggingface_hub makes them: the repo info at the
 revision (its commit sha, which every file URL then pins), then the
@@ -17,7 +17,8 @@ from ..errors import UsageError
 from ..manifest import check_path
 from ..messages import TransferOptions
 from ..request import Request
-from . import HubOptions, Listing, Problem, hf
+from . import hf
+from .listing import HubOptions, Listing, Problem
 from .fetch import Client
 from .tokens import HF, auth_header
 

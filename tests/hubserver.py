@@ -173,6 +173,7 @@ class HubServer:
         self.rate_limit_once: set[str] = set()
         self.rate_limit_always: set[str] = set()
         self.range200_once: set[str] = set()  # sha256 of LFS blobs: one ranged request (start > 0) gets 200
+        self.vanished: set[str] = set()  # repo paths listed in the tree whose resolve says EntryNotFound
         # CivitAI
         self.models: dict[int, dict] = {}
         self.collections: dict[int, tuple[str, list[int]]] = {}
@@ -329,7 +330,7 @@ class HubServer:
             return h.send_json(403 if rec["auth"] else 401, {"error": "gated"}, [
                 ("X-Error-Code", "GatedRepo"),
                 ("X-Error-Message", f"Access to model {repo} is restricted. You must have access to it.")])
-        if fpath not in r.commits[sha]:
+        if fpath not in r.commits[sha] or fpath in self.vanished:
             return h.send_json(404, {"error": "Entry not found"}, [
                 ("X-Error-Code", "EntryNotFound"), ("X-Error-Message", "Entry not found")])
         data, lfs = r.commits[sha][fpath]

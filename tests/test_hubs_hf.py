@@ -237,10 +237,31 @@ def test_429_with_ratelimit_waits_as_asked_and_is_bounded(hub, tmp_path):
     assert "rate-limited" in p.stderr and len(hub.requests("hub", "/revision/main")) == 6
 
 
-def test_token_file_partial_ls_and_a_resumed_job_reads_the_token_again(hub, tmp_path):
+def test_file_errors_are_each_files_own(hub, tmp_path):
+    """A file the tree lists whose resolve says EntryNotFound fails alone
+    (exit 10, named); a resolve answered 429 with RateLimit t=1 is waited
+    for and retried."""
+    repo = hub.add_repo("org/model", FILES)
+    sha = repo.branches["main"]
+    hub.vanished.add("README.md")
+    hub.rate_limit_once.add(f"/org/model/resolve/{sha}/config.json")
+    out = tmp_path / "out"
+    p = run_segdl(["get", "hf://org/model", "-d", out, "--json"], tmp_path / "j.sqlite", env=_env(hub, tmp_path))
+    assert p.returncode == 10, p.stderr
+    by = {Path(r["path"]).name: r for r in json_lines(p)}
+    assert by["README.md"]["status"] == "failed" and by["README.md"]["exit_code"] == 10
+    assert "README.md" in by["README.md"]["error"] and "file not found" in by["README.md"]["error"]
+    assert {r["status"] for n, r in by.items() if n != "README.md"} == {"done"}
+    first, second = [r for r in hub.requests("hub") if r["path"].endswith("/config.json")]
+    assert second["time"] - first["time"] >= 0.9
+
+
+@pytest.mark.parametrize("hf_cache", [False, True])
+def test_token_file_partial_ls_and_a_resumed_job_reads_the_token_again(hub, tmp_path, hf_cache):
     """The token from $HF_HOME/token; a job killed mid-file shows as
     partial; run again, it gets the token from the environment (the
-    journal never had it) and finishes."""
+    journal never had it) and finishes (with --hf-cache: and links the
+    snapshot, which huggingface_hub reads)."""
     repo = hub.add_repo("org/gated", {"big.safetensors": (_data(6 * MiB, 5), True), "a.json": (b"{}", False)})
     repo.gated_token = TOKEN
     home = tmp_path / "hf-home"
@@ -249,14 +270,15 @@ def test_token_file_partial_ls_and_a_resumed_job_reads_the_token_again(hub, tmp_
     env = _env(hub, tmp_path, HF_TOKEN="")
     hub.cdn_rate = 1 * MiB
     out, journal = tmp_path / "out", tmp_path / "j.sqlite"
-    proc = subprocess.Popen([*SEGDL, "get", "hf://org/gated", "-d", str(out), "-x", "2", "-q"],
+    where = ["--hf-cache", str(out)] if hf_cache else ["-d", str(out)]
+    proc = subprocess.Popen([*SEGDL, "get", "hf://org/gated", *where, "-x", "2", "-q"],
                             env={**os.environ, "SEGDL_JOURNAL": str(journal), **env}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             done = journal_rows(journal, "SELECT COALESCE(SUM(done), 0) FROM segments s JOIN files f ON f.id = s.file_id "
-                                         "WHERE f.path LIKE '%big.safetensors'")
+                                         f"WHERE f.size = {6 * MiB}")
             if done and done[0][0] >= 1 * MiB:
                 break
             time.sleep(0.1)
@@ -265,14 +287,21 @@ def test_token_file_partial_ls_and_a_resumed_job_reads_the_token_again(hub, tmp_
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
-    states = _ls(hub, tmp_path, "hf://org/gated", "-d", out, env=env)
-    assert states["big.safetensors"]["state"] == "partial" and 0 < states["big.safetensors"]["done"] < 6 * MiB
+    states = _ls(hub, tmp_path, "hf://org/gated", *where, env=env)
+    big = repo.commits[repo.branches["main"]]["big.safetensors"][0]
+    name = f"models--org--gated/blobs/{hashlib.sha256(big).hexdigest()}" if hf_cache else "big.safetensors"
+    assert states[name]["state"] == "partial" and 0 < states[name]["done"] < 6 * MiB
     hub.cdn_rate = 0
     p = run_segdl(["resume", "--json"], journal, env=env)
     assert p.returncode == 0, p.stderr
-    assert (out / "big.safetensors").read_bytes() == repo.commits[repo.branches["main"]]["big.safetensors"][0]
+    assert (out / name).read_bytes() == big
+    if hf_cache:
+        from huggingface_hub import hf_hub_download
+
+        got = hf_hub_download("org/gated", "big.safetensors", cache_dir=str(out), local_files_only=True)
+        assert Path(got).read_bytes() == big
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in hub.requests("hub"))
     assert not [r for r in hub.requests("cdn") if r["auth"]]
-    assert {r["state"] for r in _ls(hub, tmp_path, "hf://org/gated", "-d", out, env=env).values()} == {"here"}
+    assert {r["state"] for r in _ls(hub, tmp_path, "hf://org/gated", *where, env=env).values()} == {"here"}
     _no_token_anywhere(tmp_path / "out", p)
     assert TOKEN.encode() not in journal.read_bytes()

@@ -109,6 +109,7 @@ class FileRun:
     # The sha256 the server publishes for this download (not the user's
     # expectation: never journaled as one, learnt again by every probe).
     published_sha256: str | None = None
+    updating: bool = False  # its final file is segdl's and out of date: replace it
 
 
 @dataclass(slots=True)
@@ -422,7 +423,7 @@ class Coordinator:
         very file (same size and mtime) and the remote has changed since.
         """
         req = run.request
-        if self.s.force:
+        if self.s.force or run.updating:
             return False
         row = self.journal.file_by_path(final)
         st = final.stat()
@@ -453,6 +454,7 @@ class Coordinator:
             # segdl wrote this file from a hub, and the hub now lists other
             # content for it (a branch moved on): replace it.
             self.on_message(f"{final.name}: changed on the hub since it was downloaded; updating it")
+            run.updating = True
             return False
         if req.blake3 or req.sha256 or req.git_sha1:
             d = hashed()
@@ -932,7 +934,8 @@ class Coordinator:
                 self.targets.discard(run.final)
                 self.queue.appendleft(
                     FileRun(run.index, run.request, restarts=run.restarts, plain=run.plain, fresh=True,
-                            restart_reason=run.restart_reason, probe_retry=self.s.retry, lock=run.lock)
+                            restart_reason=run.restart_reason, probe_retry=self.s.retry, lock=run.lock,
+                            updating=run.updating)
                 )
                 run.lock = None  # the new run holds it now
 

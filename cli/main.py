@@ -46,7 +46,8 @@ def _fail(e: SegdlError) -> "typer.Exit":
     return typer.Exit(e.exit_code)
 
 
-def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: bool, collection: str | None = None) -> int:
+def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: bool, collection: str | None = None,
+         source: dict | None = None) -> int:
     """Run a job with a live view (or JSON lines) and return the exit code."""
     from rich.console import Console
 
@@ -59,15 +60,17 @@ def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: b
 
     def message(m: str) -> None:
         if not quiet:
-            err.print(f"[yellow]segdl:[/] {m}", highlight=False)
+            from rich.markup import escape
+
+            err.print(f"[yellow]segdl:[/] {escape(m)}", highlight=False)
 
     try:
         if interactive:
             with LiveView(console) as view:
-                results = api.download(requests, settings, collection=collection,
+                results = api.download(requests, settings, collection=collection, source=source,
                                        on_progress=view.update, on_message=message)
         else:
-            results = api.download(requests, settings, collection=collection, on_message=message,
+            results = api.download(requests, settings, collection=collection, on_message=message, source=source,
                                    on_result=print_json_line if as_json else None)
     except KeyboardInterrupt:
         err.print("[yellow]segdl:[/] interrupted; run the same command again to continue")
@@ -91,9 +94,31 @@ def _rate(value: Optional[str], name: str) -> int:
         raise typer.Exit(EXIT_USAGE)
 
 
+# Options of the hub references (get and ls).
+IncludeOpt = typer.Option([], "--include", help="Hugging Face: only files matching this glob (repeatable; fnmatch, case-sensitive, 'dir/' is a folder).")
+ExcludeOpt = typer.Option([], "--exclude", help="Hugging Face: leave out files matching this glob (repeatable).")
+HfCacheOpt = typer.Option(None, "--hf-cache", metavar="[DIR]", help="Hugging Face: lay files out as the HF cache (default $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); --hf-cache=DIR for another.")
+AllVersionsOpt = typer.Option(False, "--all-versions", help="CivitAI: every version of a model, not only the latest.")
+AllFilesOpt = typer.Option(False, "--all-files", help="CivitAI: every file of a version, not only the primary one.")
+TypeOpt = typer.Option([], "--type", help="CivitAI: only files of this type (Model, VAE, Config, 'Training Data'; repeatable).")
+FormatOpt = typer.Option([], "--format", help="CivitAI: only files of this format (SafeTensor, PickleTensor; repeatable).")
+LayoutOpt = typer.Option(None, "--layout", help="CivitAI: paths under -d, default '{collection}/{model}/{file}' (see README for the fields).")
+TokenEnvOpt = typer.Option(None, "--token-env", metavar="NAME", help="CivitAI: read the API key from this environment variable (default CIVITAI_TOKEN).")
+
+
+def _hub_args(include, exclude, hf_cache, all_versions, all_files, types, formats, layout, token_env, collection):
+    from .hubs import HubArgs
+
+    if token_env is not None and not token_env.replace("_", "").isalnum():
+        err.print("[red]segdl:[/] --token-env takes the NAME of an environment variable, not a token")
+        raise typer.Exit(EXIT_USAGE)
+    return HubArgs(tuple(include), tuple(exclude), hf_cache, all_versions, all_files, tuple(types),
+                   tuple(formats), layout, token_env, collection)
+
+
 @app.command()
 def get(
-    urls: List[str] = typer.Argument(None, help="URLs to download."),
+    urls: List[str] = typer.Argument(None, help="URLs or hub references (hf://ORG/NAME, civitai://model/ID, a CivitAI page URL)."),
     input_file: Optional[Path] = typer.Option(None, "-i", "--input-file", help="aria2 input file or JSON collection manifest (see README)."),
     collection: Optional[str] = typer.Option(None, "--collection", help="Collection name (default: the manifest's)."),
     dest: Path = typer.Option(Path("."), "-d", "--dir", help="Target folder."),
@@ -119,8 +144,17 @@ def get(
     journal: Optional[Path] = JournalOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or summary."),
+    include: List[str] = IncludeOpt,
+    exclude: List[str] = ExcludeOpt,
+    hf_cache: Optional[str] = HfCacheOpt,
+    all_versions: bool = AllVersionsOpt,
+    all_files: bool = AllFilesOpt,
+    file_type: List[str] = TypeOpt,
+    file_format: List[str] = FormatOpt,
+    layout: Optional[str] = LayoutOpt,
+    token_env: Optional[str] = TokenEnvOpt,
 ) -> None:
-    """Download URLs or a collection.
+    """Download URLs, a collection, or a model hub's repo or models.
 
     Each file is cut into byte ranges fetched over many connections,
     journaled so that the same command continues after a crash, and
@@ -130,8 +164,16 @@ def get(
     Examples:
       segdl get https://example.org/model.safetensors -d models
       segdl get -i collection.json -d models -j 8 -x 8
+      segdl get hf://org/name@main --include '*.safetensors' --hf-cache
+      segdl get civitai://collection/123 -d loras
     """
     urls = list(urls or [])
+    refs: list[str] = []
+    if any("://" in u for u in urls):
+        from segdl.engine.hubs import is_hub_ref  # light: no hub module loads for plain URLs
+
+        refs = [u for u in urls if is_hub_ref(u)]
+        urls = [u for u in urls if u not in refs]
     manifest_collection = None
     requests: list = []
     if input_file is not None:
@@ -143,12 +185,14 @@ def get(
             raise _fail(e)
         requests.extend(m.requests)
         manifest_collection = m.collection
-    if not urls and not requests:
-        err.print("[red]segdl:[/] nothing to download: give URLs or -i FILE")
+    if not urls and not requests and not refs:
+        err.print("[red]segdl:[/] nothing to download: give URLs, hub references or -i FILE")
         raise typer.Exit(EXIT_USAGE)
-    if len(urls) + len(requests) > 1 and (out or blake3 or sha256):
+    if (len(urls) + len(requests) > 1 or refs) and (out or blake3 or sha256):
         err.print("[red]segdl:[/] -o, --blake3 and --sha256 apply to a single URL")
         raise typer.Exit(EXIT_USAGE)
+    hub_args = _hub_args(include, exclude, hf_cache, all_versions, all_files, file_type, file_format,
+                         layout, token_env, collection)
     _check_headers(header)
     from segdl.engine.messages import TransferOptions
     from segdl.engine.request import Request, Settings
@@ -164,8 +208,18 @@ def get(
         commit_interval=commit_interval, transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
                                  insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
     )
-    raise typer.Exit(_run(requests, settings, as_json=as_json, quiet=quiet,
-                          collection=collection or manifest_collection))
+    code = 0
+    if refs:
+        from .hubs import get_refs
+
+        def run(reqs, s, **kw):
+            return _run(reqs, s, as_json=as_json, quiet=quiet, **kw)
+
+        code = get_refs(refs, hub_args, settings, journal, run, as_json, quiet)
+    if requests:
+        code = max(code, _run(requests, settings, as_json=as_json, quiet=quiet,
+                              collection=collection or manifest_collection))
+    raise typer.Exit(code)
 
 
 def _set_paused(target: str, journal: Optional[Path], paused: bool) -> int:
@@ -262,7 +316,12 @@ def _rerun(jobs, journal, workers: Optional[int], headers: List[str], as_json: b
         if missing and not as_json:
             err.print(f"[yellow]segdl:[/] this job was started with header(s) {', '.join(missing)}, whose values "
                       "the journal does not keep (see --keep-headers); pass them again with -H", highlight=False)
+        source = spec.get("source")
         code = max(code, _run(reqs, settings, as_json=as_json, quiet=quiet, collection=coll))
+        if source and source.get("hf_cache"):
+            from .hubs import finish, say
+
+            code = max(code, finish(dest, source, (lambda m: None) if quiet else say))
     return code
 
 
@@ -356,6 +415,61 @@ def status(
         console.print(t)
 
 
+@app.command(name="ls")
+def ls_cmd(
+    ref: Optional[str] = typer.Argument(None, help="A hub reference (hf://..., civitai://..., a CivitAI page URL)."),
+    input_file: Optional[Path] = typer.Option(None, "-i", "--input-file", help="A manifest or aria2 input file instead."),
+    dest: Path = typer.Option(Path("."), "-d", "--dir", help="Target folder, as for get."),
+    journal: Optional[Path] = JournalOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    collection: Optional[str] = typer.Option(None, "--collection", help="CivitAI: {collection} of the layout."),
+    include: List[str] = IncludeOpt,
+    exclude: List[str] = ExcludeOpt,
+    hf_cache: Optional[str] = HfCacheOpt,
+    all_versions: bool = AllVersionsOpt,
+    all_files: bool = AllFilesOpt,
+    file_type: List[str] = TypeOpt,
+    file_format: List[str] = FormatOpt,
+    layout: Optional[str] = LayoutOpt,
+    token_env: Optional[str] = TokenEnvOpt,
+    insecure: bool = typer.Option(False, "--insecure", help="Do not verify TLS certificates."),
+    ca_cert: Optional[Path] = typer.Option(None, "--ca-cert", help="CA bundle for TLS verification."),
+) -> None:
+    """List a hub's or a manifest's files: here, partial or missing.
+
+    Per file: path, size, hash, and "here" (done in the journal, or the
+    same hash done under another path, which get then links), "partial"
+    (with its bytes done) or "missing".  Lists the hub (its API only);
+    downloads nothing.
+
+    \b
+    Examples:
+      segdl ls hf://org/name --include '*.safetensors'
+      segdl ls civitai://collection/123 -d loras --json
+    """
+    if (ref is None) == (input_file is None):
+        err.print("[red]segdl:[/] give a hub reference or -i FILE")
+        raise typer.Exit(EXIT_USAGE)
+    from segdl.engine.messages import TransferOptions
+
+    from .hubs import ls as run_ls
+
+    args = _hub_args(include, exclude, hf_cache, all_versions, all_files, file_type, file_format,
+                     layout, token_env, collection)
+    try:
+        if ref is not None:
+            from segdl.engine.hubs import is_hub_ref
+
+            if not is_hub_ref(ref):
+                err.print(f"[red]segdl:[/] {ref!r} is not a hub reference (hf://..., civitai://..., a CivitAI page URL)")
+                raise typer.Exit(EXIT_USAGE)
+        code = run_ls(ref, input_file, args, dest, TransferOptions(insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
+                      journal, as_json)
+    except SegdlError as e:
+        raise _fail(e)
+    raise typer.Exit(code)
+
+
 @app.command()
 def retry(
     collection: Optional[str] = typer.Argument(None, help="Only this collection."),
@@ -429,8 +543,32 @@ app.command(name="bench")(_bench)
 app.command(name="demo")(_demo)
 
 
+def _hf_cache_argv(argv: list[str]) -> list[str]:
+    """``--hf-cache`` takes an optional DIR, which click cannot say: a bare
+    ``--hf-cache`` becomes ``--hf-cache=`` (the default cache), unless a
+    folder (not a URL, reference or option) follows it."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out += argv[i:]
+            break
+        if a == "--hf-cache":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and not nxt.startswith("-") and "://" not in nxt:
+                out.append(f"--hf-cache={nxt}")
+                i += 2
+                continue
+            out.append("--hf-cache=")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def main() -> None:  # pragma: no cover - console script entry
-    app()
+    app(args=_hf_cache_argv(sys.argv[1:]), prog_name="segdl")
 
 
 if __name__ == "__main__":  # pragma: no cover

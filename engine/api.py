@@ -27,6 +27,7 @@ def download(
     on_progress: Callable[[Snapshot], None] | None = None,
     on_message: Callable[[str], None] | None = None,
     on_result: Callable[[FileResult], None] | None = None,
+    source: dict | None = None,
 ) -> Results:
     """Download every request; one file's failure never stops the others.
 
@@ -34,7 +35,9 @@ def download(
     of a JSON manifest / aria2 input file.
 
     ``on_result`` is called with each file's result as soon as it is final
-    (in the order files end).
+    (in the order files end).  ``source``: what the requests were resolved
+    from (a hub reference, the commit it is pinned to), kept in the
+    journal with the job (see :mod:`segdl.engine.hubs`).
 
     Returns one :class:`FileResult` per request, in order.  Raises only for
     job-wide trouble (an unusable journal, a crashed worker).
@@ -55,7 +58,7 @@ def download(
     try:
         return Coordinator(settings, journal, on_progress=on_progress, on_message=on_message,
                            on_result=on_result).run(
-            reqs, collection=collection
+            reqs, collection=collection, source=source
         )
     finally:
         journal.close()
@@ -98,7 +101,8 @@ def _rerunnable(journal_path: Path | None, wanted: Callable[[str], bool], collec
                 p = Path(f["path"])
                 rel = str(p.relative_to(dest)) if p.is_relative_to(dest) else None
                 reqs.append(request_from_spec(entries.get(f["url"], {"url": f["url"]}), url=f["url"], path=rel,
-                                              blake3=f["expected_blake3"], sha256=f["expected_sha256"]))
+                                              blake3=f["expected_blake3"], sha256=f["expected_sha256"],
+                                              git_sha1=f.get("expected_git_sha1")))
             if reqs:
                 out.append((dest, reqs, spec, job["collection"]))
         return out

@@ -109,6 +109,7 @@ class FileRun:
     # The sha256 the server publishes for this download (not the user's
     # expectation: never journaled as one, learnt again by every probe).
     published_sha256: str | None = None
+    updating: bool = False  # its final file is segdl's and out of date: replace it
 
 
 @dataclass(slots=True)
@@ -170,7 +171,10 @@ class Coordinator:
 
     # ------------------------------------------------------------ public
 
-    def run(self, requests: list[Request], *, collection: str | None = None) -> Results:
+    def run(self, requests: list[Request], *, collection: str | None = None,
+            source: dict | None = None) -> Results:
+        """``source``: what the requests were resolved from (a hub
+        reference and the commit it was pinned to), kept with the job."""
         s = self.s
         self.results: list[FileResult | None] = [None] * len(requests)
         self.runs: dict[int, FileRun] = {}  # file id -> run
@@ -186,7 +190,11 @@ class Coordinator:
         self.options = replace(s.transfer, buffer_size=self.buffer_size)
         self.sched = Scheduler(workers, self.slots, total=total, min_split=s.min_split, retry=s.retry,
                                max_per_host=s.max_per_host or max(s.connections, 32))
-        self.job = self.journal.create_job(s.dest, job_spec(requests, s), collection)
+        spec = job_spec(requests, s)
+        if source:
+            spec["source"] = source
+        self.job = self.journal.create_job(s.dest, spec, collection)
+        self.tokens: dict[str, str | None] = {}  # credential -> "Authorization: ..." (memory only)
         self.started = time.monotonic()
         self.events = self.ctx.Queue()
         self.orders = [self.ctx.Queue() for _ in range(workers)]
@@ -388,7 +396,7 @@ class Coordinator:
         """Settle a file without the network when its path is known and it
         is already there with the expected digest.  True when settled."""
         req = run.request
-        if req.path is None or run.fresh or not (req.blake3 or req.sha256):
+        if req.path is None or run.fresh or not (req.blake3 or req.sha256 or req.git_sha1):
             return False
         try:
             final = self._target(run, None)
@@ -415,7 +423,7 @@ class Coordinator:
         very file (same size and mtime) and the remote has changed since.
         """
         req = run.request
-        if self.s.force:
+        if self.s.force or run.updating:
             return False
         row = self.journal.file_by_path(final)
         st = final.stat()
@@ -425,7 +433,7 @@ class Coordinator:
 
         def hashed() -> Digests:
             if not digest:
-                digest.append(self._digest_existing(final, sha256=bool(req.sha256)))
+                digest.append(self._digest_existing(final, sha256=bool(req.sha256), git_sha1=bool(req.git_sha1)))
             return digest[0]
 
         if row and row["state"] == "verified" and row["blake3"] and row["size"] == st.st_size:
@@ -435,31 +443,46 @@ class Coordinator:
                 row = self.journal.file_by_path(final)
         ours = bool(row and row["state"] in ("done", "skipped") and row["size"] == st.st_size
                     and row["mtime"] == st.st_mtime)
-        if ours and same_digest(req.blake3, row["blake3"]) and (req.sha256 is None or same_digest(req.sha256, row["sha256"])):
+        if ours and self._expected(req, row):
             why = self._why_restart(row, remote) if remote is not None else None
             if why is None:
                 self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, row["blake3"], row["sha256"]))
                 return True
             self.on_message(f"{final.name}: {why} since it was downloaded; updating it")
             return False
-        if req.blake3 or req.sha256:
+        if ours and req.hub:
+            # segdl wrote this file from a hub, and the hub now lists other
+            # content for it (a branch moved on): replace it.
+            self.on_message(f"{final.name}: changed on the hub since it was downloaded; updating it")
+            run.updating = True
+            return False
+        if req.blake3 or req.sha256 or req.git_sha1:
             d = hashed()
-            if same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256):
+            if same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256) and same_digest(req.git_sha1, d.git_sha1):
                 self._remember_done(run, final, d, st.st_size)
                 self._settle(run, FileResult(req.url, str(final), "skipped", st.st_size, d.blake3, d.sha256))
                 return True
         raise ExistsError(f"{final} exists and differs from the download; use --force to overwrite it")
 
-    def _digest_existing(self, path: Path, sha256: bool) -> Digests:
+    @staticmethod
+    def _expected(req: Request, row: dict) -> bool:
+        """Does the journal's record of a file match every digest the
+        request expects?"""
+        return (same_digest(req.blake3, row["blake3"])
+                and (req.sha256 is None or same_digest(req.sha256, row["sha256"]))
+                and (req.git_sha1 is None or same_digest(req.git_sha1, row["git_sha1"])))
+
+    def _digest_existing(self, path: Path, sha256: bool, git_sha1: bool = False) -> Digests:
         """Digests of a file already on disk, computed in the hasher pool
         so the loop keeps serving running transfers meanwhile (a re-run over
         many large files hashes them all).  Raises :class:`_Hashing` until
         they are ready."""
         st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns, sha256)
+        key = (str(path), st.st_size, st.st_mtime_ns, sha256, git_sha1)
         fut = self.hashes.get(key)
         if fut is None:
-            fut = self.hashes[key] = self._wake_on(self.hasher.submit(digest_file, path, sha256=sha256))
+            fut = self.hashes[key] = self._wake_on(self.hasher.submit(digest_file, path, sha256=sha256,
+                                                                      git_sha1=git_sha1))
         if not fut.done():
             raise _Hashing(fut)
         del self.hashes[key]
@@ -480,7 +503,7 @@ class Coordinator:
         """The same content (by expected digest) is already downloaded
         elsewhere, intact: hard-link it (or copy it) instead of fetching."""
         req = run.request
-        for row in self.journal.files_with_digest(req.blake3, req.sha256):
+        for row in self.journal.files_with_digest(req.blake3, req.sha256, req.git_sha1):
             src = Path(row["path"])
             try:
                 st = src.stat()
@@ -490,6 +513,8 @@ class Coordinator:
                 continue
             if req.size is not None and req.size != st.st_size:
                 continue
+            if not self._expected(req, row):
+                continue  # it matches one digest the request expects, not all
             try:
                 self.targets.add(final)
                 run.final, run.part = final, part_path(final)
@@ -499,7 +524,7 @@ class Coordinator:
                 self._unlock(run)
                 self.on_message(f"{final.name}: cannot reuse {src}: {e.message}")
                 return False
-            d = Digests(row["blake3"], row["sha256"])
+            d = Digests(row["blake3"], row["sha256"], row["git_sha1"])
             self._remember_done(run, final, d, st.st_size, state="done")
             self.on_message(f"{final.name}: same content as {src}; linked, not downloaded")
             self._settle(run, FileResult(req.url, str(final), "done", st.st_size, d.blake3, d.sha256))
@@ -508,7 +533,9 @@ class Coordinator:
 
     def _remember_done(self, run: FileRun, final: Path, d: Digests, size: int, state: str = "skipped") -> None:
         self.journal.put_file(self.job, run.request.url, final, state=state, size=size,
-                              blake3=d.blake3, sha256=d.sha256, mtime=final.stat().st_mtime, error=None)
+                              blake3=d.blake3, sha256=d.sha256, git_sha1=d.git_sha1,
+                              expected_git_sha1=run.request.git_sha1,
+                              mtime=final.stat().st_mtime, error=None)
 
     def _activate(self, run: FileRun, sources: list[Source]) -> None:
         req = run.request
@@ -532,7 +559,7 @@ class Coordinator:
         row = self.journal.file_by_path(final)
         facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
                      etag=remote.etag, last_modified=remote.last_modified,
-                     expected_blake3=req.blake3, expected_sha256=req.sha256,
+                     expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
                      state="downloading", error=None, exit_code=None, paused=0)
         old = self.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
@@ -677,12 +704,27 @@ class Coordinator:
         are not sent to another host that a redirect led to, as curl does.
         ``multiplexed``: the probe saw HTTP/2, so new transfers wait to share
         a connection."""
-        headers = self.options.headers + tuple(run.request.headers)
-        if url is not None and not same_origin(url, run.request.url, *run.request.mirrors):
+        req = run.request
+        headers = self.options.headers + tuple(req.headers)
+        if req.credential and (url is None or same_origin(url, req.url)):
+            token = self._token(req.credential)
+            if token:
+                headers += (token,)
+        if url is not None and not same_origin(url, req.url, *req.mirrors):
             headers = tuple(h for h in headers if not is_credential(h))
-        if headers == self.options.headers and not multiplexed:
+        if headers == self.options.headers and not multiplexed and not req.hub:
             return self.options
-        return replace(self.options, headers=headers, pipewait=multiplexed)
+        return replace(self.options, headers=headers, pipewait=multiplexed, hub=req.hub)
+
+    def _token(self, credential: str) -> str | None:
+        """The Authorization header a credential name stands for, read from
+        the environment once per job (a re-run reads it again); never
+        journaled, never printed."""
+        if credential not in self.tokens:
+            from .hubs.tokens import auth_header
+
+            self.tokens[credential] = auth_header(credential)
+        return self.tokens[credential]
 
     # ------------------------------------------------------------ events
 
@@ -892,7 +934,8 @@ class Coordinator:
                 self.targets.discard(run.final)
                 self.queue.appendleft(
                     FileRun(run.index, run.request, restarts=run.restarts, plain=run.plain, fresh=True,
-                            restart_reason=run.restart_reason, probe_retry=self.s.retry, lock=run.lock)
+                            restart_reason=run.restart_reason, probe_retry=self.s.retry, lock=run.lock,
+                            updating=run.updating)
                 )
                 run.lock = None  # the new run holds it now
 
@@ -922,7 +965,7 @@ class Coordinator:
         run.state = "verifying"
         self.journal.update_file(fid, state="verifying")
         worker = self.tracked.get(fid)
-        if worker is not None:
+        if worker is not None and not run.request.git_sha1:
             self.orders[worker].put(Digest(fid, run.remote.size))  # answered by a Hashed event
             self.awaiting_hash.add(fid)
         else:
@@ -931,7 +974,10 @@ class Coordinator:
 
     def _digest_from_disk(self, run: FileRun) -> None:
         self.verifying[run.id] = self._wake_on(
-            self.verifier.submit(digest_file, run.part, sha256=self._wants_sha256(run)))
+            # A git blob sha1 (a small file a hub keeps in git) is read back:
+            # the workers hash blake3 and sha256 only.
+            self.verifier.submit(digest_file, run.part, sha256=self._wants_sha256(run),
+                                 git_sha1=bool(run.request.git_sha1)))
 
     def _hashed(self, ev: Hashed) -> None:
         if ev.file not in self.awaiting_hash:
@@ -963,11 +1009,13 @@ class Coordinator:
         run = self.runs[fid]
         req = run.request
         if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
-                and same_digest(run.published_sha256, d.sha256)):
+                and same_digest(run.published_sha256, d.sha256) and same_digest(req.git_sha1, d.git_sha1)):
             if req.blake3 and not same_digest(req.blake3, d.blake3):
                 want, got = f"blake3 {req.blake3}", d.blake3
             elif not same_digest(req.sha256, d.sha256):
                 want, got = f"sha256 {req.sha256}", d.sha256
+            elif not same_digest(req.git_sha1, d.git_sha1):
+                want, got = f"git blob sha1 {req.git_sha1} (listed by the hub)", d.git_sha1
             else:
                 want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
             err = HashMismatchError(
@@ -989,7 +1037,7 @@ class Coordinator:
         if not self.verified:
             return
         batch, self.verified = self.verified, []
-        self.journal.mark_verified([(fid, d.blake3, d.sha256) for fid, d in batch])
+        self.journal.mark_verified([(fid, d.blake3, d.sha256, d.git_sha1) for fid, d in batch])
         runs = [self.runs[fid] for fid, _ in batch]
         fut = self._wake_on(self.verifier.submit(
             storage.finalize_many, [(r.part, r.final, r.remote.size) for r in runs]))
@@ -1072,7 +1120,7 @@ class Coordinator:
                 return
             self.journal.put_file(self.job, run.request.url, path, state="failed", error=result.error,
                                   exit_code=result.exit_code, expected_blake3=run.request.blake3,
-                                  expected_sha256=run.request.sha256)
+                                  expected_sha256=run.request.sha256, expected_git_sha1=run.request.git_sha1)
 
     # ------------------------------------------------------------ live control
 

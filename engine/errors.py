@@ -23,6 +23,14 @@ EXIT_HASH_MISMATCH = 4
 EXIT_EXISTS = 5
 EXIT_STORAGE = 6
 EXIT_JOURNAL = 7
+# A model hub (Hugging Face, CivitAI) said why it does not give a file.
+EXIT_HUB_NOT_FOUND = 8  # no such repo, model, version or collection (or private)
+EXIT_HUB_REVISION = 9  # the repo has no such revision (branch, tag, commit)
+EXIT_HUB_ENTRY = 10  # the repo has no such file at that revision
+EXIT_HUB_ACCESS = 11  # gated, login required, downloads disabled, early access
+EXIT_HUB_GONE = 12  # archived or removed: no files to download
+EXIT_HUB_RATE_LIMIT = 13  # still rate-limited after the waits the hub asked for
+EXIT_HUB_PROTOCOL = 14  # the hub answered in a shape segdl does not understand
 EXIT_INTERRUPTED = 130
 
 
@@ -136,3 +144,52 @@ class JournalError(SegdlError):
     """The journal is unreadable, truncated, or from a newer segdl."""
 
     exit_code = EXIT_JOURNAL
+
+
+# ------------------------------------------------------------------ hubs
+
+
+class HubError(HttpError):
+    """A model hub refused a listing or a file, and said why (an
+    ``X-Error-Code``, a JSON error body).  ``message`` names the repo,
+    model or file."""
+
+
+class HubNotFoundError(HubError):
+    """Hugging Face RepoNotFound; a CivitAI model, version or collection 404."""
+
+    exit_code = EXIT_HUB_NOT_FOUND
+
+
+class RevisionNotFoundError(HubError):
+    exit_code = EXIT_HUB_REVISION
+
+
+class EntryNotFoundError(HubError):
+    exit_code = EXIT_HUB_ENTRY
+
+
+class HubAccessError(HubError):
+    """Gated repo, login required, downloads disabled, early access."""
+
+    exit_code = EXIT_HUB_ACCESS
+
+
+class HubGoneError(HubError):
+    """Archived (no files left) or removed (HTTP 410)."""
+
+    exit_code = EXIT_HUB_GONE
+
+
+class HubRateLimitError(HubError):
+    """429 from a hub: retryable, after the wait it asks for."""
+
+    retryable = True
+    exit_code = EXIT_HUB_RATE_LIMIT
+
+
+class HubProtocolError(HubError):
+    """The hub's answer is not the shape segdl reads (an unofficial API
+    that changed, a body that is not JSON)."""
+
+    exit_code = EXIT_HUB_PROTOCOL

@@ -22,7 +22,7 @@ from .errors import (
     TransientError,
 )
 from .messages import Expect
-from .retry import parse_retry_after
+from .retry import parse_ratelimit, parse_retry_after
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)\s*-\s*(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -90,9 +90,20 @@ class ResponseHead:
         return int(v) if v is not None and v.strip().isdigit() else None
 
 
-def status_error(status: int, head: ResponseHead | None = None, *, after_redirect: bool = False) -> SegdlError:
-    """The error a non-success status stands for."""
-    retry_after = parse_retry_after(head.get("retry-after")) if head else None
+def status_error(status: int, head: ResponseHead | None = None, *, after_redirect: bool = False,
+                 body: bytes = b"", hub: str = "", url: str = "") -> SegdlError:
+    """The error a non-success status stands for.
+
+    A model hub's answer (``hub`` set, or Hugging Face's ``X-Error-Code``)
+    is translated by :mod:`segdl.engine.hubs.errors`, which reads what the
+    hub says (error code, JSON body) and names the file (``url``)."""
+    retry_after = wait_asked(head) if head else None
+    if head is not None and not after_redirect and (hub or head.get("x-error-code")):
+        from .hubs.errors import hub_error
+
+        e = hub_error(hub or "hf", status, head.headers, body, url, retry_after)
+        if e is not None:
+            return e
     if status in TRANSIENT_STATUS:
         return TransientError(f"server answered HTTP {status}", retry_after=retry_after)
     if status in (401, 403, 410) and after_redirect:
@@ -108,6 +119,13 @@ def status_error(status: int, head: ResponseHead | None = None, *, after_redirec
         416: "range not satisfiable",
     }.get(status, "unexpected status")
     return HttpError(f"HTTP {status} ({reason})", status_code=status)
+
+
+def wait_asked(head: ResponseHead) -> float | None:
+    """Seconds the server asks us to wait: ``Retry-After``, else a
+    ``RateLimit`` header with no request left."""
+    after = parse_retry_after(head.get("retry-after"))
+    return after if after is not None else parse_ratelimit(head.get("ratelimit"))
 
 
 def check_response(
@@ -220,7 +238,7 @@ def published_sha256(head: ResponseHead) -> str | None:
 
 
 def remote_from_probe(url: str, final_url: str, head: ResponseHead, body: bytes = b"",
-                      asked: int = 1) -> RemoteInfo:
+                      asked: int = 1, *, hub: str = "", error_body: bytes = b"") -> RemoteInfo:
     """Interpret the answer to ``GET`` with ``Range: bytes=0-(asked - 1)``.
 
     ``body`` (what came of it: all of it, or the start when the probe
@@ -252,7 +270,8 @@ def remote_from_probe(url: str, final_url: str, head: ResponseHead, body: bytes 
         size = None if "chunked" in enc else head.content_length
         ranged = False
     else:
-        raise status_error(status, head)
+        # A hub's own error (not its CDN's, after a redirect) says why.
+        raise status_error(status, head, body=error_body, hub="" if redirected else hub, url=url)
     return RemoteInfo(
         url=url,
         final_url=final_url,

@@ -192,6 +192,19 @@ def m003_mirror_stats(db) -> None:
     )
 
 
+@_migration
+def m004_hub_sources(db) -> None:
+    """The git blob sha1 a hub lists for a file kept in git, not LFS
+    (expected, and as verified), indexed so a copy is found by it."""
+    db.executescript(
+        """
+        ALTER TABLE files ADD COLUMN expected_git_sha1 TEXT;
+        ALTER TABLE files ADD COLUMN git_sha1 TEXT;
+        CREATE INDEX files_git_sha1 ON files(git_sha1);
+        """
+    )
+
+
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # unixepoch('subsec') before SQLite 3.42
 
 
@@ -418,10 +431,14 @@ class Journal:
             rows = list(self.db.query("SELECT * FROM files WHERE path = ?", [str(path)]))
             return rows[0] if rows else None
 
-    def files_with_digest(self, blake3: str | None, sha256: str | None) -> list[dict[str, Any]]:
+    def files_with_digest(self, blake3: str | None, sha256: str | None,
+                          git_sha1: str | None = None) -> list[dict[str, Any]]:
         """Finished files whose recorded digest matches."""
         with _journal_errors(self.path):
             rows = []
+            if git_sha1:
+                rows += list(self.db.query(
+                    "SELECT * FROM files WHERE git_sha1 = ? AND state IN ('done', 'skipped')", [git_sha1.lower()]))
             if blake3:
                 rows += list(self.db.query(
                     "SELECT * FROM files WHERE blake3 = ? AND state IN ('done', 'skipped')", [blake3.lower()]))
@@ -429,6 +446,12 @@ class Journal:
                 rows += list(self.db.query(
                     "SELECT * FROM files WHERE sha256 = ? AND state IN ('done', 'skipped')", [sha256.lower()]))
             return rows
+
+    def done_bytes(self, file_id: int) -> int:
+        """Durable bytes of a file (its segments' ``done``)."""
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT COALESCE(SUM(done), 0) AS n FROM segments WHERE file_id = ?", [file_id]))
+            return rows[0]["n"] if rows else 0
 
     def files(self, job_id: int | None = None) -> list[dict[str, Any]]:
         with _journal_errors(self.path):
@@ -465,14 +488,25 @@ class Journal:
                 [*fields.values(), file_id],
             )
 
-    def mark_verified(self, items: list[tuple[int, str, str | None]]) -> None:
-        """(file id, blake3, sha256) of files whose digests matched: one
-        synced commit, made before any of them is renamed into place."""
+    def mark_verified(self, items: list[tuple[int, str, str | None, str | None]]) -> None:
+        """(file id, blake3, sha256, git sha1) of files whose digests
+        matched: one synced commit, made before any of them is renamed
+        into place."""
         now = time.time()
         with self.atomic(durable=True) as db:
             db.conn.executemany(
-                "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, updated = ? WHERE id = ?",
-                [(b3, sha, now, fid) for fid, b3, sha in items])
+                "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, git_sha1 = ?, updated = ? WHERE id = ?",
+                [(b3, sha, git, now, fid) for fid, b3, sha, git in items])
+
+    def last_source(self, key: str) -> dict[str, Any] | None:
+        """The ``source`` (a hub reference and the commit it was pinned
+        to) of the latest job started from the reference ``key``."""
+        with _journal_errors(self.path):
+            for r in self.db.query(
+                    "SELECT spec FROM jobs WHERE json_extract(spec, '$.source.key') = ? ORDER BY id DESC LIMIT 1",
+                    [key]):
+                return json.loads(r["spec"]).get("source")
+            return None
 
     def mark_done(self, items: list[tuple[int, float, int]]) -> None:
         """(file id, mtime, size) of files renamed into place."""

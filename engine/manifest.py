@@ -40,7 +40,7 @@ from urllib.parse import quote, urlsplit
 from .errors import UsageError
 from .request import Request
 
-__all__ = ["Manifest", "load_input", "parse_input", "parse_json_manifest", "parse_aria2_input"]
+__all__ = ["Manifest", "load_input", "parse_input", "parse_json_manifest", "parse_aria2_input", "check_path"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +176,13 @@ def _check_relative(path: str, *, folder: bool = False) -> str:
     if _DRIVE.match(normal):  # "./C:/x"
         raise _Problem(f"path {_show(path)} starts with a drive letter; it must be relative to the target folder")
     return normal
+
+
+def check_path(path: str, where: str) -> str:
+    """A path relative to the target folder, checked and normalised exactly
+    as a manifest's ``path`` is (a hub's layout goes through this too);
+    a :class:`UsageError` at ``where`` if it would leave the folder."""
+    return _at(where, _check_relative, path)
 
 
 def _check_url(url: object) -> str:

@@ -43,6 +43,9 @@ class TransferOptions:
     # *finishes*, so on HTTP/1.1 all but one connection would sit idle for
     # the whole first request.
     pipewait: bool = False
+    # The model hub a request goes to ("hf", "civitai"; "" for none): its
+    # error answers are read for what they say (engine/hubs/errors.py).
+    hub: str = ""
 
 
 # ----------------------------------------------------------------- orders

@@ -25,6 +25,15 @@ class Request:
     size: int | None = None
     mirrors: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
+    # The git blob sha1 (40 hex) a hub lists for a file it keeps in git,
+    # not in LFS (Hugging Face): sha1 of b"blob SIZE\0" + content.
+    git_sha1: str | None = None
+    # Where this file's token comes from: "hf" (HF_TOKEN, ...) or
+    # "env:NAME".  Only the name is kept anywhere; the token is read from
+    # the environment when a request goes out (engine/hubs/tokens.py),
+    # and sent as Authorization to the URL's own host only.
+    credential: str | None = None
+    hub: str = ""  # "hf", "civitai": whose error answers to read
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +93,11 @@ def job_spec(requests: list[Request], s: Settings) -> dict:
     return {
         "requests": [
             {"url": r.url, "path": r.path, "blake3": r.blake3, "sha256": r.sha256,
-             "mirrors": list(r.mirrors), **headers(r.headers)}
+             "mirrors": list(r.mirrors), **headers(r.headers),
+             **({"size": r.size} if r.size is not None else {}),
+             **({"git_sha1": r.git_sha1} if r.git_sha1 else {}),
+             **({"credential": r.credential} if r.credential else {}),
+             **({"hub": r.hub} if r.hub else {})}
             for r in requests
         ],
         "settings": {
@@ -120,7 +133,8 @@ def request_from_spec(entry: dict, **fields) -> Request:
     """The request a :func:`job_spec` entry describes (``fields`` override)."""
     base = dict(url=entry["url"], path=entry.get("path"), blake3=entry.get("blake3"),
                 sha256=entry.get("sha256"), mirrors=tuple(entry.get("mirrors") or ()),
-                headers=tuple(entry.get("headers") or ()))
+                headers=tuple(entry.get("headers") or ()), size=entry.get("size"),
+                git_sha1=entry.get("git_sha1"), credential=entry.get("credential"), hub=entry.get("hub") or "")
     return Request(**{**base, **fields})
 
 

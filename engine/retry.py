@@ -62,3 +62,24 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+def parse_ratelimit(value: str | None) -> float | None:
+    """Seconds to wait from a ``RateLimit`` header (IETF httpapi draft, as
+    Hugging Face sends it: ``"api";r=0;t=55``): ``t`` when no request is
+    left (``r=0``) in any of its policies, else None."""
+    if not value:
+        return None
+    wait = None
+    for item in value.split(","):
+        params = {}
+        for part in item.split(";")[1:]:
+            k, _, v = part.partition("=")
+            params[k.strip().lower()] = v.strip()
+        try:
+            if int(params.get("r", "1")) <= 0 and "t" in params:
+                t = float(int(params["t"]))
+                wait = t if wait is None else max(wait, t)
+        except ValueError:
+            continue
+    return wait

@@ -121,6 +121,8 @@ def _rcvbuf_setter(size: int):
 # ------------------------------------------------------------------- probe
 
 
+#: The start of an error answer's body that is kept to read what it says.
+ERROR_BODY_MAX = 64 * 1024
 #: A probe that may also fetch data asks for this much of the file's
 #: start: a file up to this size takes exactly one request.
 PROBE_DATA = 1024 * 1024
@@ -140,6 +142,8 @@ class _Probe:
     body: bytearray = field(default_factory=bytearray)
     body_began: float = 0.0
     head_at: float = 0.0  # when the headers of its 206 answer were complete
+    hub: str = ""  # the hub it asks (its error bodies say why)
+    error_body: bytearray = field(default_factory=bytearray)
 
     def on_header(self, line: bytes) -> None:
         self.head.feed(line)
@@ -153,6 +157,12 @@ class _Probe:
 
     def on_write(self, data: bytes):
         self.got_body = True
+        if self.head.status >= 400:
+            # An error's body may say why (a hub's JSON): keep its start.
+            room = ERROR_BODY_MAX - len(self.error_body)
+            if room > 0:
+                self.error_body += data[:room]
+            return None
         if self.head.status == 200:
             return 0  # no Range support: stop before downloading the body
         if self.asked > 1:
@@ -236,9 +246,10 @@ class Prober:
                 while todo and len(active) < concurrency:
                     url = todo.pop(0)
                     c = pycurl.Curl()
-                    p = _Probe(url, c, PROBE_DATA if url in with_data else 1)
+                    opts = (per_url or {}).get(url, options)
+                    p = _Probe(url, c, PROBE_DATA if url in with_data else 1, hub=opts.hub)
                     try:
-                        _configure(c, url, (per_url or {}).get(url, options))
+                        _configure(c, url, opts)
                     except pycurl.error as e:
                         results[url] = curl_error(e.args[0], e.args[1])
                         c.close()
@@ -295,7 +306,8 @@ class Prober:
 def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
     final = p.curl.getinfo(pycurl.EFFECTIVE_URL) or p.url
     try:
-        info = remote_from_probe(p.url, final, p.head, bytes(p.body), p.asked)
+        info = remote_from_probe(p.url, final, p.head, bytes(p.body), p.asked, hub=p.hub,
+                                 error_body=bytes(p.error_body))
     except SegdlError as e:
         return e
     latency = max(0.0, p.curl.getinfo(pycurl.STARTTRANSFER_TIME) - p.curl.getinfo(pycurl.PRETRANSFER_TIME))
@@ -721,3 +733,52 @@ def _discard(data):
 
 
 __all__ = ["MultiDriver", "Outcome", "Prober", "Transfer", "WriteGate", "curl_error", "probe_many", "status_error"]
+
+
+# -------------------------------------------------------- small API calls
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The whole answer to one small GET (a hub's listing call)."""
+
+    status: int
+    head: ResponseHead
+    body: bytes
+    final_url: str
+
+
+def http_get(url: str, options: TransferOptions, *, max_bytes: int = 64 * 1024 * 1024,
+             timeout: float = 60.0) -> Answer:
+    """One synchronous ``GET`` that follows redirects (libcurl drops
+    ``Authorization`` when one leads to another host or port) and returns
+    the body whole, for a hub's JSON listings.  A body larger than
+    ``max_bytes`` or slower than ``timeout`` seconds is a
+    :class:`TransientError`; network failures are translated as for
+    transfers.  The HTTP status is the caller's to judge."""
+    head = ResponseHead()
+    body = bytearray()
+
+    def on_write(data: bytes):
+        if len(body) + len(data) > max_bytes:
+            return 0
+        body.extend(data)
+        return None
+
+    c = pycurl.Curl()
+    try:
+        _configure(c, url, options)
+        c.setopt(pycurl.HEADERFUNCTION, head.feed)
+        c.setopt(pycurl.WRITEFUNCTION, on_write)
+        c.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
+        c.setopt(pycurl.ACCEPT_ENCODING, "")  # gzip'ed JSON where offered
+        try:
+            c.perform()
+        except pycurl.error as e:
+            code, msg = e.args[0], e.args[1]
+            if code == pycurl.E_WRITE_ERROR:
+                raise TransientError(f"the answer of {url.split('?')[0]} is larger than {max_bytes} bytes") from None
+            raise curl_error(code, msg, stall_timeout=timeout) from None
+        return Answer(head.status, head, bytes(body), c.getinfo(pycurl.EFFECTIVE_URL) or url)
+    finally:
+        c.close()

@@ -19,12 +19,13 @@ from .storage import disk_errors
 class Digests:
     blake3: str
     sha256: str | None
+    git_sha1: str | None = None  # sha1 of b"blob SIZE\0" + content (a git blob id)
 
 
 _WINDOW = 16 * 1024 * 1024
 
 
-def digest_file(path: Path, *, sha256: bool = False) -> Digests:
+def digest_file(path: Path, *, sha256: bool = False, git_sha1: bool = False) -> Digests:
     """blake3 (and sha256) of a file, through a sliding memory map.
 
     blake3 hashes each 16 MiB window on all cores with the GIL released;
@@ -37,6 +38,7 @@ def digest_file(path: Path, *, sha256: bool = False) -> Digests:
         sh = hashlib.sha256() if sha256 else None
         with open(path, "rb", buffering=0) as f:
             size = os.fstat(f.fileno()).st_size
+            g = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False) if git_sha1 else None
             for offset in range(0, size, _WINDOW):
                 n = min(_WINDOW, size - offset)
                 with mmap.mmap(f.fileno(), n, prot=mmap.PROT_READ, offset=offset) as window:
@@ -44,7 +46,10 @@ def digest_file(path: Path, *, sha256: bool = False) -> Digests:
                     h.update(window)
                     if sh is not None:
                         sh.update(window)
-        return Digests(h.hexdigest(), sh.hexdigest() if sh is not None else None)
+                    if g is not None:
+                        g.update(window)
+        return Digests(h.hexdigest(), sh.hexdigest() if sh is not None else None,
+                       g.hexdigest() if g is not None else None)
 
 
 def same_digest(expected: str | None, actual: str | None) -> bool:

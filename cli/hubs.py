@@ -1,0 +1,189 @@
+"""``segdl get REF`` and ``segdl ls`` for hub references: options become
+:class:`~segdl.engine.hubs.listing.HubOptions`, a listing becomes a job, its
+problems are reported like failed files.  Imported only when a hub
+reference is given (``segdl get URL`` does not load it)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from segdl.engine.errors import EXIT_OK, SegdlError
+
+from .console import err
+
+
+@dataclass(frozen=True)
+class HubArgs:
+    """The hub options of ``get`` and ``ls``, as given."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    hf_cache: Optional[str] = None  # None: not asked; "": the default cache
+    all_versions: bool = False
+    all_files: bool = False
+    types: tuple[str, ...] = ()
+    formats: tuple[str, ...] = ()
+    layout: Optional[str] = None
+    token_env: Optional[str] = None
+    collection: Optional[str] = None
+
+    def options(self, dest: Path, transfer):
+        from segdl.engine.hubs.listing import HubOptions
+        from segdl.engine.hubs.hf import cache_dir
+
+        cache = None
+        if self.hf_cache is not None:
+            cache = Path(self.hf_cache).expanduser() if self.hf_cache else cache_dir()
+            cache = Path(cache).absolute()
+        return HubOptions(dest=dest, include=self.include, exclude=self.exclude, hf_cache=cache,
+                          all_versions=self.all_versions, all_files=self.all_files, types=self.types,
+                          formats=self.formats, layout=self.layout, token_env=self.token_env,
+                          collection=self.collection, transfer=transfer)
+
+
+def say(text: str, colour: str = "yellow") -> None:
+    from rich.markup import escape
+
+    err.print(f"[{colour}]segdl:[/] {escape(text)}", highlight=False)
+
+
+def report_problems(listing, as_json: bool, ls: bool = False) -> int:
+    """Each problem (an archived model, a model of a collection that
+    failed) on stderr, and with ``--json`` as a line of its own (``get``:
+    a failed file's; ``ls``: state ``unavailable``); returns the largest
+    exit code among them."""
+    code = EXIT_OK
+    for p in listing.problems:
+        code = max(code, p.error.exit_code)
+        if as_json:
+            line = {"url": p.what, "path": None, "size": None, "error": p.error.message,
+                    "exit_code": p.error.exit_code}
+            if ls:
+                line.update(state="unavailable", hash=None, done=0, where=None)
+            else:
+                line.update(status=p.error.status, blake3=None, sha256=None, seconds=0.0, downloaded=0)
+            sys.stdout.write(json.dumps(line, sort_keys=True) + "\n")
+            sys.stdout.flush()
+        else:
+            say(p.error.message, "red")
+    return code
+
+
+def _journal(path: Optional[Path], readonly: bool = True):
+    from segdl.engine.journal import Journal, default_path
+
+    p = Path(path) if path is not None else default_path()
+    if not p.exists():
+        return None
+    return Journal(p, readonly=readonly)
+
+
+def get_refs(refs: list[str], args: HubArgs, settings, journal_path, run: Callable, as_json: bool,
+             quiet: bool) -> int:
+    """List and download each reference as its own job; the exit code is
+    the largest of its files' and its problems'."""
+    from dataclasses import replace
+
+    from segdl.engine.hubs import resolve
+    from segdl.engine.hubs.presence import moved_note, presence
+
+    message = (lambda m: None) if quiet else say
+    code = EXIT_OK
+    for ref in refs:
+        try:
+            listing = resolve(ref, args.options(settings.dest, settings.transfer), message)
+        except SegdlError as e:
+            say(e.message, "red")
+            code = max(code, e.exit_code)
+            continue
+        for note in listing.notes:
+            message(note)
+        code = max(code, report_problems(listing, as_json))
+        try:
+            j = _journal(journal_path)
+            if j is not None:
+                try:
+                    note = moved_note(j, listing, presence(j, Path(listing.dest).absolute(), listing.requests))
+                finally:
+                    j.close()
+                if note:
+                    message(note)
+        except SegdlError as e:
+            say(e.message, "red")
+            return max(code, e.exit_code)
+        if not listing.requests:
+            if not listing.problems:
+                message(f"{ref}: nothing to download")
+            continue
+        code = max(code, run(list(listing.requests), replace(settings, dest=listing.dest),
+                             collection=args.collection or listing.collection, source=listing.source))
+        code = max(code, finish(listing.dest, listing.source, message))
+    return code
+
+
+def finish(dest: Path, source: dict | None, message: Callable[[str], None]) -> int:
+    """After a job from a hub: the HF cache's snapshot links and ref."""
+    if not source or not source.get("hf_cache"):
+        return EXIT_OK
+    from segdl.engine.hubs.hfcache import link_snapshot
+
+    try:
+        n = link_snapshot(Path(dest), source)
+    except SegdlError as e:
+        say(e.message, "red")
+        return e.exit_code
+    if n:
+        message(f"{source['ref']}: {n} file(s) in the HF cache at {dest} (snapshot {source['commit'][:12]})")
+    return EXIT_OK
+
+
+def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path, transfer,
+       journal_path, as_json: bool) -> int:
+    from segdl.engine.hubs.listing import Listing, resolve
+    from segdl.engine.hubs.presence import presence
+
+    code = EXIT_OK
+    if input_file is not None:
+        from segdl.engine.manifest import load_input
+
+        m = load_input(input_file)
+        listing = Listing(str(input_file), "", dest, m.collection, m.requests)
+    else:
+        listing = resolve(ref, args.options(dest, transfer), say)
+        code = report_problems(listing, as_json, ls=True)
+    unnamed = [r.url for r in listing.requests if r.path is None]
+    if unnamed:
+        say(f"{len(unnamed)} file(s) have no path (named by the server when downloaded); listed as missing")
+    j = _journal(journal_path)
+    try:
+        named = [r for r in listing.requests if r.path is not None]
+        states = presence(j, Path(listing.dest).absolute(), named)
+    finally:
+        if j is not None:
+            j.close()
+    if as_json:
+        for p in states:
+            print(json.dumps(p.as_dict(), sort_keys=True))
+        return code
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    counts: dict[str, int] = {}
+    for p in states:
+        counts[p.state] = counts.get(p.state, 0) + 1
+    title = f"{listing.ref}: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files")
+    t = Table(title=escape(title), title_justify="left")
+    for c in ("state", "path", "size", "done", "hash"):
+        t.add_column(c, overflow="fold")
+    colours = {"here": "green", "partial": "yellow", "missing": "red"}
+    for p in states:
+        t.add_row(f"[{colours[p.state]}]{p.state}[/]",
+                  escape(p.path + (f" (= {p.where})" if p.where else "")),
+                  "?" if p.size is None else f"{p.size:,}", f"{p.done:,}", escape((p.hash or "")[:24]))
+    Console().print(t)
+    return code

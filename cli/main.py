@@ -231,13 +231,26 @@ def _set_paused(target: str, journal: Optional[Path], paused: bool) -> int:
         if not rows:
             err.print(f"[red]segdl:[/] no file or collection matches {target!r}")
             return EXIT_USAGE
-        j.set_paused([r["id"] for r in rows], paused)
+        ids = [r["id"] for r in rows]
+        from .serve import find_service
+
+        remote = find_service(journal)
+        via = ""
+        if remote is not None:  # a running segdl serve acts at once
+            later = []
+            for fid in ids:
+                status, _ = remote.call("PATCH", f"/files/{fid}", {"paused": paused})
+                if status != 200:
+                    later.append(fid)  # not running there: the journal keeps the flag for later
+            ids, via = later, " (segdl serve)"
+        if ids:
+            j.set_paused(ids, paused)
         j.close()
     except SegdlError as e:
         raise _fail(e)
     word = "paused" if paused else "resumed"
     for r in rows:
-        err.print(f"segdl: {word} {r['path']}", highlight=False)
+        err.print(f"segdl: {word} {r['path']}{via}", highlight=False)
     return 0
 
 
@@ -522,6 +535,16 @@ def limit(
         fields["max_file_speed"] = _rate(max_file_speed, "--max-file-speed") or None
     from segdl.engine.journal import Journal
 
+    from .serve import find_service
+
+    remote = find_service(journal) if job is None else None
+    if remote is not None:  # a running segdl serve: its limits, at once
+        status, answer = remote.call("PATCH", "/limits", {k: v or 0 for k, v in fields.items()})
+        if status == 200:
+            err.print("segdl: limits of segdl serve set")
+            return
+        err.print(f"[red]segdl:[/] segdl serve refused: {answer.get('error')}")
+        raise typer.Exit(EXIT_USAGE)
     try:
         j = Journal(journal)
         ids = [job] if job is not None else [r["id"] for r in j.running_jobs()]
@@ -534,6 +557,62 @@ def limit(
     except SegdlError as e:
         raise _fail(e)
     err.print(f"segdl: limits of job {', '.join(map(str, ids))} set")
+
+
+@app.command()
+def serve(
+    listen: Optional[str] = typer.Option(None, "--listen", help="HOST:PORT to listen on (default 127.0.0.1 and a free port)."),
+    socket_path: Optional[Path] = typer.Option(None, "--socket", help="Listen on this Unix socket instead."),
+    root: List[Path] = typer.Option([], "--root", help="A folder jobs may write under (repeatable; default -d)."),
+    dest: Path = typer.Option(Path("."), "-d", "--dir", help="The default folder for jobs."),
+    allow_host: List[str] = typer.Option([], "--allow-host", help="Another Host header to accept (a name this machine is reached by)."),
+    allow_origin: List[str] = typer.Option([], "--allow-origin", help="An Origin allowed to change things (a web GUI's, e.g. http://localhost:3000)."),
+    connections: int = typer.Option(16, "-x", "--connections", min=1, max=1024, help="Connections per file."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, max=4096, help="Connections for all jobs."),
+    concurrent: int = typer.Option(5, "-j", "--concurrent", min=1, help="Files downloading at once."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker processes."),
+    max_speed: Optional[str] = typer.Option(None, "--max-speed", help="Limit for everything, e.g. 40M."),
+    max_file_speed: Optional[str] = typer.Option(None, "--max-file-speed", help="Limit per file."),
+    journal: Optional[Path] = JournalOpt,
+) -> None:
+    """Run the engine as a service behind a local API (REST + events).
+
+    Jobs are added, files paused, reprioritised or cancelled and limits
+    changed over HTTP while everything runs; jobs and their history live
+    in the journal and continue after a restart. Every request needs the
+    token in the file it prints ('Authorization: Bearer TOKEN'). See the
+    README's "segdl serve" section for the endpoints.
+
+    \b
+    Example:
+      segdl serve -d ~/models --listen 127.0.0.1:8765
+    """
+    from segdl.engine.request import Settings
+
+    from .serve import parse_listen, run_service
+
+    if listen and socket_path:
+        err.print("[red]segdl:[/] give --listen or --socket, not both")
+        raise typer.Exit(EXIT_USAGE)
+    if listen:
+        try:
+            parse_listen(listen)
+        except ValueError as e:
+            err.print(f"[red]segdl:[/] {e}")
+            raise typer.Exit(EXIT_USAGE)
+    settings = Settings(dest=dest, connections=connections, max_connections=max_connections,
+                        concurrent_files=concurrent, workers=workers, journal=journal,
+                        max_speed=_rate(max_speed, "--max-speed"),
+                        max_file_speed=_rate(max_file_speed, "--max-file-speed"))
+    roots = list(root) or [dest]
+    for r in roots:
+        r.mkdir(parents=True, exist_ok=True)
+
+    def say(text: str) -> None:
+        err.print(f"segdl: {text}", highlight=False, markup=False)
+
+    raise typer.Exit(run_service(settings, roots, listen=listen, socket_path=socket_path,
+                                 allow_hosts=list(allow_host), allow_origins=list(allow_origin), say=say))
 
 
 from .bench import bench as _bench  # noqa: E402  (imports its engine part lazily)

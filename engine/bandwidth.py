@@ -44,13 +44,15 @@ def demand(rate: float, allotted: float) -> float | None:
 
 
 def share(running: dict[int, int], total: int, per_file: int,
-          demands: dict[int, float | None] | None = None) -> dict[int, int]:
+          demands: dict[int, float | None] | None = None,
+          caps: dict[int, int] | None = None) -> dict[int, int]:
     """Per-connection cap for each file.
 
     ``running``: file -> connections it has running.  ``total``: the job's
     limit, ``per_file``: each file's limit (bytes/s; 0 = none).
     ``demands``: file -> what it can use (see :func:`demand`; missing or
-    None: unknown, as much as it is given).
+    None: unknown, as much as it is given).  ``caps``: file -> its own
+    limit (bytes/s), below ``per_file`` where both are set.
 
     The job's limit is filled like water: a file that can use less than an
     even part gets what it uses plus headroom, the others share the rest
@@ -59,15 +61,20 @@ def share(running: dict[int, int], total: int, per_file: int,
     (0 = uncapped); a file with no running connection gets the cap a first
     connection would get.
     """
-    if not total and not per_file:
+    caps = {f: c for f, c in (caps or {}).items() if c}
+    if not total and not per_file and not caps:
         return {f: 0 for f in running}
-    cap = per_file or float("inf")
+
+    def cap(f: int) -> float:
+        limits = [x for x in (per_file, caps.get(f, 0)) if x]
+        return min(limits) if limits else float("inf")
+
     active = [f for f, n in running.items() if n > 0]
     parts: dict[int, float] = {}
     if total:
         def want(f: int) -> float:
             d = (demands or {}).get(f)
-            return min(cap, float("inf") if d is None else max(FLOOR, d * HEADROOM))
+            return min(cap(f), float("inf") if d is None else max(FLOOR, d * HEADROOM))
 
         left = float(total)
         order = sorted(active, key=want)
@@ -75,8 +82,12 @@ def share(running: dict[int, int], total: int, per_file: int,
             parts[f] = min(want(f), left / (len(order) - i))
             left -= parts[f]
     else:
-        parts = {f: cap for f in active}
-    caps = {}
+        parts = {f: cap(f) for f in active}
+    out = {}
     for f, n in running.items():
-        caps[f] = max(1, int(parts[f] // n)) if n > 0 else min(per_file or total, total or per_file)
-    return caps
+        if n > 0:
+            out[f] = 0 if parts[f] == float("inf") else max(1, int(parts[f] // n))
+        else:
+            first = min(cap(f), total or float("inf"))
+            out[f] = 0 if first == float("inf") else int(first)
+    return out

@@ -275,7 +275,10 @@ def _journal_errors(path: Path) -> Iterator[None]:
 
 
 class Journal:
-    def __init__(self, path: Path | str | None = None, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path | str | None = None, *, readonly: bool = False,
+                 handed_over: bool = False) -> None:
+        """``handed_over``: made on one thread, then used on another (one at
+        a time), as the service's engine journal is."""
         self.path = Path(path) if path is not None else default_path()
         self.readonly = readonly
         with _journal_errors(self.path):
@@ -288,7 +291,7 @@ class Journal:
 
                 make_dirs(self.path.parent)
                 new = not self.path.exists()
-                conn = sqlite3.connect(str(self.path), timeout=30)
+                conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=not handed_over)
             conn.isolation_level = None  # transactions are explicit (_Db.atomic)
             self.db = _Db(conn)
             self.db.execute("PRAGMA busy_timeout = 30000")
@@ -369,26 +372,38 @@ class Journal:
                 [*fields.values(), job_id],
             )
 
-    def heartbeat(self, job_id: int, live: dict[int, tuple[float, int, list | None]], durable: bool = True) -> None:
+    def heartbeat(self, job_ids: list[int], live: dict[int, tuple[float, int, list | None]],
+                  durable: bool = True) -> None:
         """Live numbers for ``status``: file id -> (speed, received bytes,
         per-mirror stats).  Once a second; ``durable`` (every
         ``Settings.commit_interval``, 1 s by default) makes its commit the
         synced one, which bounds the recorded progress a power cut loses."""
         with self.atomic(durable=durable) as db:
-            db.execute("UPDATE jobs SET heartbeat = ? WHERE id = ?", [time.time(), job_id])
+            now = time.time()
+            db.conn.executemany("UPDATE jobs SET heartbeat = ? WHERE id = ?", [(now, j) for j in job_ids])
             if live:
                 db.conn.executemany(
                     "UPDATE files SET speed = ?, received = ?, mirrors = ? WHERE id = ?",
                     [(sp, rc, json.dumps(m) if m else None, fid) for fid, (sp, rc, m) in live.items()],
                 )
 
-    def control_state(self, job_id: int) -> tuple[dict[str, Any], dict[int, int]]:
-        """What other processes asked of a running job: its limits, and the
-        paused flag of each of its files."""
+    def control_state(self, job_ids: list[int]) -> tuple[dict[str, Any], dict[int, int]]:
+        """What other processes asked of running jobs: the limits (of the
+        oldest job), and the paused flag of each of their files."""
+        marks = ", ".join("?" * len(job_ids))
         with _journal_errors(self.path):
-            job = list(self.db.query("SELECT max_speed, max_file_speed FROM jobs WHERE id = ?", [job_id]))
-            paused = {r["id"]: r["paused"] for r in self.db.query("SELECT id, paused FROM files WHERE job_id = ?", [job_id])}
+            job = list(self.db.query(
+                f"SELECT max_speed, max_file_speed FROM jobs WHERE id IN ({marks}) ORDER BY id LIMIT 1", job_ids))
+            paused = {r["id"]: r["paused"] for r in self.db.query(
+                f"SELECT id, paused FROM files WHERE job_id IN ({marks})", job_ids)}
             return (job[0] if job else {}), paused
+
+    def drop_provisional(self, path: Path, keep: int) -> None:
+        """A file registered under the name its URL gave it started under
+        another (the server named it): its provisional row goes."""
+        with self.atomic() as db:
+            db.execute("""DELETE FROM files WHERE path = ? AND id != ? AND state = 'queued'
+                          AND NOT EXISTS (SELECT 1 FROM segments WHERE file_id = files.id)""", [str(path), keep])
 
     def set_paused(self, file_ids: list[int], paused: bool) -> None:
         with self.atomic() as db:

@@ -6,14 +6,14 @@ from dataclasses import asdict, dataclass
 
 from .errors import EXIT_OK, SegdlError
 
-FINAL_STATES = ("done", "skipped", "failed", "hash_mismatch")
+FINAL_STATES = ("done", "skipped", "failed", "hash_mismatch", "removed")
 
 
 @dataclass(frozen=True, slots=True)
 class FileResult:
     url: str
     path: str
-    status: str  # done | skipped | failed | hash_mismatch
+    status: str  # done | skipped | failed | hash_mismatch | removed (cancelled)
     size: int | None = None
     blake3: str | None = None
     sha256: str | None = None
@@ -35,7 +35,7 @@ class Results(list):
 
     @property
     def errors(self) -> list[FileResult]:
-        return [r for r in self if r.status not in ("done", "skipped")]
+        return [r for r in self if r.status not in ("done", "skipped", "removed")]
 
     @property
     def exit_code(self) -> int:
@@ -43,7 +43,7 @@ class Results(list):
         among the files that are not (see the README's table)."""
         code = EXIT_OK
         for r in self:
-            if r.status not in ("done", "skipped"):
+            if r.status not in ("done", "skipped", "removed"):
                 code = max(code, r.exit_code)
         return code
 

@@ -45,6 +45,7 @@ class FileState:
     segments: list[int] = field(default_factory=list)
     failed: bool = False
     paused: bool = False
+    priority: int = 0  # files of a higher priority get connections first
     worker: int | None = None  # the worker its segments go to (see take_worker)
     # Kept by Scheduler._set, so no query walks every segment of a file:
     running_keys: set[int] = field(default_factory=set)
@@ -137,8 +138,14 @@ class Scheduler:
 
     # ------------------------------------------------------------ setup
 
-    def add_file(self, file: int, *, ranged: bool, max_connections: int, host: str = "") -> None:
-        self.files[file] = FileState(file, ranged, max(1, max_connections), host)
+    def add_file(self, file: int, *, ranged: bool, max_connections: int, host: str = "",
+                 priority: int = 0) -> None:
+        self.files[file] = FileState(file, ranged, max(1, max_connections), host, priority=priority)
+
+    def set_priority(self, file: int, priority: int) -> None:
+        f = self.files.get(file)
+        if f is not None:
+            f.priority = priority
 
     def add_segment(self, file: int, segment: int, start: int, end: int | None, done: int) -> None:
         f = self.files[file]
@@ -218,17 +225,26 @@ class Scheduler:
             if s.not_before <= now:
                 self._set(s, PENDING)
         # Round-robin over files, one segment each per round, so files that
-        # run together share the connection budget.
+        # run together share the connection budget; a higher priority level
+        # takes what it can before the next one gets any.
         per_host: dict[str, int] = {}
         for f in self.files.values():
             per_host[f.host] = per_host.get(f.host, 0) + f.running
         host_full = lambda f: bool(self.max_per_host) and per_host.get(f.host, 0) >= self.max_per_host  # noqa: E731
         ready = [f for f in self.files.values() if f.pending and not (f.failed or f.paused)]
+        levels = sorted({f.priority for f in ready}, reverse=True)
+        for level in levels:
+            if not self._fill([f for f in ready if f.priority == level], per_host, host_full, out):
+                return out
+        return self._split_tails(out, host_full)
+
+    def _fill(self, ready: list[FileState], per_host: dict, host_full, out: list) -> bool:
+        """Round-robin connections to ``ready`` files; False when every
+        slot is taken."""
         progress = True
         while progress:
             progress = False
             for f in ready:
-                fkey = f.key
                 if f.running >= f.max_connections or host_full(f):
                     continue
                 key = self._next_pending(f)
@@ -237,7 +253,7 @@ class Scheduler:
                 worker = self.take_worker(f)
                 if worker is None:
                     if self.total_free <= 0:
-                        return out
+                        return False
                     continue  # its worker is full; other files may fit elsewhere
                 s = self.segments[key]
                 self._set(s, RUNNING)
@@ -247,6 +263,9 @@ class Scheduler:
                 per_host[f.host] = per_host.get(f.host, 0) + 1
                 out.append(Assign(worker, key, s.position, s.end))
                 progress = True
+        return True
+
+    def _split_tails(self, out: list, host_full) -> list:
         # Free slots and nothing pending: split the largest running range.
         spare = self.total_free
         if spare <= 0:

@@ -134,7 +134,9 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 def journal_copy(journal: Path, into: Path) -> Path | None:
     """The journal as a fresh run would open it, copied out of the mount
-    (database and WAL; the -shm is rebuilt), so checking it changes nothing."""
+    (the database, its WAL and any hot rollback journal, which SQLite uses
+    while it creates the database; the -shm is rebuilt), so checking it
+    changes nothing."""
     if not journal.exists():
         return None
     into.mkdir(parents=True, exist_ok=True)
@@ -142,9 +144,10 @@ def journal_copy(journal: Path, into: Path) -> Path | None:
         f.unlink()
     copy = into / journal.name
     shutil.copyfile(journal, copy)
-    wal = journal.with_name(journal.name + "-wal")
-    if wal.exists():
-        shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+    for suffix in ("-wal", "-journal"):
+        side = journal.with_name(journal.name + suffix)
+        if side.exists():
+            shutil.copyfile(side, copy.with_name(copy.name + suffix))
     return copy
 
 

@@ -1,0 +1,128 @@
+"""Activation: a probed file becomes a download.  Its journal row and
+segment plan first, then its locked, preallocated part file; resumed where
+the journal says, or started over when the remote changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+from . import storage
+from .errors import (
+    BusyError,
+    RemoteChangedError,
+    UsageError,
+)
+from .filerun import FileRun, Source
+from .http import RemoteInfo
+from .naming import part_path, redact_url
+from .ranges import plan_units, unit_for_latency
+
+
+class Activation:
+    def __init__(self, c) -> None:
+        self.c = c  # the Coordinator: the run's shared state
+
+    def activate(self, run: FileRun, sources: list[Source]) -> None:
+        req = run.request
+        if run.plain:
+            sources = [Source(x.url, replace(x.remote, ranged=False)) for x in sources[:1]]
+        run.sources = sources
+        remote = sources[0].remote
+        # The server publishes the file's sha256 (Repr-Digest, Digest, a
+        # hub's X-Linked-ETag): the download is checked against it too.
+        run.published_sha256 = remote.sha256
+        if req.size is not None and remote.size is not None and req.size != remote.size:
+            raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
+        final = self.c.intake.target(run, remote)
+        if final in self.c.targets and run.final != final:
+            raise UsageError(f"two downloads in this job would write {final}")
+        self.c.targets.add(final)
+        run.final, run.part, run.remote = final, part_path(final), remote
+        if final.exists() and self.c.existing.existing(run, final, remote):
+            return
+        self.lock(run)  # before the journal or the part file is touched
+        row = self.c.journal.file_by_path(final)
+        facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
+                     etag=remote.etag, last_modified=remote.last_modified,
+                     expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
+                     state="downloading", error=None, exit_code=None, paused=0)
+        old = self.c.journal.segments(row["id"]) if row else []
+        resume = self._resumable(run, row, old, remote)
+        fid = self.c.journal.put_file(run.job.id, req.url, final,
+                                    **(facts if resume else {"state": "queued", "paused": 0}))
+        run.id = fid
+        if resume:
+            segments = old
+            storage.prepare(run.part, remote.size, keep=True)
+        else:
+            if row and row["state"] not in ("done", "skipped") and old:
+                why = run.restart_reason or self.why_restart(row, remote) or (
+                    None if row["ranged"] else "the server does not support ranges, so a partial download cannot continue")
+                if why:
+                    self.c.on_message(f"{final.name}: {why}; restarting from zero")
+            plan = (
+                [(r.start, r.end) for r in plan_units(remote.size, unit_for_latency(remote.latency, self.c.s.min_segment))]
+                if remote.ranged and remote.size is not None
+                else ([(0, remote.size)] if remote.size != 0 else [])
+            )
+            ids = self.c.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
+            segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
+            storage.prepare(run.part, remote.size, keep=False)  # ... then the bytes' home
+        self.c.queued_ids.pop(run.id, None)
+        if run.provisional is not None and run.provisional != final:
+            self.c.journal.drop_provisional(run.provisional, keep=fid)
+        run.move("downloading")
+        run.started = time.monotonic()
+        self.c.runs[fid] = run
+        self.c.sched.add_file(fid, ranged=remote.ranged, max_connections=run.job.connections, priority=run.priority,
+                            host=urlsplit(remote.final_url).netloc.lower())
+        for seg in segments:
+            self.c.sched.add_segment(fid, seg["id"], seg["start"], seg["end"], seg["done"])
+            run.seen[seg["id"]] = seg["start"] + seg["done"]
+        run.done = sum(seg["done"] for seg in segments)
+        if run.paused:  # paused before it started (or before a restart)
+            run.paused = False
+            self.c.control.set_paused(run, True)
+        if self.c.sched.file_done(fid):
+            self.c.finishing.complete(fid)
+
+    def lock(self, run: FileRun) -> None:
+        if run.lock is not None and run.lock[0] == run.part:
+            return  # kept across a restart
+        self.unlock(run)
+        try:
+            run.lock = (run.part, storage.lock_part(run.part))
+        except BusyError:
+            run.busy = True
+            raise
+
+    @staticmethod
+    def unlock(run: FileRun) -> None:
+        if run.lock is not None:
+            storage.unlock(run.lock[1])
+            run.lock = None
+
+    def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
+        if run.fresh or row is None or not remote.ranged or remote.size is None:
+            return False
+        if row["state"] in ("done", "skipped", "hash_mismatch", "queued"):
+            return False
+        if self.why_restart(row, remote) or not row["ranged"]:
+            return False
+        if storage.file_size(run.part) != remote.size:
+            return False
+        return bool(segments) or remote.size == 0
+
+    @staticmethod
+    def why_restart(row: dict, remote: RemoteInfo) -> str | None:
+        if row["size"] != remote.size:
+            return f"the remote size changed ({row['size']} -> {remote.size})"
+        if row["etag"] and remote.etag and row["etag"] != remote.etag:
+            return f"the remote ETag changed ({row['etag']} -> {remote.etag})"
+        if row["last_modified"] and remote.last_modified and row["last_modified"] != remote.last_modified:
+            return "the remote Last-Modified changed"
+        return None
+

@@ -1,0 +1,129 @@
+"""What a client asks of a running engine (``segdl serve``'s API, the TUI):
+add a job, pause or resume a file, change its priority or speed, cancel it,
+change the limits, retry the failures.
+
+Each method runs on the loop's thread (through ``Coordinator.submit``), so
+it may touch the loop's state freely; each returns a small JSON-able dict
+and raises ``LookupError`` for an unknown file, ``UsageError`` for a bad
+value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import lifecycle
+from .errors import UsageError
+from .request import Request, request_from_spec
+from .results import FileResult
+
+
+class Commands:
+    def __init__(self, c) -> None:
+        self.c = c  # the Coordinator
+
+    def add(self, requests: list[Request], *, dest: Path, collection: str | None = None,
+            source: dict | None = None, connections: int | None = None, priority: int = 0,
+            reuse: int | None = None) -> dict:
+        job = self.c.add_job(requests, dest=dest, collection=collection, source=source,
+                             connections=connections, register=True, priority=priority, reuse=reuse)
+        ids = [r.id for r in self.c.queue if r.job is job] + [r.id for r in self.c.runs.values() if r.job is job]
+        return {"job": job.id, "files": sorted(i for i in ids if i)}
+
+    def _find(self, fid: int):
+        run = self.c.runs.get(fid) or self.c.intake.find_waiting(fid)
+        if run is None:
+            if self.c.journal.file(fid) is None:
+                raise LookupError(f"no file {fid}")
+            raise UsageError(f"file {fid} is not running (see its state); only a running or queued file changes")
+        return run
+
+    def set_file(self, fid: int, *, paused: bool | None = None, priority: int | None = None,
+                 max_speed: int | None = None) -> dict:
+        run = self._find(fid)
+        if priority is not None:
+            if not isinstance(priority, int) or isinstance(priority, bool):
+                raise UsageError("priority is an integer (higher first)")
+            self.c.intake.reprioritise(run, priority)
+            self.c.sched.set_priority(fid, priority) if fid in self.c.sched.files else None
+            self.c.journal.update_file(fid, priority=priority)
+        if max_speed is not None:
+            if not isinstance(max_speed, int) or isinstance(max_speed, bool) or max_speed < 0:
+                raise UsageError("max_speed is bytes per second, 0 for none")
+            run.speed_cap = max_speed
+            self.c._limits_dirty = True
+            self.c.journal.update_file(fid, max_speed=max_speed or None)
+        if paused is not None:
+            if not isinstance(paused, bool):
+                raise UsageError("paused is true or false")
+            if run.state == lifecycle.QUEUED:
+                run.paused = paused  # it starts paused
+                self.c.journal.update_file(fid, paused=int(paused))
+            else:
+                self.c.control.set_paused(run, paused)
+        return {"id": fid, "state": run.state, "paused": run.paused, "priority": run.priority,
+                "max_speed": run.speed_cap}
+
+    def cancel(self, fid: int, keep_partial: bool = False) -> dict:
+        """Stop a file and forget it in this job: its transfers end, its
+        part file goes (unless ``keep_partial``), its row says removed."""
+        run = self._find(fid)
+        if run.state == lifecycle.QUEUED:
+            self.c.intake.drop_waiting(run)
+        elif fid in self.c.sched.files:
+            self.c.dispatch.dispatch(self.c.sched.remove_file(fid))
+            self.c.dispatch.release(fid)
+        self.c.verifying.pop(fid, None)
+        self.c.awaiting_hash.discard(fid)
+        part = run.part
+        result = FileResult(run.request.url, str(run.final or run.provisional or ""), lifecycle.REMOVED,
+                            run.remote.size if run.remote else None, error="cancelled")
+        run.job.results[run.index] = result
+        self.c.finishing.final(run, lifecycle.REMOVED)
+        self.c.journal.update_file(fid, state=lifecycle.REMOVED, error="cancelled", paused=0)
+        self.c.finishing.retire(run, hold_lock=True)
+        if part is not None and not keep_partial:
+            try:
+                part.unlink()
+            except OSError:
+                pass
+        self.c.on_result(result)
+        return {"id": fid, "state": lifecycle.REMOVED, "kept_partial": bool(keep_partial and part and part.exists())}
+
+    def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None) -> dict:
+        for name, v in (("max_speed", max_speed), ("max_file_speed", max_file_speed)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise UsageError(f"{name} is bytes per second, 0 for none")
+        if max_speed is not None:
+            self.c.limits["max_speed"] = max_speed or None
+        if max_file_speed is not None:
+            self.c.limits["max_file_speed"] = max_file_speed or None
+        self.c._limits_dirty = True
+        for job in self.c.jobs:  # so the journal's polling agrees
+            self.c.journal.update_job(job, **self.c.limits)
+        return {"max_speed": self.c.limits["max_speed"] or 0, "max_file_speed": self.c.limits["max_file_speed"] or 0}
+
+    def retry(self) -> dict:
+        """The failed files the journal knows, again, as one new job per
+        job they came from (its destination and collection)."""
+        jobs = {j["id"]: j for j in self.c.journal.all_jobs()}
+        groups: dict[int, list] = {}
+        running = {r.final for r in self.c.runs.values()} | {r.provisional for r in self.c.queue}
+        for row in self.c.journal.find_files():
+            if row["state"] not in ("failed", "hash_mismatch") or Path(row["path"]) in running:
+                continue
+            groups.setdefault(row["job_id"], []).append(row)
+        added = []
+        for job_id, rows in groups.items():
+            job = jobs.get(job_id)
+            if job is None:
+                continue
+            dest = Path(job["dest"])
+            by_url = {e["url"]: e for e in job["spec"].get("requests", [])}
+            reqs = []
+            for row in rows:
+                entry = by_url.get(row["url"], {"url": row["url"]})
+                rel = str(Path(row["path"]).relative_to(dest)) if Path(row["path"]).is_relative_to(dest) else None
+                reqs.append(request_from_spec(entry, path=rel or entry.get("path")))
+            added.append(self.add(reqs, dest=dest, collection=job["collection"]))
+        return {"jobs": added}

@@ -1,0 +1,95 @@
+"""The runtime record of one file being worked on (a sub-resource of a job),
+and of each URL that serves it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import lifecycle
+from .errors import SegdlError
+from .http import RemoteInfo
+from .request import Request
+from .results import FileResult
+from .retry import RetryPolicy
+
+
+@dataclass(slots=True)
+class JobRun:
+    """One job (a batch of files added together) while the engine runs it:
+    where its files go and how, and their results in request order."""
+
+    id: int
+    dest: Path
+    connections: int  # per file
+    force: bool
+    results: list[FileResult | None]
+    collection: str | None = None
+    left: int = 0  # files not in a final state yet
+
+    @property
+    def finished(self) -> bool:
+        return self.left <= 0
+
+
+@dataclass(slots=True)
+class FileRun:
+    """A file being worked on in this run."""
+
+    index: int
+    request: Request
+    job: JobRun
+    id: int = 0
+    final: Path | None = None
+    part: Path | None = None
+    remote: RemoteInfo | None = None
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    plain: bool = False  # forced to one plain stream (server ignores Range)
+    fresh: bool = False  # do not resume: start over
+    received: int = 0  # bytes taken off the wire in this run
+    snap: int = 0  # ``received`` at the last snapshot
+    done: int = 0  # bytes on disk (estimate, includes earlier runs)
+    seen: dict[int, int] = field(default_factory=dict)
+    speed: float = 0.0
+    state: str = lifecycle.QUEUED
+    draining: set[int] = field(default_factory=set)
+    restart_reason: SegdlError | None = None
+    sources: list["Source"] = field(default_factory=list)  # the URL and its mirrors
+    source_of: dict[int, int] = field(default_factory=dict)  # segment -> source index
+    paused: bool = False
+    priority: int = 0  # higher first: for intake and for connections
+    provisional: Path | None = None  # the row it was registered under before it started
+    speed_cap: int = 0  # bytes/s for the whole file, set live (0: the job's per-file limit)
+    resolving: bool = False  # re-resolving an expired signed URL
+    probe_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    not_before: float = 0.0  # do not probe before this (monotonic)
+    limit: int = 0  # bytes/s for each of its connections (0: none)
+    allotted: float = 0.0  # bytes/s for the whole file under the job's limit
+    allotted_at: float = 0.0  # when ``allotted`` last changed (monotonic)
+    demand: float | None = None  # what it can use, if less than allotted
+    lock: tuple[Path, int] | None = None  # (part file, descriptor holding its flock)
+    busy: bool = False  # another process downloads it: leave its journal row alone
+    # The sha256 the server publishes for this download (not the user's
+    # expectation: never journaled as one, learnt again by every probe).
+    published_sha256: str | None = None
+    updating: bool = False  # its final file is segdl's and out of date: replace it
+
+    def move(self, state: str) -> None:
+        """The one place a run changes state (see lifecycle.py)."""
+        self.state = lifecycle.move(self.state, state)
+
+
+@dataclass(slots=True)
+class Source:
+    """One URL that serves a file: the original or a mirror."""
+
+    url: str
+    remote: RemoteInfo
+    failures: int = 0
+    disabled: bool = False
+    received: int = 0
+    running: int = 0
+    rate: float = 0.0  # bytes/s per connection, smoothed
+    snap: int = 0  # ``received`` at the last snapshot

@@ -1,0 +1,200 @@
+"""Finishing: a file whose segments are all durable is verified (the
+worker's in-stream digest, or a read from disk), recorded as verified
+(synced), renamed into place, and recorded done; or it fails, alone.
+"""
+
+from __future__ import annotations
+
+import time
+
+from . import storage
+from .errors import (
+    HashMismatchError,
+    SegdlError,
+    StorageError,
+)
+from . import lifecycle
+from .filerun import FileRun
+from .messages import (
+    Digest,
+    Hashed,
+)
+from .results import FileResult
+from .verify import Digests, digest_file, same_digest
+
+
+class Finishing:
+    def __init__(self, c) -> None:
+        self.c = c  # the Coordinator: the run's shared state
+
+    def complete(self, fid: int) -> None:
+        run = self.c.runs[fid]
+        run.move("verifying")
+        self.c.journal.update_file(fid, state="verifying")
+        worker = self.c.tracked.get(fid)
+        if worker is not None and not run.request.git_sha1:
+            self.c.orders[worker].put(Digest(fid, run.remote.size))  # answered by a Hashed event
+            self.c.awaiting_hash.add(fid)
+        else:
+            self._digest_from_disk(run)
+        self.c.dispatch.release(fid)
+
+    def _digest_from_disk(self, run: FileRun) -> None:
+        self.c.verifying[run.id] = self.c.wake_on(
+            # A git blob sha1 (a small file a hub keeps in git) is read back:
+            # the workers hash blake3 and sha256 only.
+            self.c.verifier.submit(digest_file, run.part, sha256=self.c.dispatch.wants_sha256(run),
+                                 git_sha1=bool(run.request.git_sha1)))
+
+    def hashed(self, ev: Hashed) -> None:
+        if ev.file not in self.c.awaiting_hash:
+            return  # the file ended or restarted meanwhile
+        self.c.awaiting_hash.discard(ev.file)
+        run = self.c.runs[ev.file]
+        if ev.blake3 is None:
+            self._digest_from_disk(run)  # the worker did not see every byte
+            return
+        self._verify(ev.file, Digests(ev.blake3, ev.sha256))
+
+    def collect_verifications(self) -> None:
+        for fid, fut in list(self.c.verifying.items()):
+            if not fut.done():
+                continue
+            del self.c.verifying[fid]
+            try:
+                d: Digests = fut.result()
+            except SegdlError as e:
+                self.fail(fid, e)
+                continue
+            self._verify(fid, d)
+        self.flush_verified()
+        self._collect_finalizations()
+
+    def _verify(self, fid: int, d: Digests) -> None:
+        """Compare a finished file's digests with what is expected; rename
+        it into place (off the loop) when they agree."""
+        run = self.c.runs[fid]
+        req = run.request
+        if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
+                and same_digest(run.published_sha256, d.sha256) and same_digest(req.git_sha1, d.git_sha1)):
+            if req.blake3 and not same_digest(req.blake3, d.blake3):
+                want, got = f"blake3 {req.blake3}", d.blake3
+            elif not same_digest(req.sha256, d.sha256):
+                want, got = f"sha256 {req.sha256}", d.sha256
+            elif not same_digest(req.git_sha1, d.git_sha1):
+                want, got = f"git blob sha1 {req.git_sha1} (listed by the hub)", d.git_sha1
+            else:
+                want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
+            err = HashMismatchError(
+                f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"
+            )
+            self.c.journal.update_file(fid, state="hash_mismatch", blake3=d.blake3, sha256=d.sha256,
+                                     error=err.message, exit_code=err.exit_code)
+            self._end(run, "hash_mismatch", err, d)
+            return
+        # The digest is recorded before the rename: a crash between the
+        # two leaves a final file that the next run recognises by it.
+        self.c.verified.append((fid, d))
+
+    def flush_verified(self) -> None:
+        """Files verified on this turn of the loop: their 'verified' in one
+        synced commit (durable before any rename: after a power cut a final
+        file without it would look like someone else's, "exists and
+        differs"), then their renames in one job (one fsync per folder)."""
+        if not self.c.verified:
+            return
+        batch, self.c.verified = self.c.verified, []
+        self.c.journal.mark_verified([(fid, d.blake3, d.sha256, d.git_sha1) for fid, d in batch])
+        runs = [self.c.runs[fid] for fid, _ in batch]
+        fut = self.c.wake_on(self.c.verifier.submit(
+            storage.finalize_many, [(r.part, r.final, r.remote.size) for r in runs]))
+        self.c.finalizing[batch[0][0]] = (batch, fut)
+
+    def _collect_finalizations(self) -> None:
+        for key, (batch, fut) in list(self.c.finalizing.items()):
+            if not fut.done():
+                continue
+            del self.c.finalizing[key]
+            done = []
+            for (fid, d), error in zip(batch, fut.result()):
+                run = self.c.runs[fid]
+                try:
+                    if error is not None:
+                        raise error
+                    st = run.final.stat()
+                except (SegdlError, OSError) as e:
+                    self.fail(fid, e if isinstance(e, SegdlError) else StorageError(str(e)))
+                    continue
+                done.append((fid, d, st))
+            self.c.journal.mark_done([(fid, st.st_mtime, st.st_size) for fid, _, st in done])
+            for fid, d, _ in done:
+                self._end(self.c.runs[fid], "done", None, d)
+
+    def fail(self, fid: int, error: SegdlError) -> None:
+        run = self.c.runs.get(fid)
+        if run is None or run.state in ("failed", "hash_mismatch", "done"):
+            return
+        self.c.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
+        self._end(run, error.status, error, None)  # cancels what still runs of it ...
+        self.c.dispatch.release(fid)  # ... before its descriptor is closed
+
+    def _end(self, run: FileRun, status: str, error: SegdlError | None, d: Digests | None) -> None:
+        self.final(run, status)
+        size = run.remote.size if run.remote else None
+        run.job.results[run.index] = FileResult(
+            run.request.url, str(run.final), status, size,
+            d.blake3 if d else None, d.sha256 if d else None,
+            error.message if error else None, error.exit_code if error else 0,
+            round(time.monotonic() - run.started, 3), run.received,
+        )
+        self.retire(run)
+        self.c.on_result(run.job.results[run.index])
+
+    def retire(self, run: FileRun, hold_lock: bool = False) -> None:
+        """A file in its final state leaves the working sets, so the loop's
+        cost follows the files in flight, not the size of the job."""
+        if (hold_lock or run.state in ("failed", "removed")) and run.lock is not None:
+            # Its cancelled transfers may still write: keep the part file
+            # locked until the workers have stopped (end of the job).
+            self.c.held_locks.append(run.lock[1])
+            run.lock = None
+        self.c.activation.unlock(run)
+        if run.id and self.c.runs.get(run.id) is run:
+            del self.c.runs[run.id]
+            self.c.dispatch.dispatch(self.c.sched.remove_file(run.id))
+
+    def settle(self, run: FileRun, result: FileResult) -> None:
+        self.final(run, result.status)
+        run.job.results[run.index] = result
+        self.retire(run)
+        self._record_failure(run, result)
+        self.c.on_result(result)
+
+    def _record_failure(self, run: FileRun, result: FileResult) -> None:
+        if run.busy:
+            return  # the row is the other process's
+        if result.status == "failed" and run.id:
+            self.c.journal.update_file(run.id, state="failed", error=result.error, exit_code=result.exit_code)
+        elif result.status == "failed":
+            # Failed before it had a row (at its first request): record it,
+            # so status shows it and ``segdl retry`` finds it.
+            try:
+                path = run.final or self.c.intake.target(run, None)
+            except SegdlError:
+                return  # an invalid target: nothing to retry
+            row = self.c.journal.file_by_path(path)
+            if row and row["state"] in ("done", "skipped"):
+                return
+            self.c.journal.put_file(run.job.id, run.request.url, path, state="failed", error=result.error,
+                                  exit_code=result.exit_code, expected_blake3=run.request.blake3,
+                                  expected_sha256=run.request.sha256, expected_git_sha1=run.request.git_sha1)
+
+    def final(self, run: FileRun, status: str) -> None:
+        """A file reaches a final state; its job ends with its last file."""
+        was_final = lifecycle.is_final(run.state)
+        run.move(status)
+        self.c.queued_ids.pop(run.id, None)
+        if not was_final:
+            run.job.left -= 1
+            if run.job.finished:
+                self.c.job_ended(run.job)

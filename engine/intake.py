@@ -1,0 +1,220 @@
+"""Intake: the files waiting to start.  Probes a few ahead of need (in a
+thread), settles those already here without the network, and picks the
+URL and the mirrors that answered and agree.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .errors import (
+    DownloadError,
+    SegdlError,
+)
+from .existing import Hashing
+from .filerun import FileRun, Source
+from .http import RemoteInfo
+from .naming import choose_name, inside, part_path, redact_url
+from .results import FileResult
+
+PROBE_AHEAD = 16  # files probed ahead of need
+
+
+class Intake:
+    def __init__(self, c) -> None:
+        self.c = c  # the Coordinator: the run's shared state
+
+    def enqueue(self, runs: list[FileRun]) -> None:
+        """New files join the queue behind those of the same priority or
+        higher (a job's files keep their order)."""
+        for run in runs:
+            i = len(self.c.queue)
+            while i > 0 and self.c.queue[i - 1].priority < run.priority:
+                i -= 1
+            self.c.queue.insert(i, run)
+
+    def register(self, runs: list[FileRun]) -> None:
+        """Journal rows for files that have not started, so each has an id
+        (``added`` events, control before it starts).  The row is the one
+        for the name the file would get from its URL or path; a file that
+        the server names otherwise gets a new row when it starts (and the
+        provisional one goes).  An existing row (an earlier download of the
+        same target) is left as it is."""
+        for run in runs:
+            try:
+                path = self.target(run, None)
+            except SegdlError:
+                continue  # settled (refused) when it comes up
+            row = self.c.journal.file_by_path(path)
+            if row is None:
+                run.id = self.c.journal.put_file(run.job.id, run.request.url, path, state="queued",
+                                                 expected_blake3=run.request.blake3,
+                                                 expected_sha256=run.request.sha256)
+            else:
+                run.id = row["id"]
+                self.c.journal.update_file(run.id, job_id=run.job.id)
+            run.provisional = path
+            self.c.queued_ids[run.id] = run
+
+    def find_waiting(self, fid: int) -> FileRun | None:
+        """A registered file that has not started."""
+        run = self.c.queued_ids.get(fid)
+        return run if run is not None and run.state == "queued" else None
+
+    def drop_waiting(self, run: FileRun) -> None:
+        """Take a file that has not started out of every waiting place."""
+        for place in (self.c.queue,):
+            if run in place:
+                place.remove(run)
+        self.c.ready = type(self.c.ready)((r, f) for r, f in self.c.ready if r is not run)
+        self.c.hashing = [x for x in self.c.hashing if x[0] is not run]
+
+    def reprioritise(self, run: FileRun, priority: int) -> None:
+        run.priority = priority
+        if run in self.c.queue:
+            self.c.queue.remove(run)
+            self.enqueue([run])
+
+    def start_probes(self) -> None:
+        """Probe files ahead of need (up to PROBE_AHEAD waiting), so a file
+        can start the moment another finishes."""
+        if self.c.probing is not None or not self.c.queue:
+            return
+        want = PROBE_AHEAD - len(self.c.ready)
+        if want <= 0:
+            return
+        batch: list[FileRun] = []
+        now = time.monotonic()
+        later: list[FileRun] = []
+        while self.c.queue and len(batch) < want and len(self.c.hashing) < PROBE_AHEAD:
+            run = self.c.queue.popleft()
+            if run.not_before > now:
+                later.append(run)  # waiting to retry its first request
+                continue
+            if self._precheck(run):
+                continue  # settled without the network
+            batch.append(run)
+        self.c.queue.extend(later)
+        if not batch:
+            return
+        urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
+        per_url = {u: self.c.dispatch.options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
+        with_data = frozenset(r.request.url for r in batch if self._fresh_target(r))
+        self.c.probing_runs = batch
+        self.c.probing = self.c.wake_on(self.c.prober.submit(self.c.probe_client.probe, urls, self.c.options,
+                                                        per_url=per_url, with_data=with_data))
+
+    def _fresh_target(self, run: FileRun) -> bool:
+        """Nothing of the file is here yet (no final file, no part file): its
+        probe may fetch its first bytes too, which will not be wasted.  (A
+        file already here is probed for one byte, to see if it changed.)"""
+        try:
+            final = self.target(run, None)
+        except SegdlError:
+            return False
+        return not final.exists() and not part_path(final).exists()
+
+    def collect_probes(self) -> None:
+        if self.c.probing is not None and self.c.probing.done():
+            try:
+                found = self.c.probing.result()
+            except Exception as e:  # a bug, not a remote problem: report per file
+                found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.c.probing_runs}
+            batch, self.c.probing, self.c.probing_runs = self.c.probing_runs, None, []
+            self.c.ready.extend((run, found) for run in batch)
+        while self.c.ready and self.c.active_count() < self.c.s.concurrent_files:
+            run, found = self.c.ready.popleft()
+            try:
+                self.c.activation.activate(run, self._sources(run, found))
+            except Hashing as h:
+                self.c.hashing.append((run, found, h.fut))
+            except SegdlError as e:
+                if e.retryable and run.final is None:
+                    try:
+                        run.probe_retry = run.probe_retry.increment(e)
+                    except SegdlError:
+                        pass
+                    else:  # the first request failed transiently: try again later
+                        run.not_before = time.monotonic() + run.probe_retry.delay(e)
+                        self.c.queue.append(run)
+                        continue
+                self.c.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+
+    def _shown(self, run: FileRun) -> str:
+        """The path a result reports: the target, as far as it is known."""
+        if run.final is not None:
+            return str(run.final)
+        try:
+            return str(self.target(run, None))
+        except SegdlError:
+            return run.request.path or run.request.url
+
+    def _sources(self, run: FileRun, found: dict) -> list[Source]:
+        """The URL and the mirrors that answered and agree with each other."""
+        urls = [run.request.url, *run.request.mirrors]
+        ok: list[Source] = []
+        first_error: SegdlError | None = None
+        for u in urls:
+            got = found.get(u) or DownloadError("no probe result")
+            if isinstance(got, SegdlError):
+                first_error = first_error or got
+                if u != run.request.url:
+                    self.c.on_message(f"mirror {redact_url(u)} dropped: {got.message}")
+                continue
+            if ok:
+                ref = ok[0].remote
+                why = None
+                if got.size != ref.size:
+                    why = f"size {got.size} differs from {ref.size}"
+                elif ref.etag and got.etag and got.etag != ref.etag:
+                    why = f"ETag {got.etag} differs from {ref.etag}"
+                elif got.ranged != ref.ranged:
+                    why = "Range support differs"
+                if why:
+                    self.c.on_message(f"mirror {redact_url(u)} dropped: {why}")
+                    continue
+            ok.append(Source(u, got))
+        if not ok:
+            raise first_error or DownloadError("no source answered")
+        return ok
+
+    def target(self, run: FileRun, remote: RemoteInfo | None) -> Path:
+        req = run.request
+        rel = req.path or choose_name(req.url, remote.filename if remote else None, None)
+        return inside(run.job.dest, rel)
+
+    def _precheck(self, run: FileRun) -> bool:
+        """Settle a file without the network when its path is known and it
+        is already there with the expected digest.  True when settled."""
+        req = run.request
+        if req.path is None or run.fresh or not (req.blake3 or req.sha256 or req.git_sha1):
+            return False
+        try:
+            final = self.target(run, None)
+        except SegdlError as e:
+            self.c.finishing.settle(run, FileResult.failed(run.request.url, run.request.path or "", e))
+            return True
+        if not final.exists():
+            return self.c.existing.link_known_copy(run, final)
+        run.final = final
+        try:
+            return self.c.existing.existing(run, final, None)
+        except Hashing as h:
+            self.c.hashing.append((run, None, h.fut))
+            return True  # out of the batch; back in the queue once hashed
+        except SegdlError as e:
+            self.c.finishing.settle(run, FileResult.failed(run.request.url, str(final), e))
+            return True
+
+    def collect_hashes(self) -> None:
+        """Take up the runs whose existing file has been hashed: back to
+        the queue (not probed yet) or to the ready list (probed)."""
+        for item in [x for x in self.c.hashing if x[2].done()]:
+            self.c.hashing.remove(item)
+            run, found, _ = item
+            if found is None:
+                self.c.queue.appendleft(run)
+            else:
+                self.c.ready.appendleft((run, found))
+

@@ -1,0 +1,51 @@
+"""A file's lifecycle: its states and the moves between them, in one place.
+
+    queued ──> downloading <──> paused
+      │            │   │           │
+      │            │   └──> restarting ──> (queued again, as a new run)
+      │            v
+      │        verifying ──> done | hash_mismatch
+      v
+    skipped | done (already here, or linked from a copy)
+
+Any state but a final one can move to ``failed`` (that file alone) or to
+``removed`` (cancelled).  Pure: no I/O, tested by feeding moves.
+"""
+
+from __future__ import annotations
+
+QUEUED, DOWNLOADING, PAUSED, RESTARTING, VERIFYING = "queued", "downloading", "paused", "restarting", "verifying"
+DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED = "done", "skipped", "failed", "hash_mismatch", "removed"
+
+FINAL = frozenset({DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED})
+# (A paused file's last segment may already be in flight: it can complete.)
+MOVES: dict[str, frozenset[str]] = {
+    QUEUED: frozenset({DOWNLOADING, PAUSED, SKIPPED, DONE}),
+    DOWNLOADING: frozenset({PAUSED, RESTARTING, VERIFYING}),
+    PAUSED: frozenset({DOWNLOADING, RESTARTING, VERIFYING}),
+    RESTARTING: frozenset(),
+    VERIFYING: frozenset({DONE, HASH_MISMATCH}),
+}
+
+
+class IllegalMove(Exception):
+    """A bug: the engine tried a move the lifecycle does not allow."""
+
+
+def can_move(old: str, new: str) -> bool:
+    if old == new:
+        return True
+    if old in FINAL:
+        return False
+    return new in (FAILED, REMOVED) or new in MOVES[old]
+
+
+def move(old: str, new: str) -> str:
+    """``new`` if the lifecycle allows ``old -> new``, else IllegalMove."""
+    if not can_move(old, new):
+        raise IllegalMove(f"a file cannot go from {old} to {new}")
+    return new
+
+
+def is_final(state: str) -> bool:
+    return state in FINAL

@@ -1,0 +1,165 @@
+"""Reports: what the workers say (bytes written, bytes durable, segments
+shrunk or finished, digests, notices) applied to the scheduler and
+committed to the journal, durable progress first.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import replace
+
+from .errors import (
+    AccessExpiredError,
+    RangeIgnoredError,
+    RemoteChangedError,
+    SegdlError,
+    StorageError,
+)
+from .messages import (
+    Durable,
+    Finished,
+    Hashed,
+    Notice,
+    Shrunk,
+    Wakeup,
+    WorkerCrashed,
+    Written,
+)
+from .naming import redact_url
+
+
+class Reports:
+    def __init__(self, c) -> None:
+        self.c = c  # the Coordinator: the run's shared state
+
+    def drain_events(self) -> None:
+        timeout = 0.05
+        wake = self.c.sched.next_wakeup()
+        if wake is not None:
+            timeout = max(0.0, min(timeout, wake - time.monotonic()))
+        try:
+            ev = self.c.events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        batch = [ev]
+        while len(batch) < 1000:
+            try:
+                batch.append(self.c.events.get_nowait())
+            except queue.Empty:
+                break
+        splits: list[tuple] = []
+        finished: list[Finished] = []
+        for ev in batch:
+            if isinstance(ev, Written):
+                now = time.monotonic()
+                for seg, pos in ev.positions.items():
+                    self.c.sched.on_written(seg, pos, now)
+                    self._saw(seg, pos)
+            elif isinstance(ev, Durable):
+                self.claim(ev)
+            elif isinstance(ev, Shrunk):
+                tail = self.c.sched.on_shrunk(ev.segment, ev.end)
+                if tail is not None:
+                    splits.append((ev.segment, ev.end, tail[0], tail[1]))
+            elif isinstance(ev, Finished):
+                self._saw(ev.segment, ev.position)
+                self.claim(ev)
+                finished.append(ev)
+            elif isinstance(ev, Wakeup):
+                pass
+            elif isinstance(ev, Notice):
+                if ev.text not in self.c.notices:  # once per job, whichever worker says it
+                    self.c.notices.add(ev.text)
+                    self.c.on_message(ev.text)
+            elif isinstance(ev, Hashed):
+                self.c.finishing.hashed(ev)
+            elif isinstance(ev, WorkerCrashed):
+                raise SegdlError(f"worker {ev.worker} crashed: {ev.message}")
+        # Durable progress and splits reach the journal before anything
+        # that depends on them (new tail segments, file completion).
+        self.commit(splits)
+        for ev in finished:
+            self._finished_segment(ev)
+        self.c.finishing.flush_verified()
+
+    def claim(self, ev: Durable | Finished) -> None:
+        """Take the positions a worker vouches for as durable.  A Finished
+        that carries a storage error (its fdatasync failed) vouches for nothing."""
+        if isinstance(ev, Durable):
+            for seg, pos in ev.positions.items():
+                self._durable(seg, pos)
+        elif not isinstance(ev.error, StorageError):
+            self._durable(ev.segment, ev.position)
+
+    def _durable(self, seg: int, pos: int) -> None:
+        st = self.c.sched.segments.get(seg)
+        if st is None:
+            return
+        self.c.sched.on_durable(seg, pos)
+        self.c.pending_done[seg] = max(self.c.pending_done.get(seg, 0), st.position - st.start)
+
+    def _saw(self, seg: int, pos: int) -> None:
+        st = self.c.sched.segments.get(seg)
+        if st is None:
+            return
+        run = self.c.runs.get(st.file)
+        if run is None:
+            return
+        before = run.seen.get(seg, pos)
+        if pos > before:
+            run.received += pos - before
+            run.done += pos - before
+            run.seen[seg] = pos
+            i = run.source_of.get(seg)
+            if i is not None:
+                run.sources[i].received += pos - before
+
+    def commit(self, splits: list[tuple]) -> None:
+        splits = [sp for sp in splits if sp[0] in self.c.sched.segments]  # its file may be gone
+        if not self.c.pending_done and not splits:
+            return
+        tails = self.c.journal.record(self.c.pending_done, splits)
+        self.c.pending_done = {}
+        for seg, new_end, t_start, t_end in splits:
+            fid = self.c.sched.segments[seg].file
+            self.c.sched.add_segment(fid, tails[seg], t_start, t_end, 0)
+            self.c.runs[fid].seen[tails[seg]] = t_start
+
+    def _finished_segment(self, ev: Finished) -> None:
+        st = self.c.sched.segments.get(ev.segment)
+        if st is None:  # a segment of a file that was dropped (restart)
+            for run in self.c.runs.values():
+                run.draining.discard(ev.segment)
+            self.c.restarts.restart_drained()
+            return
+        run = self.c.runs[st.file]
+        i = run.source_of.pop(ev.segment, None)
+        if i is not None:
+            src = run.sources[i]
+            src.running = max(0, src.running - 1)
+            if ev.outcome == "error" and ev.error is not None and ev.error.retryable:
+                src.failures += 1
+                healthy = [x for x in run.sources if not x.disabled and x is not src]
+                if src.failures >= 3 and healthy and not src.disabled:
+                    src.disabled = True
+                    self.c.on_message(f"{run.final.name}: mirror {redact_url(src.url)} dropped after "
+                                    f"{src.failures} failures ({ev.error.message})")
+            elif ev.outcome == "done":
+                src.failures = 0
+        self.c._limits_dirty = True
+        if ev.outcome == "error" and isinstance(ev.error, (RemoteChangedError, RangeIgnoredError)):
+            self.c.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
+            self.c.restarts.restart(run, ev.error)
+            return
+        if ev.outcome == "error" and isinstance(ev.error, AccessExpiredError) and i is not None:
+            self.c.restarts.reresolve(run, i)
+        if ev.outcome == "done" and st.end is None and ev.total is not None:
+            self.c.journal.update_file(run.id, size=ev.total)
+            run.remote = replace(run.remote, size=ev.total)
+        if ev.outcome != "done" and not run.remote.ranged:
+            run.done -= ev.position  # a plain stream starts over
+            run.seen[ev.segment] = 0
+        self.c.dispatch.dispatch(self.c.sched.on_finished(ev.segment, ev.position, ev.outcome, ev.error,
+                                              time.monotonic(), total=ev.total))
+

@@ -1,0 +1,244 @@
+"""The engine as a long-running service: one :class:`Coordinator` loop on a
+thread of its own that keeps running between jobs, and takes jobs and
+changes from any thread at any moment.  ``segdl serve`` (HTTP) and
+``segdl ui`` (Textual) are thin doors onto it.
+
+* Commands (add a job, change or cancel a file, limits, retry) run on the
+  loop's thread (``Coordinator.submit``) and answer when done.
+* Reads (jobs, files, events) come from the journal, over a read-only
+  connection per calling thread: the journal is the service's memory, so
+  jobs and their history outlive it, and a restarted service continues the
+  jobs that had not ended.
+* Destinations must lie under the configured roots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from .coordinator import Coordinator
+from .errors import UsageError
+from .journal import Journal
+from .request import Request, Settings, request_from_spec
+
+COMMAND_TIMEOUT = 30.0  # seconds a command may wait for the loop
+
+
+class Service:
+    def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
+        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)))
+        self.roots = [Path(os.path.realpath(r)) for r in roots] or [Path(os.path.realpath(self.s.dest))]
+        self.journal_path = Path(settings.journal) if settings.journal else None
+        self.journal = Journal(self.journal_path, handed_over=True)  # the loop's (the only writer)
+        self.journal_path = self.journal.path
+        self.engine = Coordinator(self.s, self.journal, on_message=on_message)
+        self.local = threading.local()
+        self.thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    # ------------------------------------------------------------ lifetime
+
+    def start(self) -> None:
+        self.engine.start()
+        resumed = self._unfinished_jobs()
+        self.thread = threading.Thread(target=self._serve, name="segdl-engine", daemon=True)
+        self.thread.start()
+        for job in resumed:
+            self._command(lambda c, job=job: c.commands.add(job["requests"], dest=job["dest"],
+                                                            collection=job["collection"], reuse=job["id"]))
+
+    def _serve(self) -> None:
+        try:
+            self.engine.serve()
+        except BaseException as e:  # reported by every later command
+            self.failure = e
+
+    def stop(self) -> None:
+        self.engine.stop()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.journal.close()
+
+    def _unfinished_jobs(self) -> list[dict]:
+        """Jobs the journal says were running when the service (or a
+        ``segdl get``) stopped: they continue, under their own ids."""
+        out = []
+        for job in self.journal.all_jobs():
+            if job["state"] == "finished":
+                continue
+            if job["pid"] and job["pid"] != os.getpid() and _alive(job["pid"]):
+                continue  # another process runs it right now
+            reqs = [request_from_spec(e) for e in job["spec"].get("requests", [])]
+            out.append({"id": job["id"], "requests": reqs, "dest": Path(job["dest"]),
+                        "collection": job["collection"]})
+        return out
+
+    def _command(self, fn):
+        if self.failure is not None:
+            raise UsageError(f"the engine stopped: {self.failure}")
+        return self.engine.submit(fn).result(timeout=COMMAND_TIMEOUT)
+
+    # ------------------------------------------------------------ commands
+
+    def add_job(self, body: dict) -> dict:
+        """A job from ``{"urls": [...]}``, ``{"manifest": {...}}``,
+        ``{"aria2": "input file text"}`` or ``{"ref": "hf://..."}``, with
+        optional ``dest`` (under a root), ``collection``, ``connections``,
+        ``priority`` and ``select`` (the paths or indexes of the files to
+        take, for a collection)."""
+        known = {"urls", "manifest", "aria2", "ref", "dest", "collection", "connections", "priority", "select"}
+        unknown = set(body) - known
+        if unknown:
+            raise UsageError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        dest = self.destination(body.get("dest"))
+        requests, collection, source = self._requests(body, dest)
+        requests = _select(requests, body.get("select"))
+        if not requests:
+            raise UsageError("the job has no files")
+        connections = body.get("connections")
+        if connections is not None and (not isinstance(connections, int) or not 1 <= connections <= 1024):
+            raise UsageError("connections is an integer from 1 to 1024")
+        priority = body.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise UsageError("priority is an integer")
+        collection = body.get("collection") or collection
+        return self._command(lambda c: c.commands.add(requests, dest=dest, collection=collection, source=source,
+                                                      connections=connections, priority=priority))
+
+    def _requests(self, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
+        from .manifest import parse_input
+
+        given = [k for k in ("urls", "manifest", "aria2", "ref") if k in body]
+        if len(given) != 1:
+            raise UsageError("give exactly one of urls, manifest, aria2, ref")
+        kind = given[0]
+        if kind == "urls":
+            urls = body["urls"]
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                raise UsageError("urls is a list of URLs")
+            reqs = [Request(u) for u in urls]
+            for r in reqs:
+                _check_url(r.url)
+            return reqs, None, None
+        if kind == "manifest":
+            m = parse_input(json.dumps(body["manifest"]), source="the manifest")
+            return list(m.requests), m.collection, None
+        if kind == "aria2":
+            if not isinstance(body["aria2"], str):
+                raise UsageError("aria2 is the text of an aria2 input file")
+            m = parse_input(body["aria2"], source="the aria2 input")
+            return list(m.requests), m.collection, None
+        from .hubs import is_hub_ref, resolve
+        from .hubs.listing import HubOptions
+
+        ref = body["ref"]
+        if not isinstance(ref, str) or not is_hub_ref(ref):
+            raise UsageError("ref is a hub reference (hf://..., civitai://..., a CivitAI page URL)")
+        listing = resolve(ref, HubOptions(dest=dest, transfer=self.s.transfer))
+        return list(listing.requests), listing.collection, listing.source
+
+    def destination(self, dest) -> Path:
+        """``dest`` (default: the first root) if it lies under a root."""
+        if dest is None:
+            return self.roots[0]
+        if not isinstance(dest, str) or not dest or "\0" in dest:
+            raise UsageError("dest is a folder path")
+        path = Path(os.path.realpath(os.path.join(self.roots[0], dest)))
+        if not any(path == r or path.is_relative_to(r) for r in self.roots):
+            raise UsageError(f"{dest} is outside the folders this service may write "
+                             f"({', '.join(str(r) for r in self.roots)})")
+        return path
+
+    def set_file(self, fid: int, **fields) -> dict:
+        return self._command(lambda c: c.commands.set_file(fid, **fields))
+
+    def cancel(self, fid: int, keep_partial: bool = False) -> dict:
+        return self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
+
+    def set_limits(self, **limits) -> dict:
+        return self._command(lambda c: c.commands.set_limits(**limits))
+
+    def retry(self) -> dict:
+        return self._command(lambda c: c.commands.retry())
+
+    # ------------------------------------------------------------ reads
+
+    def _reader(self) -> Journal:
+        j = getattr(self.local, "journal", None)
+        if j is None:
+            j = self.local.journal = Journal(self.journal_path, readonly=True)
+        return j
+
+    def jobs(self) -> list[dict]:
+        out = []
+        for j in self._reader().all_jobs():
+            spec = j.pop("spec")
+            j["files"] = len(spec.get("requests", []))
+            if spec.get("source"):
+                j["source"] = {k: v for k, v in spec["source"].items() if k in ("key", "ref", "commit", "hub")}
+            out.append(j)
+        return out
+
+    def files(self, state: str | None = None, job: int | None = None) -> list[dict]:
+        return [_file_view(r) for r in self._reader().find_files(state=state, job_id=job)]
+
+    def file(self, fid: int) -> dict:
+        row = self._reader().file(fid)
+        if row is None:
+            raise LookupError(f"no file {fid}")
+        return _file_view(row)
+
+    def events_since(self, seq: int, kinds: tuple[str, ...] = ()) -> list[dict]:
+        return self._reader().events_since(seq, kinds=kinds)
+
+    def last_event(self) -> int:
+        return self._reader().last_event()
+
+
+def _file_view(row: dict) -> dict:
+    keep = ("id", "job_id", "url", "path", "state", "size", "bytes_done", "speed", "paused", "priority",
+            "max_speed", "blake3", "sha256", "error", "exit_code", "updated")
+    out = {k: row.get(k) for k in keep}
+    out["paused"] = bool(out["paused"])
+    return out
+
+
+def _select(requests: list[Request], select) -> list[Request]:
+    if select is None:
+        return requests
+    if not isinstance(select, list):
+        raise UsageError("select is a list of paths or indexes")
+    out = []
+    for item in select:
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(requests):
+            out.append(requests[item])
+        elif isinstance(item, str):
+            match = [r for r in requests if r.path == item or r.url == item]
+            if not match:
+                raise UsageError(f"select: no file {item!r} in the job")
+            out.extend(match)
+        else:
+            raise UsageError(f"select: {item!r} is not a path or an index of the job's files")
+    return list(dict.fromkeys(out))
+
+
+def _check_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    p = urlsplit(url)
+    if p.scheme not in ("http", "https") or not p.netloc:
+        raise UsageError(f"not an http(s) URL: {url!r}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -73,13 +73,15 @@ def report_problems(listing, as_json: bool, ls: bool = False) -> int:
     return code
 
 
-def _journal(path: Optional[Path], readonly: bool = True):
+def _journal(path: Optional[Path]):
+    """The journal if there is one yet (opened to write: a journal of an
+    older schema is brought up to date, as any command that writes does)."""
     from segdl.engine.journal import Journal, default_path
 
     p = Path(path) if path is not None else default_path()
     if not p.exists():
         return None
-    return Journal(p, readonly=readonly)
+    return Journal(p)
 
 
 def get_refs(refs: list[str], args: HubArgs, settings, journal_path, run: Callable, as_json: bool,

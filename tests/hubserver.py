@@ -56,6 +56,11 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def _flip(data: bytes) -> bytes:
+    """The same bytes but the last one, which is flipped."""
+    return data[:-1] + bytes([data[-1] ^ 0xFF]) if data else data
+
+
 def lfs_pointer(data: bytes) -> bytes:
     return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
             f"size {len(data)}\n").encode()
@@ -174,6 +179,7 @@ class HubServer:
         self.rate_limit_always: set[str] = set()
         self.range200_once: set[str] = set()  # sha256 of LFS blobs: one ranged request (start > 0) gets 200
         self.vanished: set[str] = set()  # repo paths listed in the tree whose resolve says EntryNotFound
+        self.corrupt: set[str] = set()  # repo paths (git) and sha256s (LFS) served with one byte flipped
         # CivitAI
         self.models: dict[int, dict] = {}
         self.collections: dict[int, tuple[str, list[int]]] = {}
@@ -344,7 +350,7 @@ class HubServer:
                               ("X-Linked-Etag", f'"{digest}"'), ("X-Linked-Size", len(data)),
                               ("ETag", f'"{git_blob_sha1(lfs_pointer(data))}"'), *common])
             return
-        h.serve_bytes(data, f'"{git_blob_sha1(data)}"', common)
+        h.serve_bytes(_flip(data) if fpath in self.corrupt else data, f'"{git_blob_sha1(data)}"', common)
 
     # ----------------------------------------------------------- CivitAI
 
@@ -440,6 +446,8 @@ class HubServer:
             if parts[1] in self.range200_once and rng.startswith("bytes=") and not rng.startswith("bytes=0-"):
                 self.range200_once.discard(parts[1])
                 ignore = True
+            if parts[1] in self.corrupt:
+                data = _flip(data)
             return h.serve_bytes(data, f'"cdn-{parts[1][:16]}"', ignore_range=ignore, rate=self.cdn_rate)
         if parts[0] == "signed" and len(parts) == 2:
             q = urllib.parse.parse_qs(rec["query"])

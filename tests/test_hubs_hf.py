@@ -328,3 +328,45 @@ def test_ls_of_a_manifest(hub, tmp_path):
     assert [(r["path"], r["state"]) for r in json_lines(p)] == [("c/config.json", "here"), ("readme.md", "here")]
     p = run_segdl(["ls", "https://example.org/x.bin"], journal)
     assert p.returncode == 2 and "not a hub reference" in p.stderr
+
+
+def test_a_journal_of_the_schema_before_hubs_is_brought_up_to_date(hub, tmp_path):
+    """A journal written by the segdl before this one (no git sha1
+    columns) takes a hub reference: ls and get migrate it, not refuse it."""
+    import sqlite3
+
+    hub.add_repo("org/model", {"a.json": (b"{}", False)})
+    journal = tmp_path / "j.sqlite"
+    assert run_segdl(["status"], journal).returncode in (0, 7)  # (7: no journal yet)
+    from segdl.engine.journal import Journal
+
+    Journal(journal).close()
+    con = sqlite3.connect(journal)
+    con.executescript("""DROP INDEX files_git_sha1; ALTER TABLE files DROP COLUMN git_sha1;
+                         ALTER TABLE files DROP COLUMN expected_git_sha1;
+                         DELETE FROM _sqlite_migrations WHERE name = 'm004_hub_sources';""")
+    con.close()
+    p = run_segdl(["ls", "hf://org/model", "-d", tmp_path / "out", "--json"], journal, env=_env(hub, tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert [r["state"] for r in json_lines(p)] == ["missing"]
+    p = run_segdl(["get", "hf://org/model", "-d", tmp_path / "out", "-q"], journal, env=_env(hub, tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "a.json").read_bytes() == b"{}"
+
+
+def test_content_other_than_listed_is_a_hash_mismatch(hub, tmp_path):
+    """A file kept in git checked by its blob sha1, an LFS file by its
+    sha256: served with one byte changed, each is hash_mismatch (exit 4),
+    its data left in the part file, the others done."""
+    hub.add_repo("org/model", FILES)
+    big = hashlib.sha256(FILES["weights/model-00002-of-00002.safetensors"][0]).hexdigest()
+    hub.corrupt |= {"config.json", big}
+    out = tmp_path / "out"
+    p = run_segdl(["get", "hf://org/model", "-d", out, "--json"], tmp_path / "j.sqlite", env=_env(hub, tmp_path))
+    assert p.returncode == 4, p.stderr
+    by = {Path(r["path"]).name: r for r in json_lines(p)}
+    assert by["config.json"]["status"] == "hash_mismatch" and "git blob sha1" in by["config.json"]["error"]
+    assert by["model-00002-of-00002.safetensors"]["status"] == "hash_mismatch"
+    assert big in by["model-00002-of-00002.safetensors"]["error"]
+    assert not (out / "config.json").exists() and (out / "config.json.segdl-part").exists()
+    assert {r["status"] for n, r in by.items() if n not in ("config.json", "model-00002-of-00002.safetensors")} == {"done"}

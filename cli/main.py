@@ -589,6 +589,13 @@ def serve(
     """
     from segdl.engine.request import Settings
 
+    try:
+        import sse_starlette  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        err.print("[red]segdl:[/] segdl serve needs its extra: pip install 'segdl[serve]'")
+        raise typer.Exit(EXIT_USAGE)
     from .serve import parse_listen, run_service
 
     if listen and socket_path:

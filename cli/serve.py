@@ -71,7 +71,9 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         port = sock.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
+        # Clients on this machine reach a wildcard address on loopback.
+        near = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        shown = f"[{near}]" if ":" in near else near
         where = {"url": f"http://{shown}:{port}"}
         if not is_loopback(host):
             say(f"warning: listening on {host}, not loopback: anyone who can reach it and has the token "
@@ -89,9 +91,17 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
         json.dump({**where, "pid": os.getpid(), "token_file": str(token_file)}, f)
     say(f"serving on {where.get('url') or where['socket']}; token in {token_file} "
         "(send it as 'Authorization: Bearer TOKEN')")
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # Shut down on SIGINT/SIGTERM, then stop the engine (below) and
+            # exit 0, instead of uvicorn re-raising the signal at its end,
+            # which would kill the process before the engine has stopped.
+            super().handle_exit(sig, frame)
+            getattr(self, "_captured_signals", []).clear()
+
     try:
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         try:
             info.unlink()
@@ -134,7 +144,10 @@ class Remote:
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
-            return resp.status, (json.loads(raw) if raw else {})
+            try:
+                return resp.status, (json.loads(raw) if raw else {})
+            except ValueError:
+                return resp.status, {"error": raw.decode("utf-8", "replace")[:500]}
         finally:
             conn.close()
 

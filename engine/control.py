@@ -106,7 +106,7 @@ class Control:
 
     def heartbeat(self) -> None:
         now = time.monotonic()
-        if now - self.c.last_heartbeat < min(1.0, self.c.s.commit_interval):
+        if now - self.c.last_heartbeat < min(self.c.s.progress_interval, self.c.s.commit_interval):
             return
         self.c.last_heartbeat = now
         durable = now - self.c.last_durable >= self.c.s.commit_interval

@@ -51,6 +51,9 @@ class Settings:
     # Seconds between synced journal commits (each makes every commit
     # before it durable): the recorded progress a power cut can lose.
     commit_interval: float = 1.0
+    # Seconds between live numbers (speed, bytes) in the journal: status,
+    # and the service's progress events.
+    progress_interval: float = 1.0
     max_unsynced: int = 32 * MiB  # per worker: pause transfers beyond this much unsynced data
     # libcurl receive buffers, all connections together (libcurl hands the
     # write callback 16 KiB at a time whatever their size: larger ones only

@@ -26,11 +26,14 @@ from .journal import Journal
 from .request import Request, Settings, request_from_spec
 
 COMMAND_TIMEOUT = 30.0  # seconds a command may wait for the loop
+PROGRESS_EVERY = 0.33  # seconds
 
 
 class Service:
     def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
-        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)))
+        # Progress events a few times a second per file (the heartbeat's).
+        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)),
+                         progress_interval=min(settings.progress_interval, PROGRESS_EVERY))
         self.roots = [Path(os.path.realpath(r)) for r in roots] or [Path(os.path.realpath(self.s.dest))]
         self.journal_path = Path(settings.journal) if settings.journal else None
         self.journal = Journal(self.journal_path, handed_over=True)  # the loop's (the only writer)

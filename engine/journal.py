@@ -274,7 +274,154 @@ def _journal_errors(path: Path) -> Iterator[None]:
         raise JournalError(f"journal {path} is unusable ({e}); move it aside to start afresh") from e
 
 
-class Journal:
+class JournalQueries:
+    """The journal's reads (no transaction, no write): what status, ls,
+    the service's API and the engine ask of it."""
+
+    db: "_Db"
+    path: Path
+
+    def control_state(self, job_ids: list[int]) -> tuple[dict[str, Any], dict[int, int]]:
+        """What other processes asked of running jobs: the limits (of the
+        oldest job), and the paused flag of each of their files."""
+        marks = ", ".join("?" * len(job_ids))
+        with _journal_errors(self.path):
+            job = list(self.db.query(
+                f"SELECT max_speed, max_file_speed FROM jobs WHERE id IN ({marks}) ORDER BY id LIMIT 1", job_ids))
+            paused = {r["id"]: r["paused"] for r in self.db.query(
+                f"SELECT id, paused FROM files WHERE job_id IN ({marks})", job_ids)}
+            return (job[0] if job else {}), paused
+
+    def resolve_targets(self, target: str) -> list[dict[str, Any]]:
+        """Files matching TARGET: a file id, an absolute or relative path, a
+        URL, or a collection name (every file of it)."""
+        with _journal_errors(self.path):
+            if target.isdigit():
+                rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [int(target)]))
+                if rows:
+                    return rows
+            ap = os.path.abspath(target)
+            rows = list(self.db.query(
+                "SELECT * FROM files WHERE path = ? OR path = ? OR url = ? ORDER BY id", [target, ap, target]))
+            if rows:
+                return rows
+            return list(self.db.query(
+                """SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id
+                   WHERE j.collection = ? ORDER BY f.id""", [target]))
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            return list(self.db.query("SELECT * FROM jobs WHERE state = 'running' AND pid IS NOT NULL"))
+
+    def all_jobs(self) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            out = []
+            for r in self.db.query("SELECT * FROM jobs ORDER BY id"):
+                r = dict(r)
+                r["spec"] = json.loads(r["spec"])
+                out.append(r)
+            return out
+
+    def file_by_path(self, path: Path) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT * FROM files WHERE path = ?", [str(path)]))
+            return rows[0] if rows else None
+
+    def files_with_digest(self, blake3: str | None, sha256: str | None,
+                          git_sha1: str | None = None) -> list[dict[str, Any]]:
+        """Finished files whose recorded digest matches."""
+        with _journal_errors(self.path):
+            rows = []
+            if git_sha1:
+                rows += list(self.db.query(
+                    "SELECT * FROM files WHERE git_sha1 = ? AND state IN ('done', 'skipped')", [git_sha1.lower()]))
+            if blake3:
+                rows += list(self.db.query(
+                    "SELECT * FROM files WHERE blake3 = ? AND state IN ('done', 'skipped')", [blake3.lower()]))
+            if sha256:
+                rows += list(self.db.query(
+                    "SELECT * FROM files WHERE sha256 = ? AND state IN ('done', 'skipped')", [sha256.lower()]))
+            return rows
+
+    def done_bytes(self, file_id: int) -> int:
+        """Durable bytes of a file (its segments' ``done``)."""
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT COALESCE(SUM(done), 0) AS n FROM segments WHERE file_id = ?", [file_id]))
+            return rows[0]["n"] if rows else 0
+
+    def files(self, job_id: int | None = None) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            if job_id is None:
+                return list(self.db.query("SELECT * FROM files ORDER BY id"))
+            return list(self.db.query("SELECT * FROM files WHERE job_id = ? ORDER BY id", [job_id]))
+
+    def last_source(self, key: str) -> dict[str, Any] | None:
+        """The ``source`` (a hub reference and the commit it was pinned
+        to) of the latest job started from the reference ``key``."""
+        with _journal_errors(self.path):
+            for r in self.db.query(
+                    "SELECT spec FROM jobs WHERE json_extract(spec, '$.source.key') = ? ORDER BY id DESC LIMIT 1",
+                    [key]):
+                return json.loads(r["spec"]).get("source")
+            return None
+
+    def segments(self, file_id: int) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            return list(
+                self.db.query('SELECT id, start, "end", done FROM segments WHERE file_id = ? ORDER BY start', [file_id])
+            )
+
+    def events_since(self, seq: int, limit: int = 500, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Events after ``seq``, oldest first (``data`` decoded)."""
+        sql = "SELECT * FROM events WHERE seq > ?"
+        params: list[Any] = [seq]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params += list(kinds)
+        with _journal_errors(self.path):
+            rows = list(self.db.query(sql + " ORDER BY seq LIMIT ?", [*params, limit]))
+        for r in rows:
+            r["data"] = json.loads(r["data"])
+        return rows
+
+    def last_event(self) -> int:
+        with _journal_errors(self.path):
+            rows = list(self.db.query("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))
+            return rows[0]["n"]
+
+    def file(self, file_id: int) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            rows = list(self.db.query(
+                """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
+                   FROM files f WHERE f.id = ?""", [file_id]))
+            return rows[0] if rows else None
+
+    def find_files(self, state: str | None = None, job_id: int | None = None) -> list[dict[str, Any]]:
+        """Files with their durable bytes, by state and job."""
+        sql = """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
+                 FROM files f WHERE 1 = 1"""
+        params: list[Any] = []
+        if state is not None:
+            sql += " AND f.state = ?"
+            params.append(state)
+        if job_id is not None:
+            sql += " AND f.job_id = ?"
+            params.append(job_id)
+        with _journal_errors(self.path):
+            return list(self.db.query(sql + " ORDER BY f.id", params))
+
+    def status_rows(self) -> list[dict[str, Any]]:
+        with _journal_errors(self.path):
+            return list(
+                self.db.query(
+                    """SELECT f.*, j.collection, j.state AS job_state, j.pid AS job_pid, j.heartbeat,
+                              (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
+                       FROM files f LEFT JOIN jobs j ON j.id = f.job_id ORDER BY f.id"""
+                )
+            )
+
+
+class Journal(JournalQueries):
     def __init__(self, path: Path | str | None = None, *, readonly: bool = False,
                  handed_over: bool = False) -> None:
         """``handed_over``: made on one thread, then used on another (one at
@@ -387,17 +534,6 @@ class Journal:
                     [(sp, rc, json.dumps(m) if m else None, fid) for fid, (sp, rc, m) in live.items()],
                 )
 
-    def control_state(self, job_ids: list[int]) -> tuple[dict[str, Any], dict[int, int]]:
-        """What other processes asked of running jobs: the limits (of the
-        oldest job), and the paused flag of each of their files."""
-        marks = ", ".join("?" * len(job_ids))
-        with _journal_errors(self.path):
-            job = list(self.db.query(
-                f"SELECT max_speed, max_file_speed FROM jobs WHERE id IN ({marks}) ORDER BY id LIMIT 1", job_ids))
-            paused = {r["id"]: r["paused"] for r in self.db.query(
-                f"SELECT id, paused FROM files WHERE job_id IN ({marks})", job_ids)}
-            return (job[0] if job else {}), paused
-
     def drop_provisional(self, path: Path, keep: int) -> None:
         """A file registered under the name its URL gave it started under
         another (the server named it): its provisional row goes."""
@@ -409,70 +545,7 @@ class Journal:
         with self.atomic() as db:
             db.conn.executemany("UPDATE files SET paused = ? WHERE id = ?", [(int(paused), f) for f in file_ids])
 
-    def resolve_targets(self, target: str) -> list[dict[str, Any]]:
-        """Files matching TARGET: a file id, an absolute or relative path, a
-        URL, or a collection name (every file of it)."""
-        with _journal_errors(self.path):
-            if target.isdigit():
-                rows = list(self.db.query("SELECT * FROM files WHERE id = ?", [int(target)]))
-                if rows:
-                    return rows
-            ap = os.path.abspath(target)
-            rows = list(self.db.query(
-                "SELECT * FROM files WHERE path = ? OR path = ? OR url = ? ORDER BY id", [target, ap, target]))
-            if rows:
-                return rows
-            return list(self.db.query(
-                """SELECT f.* FROM files f JOIN jobs j ON j.id = f.job_id
-                   WHERE j.collection = ? ORDER BY f.id""", [target]))
-
-    def running_jobs(self) -> list[dict[str, Any]]:
-        with _journal_errors(self.path):
-            return list(self.db.query("SELECT * FROM jobs WHERE state = 'running' AND pid IS NOT NULL"))
-
-    def all_jobs(self) -> list[dict[str, Any]]:
-        with _journal_errors(self.path):
-            out = []
-            for r in self.db.query("SELECT * FROM jobs ORDER BY id"):
-                r = dict(r)
-                r["spec"] = json.loads(r["spec"])
-                out.append(r)
-            return out
-
     # ------------------------------------------------------------- files
-
-    def file_by_path(self, path: Path) -> dict[str, Any] | None:
-        with _journal_errors(self.path):
-            rows = list(self.db.query("SELECT * FROM files WHERE path = ?", [str(path)]))
-            return rows[0] if rows else None
-
-    def files_with_digest(self, blake3: str | None, sha256: str | None,
-                          git_sha1: str | None = None) -> list[dict[str, Any]]:
-        """Finished files whose recorded digest matches."""
-        with _journal_errors(self.path):
-            rows = []
-            if git_sha1:
-                rows += list(self.db.query(
-                    "SELECT * FROM files WHERE git_sha1 = ? AND state IN ('done', 'skipped')", [git_sha1.lower()]))
-            if blake3:
-                rows += list(self.db.query(
-                    "SELECT * FROM files WHERE blake3 = ? AND state IN ('done', 'skipped')", [blake3.lower()]))
-            if sha256:
-                rows += list(self.db.query(
-                    "SELECT * FROM files WHERE sha256 = ? AND state IN ('done', 'skipped')", [sha256.lower()]))
-            return rows
-
-    def done_bytes(self, file_id: int) -> int:
-        """Durable bytes of a file (its segments' ``done``)."""
-        with _journal_errors(self.path):
-            rows = list(self.db.query("SELECT COALESCE(SUM(done), 0) AS n FROM segments WHERE file_id = ?", [file_id]))
-            return rows[0]["n"] if rows else 0
-
-    def files(self, job_id: int | None = None) -> list[dict[str, Any]]:
-        with _journal_errors(self.path):
-            if job_id is None:
-                return list(self.db.query("SELECT * FROM files ORDER BY id"))
-            return list(self.db.query("SELECT * FROM files WHERE job_id = ? ORDER BY id", [job_id]))
 
     def put_file(self, job_id: int, url: str, path: Path, **fields: Any) -> int:
         """Create the row for ``path`` (or take it over for this job)."""
@@ -513,16 +586,6 @@ class Journal:
                 "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, git_sha1 = ?, updated = ? WHERE id = ?",
                 [(b3, sha, git, now, fid) for fid, b3, sha, git in items])
 
-    def last_source(self, key: str) -> dict[str, Any] | None:
-        """The ``source`` (a hub reference and the commit it was pinned
-        to) of the latest job started from the reference ``key``."""
-        with _journal_errors(self.path):
-            for r in self.db.query(
-                    "SELECT spec FROM jobs WHERE json_extract(spec, '$.source.key') = ? ORDER BY id DESC LIMIT 1",
-                    [key]):
-                return json.loads(r["spec"]).get("source")
-            return None
-
     def mark_done(self, items: list[tuple[int, float, int]]) -> None:
         """(file id, mtime, size) of files renamed into place."""
         now = time.time()
@@ -532,12 +595,6 @@ class Journal:
                 [(mtime, size, now, fid) for fid, mtime, size in items])
 
     # ---------------------------------------------------------- segments
-
-    def segments(self, file_id: int) -> list[dict[str, Any]]:
-        with _journal_errors(self.path):
-            return list(
-                self.db.query('SELECT id, start, "end", done FROM segments WHERE file_id = ? ORDER BY start', [file_id])
-            )
 
     def replace_segments(self, file_id: int, ranges: list[tuple[int, int | None]], **file_fields: Any) -> list[int]:
         """Start a file over: forget its segments, record a fresh plan and
@@ -587,24 +644,6 @@ class Journal:
 
     # ------------------------------------------------------------- events
 
-    def events_since(self, seq: int, limit: int = 500, kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """Events after ``seq``, oldest first (``data`` decoded)."""
-        sql = "SELECT * FROM events WHERE seq > ?"
-        params: list[Any] = [seq]
-        if kinds:
-            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
-            params += list(kinds)
-        with _journal_errors(self.path):
-            rows = list(self.db.query(sql + " ORDER BY seq LIMIT ?", [*params, limit]))
-        for r in rows:
-            r["data"] = json.loads(r["data"])
-        return rows
-
-    def last_event(self) -> int:
-        with _journal_errors(self.path):
-            rows = list(self.db.query("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))
-            return rows[0]["n"]
-
     def prune_progress(self, older_than: float) -> None:
         """Progress events are many and only the latest of each file
         matters after a while: drop the old ones (state events stay: they
@@ -612,33 +651,3 @@ class Journal:
         with self.atomic() as db:
             db.execute("DELETE FROM events WHERE kind = 'progress' AND time < ?", [older_than])
 
-    def file(self, file_id: int) -> dict[str, Any] | None:
-        with _journal_errors(self.path):
-            rows = list(self.db.query(
-                """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
-                   FROM files f WHERE f.id = ?""", [file_id]))
-            return rows[0] if rows else None
-
-    def find_files(self, state: str | None = None, job_id: int | None = None) -> list[dict[str, Any]]:
-        """Files with their durable bytes, by state and job."""
-        sql = """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
-                 FROM files f WHERE 1 = 1"""
-        params: list[Any] = []
-        if state is not None:
-            sql += " AND f.state = ?"
-            params.append(state)
-        if job_id is not None:
-            sql += " AND f.job_id = ?"
-            params.append(job_id)
-        with _journal_errors(self.path):
-            return list(self.db.query(sql + " ORDER BY f.id", params))
-
-    def status_rows(self) -> list[dict[str, Any]]:
-        with _journal_errors(self.path):
-            return list(
-                self.db.query(
-                    """SELECT f.*, j.collection, j.state AS job_state, j.pid AS job_pid, j.heartbeat,
-                              (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
-                       FROM files f LEFT JOIN jobs j ON j.id = f.job_id ORDER BY f.id"""
-                )
-            )

@@ -622,6 +622,53 @@ def serve(
                                  allow_hosts=list(allow_host), allow_origins=list(allow_origin), say=say))
 
 
+@app.command()
+def ui(
+    urls: List[str] = typer.Argument(None, help="URLs or one hub reference (hf://..., civitai://...)."),
+    input_file: Optional[Path] = typer.Option(None, "-i", "--input-file", help="aria2 input file or JSON collection manifest."),
+    dest: Optional[Path] = typer.Option(None, "-d", "--dir", help="Target folder (default: . here; with --attach, the service's)."),
+    attach: bool = typer.Option(False, "--attach", help="Drive the segdl serve running on this journal instead of an engine of its own."),
+    connections: int = typer.Option(16, "-x", "--connections", min=1, max=1024, help="Connections per file."),
+    concurrent: int = typer.Option(5, "-j", "--concurrent", min=1, help="Files downloading at once."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Worker processes."),
+    journal: Optional[Path] = JournalOpt,
+) -> None:
+    """Download in a terminal UI: pick files, watch, pause, limit.
+
+    A collection (-i FILE, a hub reference, several URLs) opens a picker
+    first: each file with its size and whether it is here, partly here
+    or missing; space takes or leaves one, enter starts.  Then each file's
+    progress, with keys: space pause/resume, + and - priority, l a speed
+    limit, d drop, r retry the failures, a add a URL, q quit (the job
+    stays resumable).  Without arguments it shows the unfinished jobs.
+
+    \b
+    Examples:
+      segdl ui -i collection.json -d models
+      segdl ui hf://org/name -d models
+      segdl ui --attach
+    """
+    try:
+        import textual  # noqa: F401
+    except ImportError:
+        err.print("[red]segdl:[/] segdl ui needs its extra: pip install 'segdl[ui]'")
+        raise typer.Exit(EXIT_USAGE)
+    from segdl.engine.request import Settings
+
+    from .ui import ClientError, run_ui
+
+    settings = Settings(dest=dest or Path("."), connections=connections, concurrent_files=concurrent,
+                        workers=workers, journal=journal)
+    try:
+        code = run_ui(list(urls or []), input_file, settings, attached=attach, dest_given=dest is not None)
+    except ClientError as e:
+        err.print(f"[red]segdl:[/] {e.message}", highlight=False)
+        raise typer.Exit(EXIT_USAGE)
+    except SegdlError as e:
+        raise _fail(e)
+    raise typer.Exit(code)
+
+
 from .bench import bench as _bench  # noqa: E402  (imports its engine part lazily)
 from .demo import demo as _demo  # noqa: E402
 

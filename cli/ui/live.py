@@ -1,0 +1,212 @@
+"""The live screen: the job's total, a table of its files (name, size,
+state, progress, speed, ETA, limit, priority, mirror, error) refreshed from
+the engine a few times a second, and the keys that change a file or the
+job while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from . import fmt
+from .client import ClientError
+from .dialogs import ConfirmDialog, LimitDialog, UrlDialog
+
+COLUMNS = ("name", "size", "state", "progress", "speed", "eta", "limit", "prio", "mirror", "error")
+STYLES = {"done": "green", "skipped": "green", "failed": "red", "hash_mismatch": "red", "paused": "yellow",
+          "removed": "dim", "downloading": "cyan"}
+
+
+def shown_state(f: dict) -> str:
+    return "paused" if f.get("paused") and f["state"] not in fmt.FINAL else f["state"]
+
+
+def cells(f: dict, name: str) -> dict[str, object]:
+    """One file's row of the table."""
+    state = shown_state(f)
+    done = fmt.done_bytes(f)
+    speed = fmt.live_speed(f)
+    size = f.get("size")
+    eta = fmt.eta(None if size is None else size - done, speed)
+    return {
+        "name": Text(name),
+        "size": Text(fmt.size(size), justify="right"),
+        "state": Text(state, style=STYLES.get(state, "")),
+        "progress": Text("" if state == "removed" else fmt.bar(done, size)),
+        "speed": Text(fmt.rate(speed), justify="right"),
+        "eta": Text(fmt.duration(eta), justify="right"),
+        "limit": Text(fmt.rate(f.get("max_speed")), justify="right"),
+        "prio": Text(str(f.get("priority") or 0), justify="right"),
+        "mirror": Text(fmt.mirror(f)),
+        "error": Text(f.get("error") or "", style="red"),
+    }
+
+
+class LiveScreen(Screen):
+    """The files of ``jobs`` (more join: a URL added, a retry)."""
+
+    BINDINGS = [
+        Binding("space", "pause", "pause/resume"),
+        Binding("plus", "priority(1)", "prio+", key_display="+"),
+        Binding("minus", "priority(-1)", "prio-", key_display="-"),
+        Binding("l", "limit", "limit"),
+        Binding("d", "drop", "drop"),
+        Binding("r", "retry", "retry failed"),
+        Binding("a", "add", "add URL"),
+        Binding("q", "quit", "quit"),
+    ]
+    DEFAULT_CSS = """
+    LiveScreen #totals { height: 1; padding: 0 1; text-style: bold; }
+    LiveScreen DataTable { height: 1fr; }
+    """
+
+    def __init__(self, client, jobs: set[int], poll: float = 0.5) -> None:
+        super().__init__()
+        self.client = client
+        self.jobs = set(jobs)
+        self.poll = poll
+        self.rows: dict[int, dict] = {}  # file id -> its latest view
+        self.dests: dict[int, str] = {}  # job id -> its folder
+        self._polling = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="totals", markup=False)
+        yield DataTable(cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key in COLUMNS:
+            table.add_column(key, key=key)
+        await self.refresh_files()
+        self.set_interval(self.poll, self.refresh_files)
+
+    # ------------------------------------------------------------ reading
+
+    def label(self, f: dict) -> str:
+        dest = self.dests.get(f["job_id"])
+        path = f["path"]
+        if dest and path.startswith(dest.rstrip(os.sep) + os.sep):
+            return path[len(dest.rstrip(os.sep)) + 1:]
+        return os.path.basename(path)
+
+    async def refresh_files(self) -> None:
+        if self._polling:
+            return  # the last look is still running
+        self._polling = True
+        try:
+            files = await asyncio.to_thread(self._files)
+        except ClientError as e:
+            self.query_one("#totals", Static).update(f"segdl: {e.message}")
+            return
+        finally:
+            self._polling = False
+        self._show(files)
+
+    def _files(self) -> list[dict]:
+        files = [f for f in self.client.files() if f["job_id"] in self.jobs]
+        if any(f["job_id"] not in self.dests for f in files):
+            self.dests = {j["id"]: j["dest"] for j in self.client.jobs()}
+        return files
+
+    def _show(self, files: list[dict]) -> None:
+        table = self.query_one(DataTable)
+        for f in files:
+            row = cells(f, self.label(f))
+            key = str(f["id"])
+            if f["id"] in self.rows:
+                old = cells(self.rows[f["id"]], self.label(self.rows[f["id"]]))
+                for column, value in row.items():
+                    if value != old[column]:
+                        table.update_cell(key, column, value, update_width=True)
+            else:
+                table.add_row(*(row[c] for c in COLUMNS), key=key)
+            self.rows[f["id"]] = f
+        jobs = ", ".join(str(j) for j in sorted(self.jobs)) or "none"
+        self.query_one("#totals", Static).update(f"job {jobs} · {fmt.totals(files).line()}")
+
+    def current_file(self) -> dict | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        return self.rows.get(int(key))
+
+    # ------------------------------------------------------------ acting
+
+    async def _do(self, fn, *args, **kwargs):
+        """A command to the engine, off the UI's thread; its refusal is a
+        notification, not a crash."""
+        try:
+            answer = await asyncio.to_thread(fn, *args, **kwargs)
+        except ClientError as e:
+            self.notify(e.message, severity="error", timeout=6)
+            return None
+        await self.refresh_files()
+        return answer
+
+    async def action_pause(self) -> None:
+        f = self.current_file()
+        if f is not None:
+            await self._do(self.client.set_file, f["id"], paused=not f["paused"])
+
+    async def action_priority(self, step: int) -> None:
+        f = self.current_file()
+        if f is not None:
+            await self._do(self.client.set_file, f["id"], priority=(f.get("priority") or 0) + step)
+
+    def action_limit(self) -> None:
+        f = self.current_file()
+        if f is None:
+            return
+
+        async def chosen(answer) -> None:
+            if answer is None:
+                return
+            scope, value = answer
+            if scope == "file":
+                await self._do(self.client.set_file, f["id"], max_speed=value)
+            else:
+                await self._do(self.client.set_limits, max_speed=value)
+                self.notify(f"the job's limit: {fmt.rate(value) or 'none'}")
+
+        self.app.push_screen(LimitDialog(self.label(f)), chosen)
+
+    def action_drop(self) -> None:
+        f = self.current_file()
+        if f is None or f["state"] in fmt.FINAL:
+            return
+
+        async def confirmed(yes) -> None:
+            if yes:
+                await self._do(self.client.cancel, f["id"])
+
+        self.app.push_screen(ConfirmDialog(f"Drop {self.label(f)} and delete its partial data?"), confirmed)
+
+    async def action_retry(self) -> None:
+        answer = await self._do(self.client.retry)
+        if answer is not None:
+            added = [j["job"] for j in answer.get("jobs", [])]
+            self.jobs.update(added)
+            self.notify(f"retrying the failures: job {', '.join(map(str, added))}" if added else "no failures")
+            await self.refresh_files()
+
+    def action_add(self) -> None:
+        async def chosen(url) -> None:
+            if url:
+                answer = await self._do(self.client.add_job, {"urls": [url]})
+                if answer is not None:
+                    self.jobs.add(answer["job"])
+                    await self.refresh_files()
+
+        self.app.push_screen(UrlDialog(), chosen)
+
+    def action_quit(self) -> None:
+        self.app.exit()

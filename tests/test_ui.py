@@ -132,7 +132,7 @@ def test_space_pauses_the_file_for_real_and_space_again_resumes_it(slow, where):
     run(scenario)
 
 
-def test_priority_and_limits_from_the_keys_reach_the_journal(slow, where):
+def test_priority_and_limits_from_the_keys_reach_the_engine(slow, where):
     dest, journal = where
 
     async def scenario():
@@ -147,9 +147,13 @@ def test_priority_and_limits_from_the_keys_reach_the_journal(slow, where):
                 assert state(journal, 1)[2] == 0
                 await pilot.press("l", *"100K", "enter")  # the file's limit
                 await until(pilot, lambda: state(journal, 2)[3] == 100 * KiB)
+                # ... and it holds: the file's speed (the engine's, in the journal) comes down to it
+                await until(pilot, lambda: (one(journal, "SELECT speed FROM files WHERE id = 2") or 1e9) < 150 * KiB)
                 await pilot.press("l", *"1M")
                 await pilot.click("#job")  # the whole job's
                 await until(pilot, lambda: one(journal, "SELECT max_speed FROM jobs WHERE id = 1") == MiB)
+                await until(pilot, lambda: "limit 1.0 MiB/s" in str(app.live.query_one("#totals").render()))
+                assert "100.0 KiB/s" in str(app.live.query_one("DataTable").get_row("2"))
                 await pilot.press("l", *"fast", "enter")  # not a rate: the dialog says so and stays
                 assert "not a rate" in str(app.screen.query_one("#problem").render())
                 await pilot.press("escape")
@@ -442,3 +446,46 @@ def test_segdl_ui_help_reads_well_at_80_columns():
     lines = _help("ui").splitlines()
     assert all(len(line) <= 80 for line in lines)
     assert any(line.strip().startswith("segdl ui --attach") for line in lines)
+
+
+def test_the_picker_of_a_hub_reference_takes_the_chosen_files_only(where, tmp_path, monkeypatch):
+    from hubserver import HubServer
+
+    dest, journal = where
+    files = {"config.json": (b'{"model_type": "test"}\n', False), "README.md": (b"# a model\n", False),
+             "model.safetensors": (bytes(range(256)) * 1024, True)}
+    with HubServer() as hub:
+        hub.add_repo("org/model", files)
+        monkeypatch.setenv("HF_ENDPOINT", hub.hub_url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        c = sources.from_ref("hf://org/model", dest, journal, attached=False)
+        paths = [e.path for e in c.entries]
+        assert sorted(paths) == sorted(files) and all(e.state == "missing" for e in c.entries)
+        assert {e.path: e.size for e in c.entries}["model.safetensors"] == 256 * 1024
+        leave = paths.index("README.md")
+
+        async def scenario():
+            with local_engine(settings(dest, journal), [dest]) as client:
+                app = SegdlUI(client, collection=c, poll=0.2)
+                async with app.run_test(size=TERMINAL) as pilot:
+                    await pilot.pause()
+                    await pilot.press(*["down"] * leave, "space", "enter")
+                    await until(pilot, lambda: len(done_files(journal)) == 2)
+                    await pilot.press("q")
+
+        run(scenario)
+    assert sorted(Path(p).name for p in done_files(journal)) == sorted(set(files) - {"README.md"})
+    assert not (dest / "README.md").exists()
+    assert (dest / "model.safetensors").read_bytes() == files["model.safetensors"][0]
+
+
+def test_an_aria2_input_file_is_a_collection_too(fast, where, tmp_path):
+    dest, journal = where
+    text = "".join(f"{fast.url(n)}\n  out=x/{n}\n" for n in ("a.bin", "b.bin"))
+    (tmp_path / "in.txt").write_text(text)
+    c = sources.from_file(tmp_path / "in.txt", dest, journal, attached=False)
+    assert c.body == {"aria2": text} and [e.path for e in c.entries] == ["x/a.bin", "x/b.bin"]
+    assert c.job([1]) == {"aria2": text, "select": [1]} and c.job([0, 1]) == {"aria2": text}
+    attached = sources.from_file(tmp_path / "in.txt", dest, journal, attached=True)
+    assert attached.body["dest"] == str(dest.absolute())

@@ -50,12 +50,14 @@ def run_ui(urls: list[str], input_file: Path | None, settings, *, attached: bool
     from .app import SegdlUI
 
     dest, journal = Path(settings.dest), settings.journal
+    remote = attach(journal) if attached else None  # before listing anything: is it there?
     try:
         collection, body = _plan(urls, input_file, dest, journal, attached and dest_given, settings.transfer)
     except SegdlError as e:
         raise ClientError(e.message) from None
-    if attached:
-        app = SegdlUI(attach(journal), collection=collection, body=body)
+    if remote is not None:
+        fields = {"dest": str(dest.absolute())} if dest_given else {}
+        app = SegdlUI(remote, collection=collection, body=body, job_fields=fields)
         app.run()
         return app.return_code or 0
     dest.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ class SegdlUI(App):
     ENABLE_COMMAND_PALETTE = False
 
     def __init__(self, client, *, collection: Collection | None = None, body: dict | None = None,
-                 poll: float = 0.5) -> None:
+                 poll: float = 0.5, job_fields: dict | None = None) -> None:
         super().__init__()
         self.client, self.collection, self.body, self.poll = client, collection, body, poll
+        self.job_fields = job_fields  # of the jobs added later (a URL): their dest
         self.live: LiveScreen | None = None
 
     async def on_mount(self) -> None:
@@ -55,5 +56,5 @@ class SegdlUI(App):
         self._live({answer["job"]})
 
     def _live(self, jobs: set[int]) -> None:
-        self.live = LiveScreen(self.client, jobs, poll=self.poll)
+        self.live = LiveScreen(self.client, jobs, poll=self.poll, job_fields=self.job_fields)
         self.push_screen(self.live)

@@ -67,13 +67,15 @@ class LiveScreen(Screen):
     LiveScreen DataTable { height: 1fr; }
     """
 
-    def __init__(self, client, jobs: set[int], poll: float = 0.5) -> None:
+    def __init__(self, client, jobs: set[int], poll: float = 0.5, job_fields: dict | None = None) -> None:
         super().__init__()
         self.client = client
+        self.job_fields = dict(job_fields or {})  # of a URL added with a (its dest, attached)
         self.jobs = set(jobs)
         self.poll = poll
         self.rows: dict[int, dict] = {}  # file id -> its latest view
         self.dests: dict[int, str] = {}  # job id -> its folder
+        self.limit = 0  # the job's speed limit (bytes/s, 0: none)
         self._polling = False
 
     def compose(self) -> ComposeResult:
@@ -111,10 +113,10 @@ class LiveScreen(Screen):
         self._show(files)
 
     def _files(self) -> list[dict]:
-        files = [f for f in self.client.files() if f["job_id"] in self.jobs]
-        if any(f["job_id"] not in self.dests for f in files):
-            self.dests = {j["id"]: j["dest"] for j in self.client.jobs()}
-        return files
+        jobs = [j for j in self.client.jobs() if j["id"] in self.jobs]
+        self.dests = {j["id"]: j["dest"] for j in jobs}
+        self.limit = max((j.get("max_speed") or 0 for j in jobs), default=0)
+        return [f for f in self.client.files() if f["job_id"] in self.jobs]
 
     def _show(self, files: list[dict]) -> None:
         table = self.query_one(DataTable)
@@ -130,7 +132,8 @@ class LiveScreen(Screen):
                 table.add_row(*(row[c] for c in COLUMNS), key=key)
             self.rows[f["id"]] = f
         jobs = ", ".join(str(j) for j in sorted(self.jobs)) or "none"
-        self.query_one("#totals", Static).update(f"job {jobs} · {fmt.totals(files).line()}")
+        limit = f" · limit {fmt.rate(self.limit)}" if self.limit else ""
+        self.query_one("#totals", Static).update(f"job {jobs} · {fmt.totals(files).line()}{limit}")
 
     def current_file(self) -> dict | None:
         table = self.query_one(DataTable)
@@ -201,7 +204,7 @@ class LiveScreen(Screen):
     def action_add(self) -> None:
         async def chosen(url) -> None:
             if url:
-                answer = await self._do(self.client.add_job, {"urls": [url]})
+                answer = await self._do(self.client.add_job, {"urls": [url], **self.job_fields})
                 if answer is not None:
                     self.jobs.add(answer["job"])
                     await self.refresh_files()

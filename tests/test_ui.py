@@ -489,3 +489,21 @@ def test_an_aria2_input_file_is_a_collection_too(fast, where, tmp_path):
     assert c.job([1]) == {"aria2": text, "select": [1]} and c.job([0, 1]) == {"aria2": text}
     attached = sources.from_file(tmp_path / "in.txt", dest, journal, attached=True)
     assert attached.body["dest"] == str(dest.absolute())
+
+
+def test_the_picker_shows_what_the_listing_said(where):
+    """(No engine needed: the picker asks nothing of it before enter.)"""
+    c = sources.Collection("loras", {"ref": "civitai://collection/1"},
+                           (sources.Entry(0, "a.safetensors", "https://h/a", 10, "partial", 4),),
+                           ("model 7: archived, no file to download",))
+
+    async def scenario():
+        app = SegdlUI(None, collection=c)
+        async with app.run_test(size=TERMINAL) as pilot:
+            await pilot.pause()
+            assert [str(n.render()) for n in app.screen.query(".note")] == ["model 7: archived, no file to download"]
+            assert "4 B" in str(app.screen.query_one("DataTable").get_row("0"))  # the bytes a partial one has
+            await pilot.press("q")
+            await until(pilot, lambda: not app.is_running)
+
+    run(scenario)

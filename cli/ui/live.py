@@ -116,7 +116,7 @@ class LiveScreen(Screen):
         jobs = [j for j in self.client.jobs() if j["id"] in self.jobs]
         self.dests = {j["id"]: j["dest"] for j in jobs}
         self.limit = max((j.get("max_speed") or 0 for j in jobs), default=0)
-        return [f for f in self.client.files() if f["job_id"] in self.jobs]
+        return [f for job in sorted(self.jobs) for f in self.client.files(job=job)]
 
     def _show(self, files: list[dict]) -> None:
         table = self.query_one(DataTable)

@@ -30,6 +30,7 @@ class PickerScreen(Screen):
     DEFAULT_CSS = """
     PickerScreen #title { height: 1; padding: 0 1; text-style: bold; }
     PickerScreen #summary { height: 1; padding: 0 1; }
+    PickerScreen .note { height: auto; padding: 0 1; color: $warning; }
     PickerScreen DataTable { height: 1fr; }
     """
 
@@ -44,6 +45,8 @@ class PickerScreen(Screen):
             counts[e.state] = counts.get(e.state, 0) + 1
         states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         yield Static(f"{self.collection.title}: {states}", id="title", markup=False)
+        for note in self.collection.notes:
+            yield Static(note, classes="note", markup=False)
         yield DataTable(cursor_type="row", zebra_stripes=True)
         yield Static("", id="summary")
         yield Footer()

@@ -27,6 +27,7 @@ class Collection:
     title: str
     body: dict  # the job, without ``select``
     entries: tuple[Entry, ...]
+    notes: tuple[str, ...] = ()  # what the listing said: a moved branch, a model that gives no file
 
     def job(self, selected: list[int]) -> dict:
         """The job of the chosen entries (all of them: no ``select``)."""
@@ -56,11 +57,12 @@ def _presence(journal_path: Path | None, dest: Path, requests) -> list:
             journal.close()
 
 
-def _collection(title: str, body: dict, requests, dest: Path, journal_path: Path | None) -> Collection:
+def _collection(title: str, body: dict, requests, dest: Path, journal_path: Path | None,
+                notes: tuple[str, ...] = ()) -> Collection:
     states = _presence(journal_path, dest, requests)
     entries = tuple(Entry(i, p.path, p.url, p.size if p.size is not None else r.size, p.state, p.done)
                     for i, (p, r) in enumerate(zip(states, requests)))
-    return Collection(title, body, entries)
+    return Collection(title, body, entries, notes)
 
 
 def _dest_field(dest: Path | None) -> dict:
@@ -102,4 +104,6 @@ def from_ref(ref: str, dest: Path, journal_path: Path | None, *, attached: bool,
 
     listing = resolve(ref, HubOptions(dest=Path(dest).absolute(), transfer=transfer))
     body = {"ref": ref, **_dest_field(dest if attached else None)}
-    return _collection(listing.collection or ref, body, list(listing.requests), Path(listing.dest), journal_path)
+    notes = (*listing.notes, *(f"{p.what}: {p.error.message}" for p in listing.problems))
+    return _collection(listing.collection or ref, body, list(listing.requests), Path(listing.dest), journal_path,
+                       notes)

@@ -382,6 +382,13 @@ def status(
         j.close()
     except SegdlError as e:
         raise _fail(e)
+    if not as_json:
+        from .serve import find_service
+
+        remote = find_service(journal)
+        if remote is not None:  # it keeps this journal live, three times a second
+            err.print(f"segdl: segdl serve runs these jobs at {remote.url or remote.socket_path}",
+                      highlight=False, markup=False)
     if collection is not None:
         rows = [r for r in rows if r["collection"] == collection]
     out = []

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import JournalError
+from .errors import JournalError, StorageError
 
 # The schema's migrations, in order.  They are applied with sqlite-utils
 # ``Migrations``; sqlite-utils itself is loaded only when one is pending
@@ -271,6 +271,13 @@ def _journal_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as e:
+        # A full disk or an I/O error is the disk's trouble, not a broken
+        # journal: exit 6, and nothing to move aside.
+        code = getattr(e, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL:
+            raise StorageError(f"cannot write the journal {path}: no space left on device") from e
+        if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+            raise StorageError(f"cannot write the journal {path}: I/O error") from e
         raise JournalError(f"journal {path} is unusable ({e}); move it aside to start afresh") from e
 
 

@@ -93,9 +93,10 @@ def test_up_to_three_cuts_then_the_same_command_finishes(collection, tmp_path, s
     r = power_trial(Job(mirror, sources, extra=extra), tmp_path, seed * 7919 + len(mode))
     assert not r.problems, describe(r)
     assert r.final_rc == 0 and r.final_ok
-    # Each cut re-fetches at most the collection once (it is smaller than
-    # the kill -9 bound; test_power_cut_loses_about_a_second bounds it).
-    assert r.redownloaded <= len(r.cuts) * r.needed, describe(r)
+    # Each cut re-fetches at most the collection once, and a probe of each
+    # file (it is smaller than the kill -9 bound;
+    # test_power_cut_loses_about_a_second bounds it).
+    assert r.redownloaded <= len(r.cuts) * (r.needed + len(sources) * MiB), describe(r)
 
 
 @pytest.mark.parametrize("mode", ["direct", "buffered"])
@@ -212,3 +213,29 @@ def test_disk_full_mid_file_fails_with_exit_6_and_resumes(collection, tmp_path):
     file."""
     fault_run(collection, tmp_path, lambda fs: fs.command(cmd="capacity", bytes=9 * MiB),
               6, "no space left on device")
+
+
+def test_disk_full_under_the_journal_is_exit_6_not_a_broken_journal(collection, tmp_path):
+    """When the journal's own write meets the full disk, that is the disk's
+    trouble (exit 6, "no space left"), not a journal to move aside (7);
+    once space is back the same command finishes."""
+    mirror, sources = collection
+    job = Job(mirror, sources)
+    fs = ForgetfulMount(tmp_path)
+    out, journal = fs.mnt / "out", fs.mnt / "state" / "journal.sqlite"
+    fs.mount()
+    try:
+        # The journal's WAL meets the full disk after its first few writes.
+        fs.command(cmd="fault", op="write", match="journal.sqlite-wal", nth=40, count=100000, errno="ENOSPC")
+        r = subprocess.run(job.args(out), env=segdl_env(journal), capture_output=True, text=True, timeout=60)
+        said = " ".join((r.stderr + r.stdout).split())
+        assert r.returncode == 6, (r.returncode, said)
+        assert "no space left on device" in said and "move it aside" not in said
+        fs.cut()
+        fs.mount()  # the capacity limit goes with the old daemon
+        again = subprocess.run(job.args(out), env=segdl_env(journal), capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr
+        for name, data in sources.items():
+            assert (out / name).read_bytes() == data
+    finally:
+        fs.unmount()

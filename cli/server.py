@@ -73,6 +73,10 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> St
         return JSONResponse(await call(service.add_job, body), status_code=201)
 
     @guarded
+    async def describe(request: HttpRequest):
+        return JSONResponse(service.describe())
+
+    @guarded
     async def list_jobs(request: HttpRequest):
         return JSONResponse({"jobs": service.jobs()})
 
@@ -143,6 +147,7 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> St
         return Response(OPENAPI.read_bytes(), media_type="application/json")
 
     routes = [
+        Route("/service", describe, methods=["GET"]),
         Route("/jobs", add_job, methods=["POST"]),
         Route("/jobs", list_jobs, methods=["GET"]),
         Route("/files", list_files, methods=["GET"]),

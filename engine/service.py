@@ -201,12 +201,23 @@ class Service:
     def last_event(self) -> int:
         return self._reader().last_event()
 
+    def describe(self) -> dict:
+        """What a client needs to know of this service: where jobs may go
+        (roots, the default folder) and the limits now."""
+        from importlib.metadata import version
+
+        return {"version": version("segdl"), "roots": [str(r) for r in self.roots], "dest": str(self.roots[0]),
+                "limits": {k: v or 0 for k, v in self.engine.limits.items()} if self.engine.started_up else {},
+                "pid": os.getpid()}
+
 
 def _file_view(row: dict) -> dict:
-    keep = ("id", "job_id", "url", "path", "state", "size", "bytes_done", "speed", "paused", "priority",
-            "max_speed", "blake3", "sha256", "error", "exit_code", "updated")
+    keep = ("id", "job_id", "url", "path", "state", "size", "bytes_done", "received", "speed", "paused",
+            "priority", "max_speed", "blake3", "sha256", "error", "exit_code", "updated")
     out = {k: row.get(k) for k in keep}
     out["paused"] = bool(out["paused"])
+    # Bytes on disk (durable, ``bytes_done``) lag what has arrived (``received``).
+    out["mirrors"] = json.loads(row["mirrors"]) if row.get("mirrors") else None
     return out
 
 

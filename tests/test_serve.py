@@ -401,3 +401,10 @@ def test_cli_pause_goes_through_the_running_service(serve, mirror):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "segdl serve" in " ".join(r.stderr.split())
     serve.wait_files(body["job"])
+
+
+def test_service_says_where_jobs_may_go(serve):
+    status, info = serve.call("GET", "/service")
+    assert status == 200
+    assert info["dest"] == os.path.realpath(serve.out) and info["roots"] == [info["dest"]]
+    assert info["pid"] == serve.proc.pid and info["limits"] == {"max_speed": 0, "max_file_speed": 0}

@@ -75,7 +75,7 @@ class Guard:
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await _refuse(send, 413, f"the body is limited to {self.max_body} bytes")
-        if method in ("POST", "PATCH", "PUT") and (length not in (None, b"0") or b"transfer-encoding" in headers):
+        if method in ("POST", "PATCH", "PUT") and (length not in (None, b"0") or "transfer-encoding" in headers):
             ctype = headers.get("content-type", b"").split(b";")[0].strip().lower()
             if ctype != b"application/json":
                 return await _refuse(send, 415, "bodies are JSON: Content-Type: application/json")

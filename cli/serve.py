@@ -16,7 +16,8 @@ import os
 import socket
 from pathlib import Path
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+# (Starlette compares the Host header's host part: "[::1]" for IPv6.)
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def state_dir(journal: Path | None) -> Path:
@@ -32,6 +33,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def shown_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -78,7 +83,7 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
         if not is_loopback(host):
             say(f"warning: listening on {host}, not loopback: anyone who can reach it and has the token "
                 "can drive this service")
-        hosts = [*LOOPBACK_NAMES, *([host] if host not in ("0.0.0.0", "::") else [])]
+        hosts = [*LOOPBACK_NAMES, *([shown_host(host)] if host not in ("0.0.0.0", "::") else [])]
         origins = {f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
     hosts = list(dict.fromkeys([*hosts, *allow_hosts]))
     origins |= set(allow_origins)

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from segdl.engine.errors import SegdlError, UsageError
+from segdl.engine.service import EngineGone
 
 from .guard import Guard
 
@@ -65,6 +66,8 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> St
                 return _error(404, str(e.args[0]) if e.args else "not found")
             except SegdlError as e:
                 return _error(409, e.message)
+            except EngineGone as e:
+                return _error(503, str(e))
         return run
 
     @guarded

@@ -37,10 +37,15 @@ class Activation:
         if req.size is not None and remote.size is not None and req.size != remote.size:
             raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
         final = self.c.intake.target(run, remote)
-        if final in self.c.targets and run.final != final:
+        owner = self.c.targets.get(final)
+        if owner is not None and owner != run.job.id and run.final != final:
+            raise BusyError(f"another job of this engine is downloading {final}; add it again when that ends")
+        if owner is not None and run.final != final:
             raise UsageError(f"two downloads in this job would write {final}")
-        self.c.targets.add(final)
+        self.c.targets[final] = run.job.id
         run.final, run.part, run.remote = final, part_path(final), remote
+        if run.provisional is not None and run.provisional != final:
+            self.c.intake.rename_provisional(run, final)
         if final.exists() and self.c.existing.existing(run, final, remote):
             return
         self.lock(run)  # before the journal or the part file is touched
@@ -53,6 +58,7 @@ class Activation:
         resume = self._resumable(run, row, old, remote)
         fid = self.c.journal.put_file(run.job.id, req.url, final,
                                     **(facts if resume else {"state": "queued", "paused": 0}))
+        self.c.queued_ids.pop(run.id, None)
         run.id = fid
         if resume:
             segments = old
@@ -72,8 +78,6 @@ class Activation:
             segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
             storage.prepare(run.part, remote.size, keep=False)  # ... then the bytes' home
         self.c.queued_ids.pop(run.id, None)
-        if run.provisional is not None and run.provisional != final:
-            self.c.journal.drop_provisional(run.provisional, keep=fid)
         run.move("downloading")
         run.started = time.monotonic()
         self.c.runs[fid] = run

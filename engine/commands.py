@@ -26,7 +26,8 @@ class Commands:
             source: dict | None = None, connections: int | None = None, priority: int = 0,
             reuse: int | None = None) -> dict:
         job = self.c.add_job(requests, dest=dest, collection=collection, source=source,
-                             connections=connections, register=True, priority=priority, reuse=reuse)
+                             connections=connections, register=True, priority=priority, reuse=reuse,
+                             origin="serve")
         ids = [r.id for r in self.c.queue if r.job is job] + [r.id for r in self.c.runs.values() if r.job is job]
         return {"job": job.id, "files": sorted(i for i in ids if i)}
 
@@ -68,10 +69,13 @@ class Commands:
         """Stop a file and forget it in this job: its transfers end, its
         part file goes (unless ``keep_partial``), its row says removed."""
         run = self._find(fid)
+        if self.c.finishing.finalizing(fid):
+            raise UsageError(f"file {fid} is verified and being renamed into place: it is done in a moment")
         if run.state == lifecycle.QUEUED:
             self.c.intake.drop_waiting(run)
-        elif fid in self.c.sched.files:
-            self.c.dispatch.dispatch(self.c.sched.remove_file(fid))
+        else:
+            if fid in self.c.sched.files:
+                self.c.dispatch.dispatch(self.c.sched.remove_file(fid))
             self.c.dispatch.release(fid)
         self.c.verifying.pop(fid, None)
         self.c.awaiting_hash.discard(fid)
@@ -103,14 +107,16 @@ class Commands:
             self.c.journal.update_job(job, **self.c.limits)
         return {"max_speed": self.c.limits["max_speed"] or 0, "max_file_speed": self.c.limits["max_file_speed"] or 0}
 
-    def retry(self) -> dict:
+    def retry(self, allowed=lambda dest: True) -> dict:
         """The failed files the journal knows, again, as one new job per
-        job they came from (its destination and collection)."""
+        job they came from (its destination and collection), for those
+        whose destination is ``allowed``."""
         jobs = {j["id"]: j for j in self.c.journal.all_jobs()}
         groups: dict[int, list] = {}
-        running = {r.final for r in self.c.runs.values()} | {r.provisional for r in self.c.queue}
         for row in self.c.journal.find_files():
-            if row["state"] not in ("failed", "hash_mismatch") or Path(row["path"]) in running:
+            if row["state"] not in ("failed", "hash_mismatch") or self.c.holds(row["id"]):
+                continue
+            if Path(row["path"]) in self.c.targets or not allowed(Path(row["path"]).parent):
                 continue
             groups.setdefault(row["job_id"], []).append(row)
         added = []

@@ -17,6 +17,8 @@ from .progress import FileProgress, Snapshot
 # How often (seconds) files are judged by what they can use of a job-wide
 # speed limit; an allotment must have held this long to be judged.
 DEMAND_PERIOD = 1.5
+PRUNE_EVERY = 60.0  # seconds between prunings of old progress events
+PROGRESS_KEPT = 600.0  # seconds a progress event stays in the journal
 
 
 class Control:
@@ -120,6 +122,10 @@ class Control:
             for fid, r in self.c.runs.items() if r.state in ("downloading", "paused", "verifying")
         }
         self.c.journal.heartbeat(list(self.c.jobs), live, durable=durable)
+        if now - self.c.last_prune >= PRUNE_EVERY:
+            # Progress events matter while they are fresh; the rest is history.
+            self.c.last_prune = now
+            self.c.journal.prune_progress(time.time() - PROGRESS_KEPT)
 
     def snapshot(self, force: bool = False) -> None:
         now = time.monotonic()

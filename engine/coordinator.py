@@ -116,7 +116,7 @@ class Coordinator:
         s = self.s
         self.runs: dict[int, FileRun] = {}  # file id -> run
         self.jobs: dict[int, JobRun] = {}  # running jobs
-        self.targets: set[Path] = set()
+        self.targets: dict[Path, int] = {}  # final path -> the job writing it (until that job ends)
         self.queue: deque[FileRun] = deque()
         self.queued_ids: dict[int, FileRun] = {}  # registered files not started yet
         self.job_history: list[JobRun] = []  # for progress snapshots
@@ -158,6 +158,7 @@ class Coordinator:
         self.last_control = 0.0
         self.last_heartbeat = self.last_durable = 0.0
         self.last_workers_check = 0.0
+        self.last_prune = time.monotonic()
         self.limits = {"max_speed": s.max_speed or None, "max_file_speed": s.max_file_speed or None}
         self.verifier = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
         # Files already on disk are hashed apart, so a re-run over many large
@@ -185,7 +186,8 @@ class Coordinator:
 
     def add_job(self, requests: list[Request], *, dest: Path | None = None, collection: str | None = None,
                 source: dict | None = None, connections: int | None = None, force: bool | None = None,
-                register: bool = False, priority: int = 0, reuse: int | None = None) -> JobRun:
+                register: bool = False, priority: int = 0, reuse: int | None = None,
+                origin: str | None = None) -> JobRun:
         """A new job for the loop (call it on the loop's thread: directly
         before :meth:`run`'s loop, else through :meth:`submit`).
         ``register``: give every file its journal row (and id) now, so it can
@@ -196,6 +198,8 @@ class Coordinator:
         spec = job_spec(requests, s)
         if source:
             spec["source"] = source
+        if origin:
+            spec["origin"] = origin  # e.g. "serve": a restarted service continues it
         if reuse is not None:
             job_id = reuse
             self.journal.update_job(job_id, state="running")
@@ -218,6 +222,12 @@ class Coordinator:
     def job_ended(self, job: JobRun) -> None:
         if self.jobs.pop(job.id, None) is not None:
             self.journal.finish_job(job.id)
+            for path in [p for p, j in self.targets.items() if j == job.id]:
+                del self.targets[path]
+
+    def holds(self, file_id: int) -> bool:
+        """Is a live run (started, or registered and waiting) on this row?"""
+        return file_id in self.runs or file_id in self.queued_ids
 
     def submit(self, fn: Callable[["Coordinator"], object]) -> Future:
         """Run ``fn(self)`` on the loop's thread at its next turn (thread

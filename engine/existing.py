@@ -124,7 +124,7 @@ class Existing:
             if not self._expected(req, row):
                 continue  # it matches one digest the request expects, not all
             try:
-                self.c.targets.add(final)
+                self.c.targets[final] = run.job.id
                 run.final, run.part = final, part_path(final)
                 self.c.activation.lock(run)  # link_or_copy goes through the part file
                 storage.link_or_copy(src, final)

@@ -117,7 +117,9 @@ class Finishing:
             del self.c.finalizing[key]
             done = []
             for (fid, d), error in zip(batch, fut.result()):
-                run = self.c.runs[fid]
+                run = self.c.runs.get(fid)
+                if run is None:
+                    continue  # it ended meanwhile
                 try:
                     if error is not None:
                         raise error
@@ -129,6 +131,11 @@ class Finishing:
             self.c.journal.mark_done([(fid, st.st_mtime, st.st_size) for fid, _, st in done])
             for fid, d, _ in done:
                 self._end(self.c.runs[fid], "done", None, d)
+
+    def finalizing(self, fid: int) -> bool:
+        """Is the file verified and being renamed into place right now?"""
+        return any(fid == f for f, _ in self.c.verified) or any(
+            fid == f for batch, _ in self.c.finalizing.values() for f, _ in batch)
 
     def fail(self, fid: int, error: SegdlError) -> None:
         run = self.c.runs.get(fid)
@@ -174,6 +181,8 @@ class Finishing:
         if run.busy:
             return  # the row is the other process's
         if result.status == "failed" and run.id:
+            if self.c.runs.get(run.id, run) is not run:
+                return  # the row is another live run's (the same target in another job)
             self.c.journal.update_file(run.id, state="failed", error=result.error, exit_code=result.exit_code)
         elif result.status == "failed":
             # Failed before it had a row (at its first request): record it,
@@ -183,7 +192,7 @@ class Finishing:
             except SegdlError:
                 return  # an invalid target: nothing to retry
             row = self.c.journal.file_by_path(path)
-            if row and row["state"] in ("done", "skipped"):
+            if row and (row["state"] in ("done", "skipped") or self.c.holds(row["id"])):
                 return
             self.c.journal.put_file(run.job.id, run.request.url, path, state="failed", error=result.error,
                                   exit_code=result.exit_code, expected_blake3=run.request.blake3,

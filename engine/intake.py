@@ -5,6 +5,8 @@ URL and the mirrors that answered and agree.
 
 from __future__ import annotations
 
+from . import lifecycle
+
 import time
 from pathlib import Path
 
@@ -47,6 +49,8 @@ class Intake:
             except SegdlError:
                 continue  # settled (refused) when it comes up
             row = self.c.journal.file_by_path(path)
+            if row is not None and self.c.holds(row["id"]):
+                continue  # another job is on this file now: this one fails when it comes up
             if row is None:
                 run.id = self.c.journal.put_file(run.job.id, run.request.url, path, state="queued",
                                                  expected_blake3=run.request.blake3,
@@ -56,6 +60,18 @@ class Intake:
                 self.c.journal.update_file(run.id, job_id=run.job.id)
             run.provisional = path
             self.c.queued_ids[run.id] = run
+
+    def rename_provisional(self, run: FileRun, final) -> None:
+        """The server names a registered file otherwise than its URL did:
+        its row follows it to the new name (same id), unless that name has
+        a row already (an earlier download of it), which it then takes."""
+        if self.c.journal.file_by_path(final) is None:
+            self.c.journal.update_file(run.id, path=str(final))
+        else:
+            self.c.queued_ids.pop(run.id, None)
+            self.c.journal.drop_provisional(run.provisional, keep=-1)  # a 'removed' event says so
+            run.id = 0
+        run.provisional = final
 
     def find_waiting(self, fid: int) -> FileRun | None:
         """A registered file that has not started."""
@@ -69,6 +85,8 @@ class Intake:
                 place.remove(run)
         self.c.ready = type(self.c.ready)((r, f) for r, f in self.c.ready if r is not run)
         self.c.hashing = [x for x in self.c.hashing if x[0] is not run]
+        # (A probe in flight comes back with it: collect_probes drops it then.)
+        self.c.probing_runs = [r for r in self.c.probing_runs if r is not run]
 
     def reprioritise(self, run: FileRun, priority: int) -> None:
         run.priority = priority
@@ -122,7 +140,7 @@ class Intake:
             except Exception as e:  # a bug, not a remote problem: report per file
                 found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.c.probing_runs}
             batch, self.c.probing, self.c.probing_runs = self.c.probing_runs, None, []
-            self.c.ready.extend((run, found) for run in batch)
+            self.c.ready.extend((run, found) for run in batch if not lifecycle.is_final(run.state))
         while self.c.ready and self.c.active_count() < self.c.s.concurrent_files:
             run, found = self.c.ready.popleft()
             try:
@@ -213,6 +231,8 @@ class Intake:
         for item in [x for x in self.c.hashing if x[2].done()]:
             self.c.hashing.remove(item)
             run, found, _ = item
+            if lifecycle.is_final(run.state):
+                continue  # cancelled meanwhile
             if found is None:
                 self.c.queue.appendleft(run)
             else:

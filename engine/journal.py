@@ -241,6 +241,10 @@ def m005_service(db) -> None:
                 json_object('state', NEW.state, 'previous', OLD.state, 'path', NEW.path, 'size', NEW.size,
                             'error', NEW.error, 'exit_code', NEW.exit_code, 'blake3', NEW.blake3));
         END;
+        CREATE TRIGGER events_file_deleted AFTER DELETE ON files BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'removed', OLD.job_id, OLD.id,
+                json_object('path', OLD.path, 'state', 'removed', 'previous', OLD.state, 'deleted', 1));
+        END;
         CREATE TRIGGER events_file_progress AFTER UPDATE OF received ON files
             WHEN NEW.received IS NOT OLD.received BEGIN
             INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'progress', NEW.job_id, NEW.id,

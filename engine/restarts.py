@@ -84,7 +84,7 @@ class Restarts:
             if run.state == "restarting" and not run.draining:
                 del self.c.runs[fid]
                 self.c.dispatch.release(fid)
-                self.c.targets.discard(run.final)
+                self.c.targets.pop(run.final, None)
                 self.c.queue.appendleft(
                     FileRun(run.index, run.request, run.job, priority=run.priority, speed_cap=run.speed_cap,
                             paused=run.paused, restarts=run.restarts, plain=run.plain, fresh=True,

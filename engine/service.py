@@ -26,6 +26,10 @@ from .journal import Journal
 from .request import Request, Settings, request_from_spec
 
 COMMAND_TIMEOUT = 30.0  # seconds a command may wait for the loop
+
+
+class EngineGone(Exception):
+    """The engine's loop cannot take commands (it stopped, or is stuck)."""
 PROGRESS_EVERY = 0.33  # seconds
 
 
@@ -69,21 +73,38 @@ class Service:
     def _unfinished_jobs(self) -> list[dict]:
         """Jobs the journal says were running when the service (or a
         ``segdl get``) stopped: they continue, under their own ids."""
+        from .lifecycle import FINAL
+
         out = []
         for job in self.journal.all_jobs():
-            if job["state"] == "finished":
-                continue
+            if job["state"] == "finished" or job["spec"].get("origin") != "serve":
+                continue  # (a `segdl get` stopped with Ctrl-C is for `segdl resume`)
             if job["pid"] and job["pid"] != os.getpid() and _alive(job["pid"]):
                 continue  # another process runs it right now
-            reqs = [request_from_spec(e) for e in job["spec"].get("requests", [])]
+            if not self._under_roots(Path(job["dest"])):
+                continue
+            ended = {r["url"] for r in self.journal.files(job["id"]) if r["state"] in FINAL}
+            reqs = [request_from_spec(e) for e in job["spec"].get("requests", []) if e["url"] not in ended]
+            if not reqs:
+                self.journal.finish_job(job["id"])
+                continue
             out.append({"id": job["id"], "requests": reqs, "dest": Path(job["dest"]),
                         "collection": job["collection"]})
         return out
 
+    def _under_roots(self, path: Path) -> bool:
+        path = Path(os.path.realpath(path))
+        return any(path == r or path.is_relative_to(r) for r in self.roots)
+
     def _command(self, fn):
-        if self.failure is not None:
-            raise UsageError(f"the engine stopped: {self.failure}")
-        return self.engine.submit(fn).result(timeout=COMMAND_TIMEOUT)
+        if self.failure is not None or (self.thread is not None and not self.thread.is_alive()):
+            raise EngineGone(f"the engine stopped: {self.failure or 'its thread ended'}")
+        fut = self.engine.submit(fn)
+        try:
+            return fut.result(timeout=COMMAND_TIMEOUT)
+        except TimeoutError:
+            fut.cancel()  # not run later, if it has not started
+            raise EngineGone(f"the engine did not answer within {COMMAND_TIMEOUT:.0f} s") from None
 
     # ------------------------------------------------------------ commands
 
@@ -147,11 +168,12 @@ class Service:
     def destination(self, dest) -> Path:
         """``dest`` (default: the first root) if it lies under a root."""
         if dest is None:
-            return self.roots[0]
+            own = Path(os.path.realpath(self.s.dest))
+            return own if self._under_roots(own) else self.roots[0]
         if not isinstance(dest, str) or not dest or "\0" in dest:
             raise UsageError("dest is a folder path")
         path = Path(os.path.realpath(os.path.join(self.roots[0], dest)))
-        if not any(path == r or path.is_relative_to(r) for r in self.roots):
+        if not self._under_roots(path):
             raise UsageError(f"{dest} is outside the folders this service may write "
                              f"({', '.join(str(r) for r in self.roots)})")
         return path
@@ -166,7 +188,7 @@ class Service:
         return self._command(lambda c: c.commands.set_limits(**limits))
 
     def retry(self) -> dict:
-        return self._command(lambda c: c.commands.retry())
+        return self._command(lambda c: c.commands.retry(self._under_roots))
 
     # ------------------------------------------------------------ reads
 

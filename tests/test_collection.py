@@ -214,7 +214,7 @@ def test_hashing_a_large_existing_file_does_not_hold_up_the_others(make_nginx, c
 def test_spare_bandwidth_goes_to_the_file_that_can_use_it(make_nginx, fault_server, coll_root, tmp_path):
     """Under a 4 MiB/s job limit, a file whose server gives it 200 KB/s
     leaves the rest to the other file; an even split would hold it to 2."""
-    fault_server.add("slow.bin", os.urandom(2_000_000))
+    fault_server.add("slow.bin", os.urandom(2_600_000))  # 13 s: well past the fast file (~9 s)
     srv = make_nginx(root=coll_root)
     m = manifest(tmp_path, [{"url": fault_server.url("/slow.bin?rate=200000")},
                             {"url": srv.url("a.bin")}])

@@ -39,6 +39,8 @@ app = typer.Typer(
 
 JournalOpt = typer.Option(None, "--journal", envvar="SEGDL_JOURNAL", help="Journal file (default: $XDG_STATE_HOME/segdl/journal.sqlite).")
 HeaderOpt = typer.Option([], "-H", "--header", help="Extra request header, 'Name: value' (repeatable).")
+RayOpt = typer.Option(None, "--ray", metavar="ADDRESS", help="Run on the Ray cluster at ADDRESS ('auto': $RAY_ADDRESS or the local one); needs segdl[ray].")
+RayJournalsOpt = typer.Option(None, "--ray-journals", help="With --ray: folder of each node's journal (default: the node's $XDG_STATE_HOME/segdl/ray). A shared path lets a node resume a lost node's files.")
 
 
 def _fail(e: SegdlError) -> "typer.Exit":
@@ -119,6 +121,9 @@ def get(
     journal: Optional[Path] = JournalOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file on stdout, nothing else."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or summary."),
+    ray: Optional[str] = RayOpt,
+    ray_mode: str = typer.Option("shard", "--ray-mode", help="With --ray: shard (each file once, on some node) or replicate (every file on every node)."),
+    ray_journals: Optional[str] = RayJournalsOpt,
 ) -> None:
     """Download URLs or a collection.
 
@@ -164,6 +169,11 @@ def get(
         commit_interval=commit_interval, transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
                                  insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
     )
+    if ray is not None:
+        from . import raydrive
+
+        raise typer.Exit(raydrive.run(requests, settings, address=ray, mode=ray_mode, journals=ray_journals,
+                                      as_json=as_json, quiet=quiet, collection=collection or manifest_collection))
     raise typer.Exit(_run(requests, settings, as_json=as_json, quiet=quiet,
                           collection=collection or manifest_collection))
 
@@ -291,8 +301,10 @@ def status(
     collection: Optional[str] = typer.Argument(None, help="Only this collection."),
     journal: Optional[Path] = JournalOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    ray: Optional[str] = RayOpt,
+    ray_journals: Optional[str] = RayJournalsOpt,
 ) -> None:
-    """Show every file the journal knows.
+    """Show every file the journal knows (with --ray: every node's journal).
 
     One table per collection: state, bytes, speed and ETA of each file.
     It only reads the journal, so it works while a job runs.
@@ -301,6 +313,10 @@ def status(
     Example:
       segdl status loras --json
     """
+    if ray is not None:
+        from . import raydrive
+
+        raise typer.Exit(raydrive.status(address=ray, journals=ray_journals, collection=collection, as_json=as_json))
     from segdl.engine.journal import Journal
     from segdl.engine.naming import redact_url
 

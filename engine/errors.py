@@ -23,6 +23,7 @@ EXIT_HASH_MISMATCH = 4
 EXIT_EXISTS = 5
 EXIT_STORAGE = 6
 EXIT_JOURNAL = 7
+EXIT_CLUSTER = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -136,3 +137,10 @@ class JournalError(SegdlError):
     """The journal is unreadable, truncated, or from a newer segdl."""
 
     exit_code = EXIT_JOURNAL
+
+
+class ClusterError(SegdlError):
+    """``--ray``: the cluster cannot be reached or used (no Ray installed is
+    a usage error, exit 2)."""
+
+    exit_code = EXIT_CLUSTER

@@ -87,8 +87,10 @@ def _emit(obj: dict, lock=threading.Lock()) -> None:
         sys.stdout.flush()
 
 
-def _follow_limits(control, journal_path: Path) -> None:
-    """Read ``{"max_speed": N}`` lines and write them to this job's row."""
+def _follow_limits(control, journal_path: Path, started: threading.Event) -> None:
+    """Read ``{"max_speed": N}`` lines and write them to this job's row
+    (once the job has made its journal: opening a new journal here too
+    would race it through the schema's migrations)."""
     from segdl.engine.journal import Journal
 
     job_id = None
@@ -98,6 +100,7 @@ def _follow_limits(control, journal_path: Path) -> None:
             speed = int(json.loads(line)["max_speed"])
         except (ValueError, KeyError, TypeError):
             continue
+        started.wait()
         try:
             if j is None:
                 j = Journal(journal_path)
@@ -129,10 +132,13 @@ def main() -> int:
     sys.stdin = open(os.devnull)
     batch = Batch.decode(control.readline())
     s = batch.settings
-    threading.Thread(target=_follow_limits, args=(control, s.journal or default_path()), daemon=True).start()
+    started = threading.Event()
+    threading.Thread(target=_follow_limits, args=(control, s.journal or default_path(), started),
+                     daemon=True).start()
     last = [0.0]
 
     def progress(snap) -> None:
+        started.set()  # the job is in the journal
         now = time.monotonic()
         if now - last[0] < PROGRESS_PERIOD:
             return

@@ -243,6 +243,10 @@ class LocalMirror:
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.I)
 
 
+SEND_STEP = 256 * 1024  # bytes per sendfile call
+PACED_SNDBUF = 128 * 1024  # send buffer of a paced connection
+
+
 class FileServer:
     """The files under ``root`` on ``http://127.0.0.1:PORT/NAME``.
 
@@ -364,6 +368,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # The kernel paces every segment it sends on this socket: no
             # burst at the start of a request, as nginx's limit_rate has.
             self.connection.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, self.server.rate)
+            # A small send buffer: what the log says was sent is what left,
+            # give or take this much, also on a connection cut mid-body
+            # (by default the kernel would queue megabytes ahead of pacing).
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PACED_SNDBUF)
         with self.server.lock:
             self.server.conns.add(self.connection)
             self.server.peak_connections = max(self.server.peak_connections, len(self.server.conns))
@@ -466,7 +474,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         sent = 0
         try:
             with open(path, "rb") as f:
-                sent = self.connection.sendfile(f, start, count)
+                # In steps, so a connection cut mid-body still logs what
+                # had been sent (to within a step) rather than nothing.
+                while sent < count:
+                    n = self.connection.sendfile(f, start + sent, min(SEND_STEP, count - sent))
+                    if not n:
+                        break
+                    sent += n
         finally:
             with srv.lock:
                 srv.log.append({"msec": time.time(), "request_time": time.time() - began, "method": "GET",

@@ -27,12 +27,16 @@ def connect(address: str | None):
     or ``auto``).  Raises UsageError without the extra, ClusterError when
     no cluster answers."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting home
+    addr = address or os.environ.get("RAY_ADDRESS") or "auto"
+    if addr.split(":")[0] in ("127.0.0.1", "localhost", "[::1]"):
+        # A cluster on this machine's loopback (tests, one-box trials):
+        # otherwise Ray swaps 127.0.0.1 for the outward address.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
         raise UsageError("--ray needs Ray: pip install 'segdl[ray]'") from None
     if not ray.is_initialized():
-        addr = address or os.environ.get("RAY_ADDRESS") or "auto"
         try:
             ray.init(address=addr, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      namespace="segdl")
@@ -252,7 +256,10 @@ def download(requests: list[Request], settings: Settings, *, address: str | None
         raise UsageError(f"--ray-mode must be shard or replicate, not {mode!r}")
     ray = connect(address)
     settings = replace(settings, dest=_absolute(settings.dest))
-    run = Run(ray, list(requests), settings, mode=mode, journals=journals or DEFAULT_JOURNALS,
+    journals = journals or DEFAULT_JOURNALS
+    if not journals.startswith("~"):  # "~" is each node's own home
+        journals = os.path.abspath(journals)
+    run = Run(ray, list(requests), settings, mode=mode, journals=journals,
               collection=collection, on_progress=on_progress, on_result=on_result or (lambda r, n: None),
               on_message=on_message or (lambda m: None))
     try:
@@ -282,6 +289,8 @@ def status(address: str | None = None, journals: str | None = None) -> list[tupl
 
     ray = connect(address)
     journals = journals or DEFAULT_JOURNALS
+    if not journals.startswith("~"):
+        journals = os.path.abspath(journals)
     nodes = worker_nodes(ray)
     actors = {n["name"]: pinned(ray, NodeEngine, n["id"]).remote(n["name"], Settings(), journals, None, None)
               for n in nodes}

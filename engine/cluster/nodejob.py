@@ -47,6 +47,9 @@ class Batch:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    # Ray's workers block SIGINT, and a blocked mask survives exec: the
+    # batch could not be stopped the way Ctrl-C stops segdl.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])
     try:
         import ctypes
 

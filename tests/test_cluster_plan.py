@@ -137,3 +137,39 @@ def test_a_batch_round_trips_and_a_node_job_reports_its_files(tmp_path):
     assert sorted(Path(r["path"]).name for r in results) == ["b0.bin", "b1.bin"]
     for r in results:
         assert r["status"] == "done" and r["blake3"] == blake3_file(root / Path(r["path"]).name)
+
+
+def test_plain_get_loads_neither_ray_nor_the_cluster_code(tmp_path):
+    """The core stays free of Ray: a plain ``segdl get`` imports nothing of
+    --ray (measured with -X importtime, which lists every module loaded)."""
+    import subprocess
+    import sys
+
+    from servers import PacedMirror
+
+    (tmp_path / "one.bin").write_bytes(b"x")
+    with PacedMirror(tmp_path, rate=0) as m:
+        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "segdl.cli.main", "get", m.url("one.bin"),
+                            "-d", str(tmp_path / "out"), "-q"], capture_output=True, text=True, timeout=60,
+                           env={**__import__("os").environ, "SEGDL_JOURNAL": str(tmp_path / "j.sqlite")})
+    assert p.returncode == 0, p.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line}
+    assert "segdl.engine.coordinator" in modules  # it did run the engine
+    assert not {m for m in modules if m == "ray" or m.startswith(("ray.", "segdl.engine.cluster", "segdl.cli.raydrive"))}
+
+
+def test_the_live_view_shows_a_total_and_one_row_per_node():
+    from rich.console import Console
+
+    from segdl.cli.raydrive import ClusterView
+    from segdl.engine.cluster.report import ClusterProgress, NodeProgress
+
+    console = Console(record=True, width=100, force_terminal=False)
+    view = ClusterView(console)
+    p = ClusterProgress((NodeProgress("alpha", True, 1, 3, 2 * MiB, 6 * MiB, 1.0 * MiB),
+                         NodeProgress("beta", False, 0, 2, 0, 4 * MiB, 0.0)), 1.0)
+    view.update(p)
+    console.print(view.bars)
+    text = console.export_text()
+    assert "total [1/5 files]" in text and "alpha [1/3]" in text and "beta [0/2] (lost)" in text
+    assert p.done == 2 * MiB and p.size == 10 * MiB and p.speed == 1.0 * MiB

@@ -23,7 +23,7 @@ from pathlib import Path
 import ray
 
 from . import nodejob
-from .plan import Work, next_batch
+from .plan import MAX_BATCH, Work, next_batch
 
 REPORT_PERIOD = 0.5  # seconds between speed reports to the lease actor
 LEASE_RETRY = 0.1  # seconds before asking again for leases refused
@@ -157,8 +157,13 @@ class NodeEngine:
                     self.busy = False
 
     def _lease(self, hosts: tuple[str, ...], files: int) -> int:
+        """Connections to ``hosts`` for the next batch: what its transfers
+        use at once (-j files x -x connections), or more, up to one per
+        file for the engine's probes (at most MAX_BATCH at once), since
+        the batch may hold as many files as it has leases, and fewer
+        batches start fewer processes."""
         s = self.settings
-        want = min(files, s.concurrent_files) * s.connections
+        want = max(min(files, s.concurrent_files) * s.connections, min(files, MAX_BATCH))
         while True:
             with self.lock:
                 if self.stopping:

@@ -25,6 +25,10 @@ from urllib.parse import urlsplit
 #: dies too, the file fails alone (it may be what kills nodes).
 MAX_NODE_ATTEMPTS = 2
 
+#: Files in one batch at most: the engine probes up to 16 files at once,
+#: and a batch must not probe more files at once than it has leases.
+MAX_BATCH = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Work:
@@ -116,7 +120,7 @@ def next_batch(queue: list[Work], lease: int) -> list[Work]:
     if not queue:
         return []
     hosts = queue[0].hosts
-    return [w for w in queue if w.hosts == hosts][: max(1, lease)]
+    return [w for w in queue if w.hosts == hosts][: max(1, min(lease, MAX_BATCH))]
 
 
 def makespan(sizes: list[int], nodes: int, split: bool) -> float:

@@ -96,6 +96,10 @@ class Run:
 
     def start(self) -> None:
         names = sorted(self.alive)
+        sizes = [w.size for w in self.works if w.size is not None]
+        if self.mode == "shard" and sizes and plan.split_gain(sizes, len(names)) > 1.25:
+            self.on_message(f"one file is {max(sizes) / sum(sizes):.0%} of the collection's bytes: it takes one "
+                            f"node its whole time, and more nodes will not finish it sooner")
         if self.mode == "replicate":
             shards = plan.replicate(self.works, names)
         else:

@@ -88,6 +88,7 @@ class Run:
         self.assigned: dict[str, set[int]] = {n: set() for n in self.actors}
         self.attempts: dict[int, int] = {}
         self.final: dict[tuple[int, str], FileResult] = {}  # (file, node) -> result
+        self.pending: set[tuple[int, str]] = set()  # (file, node) handed out, not final
         self.last: dict[str, dict] = {}
         self.errors: dict[str, int] = {}
         self.started = time.monotonic()
@@ -132,6 +133,7 @@ class Run:
         for ix in indexes:
             self.attempts[ix] = self.attempts.get(ix, 0) + 1
             self.assigned[name].add(ix)
+            self.pending.add((ix, name))
         self.actors[name].add.remote([Item(self.works[ix], self.requests[ix], journal) for ix in indexes])
 
     # ------------------------------------------------------------ follow
@@ -156,15 +158,13 @@ class Run:
             self._progress()
 
     def _complete(self) -> bool:
-        return all(ix in self._done_files(n) for n in self.assigned for ix in self.assigned[n])
-
-    def _done_files(self, node: str) -> set[int]:
-        return {ix for (ix, n) in self.final if n == node}
+        return not self.pending
 
     def _settle(self, ix: int, node: str, result: FileResult) -> None:
         if (ix, node) in self.final:
             return
         self.final[(ix, node)] = result
+        self.pending.discard((ix, node))
         self.on_result(result, node)
 
     def _lost(self, name: str, why) -> None:
@@ -175,7 +175,9 @@ class Run:
         self.leases.drop.remote(name)
         self.on_message(f"node {name} lost ({type(why).__name__}); taking over its unfinished files")
         left = sorted(ix for ix in self.assigned[name] if (ix, name) not in self.final)
-        self.assigned[name] -= set(left)
+        if self.mode == "shard":  # handed on: no longer this node's to finish
+            self.assigned[name] -= set(left)
+            self.pending -= {(ix, name) for ix in left}
         if self.mode == "replicate":
             for ix in left:  # its copies are its own: nobody else can make them
                 self._fail(ix, name, f"node {name} was lost")
@@ -183,7 +185,7 @@ class Run:
         loads = {n: self._left_bytes(n) for n in self.alive}
         re = plan.reassign([self.works[ix] for ix in left], self.attempts, sorted(self.alive), loads)
         for ix in re.failed:
-            self._fail(ix, name, f"lost with node {name}, its {self.attempts[ix]}th node: not tried again")
+            self._fail(ix, name, f"lost with node {name}, after {self.attempts[ix]} nodes: not tried again")
         dead_journal = self.where[name]["journal"]
         for n, idx in re.placed.items():
             sees = self._sees(n, dead_journal)
@@ -233,12 +235,8 @@ class Run:
             pass
 
     def results(self) -> ClusterResults:
-        pairs = []
-        for ix in range(len(self.requests)):
-            for (i, n), r in sorted(self.final.items(), key=lambda kv: kv[0][1]):
-                if i == ix:
-                    pairs.append((r, n))
-        return ClusterResults(pairs)
+        """In collection order; a file's results on several nodes by node name."""
+        return ClusterResults((r, n) for (_, n), r in sorted(self.final.items()))
 
     def close(self) -> None:
         for a in [*self.actors.values(), self.leases]:
@@ -289,7 +287,7 @@ def status(address: str | None = None, journals: str | None = None) -> list[tupl
     (node name, row) pairs.  A journal in ``journals`` that no alive node
     owns (a lost node's, on a shared path) is read by the first node that
     sees it."""
-    from .node import NodeEngine, journal_file
+    from .node import NodeEngine
 
     ray = connect(address)
     journals = journals or DEFAULT_JOURNALS

@@ -135,6 +135,7 @@ def get(
     Examples:
       segdl get https://example.org/model.safetensors -d models
       segdl get -i collection.json -d models -j 8 -x 8
+      segdl get -i collection.json -d /data --ray auto
     """
     urls = list(urls or [])
     manifest_collection = None
@@ -304,10 +305,11 @@ def status(
     ray: Optional[str] = RayOpt,
     ray_journals: Optional[str] = RayJournalsOpt,
 ) -> None:
-    """Show every file the journal knows (with --ray: every node's journal).
+    """Show every file the journal knows.
 
     One table per collection: state, bytes, speed and ETA of each file.
-    It only reads the journal, so it works while a job runs.
+    It only reads the journal, so it works while a job runs.  With --ray,
+    every node's journal, one row per file and its node.
 
     \b
     Example:

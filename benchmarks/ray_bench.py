@@ -78,6 +78,8 @@ def main() -> int:
     import ray
     from ray.cluster_utils import Cluster
 
+    load_start = os.getloadavg()  # 1, 5, 15 min: was anything else running?
+
     with tempfile.TemporaryDirectory(prefix="segdl-raybench-") as tmp:
         tmp = Path(tmp)
         root = tmp / "root"
@@ -122,7 +124,7 @@ def main() -> int:
     one = med["ray 1 node(s): 24 x 4 MiB"]
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "rounds": args.rounds,
-        "load_before": os.getloadavg(),
+        "load_start": load_start, "load_end": os.getloadavg(),
         "medians_s": {k: round(v, 3) for k, v in med.items()},
         "speedup_vs_1_node": {n: round(one / med[f"ray {n} node(s): 24 x 4 MiB"], 2) for n in (1, 2, 3)},
         "ray_1_node_vs_plain_24x4MiB": round(one / med["plain: 24 x 4 MiB"], 2),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -225,3 +226,58 @@ def test_a_killed_node_s_files_are_taken_over_from_its_journal(cluster, files, t
     # yet: at its part of --max-speed (4 MiB/s), at most a commit interval
     # plus a checkpoint (1.5 s) and the driver's poll: 2 s of it, + 1 MiB.
     assert served - 48 * MiB <= 2 * 4 * MiB + 1 * MiB, (served, durable_then)
+
+
+def test_a_file_whose_second_node_dies_too_fails_alone(cluster, files, tmp_path):
+    """Three nodes.  A dies: its files go to B and C.  Then B dies: the
+    files it had of its own go to C and end correct; the ones it had taken
+    over from A have lost two nodes and fail, alone, with exit code 3."""
+    from segdl.engine.cluster import driver
+    from segdl.engine.request import Request, Settings
+
+    cluster.add_node(**NODE)
+    names = files([8 * MiB] * 6)
+    journals = tmp_path / "journals"
+    workers = {n.node_id[:8]: n for n in cluster.list_all_nodes()[1:]}
+    msgs: list[str] = []
+    out: dict = {}
+    with PacedMirror(files.root, rate=2 * MiB) as m:
+        reqs = [Request(m.url(n), n, size=8 * MiB) for n in names]
+        s = Settings(dest=tmp_path / "out", connections=1, workers=1, max_speed=6 * MiB)
+
+        def run() -> None:
+            try:
+                out["res"] = driver.download(reqs, s, journals=str(journals), on_message=msgs.append)
+            except BaseException as e:  # reported by the assertion below
+                out["error"] = e
+
+        t = threading.Thread(target=run)
+        t.start()
+        first = None
+        deadline = time.monotonic() + 60
+        while first is None and time.monotonic() < deadline:
+            first = next((j.stem for j in journals.glob("*.sqlite") if _bytes_done(j) >= 1 * MiB), None)
+            time.sleep(0.05)
+        assert first is not None
+        cluster.remove_node(workers[first[-8:]], allow_graceful=False)
+        handed = re.compile(rf"\d+ file\(s\) of {re.escape(first)} to (\S+), [^:]*: (.*)$")
+        second = taken = None
+        while second is None and time.monotonic() < deadline:
+            for x in msgs:
+                if (h := handed.match(x)) is not None:
+                    second, taken = h.group(1), h.group(2).split(", ")
+                    break
+            time.sleep(0.02)
+        assert second is not None, msgs
+        cluster.remove_node(workers[second[-8:]], allow_graceful=False)
+        t.join(120)
+        assert not t.is_alive()
+    cluster.add_node(**NODE)
+    cluster.add_node(**NODE)  # two workers again, for whatever runs after
+    assert "error" not in out, out.get("error")
+    res = out["res"]
+    failed = sorted(Path(r.path).name for r in res.errors)
+    assert failed == sorted(taken), (failed, msgs)
+    assert all("after 2 nodes" in r.error for r in res.errors)
+    assert res.exit_code == 3
+    assert_correct(tmp_path / "out", files.root, [n for n in names if n not in failed])

@@ -189,9 +189,14 @@ class Run:
         dead_journal = self.where[name]["journal"]
         for n, idx in re.placed.items():
             sees = self._sees(n, dead_journal)
+            shown = ", ".join(self._name(ix) for ix in idx[:5]) + (", ..." if len(idx) > 5 else "")
             self.on_message(f"{len(idx)} file(s) of {name} to {n}"
-                            + (", resuming from its journal" if sees else ", from the start"))
+                            + (", resuming from its journal" if sees else ", from the start") + f": {shown}")
             self._hand(n, idx, journal=dead_journal if sees else None)
+
+    def _name(self, ix: int) -> str:
+        r = self.requests[ix]
+        return r.path or r.url.rsplit("/", 1)[-1]
 
     def _sees(self, node: str, path: str) -> bool:
         try:

@@ -173,3 +173,17 @@ def test_the_live_view_shows_a_total_and_one_row_per_node():
     text = console.export_text()
     assert "total [1/5 files]" in text and "alpha [1/3]" in text and "beta [0/2] (lost)" in text
     assert p.done == 2 * MiB and p.size == 10 * MiB and p.speed == 1.0 * MiB
+
+
+def test_the_cluster_modules_load_ray_only_when_they_connect():
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER as it loads, and
+    ``driver.connect`` sets it (loopback clusters) just before: nothing
+    the CLI imports for --ray may load Ray earlier."""
+    import subprocess
+    import sys
+
+    code = ("import sys, segdl.cli.raydrive, segdl.engine.cluster.driver, segdl.engine.cluster.plan, "
+            "segdl.engine.cluster.leases, segdl.engine.cluster.nodejob, segdl.engine.cluster.report; "
+            "print('ray' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr

@@ -225,7 +225,9 @@ class Run:
             ended = [self.final[(ix, n)] for ix in mine if (ix, n) in self.final]
             active = got.get("progress", {}) if n in self.alive else {}
             size = sum(self.works[ix].size or 0 for ix in mine)
-            done = int(got.get("done_bytes", 0)) + int(active.get("done", 0))
+            finished = sum(r.size or 0 for r in ended if r.status in ("done", "skipped"))
+            # (a batch's files end before its process has, and its count)
+            done = max(finished, int(got.get("done_bytes", 0)) + int(active.get("done", 0)))
             rows.append(NodeProgress(n, n in self.alive, len(ended), len(mine), done, size,
                                      float(active.get("speed", 0.0))))
         self.on_progress(ClusterProgress(tuple(rows), time.monotonic() - self.started))
@@ -292,9 +294,9 @@ def status(address: str | None = None, journals: str | None = None) -> list[tupl
     (node name, row) pairs.  A journal in ``journals`` that no alive node
     owns (a lost node's, on a shared path) is read by the first node that
     sees it."""
+    ray = connect(address)  # first: it sets what Ray reads as it loads
     from .node import NodeEngine
 
-    ray = connect(address)
     journals = journals or DEFAULT_JOURNALS
     if not journals.startswith("~"):
         journals = os.path.abspath(journals)

@@ -78,7 +78,10 @@ class Run:
         self.on_progress, self.on_result, self.on_message = on_progress, on_result, on_message
         self.works = [plan.Work(i, r.size, plan.hosts_of(r.url, r.mirrors)) for i, r in enumerate(requests)]
         self.nodes = worker_nodes(ray)
-        here = ray.get_runtime_context().get_node_id()
+        # The lease actor on the head (whose loss is the cluster's anyway),
+        # else on the driver's node.
+        here = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
+                    ray.get_runtime_context().get_node_id())
         cap = settings.max_per_host or max(settings.connections, 32)
         self.leases = pinned(ray, Leases, here).remote(cap, settings.max_speed)
         self.actors = {n["name"]: pinned(ray, NodeEngine, n["id"]).remote(

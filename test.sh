@@ -36,7 +36,7 @@ fi
 venv=${SEGDL_VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e '.[test]'
+"$venv/bin/python" -m pip install -q -e '.[test,ray]'
 . "$venv/bin/activate"
 if [ $# -eq 0 ]; then set -- -q; fi
 exec python -m pytest "$@"

@@ -189,3 +189,29 @@ def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path
                   "?" if p.size is None else f"{p.size:,}", f"{p.done:,}", escape((p.hash or "")[:24]))
     Console().print(t)
     return code
+
+
+def resolve_refs(refs: list[str], args: HubArgs, settings, as_json: bool, quiet: bool) -> tuple[list, int]:
+    """``get --ray``: list each reference into requests (paths relative to
+    ``-d``), to be spread over the cluster like a manifest's; the exit code
+    of the listings' problems.  ``--hf-cache`` needs one machine's cache
+    and is refused here."""
+    from segdl.engine.errors import UsageError
+    from segdl.engine.hubs import resolve
+
+    if args.hf_cache is not None:
+        raise UsageError("--hf-cache lays files into one machine's cache; it does not go with --ray")
+    message = (lambda m: None) if quiet else say
+    out, code = [], EXIT_OK
+    for ref in refs:
+        try:
+            listing = resolve(ref, args.options(settings.dest, settings.transfer), message)
+        except SegdlError as e:
+            say(e.message, "red")
+            code = max(code, e.exit_code)
+            continue
+        for note in listing.notes:
+            message(note)
+        code = max(code, report_problems(listing, as_json))
+        out.extend(listing.requests)
+    return out, code

@@ -16,6 +16,7 @@ CPU), and files whose first data response is cut short once.
 from __future__ import annotations
 
 import email.utils
+import fcntl
 import http.server
 import os
 import random
@@ -23,8 +24,10 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 from pathlib import Path
@@ -240,6 +243,10 @@ class LocalMirror:
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.I)
 
 
+SEND_STEP = 256 * 1024  # bytes per sendfile call
+PACED_SNDBUF = 128 * 1024  # send buffer of a paced connection
+
+
 class FileServer:
     """The files under ``root`` on ``http://127.0.0.1:PORT/NAME``.
 
@@ -276,6 +283,17 @@ class FileServer:
     def reset_log(self) -> None:
         with self._httpd.lock:
             self._httpd.log.clear()
+            self._httpd.peak_requests = self._httpd.in_flight
+            self._httpd.peak_connections = len(self._httpd.conns)
+
+    def concurrency(self) -> dict[str, int]:
+        """The most requests being served at once, and the most connections
+        open at once, since the start or :meth:`reset_log`.  A request
+        counts from its headers to its last byte, as nginx's ``limit_conn``
+        counts connections: an idle keep-alive connection is not one."""
+        with self._httpd.lock:
+            return {"requests": self._httpd.peak_requests, "connections": self._httpd.peak_connections,
+                    "in_flight": self._httpd.in_flight}
 
     def start(self) -> "FileServer":
         self._httpd = _Server((HOST, 0), _Handler)
@@ -321,6 +339,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: dict[str, int] = {}
         self.log: list[dict] = []
+        self.in_flight = self.peak_requests = self.peak_connections = 0
         super().__init__(*args, **kwargs)
 
     def close_all(self) -> None:
@@ -349,8 +368,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             # The kernel paces every segment it sends on this socket: no
             # burst at the start of a request, as nginx's limit_rate has.
             self.connection.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, self.server.rate)
+            # A small send buffer: what the log says was sent is what left,
+            # give or take this much, also on a connection cut mid-body
+            # (by default the kernel would queue megabytes ahead of pacing).
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PACED_SNDBUF)
         with self.server.lock:
             self.server.conns.add(self.connection)
+            self.server.peak_connections = max(self.server.peak_connections, len(self.server.conns))
 
     def finish(self) -> None:
         with self.server.lock:
@@ -364,10 +388,36 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self) -> None:
-        self._serve(head=True)
+        self._counted(head=True)
 
     def do_GET(self) -> None:
-        self._serve(head=False)
+        self._counted(head=False)
+
+    def _counted(self, head: bool) -> None:
+        srv = self.server
+        with srv.lock:
+            srv.in_flight += 1
+            srv.peak_requests = max(srv.peak_requests, srv.in_flight)
+        try:
+            self._serve(head)
+            self._drain()
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1
+
+    def _drain(self, limit: float = 30.0) -> None:
+        """Wait until the kernel has sent what ``sendfile`` queued (paced,
+        it may hold megabytes): a request is in flight until its last byte
+        has left, which is what the concurrency log counts."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                left = struct.unpack("i", fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+            except OSError:
+                return
+            if left <= 0:
+                return
+            time.sleep(0.005)
 
     def _serve(self, head: bool) -> None:
         srv = self.server
@@ -424,7 +474,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         sent = 0
         try:
             with open(path, "rb") as f:
-                sent = self.connection.sendfile(f, start, count)
+                # In steps, so a connection cut mid-body still logs what
+                # had been sent (to within a step) rather than nothing.
+                while sent < count:
+                    n = self.connection.sendfile(f, start + sent, min(SEND_STEP, count - sent))
+                    if not n:
+                        break
+                    sent += n
         finally:
             with srv.lock:
                 srv.log.append({"msec": time.time(), "request_time": time.time() - began, "method": "GET",

@@ -39,6 +39,8 @@ app = typer.Typer(
 
 JournalOpt = typer.Option(None, "--journal", envvar="SEGDL_JOURNAL", help="Journal file (default: $XDG_STATE_HOME/segdl/journal.sqlite).")
 HeaderOpt = typer.Option([], "-H", "--header", help="Extra request header, 'Name: value' (repeatable).")
+RayOpt = typer.Option(None, "--ray", metavar="ADDRESS", help="Run on the Ray cluster at ADDRESS ('auto': $RAY_ADDRESS or the local one); needs segdl[ray].")
+RayJournalsOpt = typer.Option(None, "--ray-journals", help="With --ray: folder of each node's journal (default: the node's $XDG_STATE_HOME/segdl/ray). A shared path lets a node resume a lost node's files.")
 
 
 def _fail(e: SegdlError) -> "typer.Exit":
@@ -153,6 +155,9 @@ def get(
     file_format: List[str] = FormatOpt,
     layout: Optional[str] = LayoutOpt,
     token_env: Optional[str] = TokenEnvOpt,
+    ray: Optional[str] = RayOpt,
+    ray_mode: str = typer.Option("shard", "--ray-mode", help="With --ray: shard (each file once, on some node) or replicate (every file on every node)."),
+    ray_journals: Optional[str] = RayJournalsOpt,
 ) -> None:
     """Download URLs, a collection, or a model hub's repo or models.
 
@@ -166,6 +171,7 @@ def get(
       segdl get -i collection.json -d models -j 8 -x 8
       segdl get hf://org/name@main --include '*.safetensors' --hf-cache
       segdl get civitai://collection/123 -d loras
+      segdl get -i collection.json -d /data --ray auto
     """
     urls = list(urls or [])
     refs: list[str] = []
@@ -209,6 +215,20 @@ def get(
                                  insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
     )
     code = 0
+    if ray is not None:
+        from . import raydrive
+
+        if refs:  # a hub reference lists into requests like any manifest
+            from .hubs import resolve_refs
+
+            try:
+                more, code = resolve_refs(refs, hub_args, settings, as_json, quiet)
+            except SegdlError as e:
+                raise _fail(e)
+            requests.extend(more)
+        raise typer.Exit(max(code, raydrive.run(requests, settings, address=ray, mode=ray_mode,
+                                                journals=ray_journals, as_json=as_json, quiet=quiet,
+                                                collection=collection or manifest_collection)))
     if refs:
         from .hubs import get_refs
 
@@ -363,16 +383,23 @@ def status(
     collection: Optional[str] = typer.Argument(None, help="Only this collection."),
     journal: Optional[Path] = JournalOpt,
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    ray: Optional[str] = RayOpt,
+    ray_journals: Optional[str] = RayJournalsOpt,
 ) -> None:
     """Show every file the journal knows.
 
     One table per collection: state, bytes, speed and ETA of each file.
-    It only reads the journal, so it works while a job runs.
+    It only reads the journal, so it works while a job runs.  With --ray,
+    every node's journal, one row per file and its node.
 
     \b
     Example:
       segdl status loras --json
     """
+    if ray is not None:
+        from . import raydrive
+
+        raise typer.Exit(raydrive.status(address=ray, journals=ray_journals, collection=collection, as_json=as_json))
     from segdl.engine.journal import Journal
     from segdl.engine.naming import redact_url
 

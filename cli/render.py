@@ -71,18 +71,20 @@ class LiveView:
             self.files.update(self.tasks[f.id], description=label, completed=f.done, total=f.size)
 
 
-def summary_table(results: Results) -> Table:
+def summary_table(results: Results, nodes: list[str] | None = None) -> Table:
+    """One row per file; ``nodes``: where each landed (``--ray``)."""
     t = Table(title=None, show_lines=False)
-    for col in ("status", "path", "size", "seconds", "detail"):
+    for col in ("status", "path", "size", "seconds", "detail") + (("node",) if nodes else ()):
         t.add_column(col, overflow="fold")
     colours = {"done": "green", "skipped": "cyan", "failed": "red", "hash_mismatch": "magenta"}
-    for r in results:
+    for i, r in enumerate(results):
         t.add_row(
             f"[{colours.get(r.status, 'white')}]{r.status}[/]",
             r.path,
             "" if r.size is None else f"{r.size:,}",
             f"{r.seconds:.1f}",
             r.error or (f"blake3 {r.blake3[:16]}…" if r.blake3 else ""),
+            *((nodes[i],) if nodes else ()),
         )
     return t
 

@@ -31,6 +31,7 @@ EXIT_HUB_ACCESS = 11  # gated, login required, downloads disabled, early access
 EXIT_HUB_GONE = 12  # archived or removed: no files to download
 EXIT_HUB_RATE_LIMIT = 13  # still rate-limited after the waits the hub asked for
 EXIT_HUB_PROTOCOL = 14  # the hub answered in a shape segdl does not understand
+EXIT_CLUSTER = 15  # --ray: the cluster cannot be reached or used
 EXIT_INTERRUPTED = 130
 
 
@@ -193,3 +194,13 @@ class HubProtocolError(HubError):
     that changed, a body that is not JSON)."""
 
     exit_code = EXIT_HUB_PROTOCOL
+
+
+# ------------------------------------------------------------------ cluster
+
+
+class ClusterError(SegdlError):
+    """``--ray``: the cluster cannot be reached or used (no Ray installed is
+    a usage error, exit 2)."""
+
+    exit_code = EXIT_CLUSTER

@@ -1301,3 +1301,8 @@ class PacedMirror:
 
     def reset_access_log(self) -> None:
         self.server.reset_log()
+
+    def concurrency(self) -> dict[str, int]:
+        """Most requests served at once and most connections open at once
+        since the start or the last reset (see FileServer.concurrency)."""
+        return self.server.concurrency()

@@ -476,3 +476,35 @@ def test_paced_mirror_paces_each_connection_without_a_burst(tmp_path):
         log = m.access_log_entries()
         assert len(log) == 1 and log[0]["body_bytes_sent"] == 3 * MiB and log[0]["status"] == 200
         assert t_first - t0 < 1.0
+
+
+def test_paced_mirror_counts_requests_served_at_once(tmp_path):
+    """The mirror's concurrency log: three requests at once, each held
+    open by pacing, count as three; after they end nothing is in flight,
+    and an idle keep-alive connection counts as a connection only."""
+    import threading
+    import urllib.request
+
+    from servers import PacedMirror
+
+    write_deterministic_file(tmp_path / "c.bin", 512 * 1024, 4)
+    with PacedMirror(tmp_path, rate=512 * 1024) as m:
+        barrier = threading.Barrier(3, timeout=10)
+
+        def fetch() -> None:
+            barrier.wait()
+            with urllib.request.urlopen(m.url("c.bin"), timeout=30) as r:
+                r.read()
+
+        ts = [threading.Thread(target=fetch) for _ in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        deadline = time.monotonic() + 5
+        while m.concurrency()["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # the server notices the last byte acknowledged
+        c = m.concurrency()
+        assert c["requests"] == 3 and c["connections"] >= 3 and c["in_flight"] == 0, c
+        m.reset_access_log()
+        assert m.concurrency()["requests"] == 0

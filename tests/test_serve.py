@@ -37,6 +37,15 @@ class Serve:
         self.proc: subprocess.Popen | None = None
 
     def start(self, *extra: str) -> "Serve":
+        try:
+            return self._start(*extra)
+        except BaseException:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.kill()  # a failed start leaves no service behind
+                self.proc.wait(10)
+            raise
+
+    def _start(self, *extra: str) -> "Serve":
         info = self.journal.parent / "serve.json"
         if info.exists():
             info.unlink()

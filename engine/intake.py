@@ -5,11 +5,11 @@ URL and the mirrors that answered and agree.
 
 from __future__ import annotations
 
-from . import lifecycle
-
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from . import lifecycle
 from .errors import (
     DownloadError,
     SegdlError,
@@ -105,14 +105,29 @@ class Intake:
         batch: list[FileRun] = []
         now = time.monotonic()
         later: list[FileRun] = []
-        while self.c.queue and len(batch) < want and len(self.c.hashing) < PROBE_AHEAD:
+        held: list[FileRun] = []  # their host has no connection to spare for a probe now
+        # Probes count against the per-host cap too: transfers running to a
+        # host plus this batch's requests to it stay within it.
+        cap = self.c.sched.max_per_host
+        per_host = self.c.sched.host_running() if cap else {}
+        probes: dict[str, int] = {}
+        while (self.c.queue and len(batch) < want and len(self.c.hashing) < PROBE_AHEAD
+               and len(held) < 4 * PROBE_AHEAD):
             run = self.c.queue.popleft()
             if run.not_before > now:
                 later.append(run)  # waiting to retry its first request
                 continue
+            hosts = {urlsplit(u).netloc.lower() for u in (run.request.url, *run.request.mirrors)}
+            if cap and any(per_host.get(h, 0) >= cap for h in hosts):
+                held.append(run)
+                continue
             if self._precheck(run):
                 continue  # settled without the network
+            for h in hosts:
+                per_host[h] = per_host.get(h, 0) + 1
+                probes[h] = probes.get(h, 0) + 1
             batch.append(run)
+        self.c.queue.extendleft(reversed(held))  # first again, in their order
         self.c.queue.extend(later)
         if not batch:
             return
@@ -120,6 +135,7 @@ class Intake:
         per_url = {u: self.c.dispatch.options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
         with_data = frozenset(r.request.url for r in batch if self._fresh_target(r))
         self.c.probing_runs = batch
+        self.c.sched.reserved = probes if cap else {}
         self.c.probing = self.c.wake_on(self.c.prober.submit(self.c.probe_client.probe, urls, self.c.options,
                                                         per_url=per_url, with_data=with_data))
 
@@ -140,6 +156,7 @@ class Intake:
             except Exception as e:  # a bug, not a remote problem: report per file
                 found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.c.probing_runs}
             batch, self.c.probing, self.c.probing_runs = self.c.probing_runs, None, []
+            self.c.sched.reserved = {}
             self.c.ready.extend((run, found) for run in batch if not lifecycle.is_final(run.state))
         while self.c.ready and self.c.active_count() < self.c.s.concurrent_files:
             run, found = self.c.ready.popleft()

@@ -112,6 +112,9 @@ class Scheduler:
         self.min_split = min_split
         self.split_after = split_after
         self.max_per_host = max_per_host  # 0: no cap
+        # Requests to a host made outside the scheduler (probes in flight):
+        # they count against the per-host cap too.
+        self.reserved: dict[str, int] = {}
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
         self.files: dict[int, FileState] = {}
@@ -175,6 +178,14 @@ class Scheduler:
 
     # ------------------------------------------------------------ queries
 
+    def host_running(self) -> dict[str, int]:
+        """Connections running to each host (the per-host cap's count)."""
+        out: dict[str, int] = {}
+        for f in self.files.values():
+            if f.running:
+                out[f.host] = out.get(f.host, 0) + f.running
+        return out
+
     def running_count(self, file: int) -> int:
         return self.files[file].running
 
@@ -227,7 +238,7 @@ class Scheduler:
         # Round-robin over files, one segment each per round, so files that
         # run together share the connection budget; a higher priority level
         # takes what it can before the next one gets any.
-        per_host: dict[str, int] = {}
+        per_host: dict[str, int] = dict(self.reserved)
         for f in self.files.values():
             per_host[f.host] = per_host.get(f.host, 0) + f.running
         host_full = lambda f: bool(self.max_per_host) and per_host.get(f.host, 0) >= self.max_per_host  # noqa: E731

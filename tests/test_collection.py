@@ -380,3 +380,34 @@ def test_one_request_per_small_file_and_no_byte_twice(make_nginx, tmp_path):
         assert served <= max(size, 1) * 1.02, (name, size, served, got)
         assert blake3_file(tmp_path / "out" / name) == blake3_file(root / name)
     assert len(per_file["mib1.bin"]) == 2  # the probe's MiB, then the last byte
+
+
+def test_the_per_host_cap_holds_for_probes_too(tmp_path):
+    """Files waiting to start are probed ahead of need; those requests
+    count against --max-connections-per-host as transfers do (the mirror
+    counts the requests it serves at once)."""
+    from servers import PacedMirror
+
+    root = tmp_path / "mirror"
+    root.mkdir()
+    for i in range(10):
+        (root / f"s{i}.bin").write_bytes(os.urandom(3 * MiB))
+    with PacedMirror(root, rate=4 * MiB) as mirror:
+        m = manifest(tmp_path, [{"url": mirror.url(f"s{i}.bin")} for i in range(10)])
+        p = run_segdl(["get", "-i", m, "-d", tmp_path / "out", "--json", "-j", "8", "-x", "4",
+                       "--max-connections-per-host", "2"], tmp_path / "j.sqlite", timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert all(line["status"] == "done" for line in json_lines(p))
+        # Requests at once, from the mirror's log of each request's span
+        # (without the cap on probes: 10).  The mirror's live counter can
+        # see one more for an instant: a request counts until its last byte
+        # has left, and the client may send its next one on another
+        # connection before that bookkeeping is done.
+        spans = sorted((t, d) for e in mirror.access_log_entries()
+                       for t, d in ((e["msec"] - e["request_time"], 1), (e["msec"], -1)))
+        at_once = peak = 0
+        for _, d in spans:
+            at_once += d
+            peak = max(peak, at_once)
+        assert 1 <= peak <= 2, peak
+        assert mirror.concurrency()["requests"] <= 3, mirror.concurrency()

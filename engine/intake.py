@@ -106,9 +106,12 @@ class Intake:
         now = time.monotonic()
         later: list[FileRun] = []
         held: list[FileRun] = []  # their host has no connection to spare for a probe now
-        # Probes count against the per-host cap too: transfers running to a
-        # host plus this batch's requests to it stay within it.
-        cap = self.c.sched.max_per_host
+        # Probes count against a per-host cap the user set: transfers
+        # running to a host plus this batch's requests to it stay within it.
+        # (The default cap, max(-x, 32), is a politeness default: holding
+        # probes back for it made a collection from one host start each
+        # next file later, about 10% slower in coll80.)
+        cap = self.c.s.max_per_host
         per_host = self.c.sched.host_running() if cap else {}
         probes: dict[str, int] = {}
         while (self.c.queue and len(batch) < want and len(self.c.hashing) < PROBE_AHEAD

@@ -90,21 +90,15 @@ def get_refs(refs: list[str], args: HubArgs, settings, journal_path, run: Callab
     the largest of its files' and its problems'."""
     from dataclasses import replace
 
-    from segdl.engine.hubs import resolve
     from segdl.engine.hubs.presence import moved_note, presence
 
     message = (lambda m: None) if quiet else say
     code = EXIT_OK
     for ref in refs:
-        try:
-            listing = resolve(ref, args.options(settings.dest, settings.transfer), message)
-        except SegdlError as e:
-            say(e.message, "red")
-            code = max(code, e.exit_code)
+        listing, listed = _list(ref, args, settings, as_json, message)
+        code = max(code, listed)
+        if listing is None:
             continue
-        for note in listing.notes:
-            message(note)
-        code = max(code, report_problems(listing, as_json))
         try:
             j = _journal(journal_path)
             if j is not None:
@@ -197,21 +191,29 @@ def resolve_refs(refs: list[str], args: HubArgs, settings, as_json: bool, quiet:
     of the listings' problems.  ``--hf-cache`` needs one machine's cache
     and is refused here."""
     from segdl.engine.errors import UsageError
-    from segdl.engine.hubs import resolve
 
     if args.hf_cache is not None:
         raise UsageError("--hf-cache lays files into one machine's cache; it does not go with --ray")
     message = (lambda m: None) if quiet else say
     out, code = [], EXIT_OK
     for ref in refs:
-        try:
-            listing = resolve(ref, args.options(settings.dest, settings.transfer), message)
-        except SegdlError as e:
-            say(e.message, "red")
-            code = max(code, e.exit_code)
-            continue
-        for note in listing.notes:
-            message(note)
-        code = max(code, report_problems(listing, as_json))
-        out.extend(listing.requests)
+        listing, listed = _list(ref, args, settings, as_json, message)
+        code = max(code, listed)
+        if listing is not None:
+            out.extend(listing.requests)
     return out, code
+
+
+def _list(ref: str, args: HubArgs, settings, as_json: bool, message):
+    """One reference listed, its notes said and its problems reported:
+    (the listing, or None when the hub refused it; the exit code so far)."""
+    from segdl.engine.hubs import resolve
+
+    try:
+        listing = resolve(ref, args.options(settings.dest, settings.transfer), message)
+    except SegdlError as e:
+        say(e.message, "red")
+        return None, e.exit_code
+    for note in listing.notes:
+        message(note)
+    return listing, report_problems(listing, as_json)

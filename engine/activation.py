@@ -77,7 +77,6 @@ class Activation:
             ids = self.c.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
             segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
             storage.prepare(run.part, remote.size, keep=False)  # ... then the bytes' home
-        self.c.queued_ids.pop(run.id, None)
         run.move("downloading")
         run.started = time.monotonic()
         self.c.runs[fid] = run

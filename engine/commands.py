@@ -46,7 +46,7 @@ class Commands:
             if not isinstance(priority, int) or isinstance(priority, bool):
                 raise UsageError("priority is an integer (higher first)")
             self.c.intake.reprioritise(run, priority)
-            self.c.sched.set_priority(fid, priority) if fid in self.c.sched.files else None
+            self.c.sched.set_priority(fid, priority)
             self.c.journal.update_file(fid, priority=priority)
         if max_speed is not None:
             if not isinstance(max_speed, int) or isinstance(max_speed, bool) or max_speed < 0:

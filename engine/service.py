@@ -140,14 +140,12 @@ class Service:
         if len(given) != 1:
             raise UsageError("give exactly one of urls, manifest, aria2, ref")
         kind = given[0]
-        if kind == "urls":
+        if kind == "urls":  # checked as a manifest's URLs are
             urls = body["urls"]
-            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            if not isinstance(urls, list):
                 raise UsageError("urls is a list of URLs")
-            reqs = [Request(u) for u in urls]
-            for r in reqs:
-                _check_url(r.url)
-            return reqs, None, None
+            m = parse_input(json.dumps({"files": [{"url": u} for u in urls]}), source="urls")
+            return list(m.requests), None, None
         if kind == "manifest":
             m = parse_input(json.dumps(body["manifest"]), source="the manifest")
             return list(m.requests), m.collection, None
@@ -260,14 +258,6 @@ def _select(requests: list[Request], select) -> list[Request]:
         else:
             raise UsageError(f"select: {item!r} is not a path or an index of the job's files")
     return list(dict.fromkeys(out))
-
-
-def _check_url(url: str) -> None:
-    from urllib.parse import urlsplit
-
-    p = urlsplit(url)
-    if p.scheme not in ("http", "https") or not p.netloc:
-        raise UsageError(f"not an http(s) URL: {url!r}")
 
 
 def _alive(pid: int) -> bool:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crashlib import kill_tree
 from helpers import SEGDL
 
 HERE = Path(__file__).resolve().parent
@@ -114,19 +115,6 @@ class ForgetfulMount:
                 self.proc.wait(10)
         else:
             self._unmount()
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 # ---------------------------------------------------------------- the oracle
@@ -257,7 +245,7 @@ class TrialResult:
             out.append(f"final run exited {self.final_rc}: {self.final_stderr[-600:]}")
         elif not self.final_ok:
             out.append("final run exited 0 but a file is wrong")
-        out += [f"a run after a cut exited 5 (exists and differs)" for rc in self.rcs if rc == 5]
+        out += ["a run after a cut exited 5 (exists and differs)" for rc in self.rcs if rc == 5]
         return out
 
     @property
@@ -300,7 +288,7 @@ def run_until_cut(args: list[str], env: dict, fs: ForgetfulMount, cut_at: float 
             time.sleep(0.01)
         rc = proc.poll()
         if rc is None:
-            kill_group(proc)
+            kill_tree(proc)
         elif fs.cut_happened:
             where = "armed"
         if before_cut is not None and not fs.cut_happened:

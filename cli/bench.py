@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 from segdl.engine.errors import EXIT_DOWNLOAD_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
-from .console import err
+from .console import cell, err, line, make_console, say, shown
 
 
 def _size(text: str, name: str) -> int:
@@ -24,7 +24,7 @@ def _size(text: str, name: str) -> int:
     try:
         return parse_rate(text)
     except ValueError:
-        err.print(f"[red]segdl:[/] {name}: not a size: {text!r} (use e.g. 64M, 1G, 0)", highlight=False)
+        say(f"{name}: not a size: {text!r} (use e.g. 64M, 1G, 0)", "red")
         raise typer.Exit(EXIT_USAGE)
 
 
@@ -34,8 +34,7 @@ def _counts(text: str) -> list[int]:
     except ValueError:
         counts = []
     if not counts or any(n < 1 or n > 1024 for n in counts):
-        err.print(f"[red]segdl:[/] --connections: expected counts 1..1024 like 1,4,16,64, got {text!r}",
-                  highlight=False)
+        say(f"--connections: expected counts 1..1024 like 1,4,16,64, got {text!r}", "red")
         raise typer.Exit(EXIT_USAGE)
     return counts
 
@@ -74,26 +73,26 @@ def bench(
     """
     urls = list(dict.fromkeys(urls or []))
     if not urls and not local:
-        err.print("[red]segdl:[/] nothing to benchmark: give URLs or --local")
+        say("nothing to benchmark: give URLs or --local", "red")
         raise typer.Exit(EXIT_USAGE)
     for h in header:
         if ":" not in h:
-            err.print(f"[red]segdl:[/] header {h!r} is not 'Name: value'", highlight=False)
+            say(f"header {h!r} is not 'Name: value'", "red")
             raise typer.Exit(EXIT_USAGE)
     if local_server not in ("auto", "nginx", "python"):
-        err.print("[red]segdl:[/] --local-server: auto, nginx or python")
+        say("--local-server: auto, nginx or python", "red")
         raise typer.Exit(EXIT_USAGE)
     nbytes = 0 if whole else _size(sample, "--bytes")
     counts = _counts(connections)
     lsize = _size(local_size, "--local-size") if local else 0
     if local and lsize <= 0:
-        err.print("[red]segdl:[/] --local-size must be more than 0")
+        say("--local-size must be more than 0", "red")
         raise typer.Exit(EXIT_USAGE)
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            err.print("[red]segdl:[/] --plot needs matplotlib: pip install 'segdl[bench]' (or pip install matplotlib)")
+            say("--plot needs matplotlib: pip install 'segdl[bench]' (or pip install matplotlib)", "red")
             raise typer.Exit(EXIT_USAGE)
     from segdl.engine.messages import TransferOptions
 
@@ -116,7 +115,7 @@ def _guarded(*args) -> int:
     try:
         return _run(*args)
     except KeyboardInterrupt:
-        err.print("[yellow]segdl:[/] bench interrupted")
+        say("bench interrupted")
         return EXIT_INTERRUPTED
     finally:
         if old is not None:
@@ -132,15 +131,14 @@ def _run(urls, local, lsize, local_server, nbytes, counts, rounds, timeout, opti
             from .localmirror import LocalMirror, LocalMirrorError
 
             if not quiet and not as_json:
-                err.print(f"segdl: generating {_mb(lsize)} of test data and starting a local mirror…",
-                          highlight=False)
+                say(f"generating {_mb(lsize)} of test data and starting a local mirror…", None)
             try:
                 mirror = LocalMirror(lsize, local_server).start()
             except (LocalMirrorError, OSError) as e:
-                err.print(f"[red]segdl:[/] cannot start the local mirror: {e}", highlight=False)
+                say(f"cannot start the local mirror: {e}", "red")
                 return EXIT_DOWNLOAD_FAILED
             if not quiet and not as_json:
-                err.print(f"segdl: local mirror ({mirror.kind}) at {mirror.url}", highlight=False)
+                say(f"local mirror ({mirror.kind}) at {mirror.url}", None)
             urls = [mirror.url, *urls]
         report = _measure(mirrorbench, urls, counts, nbytes, rounds, timeout, options, quiet)
     finally:
@@ -157,10 +155,10 @@ def _run(urls, local, lsize, local_server, nbytes, counts, rounds, timeout, opti
         try:
             _plot(report, plot)
         except Exception as e:  # noqa: BLE001 - a chart must not hide the results
-            err.print(f"[red]segdl:[/] cannot write {plot}: {e}", highlight=False)
+            say(f"cannot write {plot}: {e}", "red")
             return EXIT_USAGE
         if not as_json:
-            err.print(f"segdl: chart written to {plot}", highlight=False)
+            say(f"chart written to {plot}", None)
     return 0 if report.recommendation.connections is not None else EXIT_DOWNLOAD_FAILED
 
 
@@ -170,14 +168,14 @@ def _measure(mirrorbench, urls, counts, nbytes, rounds, timeout, options, quiet)
                                  options=options, rounds=rounds)
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=err, transient=True) as progress:
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=make_console(stderr=True), transient=True) as progress:
         tasks: dict = {}
 
         def on_progress(url, n, done, total):
             key = (url, n)
             if key not in tasks:
-                tasks[key] = progress.add_task(f"{_short(url)} ×{n}", total=total or None)
+                tasks[key] = progress.add_task(f"{shown(_short(url))} ×{n}", total=total or None)
             progress.update(tasks[key], completed=done)
 
         def on_mirror(rep):
@@ -185,7 +183,7 @@ def _measure(mirrorbench, urls, counts, nbytes, rounds, timeout, options, quiet)
                 progress.remove_task(t)
             tasks.clear()
             if rep.error:
-                err.print(f"[yellow]segdl:[/] {rep.url}: {rep.error}", highlight=False)
+                say(f"{rep.url}: {rep.error}")
 
         return mirrorbench.bench(urls, connections=counts, sample=nbytes, timeout=timeout,
                                  options=options, rounds=rounds, on_progress=on_progress,
@@ -198,12 +196,11 @@ def _short(url: str, width: int = 48) -> str:
 
 
 def _render(report) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     if not console.is_terminal:
-        console = Console(width=160)  # a pipe or file: no reason to fold at 80 columns
+        console = make_console(width=160)  # a pipe or file: no reason to fold at 80 columns
     t = Table(title="segdl bench: MB/s (10^6 bytes/s) per connection count", title_justify="left")
     t.add_column("mirror", overflow="fold")
     t.add_column("TTFB ms", justify="right")
@@ -213,7 +210,7 @@ def _render(report) -> None:
     notes: list[str] = []
     for m in report.mirrors:
         ttfb = f"{m.ttfb_ms:.1f}" if m.ttfb_ms is not None else "-"
-        ranges = "-" if m.ranges is None else ("yes" if m.ranges else "[yellow]no[/]")
+        ranges = "-" if m.ranges is None else ("yes" if m.ranges else cell("no", "yellow"))
         cells = []
         by_n = {r.connections: r for r in m.results}
         best = m.best_mbps
@@ -223,27 +220,26 @@ def _render(report) -> None:
                 cells.append("-")
             elif r.mbps is None:
                 notes.append(f"{_short(m.url)} ×{n}: {r.error}")
-                cells.append(f"[red]failed[{len(notes)}][/]")
+                cells.append(cell(f"failed[{len(notes)}]", "red"))
             else:
                 text = f"{r.mbps:,.1f}" + ("*" if not r.complete else "")
-                cells.append(f"[bold]{text}[/]" if best and r.mbps == best else text)
+                cells.append(cell(text, "bold") if best and r.mbps == best else text)
         if m.error:
             notes.append(f"{_short(m.url)}: {m.error}")
-            ttfb = f"[red]failed[{len(notes)}][/]"
-        t.add_row(_short(m.url, 60), ttfb, ranges, *cells)
+            ttfb = cell(f"failed[{len(notes)}]", "red")
+        t.add_row(cell(_short(m.url, 60)), ttfb, ranges, *cells)
     console.print(t)
     for i, note in enumerate(notes, 1):
-        console.print(f"  [{i}] {note}", highlight=False, markup=False)
+        console.print(f"  [{i}] {shown(note)}")
     if any(not r.complete for m in report.mirrors for r in m.results if r.mbps is not None):
-        console.print("  * stopped by --timeout; rate over the bytes that arrived", highlight=False)
+        console.print("  * stopped by --timeout; rate over the bytes that arrived")
     rec = report.recommendation
     if rec.connections is None:
-        console.print("[red]No recommendation:[/] no mirror could be measured.")
+        console.print(line(("No recommendation:", "red"), " no mirror could be measured."))
         return
     mirrors = ", ".join(rec.mirrors)
-    console.print(f"[bold]Recommendation:[/] -x {rec.connections}; use "
-                  f"{'this mirror' if len(rec.mirrors) == 1 else f'these {len(rec.mirrors)} mirrors'}: {mirrors}",
-                  highlight=False)
+    console.print(line(("Recommendation:", "bold"), f" -x {rec.connections}; use "
+                       f"{'this mirror' if len(rec.mirrors) == 1 else f'these {len(rec.mirrors)} mirrors'}: {mirrors}"))
 
 
 def _plot(report, path: Path) -> None:

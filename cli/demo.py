@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from .console import err
+from .console import err, say, shown
 
 # name -> (size, seed); the names a model-hub collection would have.
 SAMPLE = {
@@ -38,7 +38,7 @@ def _rate(text: str) -> int:
     try:
         return parse_rate(text)
     except ValueError as e:
-        err.print(f"[red]segdl:[/] --rate: {e}")
+        say(f"--rate: {e}", "red")
         raise typer.Exit(2)
 
 
@@ -81,21 +81,20 @@ def demo(
                                 mirrors=(b.url(name),) if name == MIRRORED else ())
                         for name in SAMPLE]
             if not quiet:
-                err.print(f"segdl demo: {len(SAMPLE)} files from two local mirrors at {rate}/s per "
-                          f"connection; {MIRRORED} comes from both, {FLAKY} breaks off once", highlight=False)
+                err.print(f"segdl demo: {len(SAMPLE)} files from two local mirrors at {shown(rate)}/s per "
+                          f"connection; {MIRRORED} comes from both, {FLAKY} breaks off once")
             code = _run(requests, Settings(dest=out, connections=4, concurrent_files=len(SAMPLE), journal=journal),
                         as_json=False, quiet=quiet, collection="demo")
         if not quiet:
             verified = sum(1 for name in SAMPLE if (out / "demo" / name).exists())
             where = out / "demo" if keep is not None else "a temporary folder (removed now; --keep DIR keeps it)"
-            err.print(f"segdl demo: {verified} of {len(SAMPLE)} files verified by blake3, in {where}", highlight=False)
+            err.print(f"segdl demo: {verified} of {len(SAMPLE)} files verified by blake3, in {shown(where)}")
             j = f" --journal {journal}" if keep is not None else ""
             tips = [(f"segdl status{j}", "every file, its state and bytes"),
                      ("segdl get URL... -d DIR", "your own files (or -i manifest.json)"),
                      (f"segdl pause TARGET{j}", "in another terminal, while a job runs"),
                      ("Ctrl-C, then the same command", "it continues where it stopped")]
-            err.print("Try next:\n" + "\n".join(f"  {c}\n      {w}" for c, w in tips), highlight=False,
-                      soft_wrap=True)
+            err.print("Try next:\n" + "\n".join(f"  {shown(c)}\n      {w}" for c, w in tips), soft_wrap=True)
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from segdl.engine.errors import EXIT_OK, SegdlError
 
-from .console import err
+from .console import cell, make_console, say
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,6 @@ class HubArgs:
                           all_versions=self.all_versions, all_files=self.all_files, types=self.types,
                           formats=self.formats, layout=self.layout, token_env=self.token_env,
                           collection=self.collection, transfer=transfer)
-
-
-def say(text: str, colour: str = "yellow") -> None:
-    from rich.markup import escape
-
-    err.print(f"[{colour}]segdl:[/] {escape(text)}", highlight=False)
 
 
 def report_problems(listing, as_json: bool, ls: bool = False) -> int:
@@ -165,23 +159,20 @@ def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path
         for p in states:
             print(json.dumps(p.as_dict(), sort_keys=True))
         return code
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
     counts: dict[str, int] = {}
     for p in states:
         counts[p.state] = counts.get(p.state, 0) + 1
     title = f"{listing.ref}: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files")
-    t = Table(title=escape(title), title_justify="left")
+    t = Table(title=cell(title), title_justify="left")
     for c in ("state", "path", "size", "done", "hash"):
         t.add_column(c, overflow="fold")
     colours = {"here": "green", "partial": "yellow", "missing": "red"}
     for p in states:
-        t.add_row(f"[{colours[p.state]}]{p.state}[/]",
-                  escape(p.path + (f" (= {p.where})" if p.where else "")),
-                  "?" if p.size is None else f"{p.size:,}", f"{p.done:,}", escape((p.hash or "")[:24]))
-    Console().print(t)
+        t.add_row(cell(p.state, colours[p.state]), cell(p.path + (f" (= {p.where})" if p.where else "")),
+                  "?" if p.size is None else f"{p.size:,}", f"{p.done:,}", cell((p.hash or "")[:24]))
+    make_console().print(t)
     return code
 
 

@@ -16,11 +16,9 @@ import typer
 
 from segdl.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE, SegdlError
 
-from .console import err
+from .console import say
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from segdl.engine.request import Request, Settings
 
 # Each command imports the engine parts and rich only when it runs: ``segdl
@@ -44,27 +42,24 @@ RayJournalsOpt = typer.Option(None, "--ray-journals", help="With --ray: folder o
 
 
 def _fail(e: SegdlError) -> "typer.Exit":
-    err.print(f"[red]segdl:[/] {e.message}", highlight=False)
+    say(e.message, "red")
     return typer.Exit(e.exit_code)
 
 
 def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: bool, collection: str | None = None,
          source: dict | None = None) -> int:
     """Run a job with a live view (or JSON lines) and return the exit code."""
-    from rich.console import Console
-
     from segdl.engine import api
 
+    from .console import make_console
     from .render import LiveView, print_json_line, summary_table
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     interactive = console.is_terminal and not as_json and not quiet
 
     def message(m: str) -> None:
         if not quiet:
-            from rich.markup import escape
-
-            err.print(f"[yellow]segdl:[/] {escape(m)}", highlight=False)
+            say(m)
 
     try:
         if interactive:
@@ -75,12 +70,12 @@ def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: b
             results = api.download(requests, settings, collection=collection, on_message=message, source=source,
                                    on_result=print_json_line if as_json else None)
     except KeyboardInterrupt:
-        err.print("[yellow]segdl:[/] interrupted; run the same command again to continue")
+        say("interrupted; run the same command again to continue")
         return EXIT_INTERRUPTED
     except SegdlError as e:
         raise _fail(e)
     if not as_json and not quiet:
-        Console().print(summary_table(results))
+        make_console().print(summary_table(results))
     return results.exit_code
 
 
@@ -92,7 +87,7 @@ def _rate(value: Optional[str], name: str) -> int:
     try:
         return parse_rate(value)
     except ValueError as e:
-        err.print(f"[red]segdl:[/] {name}: {e}")
+        say(f"{name}: {e}", "red")
         raise typer.Exit(EXIT_USAGE)
 
 
@@ -112,7 +107,7 @@ def _hub_args(include, exclude, hf_cache, all_versions, all_files, types, format
     from .hubs import HubArgs
 
     if token_env is not None and not token_env.replace("_", "").isalnum():
-        err.print("[red]segdl:[/] --token-env takes the NAME of an environment variable, not a token")
+        say("--token-env takes the NAME of an environment variable, not a token", "red")
         raise typer.Exit(EXIT_USAGE)
     return HubArgs(tuple(include), tuple(exclude), hf_cache, all_versions, all_files, tuple(types),
                    tuple(formats), layout, token_env, collection)
@@ -192,10 +187,10 @@ def get(
         requests.extend(m.requests)
         manifest_collection = m.collection
     if not urls and not requests and not refs:
-        err.print("[red]segdl:[/] nothing to download: give URLs, hub references or -i FILE")
+        say("nothing to download: give URLs, hub references or -i FILE", "red")
         raise typer.Exit(EXIT_USAGE)
     if (len(urls) + len(requests) > 1 or refs) and (out or blake3 or sha256):
-        err.print("[red]segdl:[/] -o, --blake3 and --sha256 apply to a single URL")
+        say("-o, --blake3 and --sha256 apply to a single URL", "red")
         raise typer.Exit(EXIT_USAGE)
     hub_args = _hub_args(include, exclude, hf_cache, all_versions, all_files, file_type, file_format,
                          layout, token_env, collection)
@@ -249,7 +244,7 @@ def _set_paused(target: str, journal: Optional[Path], paused: bool) -> int:
         j = Journal(journal)
         rows = j.resolve_targets(target)
         if not rows:
-            err.print(f"[red]segdl:[/] no file or collection matches {target!r}")
+            say(f"no file or collection matches {target!r}", "red")
             return EXIT_USAGE
         ids = [r["id"] for r in rows]
         from .serve import find_service
@@ -270,7 +265,7 @@ def _set_paused(target: str, journal: Optional[Path], paused: bool) -> int:
         raise _fail(e)
     word = "paused" if paused else "resumed"
     for r in rows:
-        err.print(f"segdl: {word} {r['path']}{via}", highlight=False)
+        say(f"{word} {r['path']}{via}", None)
     return 0
 
 
@@ -325,7 +320,7 @@ def resume(
 def _check_headers(headers: List[str]) -> None:
     for h in headers:
         if ":" not in h:
-            err.print(f"[red]segdl:[/] header {h!r} is not 'Name: value'")
+            say(f"header {h!r} is not 'Name: value'", "red")
             raise typer.Exit(EXIT_USAGE)
 
 
@@ -339,7 +334,7 @@ def _rerun(jobs, journal, workers: Optional[int], headers: List[str], as_json: b
     _check_headers(headers)
     if not jobs:
         if not quiet and not as_json:
-            err.print(f"segdl: {nothing}")
+            say(nothing, None)
         return 0
     code = 0
     for dest, reqs, spec, coll in jobs:
@@ -347,12 +342,12 @@ def _rerun(jobs, journal, workers: Optional[int], headers: List[str], as_json: b
         settings = settings_from_spec(spec, headers=tuple(headers), dest=dest, journal=journal, **given)
         missing = missing_headers(spec, tuple(headers))
         if missing and not as_json:
-            err.print(f"[yellow]segdl:[/] this job was started with header(s) {', '.join(missing)}, whose values "
-                      "the journal does not keep (see --keep-headers); pass them again with -H", highlight=False)
+            say(f"this job was started with header(s) {', '.join(missing)}, whose values "
+                "the journal does not keep (see --keep-headers); pass them again with -H")
         source = spec.get("source")
         code = max(code, _run(reqs, settings, as_json=as_json, quiet=quiet, collection=coll))
         if source and source.get("hf_cache"):
-            from .hubs import finish, say
+            from .hubs import finish
 
             code = max(code, finish(dest, source, (lambda m: None) if quiet else say))
     return code
@@ -414,8 +409,7 @@ def status(
 
         remote = find_service(journal)
         if remote is not None:  # it keeps this journal live, three times a second
-            err.print(f"segdl: segdl serve runs these jobs at {remote.url or remote.socket_path}",
-                      highlight=False, markup=False)
+            say(f"segdl serve runs these jobs at {remote.url or remote.socket_path}", None)
     if collection is not None:
         rows = [r for r in rows if r["collection"] == collection]
     out = []
@@ -436,10 +430,11 @@ def status(
         for o in out:
             print(json.dumps(o, sort_keys=True))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from .console import cell, make_console
+
+    console = make_console()
     groups: dict = {}
     for o in out:
         groups.setdefault(o["collection"] or "(no collection)", []).append(o)
@@ -447,7 +442,8 @@ def status(
         counts: dict[str, int] = {}
         for o in files:
             counts[o["state"]] = counts.get(o["state"], 0) + 1
-        t = Table(title=f"{name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), title_justify="left")
+        t = Table(title=cell(f"{name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))),
+                  title_justify="left")
         for c in ("id", "state", "path", "done", "size", "speed", "eta", "detail"):
             t.add_column(c, overflow="fold")
         for o in files:
@@ -455,10 +451,10 @@ def status(
             if o["mirrors"]:
                 detail = "; ".join(f"{m['url']}: {m['speed'] / 1048576:.1f} MiB/s" + (" (dropped)" if m["dropped"] else "")
                                    for m in o["mirrors"])
-            t.add_row(str(o["id"]), o["state"], o["path"], f"{o['bytes_done'] or 0:,}",
+            t.add_row(str(o["id"]), o["state"], cell(o["path"]), f"{o['bytes_done'] or 0:,}",
                       "?" if o["size"] is None else f"{o['size']:,}",
                       f"{o['speed'] / 1048576:.1f} MiB/s" if o["speed"] else "",
-                      f"{o['eta']:.0f} s" if o["eta"] and o["state"] == "downloading" else "", detail)
+                      f"{o['eta']:.0f} s" if o["eta"] and o["state"] == "downloading" else "", cell(detail))
         console.print(t)
 
 
@@ -495,7 +491,7 @@ def ls_cmd(
       segdl ls civitai://collection/123 -d loras --json
     """
     if (ref is None) == (input_file is None):
-        err.print("[red]segdl:[/] give a hub reference or -i FILE")
+        say("give a hub reference or -i FILE", "red")
         raise typer.Exit(EXIT_USAGE)
     from segdl.engine.messages import TransferOptions
 
@@ -508,7 +504,7 @@ def ls_cmd(
             from segdl.engine.hubs import is_hub_ref
 
             if not is_hub_ref(ref):
-                err.print(f"[red]segdl:[/] {ref!r} is not a hub reference (hf://..., civitai://..., a CivitAI page URL)")
+                say(f"{ref!r} is not a hub reference (hf://..., civitai://..., a CivitAI page URL)", "red")
                 raise typer.Exit(EXIT_USAGE)
         code = run_ls(ref, input_file, args, dest, TransferOptions(insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
                       journal, as_json)
@@ -560,7 +556,7 @@ def limit(
       segdl limit --max-speed 40M
     """
     if max_speed is None and max_file_speed is None:
-        err.print("[red]segdl:[/] give --max-speed and/or --max-file-speed")
+        say("give --max-speed and/or --max-file-speed", "red")
         raise typer.Exit(EXIT_USAGE)
     fields = {}
     if max_speed is not None:
@@ -575,22 +571,22 @@ def limit(
     if remote is not None:  # a running segdl serve: its limits, at once
         status, answer = remote.call("PATCH", "/limits", {k: v or 0 for k, v in fields.items()})
         if status == 200:
-            err.print("segdl: limits of segdl serve set")
+            say("limits of segdl serve set", None)
             return
-        err.print(f"[red]segdl:[/] segdl serve refused: {answer.get('error')}")
+        say(f"segdl serve refused: {answer.get('error')}", "red")
         raise typer.Exit(EXIT_USAGE)
     try:
         j = Journal(journal)
         ids = [job] if job is not None else [r["id"] for r in j.running_jobs()]
         if not ids:
-            err.print("[red]segdl:[/] no running job")
+            say("no running job", "red")
             raise typer.Exit(EXIT_USAGE)
         for i in ids:
             j.update_job(i, **fields)
         j.close()
     except SegdlError as e:
         raise _fail(e)
-    err.print(f"segdl: limits of job {', '.join(map(str, ids))} set")
+    say(f"limits of job {', '.join(map(str, ids))} set", None)
 
 
 @app.command()
@@ -628,18 +624,18 @@ def serve(
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        err.print("[red]segdl:[/] segdl serve needs its extra: pip install 'segdl[serve]'")
+        say("segdl serve needs its extra: pip install 'segdl[serve]'", "red")
         raise typer.Exit(EXIT_USAGE)
     from .serve import parse_listen, run_service
 
     if listen and socket_path:
-        err.print("[red]segdl:[/] give --listen or --socket, not both")
+        say("give --listen or --socket, not both", "red")
         raise typer.Exit(EXIT_USAGE)
     if listen:
         try:
             parse_listen(listen)
         except ValueError as e:
-            err.print(f"[red]segdl:[/] {e}")
+            say(str(e), "red")
             raise typer.Exit(EXIT_USAGE)
     settings = Settings(dest=dest, connections=connections, max_connections=max_connections,
                         concurrent_files=concurrent, workers=workers, journal=journal,
@@ -649,11 +645,9 @@ def serve(
     for r in roots:
         r.mkdir(parents=True, exist_ok=True)
 
-    def say(text: str) -> None:
-        err.print(f"segdl: {text}", highlight=False, markup=False)
-
     raise typer.Exit(run_service(settings, roots, listen=listen, socket_path=socket_path,
-                                 allow_hosts=list(allow_host), allow_origins=list(allow_origin), say=say))
+                                 allow_hosts=list(allow_host), allow_origins=list(allow_origin),
+                                 say=lambda text: say(text, None)))
 
 
 @app.command()
@@ -685,7 +679,7 @@ def ui(
     try:
         import textual  # noqa: F401
     except ImportError:
-        err.print("[red]segdl:[/] segdl ui needs its extra: pip install 'segdl[ui]'")
+        say("segdl ui needs its extra: pip install 'segdl[ui]'", "red")
         raise typer.Exit(EXIT_USAGE)
     from segdl.engine.request import Settings
 
@@ -696,7 +690,7 @@ def ui(
     try:
         code = run_ui(list(urls or []), input_file, settings, attached=attach, dest_given=dest is not None)
     except ClientError as e:
-        err.print(f"[red]segdl:[/] {e.message}", highlight=False)
+        say(e.message, "red")
         raise typer.Exit(EXIT_USAGE)
     except SegdlError as e:
         raise _fail(e)

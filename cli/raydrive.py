@@ -15,15 +15,15 @@ from segdl.engine.cluster.report import ClusterProgress
 from segdl.engine.errors import EXIT_INTERRUPTED, SegdlError
 from segdl.engine.results import FileResult
 
-from .console import err
+from .console import cell, make_console, say, shown
 
 
 class ClusterView:
     """A total row, then one row per node."""
 
     def __init__(self, console: Console) -> None:
-        cols = (TextColumn("{task.description}"), BarColumn(bar_width=None), DownloadColumn(binary_units=True),
-                TransferSpeedColumn())
+        cols = (TextColumn("{task.description}", markup=False), BarColumn(bar_width=None),
+                DownloadColumn(binary_units=True), TransferSpeedColumn())
         self.bars = Progress(*cols, console=console, expand=True)
         self.total = self.bars.add_task("total", total=None)
         self.rows: dict[str, TaskID] = {}
@@ -41,8 +41,8 @@ class ClusterView:
                          completed=p.done, total=p.size or None)
         for n in p.nodes:
             if n.name not in self.rows:
-                self.rows[n.name] = self.bars.add_task(n.name, total=None)
-            label = f"{n.name} [{n.finished}/{n.files}]" + ("" if n.alive else " (lost)")
+                self.rows[n.name] = self.bars.add_task(shown(n.name), total=None)
+            label = f"{shown(n.name)} [{n.finished}/{n.files}]" + ("" if n.alive else " (lost)")
             self.bars.update(self.rows[n.name], description=label, completed=n.done, total=n.size or None)
 
 
@@ -56,12 +56,12 @@ def run(requests, settings, *, address, mode, journals, as_json: bool, quiet: bo
 
     from .render import summary_table
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     interactive = console.is_terminal and not as_json and not quiet
 
     def message(m: str) -> None:
         if not quiet:
-            err.print(f"[yellow]segdl:[/] {m}", highlight=False)
+            say(m)
 
     kw = dict(address=address, mode=mode, journals=journals, collection=collection, on_message=message,
               on_result=json_line if as_json else None)
@@ -72,13 +72,13 @@ def run(requests, settings, *, address, mode, journals, as_json: bool, quiet: bo
         else:
             results = driver.download(requests, settings, **kw)
     except KeyboardInterrupt:
-        err.print("[yellow]segdl:[/] interrupted; run the same command again to continue")
+        say("interrupted; run the same command again to continue")
         return EXIT_INTERRUPTED
     except SegdlError as e:
-        err.print(f"[red]segdl:[/] {e.message}", highlight=False)
+        say(e.message, "red")
         return e.exit_code
     if not as_json and not quiet:
-        Console().print(summary_table(results, nodes=results.nodes))
+        make_console().print(summary_table(results, nodes=results.nodes))
     return results.exit_code
 
 
@@ -91,7 +91,7 @@ def status(*, address, journals, collection, as_json: bool) -> int:
     try:
         rows = driver.status(address, journals)
     except SegdlError as e:
-        err.print(f"[red]segdl:[/] {e.message}", highlight=False)
+        say(e.message, "red")
         return e.exit_code
     out = [{"node": node, "id": r["id"], "collection": r["collection"], "path": r["path"],
             "url": redact_url(r["url"]), "state": r["state"], "size": r["size"],
@@ -106,7 +106,7 @@ def status(*, address, journals, collection, as_json: bool) -> int:
     for c in ("node", "state", "path", "done", "size", "detail"):
         t.add_column(c, overflow="fold")
     for o in out:
-        t.add_row(o["node"], o["state"], o["path"], f"{o['bytes_done']:,}",
-                  "?" if o["size"] is None else f"{o['size']:,}", o["error"] or "")
-    Console().print(t)
+        t.add_row(cell(o["node"]), o["state"], cell(o["path"]), f"{o['bytes_done']:,}",
+                  "?" if o["size"] is None else f"{o['size']:,}", cell(o["error"] or ""))
+    make_console().print(t)
     return 0

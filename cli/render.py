@@ -23,6 +23,8 @@ from rich.table import Table
 from segdl.engine.progress import Snapshot
 from segdl.engine.results import FileResult, Results
 
+from .console import cell, shown
+
 
 class LiveView:
     """A rich live view: one row per active file plus the job total."""
@@ -32,7 +34,7 @@ class LiveView:
     def __init__(self, console: Console) -> None:
         self.console = console
         cols = (
-            TextColumn("{task.description}", table_column=None),
+            TextColumn("{task.description}", markup=False, table_column=None),
             BarColumn(bar_width=None),
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
@@ -59,13 +61,13 @@ class LiveView:
             total=snap.size or None,
         )
         active = [f for f in snap.files if f.state in ("downloading", "verifying")]
-        shown = {f.id for f in active[: self.MAX_ROWS]}
+        rows = {f.id for f in active[: self.MAX_ROWS]}
         for fid in list(self.tasks):
-            if fid not in shown:
+            if fid not in rows:
                 self.files.remove_task(self.tasks.pop(fid))
         for f in active[: self.MAX_ROWS]:
             name = f.path.rsplit("/", 1)[-1]
-            label = f"{name[:40]}" + (" (verifying)" if f.state == "verifying" else "")
+            label = shown(name[:40]) + (" (verifying)" if f.state == "verifying" else "")
             if f.id not in self.tasks:
                 self.tasks[f.id] = self.files.add_task(label, total=f.size)
             self.files.update(self.tasks[f.id], description=label, completed=f.done, total=f.size)
@@ -79,12 +81,12 @@ def summary_table(results: Results, nodes: list[str] | None = None) -> Table:
     colours = {"done": "green", "skipped": "cyan", "failed": "red", "hash_mismatch": "magenta"}
     for i, r in enumerate(results):
         t.add_row(
-            f"[{colours.get(r.status, 'white')}]{r.status}[/]",
-            r.path,
+            cell(r.status, colours.get(r.status, "white")),
+            cell(r.path),
             "" if r.size is None else f"{r.size:,}",
             f"{r.seconds:.1f}",
-            r.error or (f"blake3 {r.blake3[:16]}…" if r.blake3 else ""),
-            *((nodes[i],) if nodes else ()),
+            cell(r.error or (f"blake3 {r.blake3[:16]}…" if r.blake3 else "")),
+            *((cell(nodes[i]),) if nodes else ()),
         )
     return t
 

@@ -1,0 +1,192 @@
+"""One output boundary (issue 18 §2, issue 21 #9): text from outside goes
+through every command's output as it is.  File names come from a real
+server (a URL's path, Content-Disposition) or a manifest's path, collection
+and folder names from the command line; rich or Textual markup in them
+(``[v2]``, ``[/]``, ``[bold]x``) is never read as markup, and terminal
+control characters (ESC) are written visibly, as ``\\x1b``.
+
+No raw ESC may reach a pipe: segdl writes no colour there, so any ESC in
+piped output came from a name.  In a forced terminal (the live views), rich
+writes ESC of its own; there the names are looked for whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import SEGDL, json_lines, run_segdl
+from servers import FaultServer
+
+KiB = 1 << 10
+
+URL_NAME = "style [v2].safetensors"  # named by the URL's path
+CD_NAME = "missing[red]x.bin"  # named by Content-Disposition
+MANIFEST_PATH = "[bold]x/[bold]y.bin"  # the manifest's path
+FAILED_PATH = "[/]gone.bin"  # its URL answers 404
+NAMES = (URL_NAME, CD_NAME, MANIFEST_PATH, FAILED_PATH)
+COLLECTION = "\x1b[2J\x1b[31mPWNED [v2]"  # issue 21 #9
+COLLECTION_SHOWN = "\\x1b[2J\\x1b[31mPWNED [v2]"
+WIDE = {"COLUMNS": "400"}  # rich folds nothing
+# The live views: rich takes stderr for an interactive terminal (TTY_* since
+# rich 14, FORCE_TERMINAL before).
+TERMINAL = {**WIDE, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "FORCE_TERMINAL": "1", "TERM": "xterm-256color"}
+
+
+def shown(text: str) -> str:
+    """What a terminal must show of ``text``: ESC escaped."""
+    return text.replace("\x1b", "\\x1b")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FaultServer() as srv:
+        for name in ("style [v2].safetensors", "cd.bin", "plain.bin"):
+            srv.add(name, os.urandom(256 * KiB))
+        srv.add("b[v2].bin", os.urandom(256 * KiB))
+        yield srv
+
+
+def manifest_of(server: FaultServer, folder: Path, rate: int = 96 * KiB) -> Path:
+    """A manifest named with ESC and brackets (``ls`` shows its name) of
+    the four files, each paced (~3 s) so the live view shows them."""
+    files = [{"url": server.url(f"style%20%5Bv2%5D.safetensors?rate={rate}")},
+             {"url": server.url(f"disposition/cd.bin?fn=missing%5Bred%5Dx.bin&rate={rate}")},
+             {"url": server.url(f"plain.bin?rate={rate}"), "path": MANIFEST_PATH},
+             {"url": server.url("nothere.bin"), "path": FAILED_PATH}]
+    path = folder / "m\x1b[31m[v2].json"
+    path.write_text(json.dumps({"files": files}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def job(server, tmp_path_factory):
+    """``get`` of the manifest with the live view (a forced terminal): the
+    job every other command then shows."""
+    tmp = tmp_path_factory.mktemp("output")
+    manifest = manifest_of(server, tmp)
+    journal, out = tmp / "journal.sqlite", tmp / "out"
+    p = run_segdl(["get", "-i", manifest, "--collection", COLLECTION, "-d", out, "-x", "1"], journal, env=TERMINAL)
+    return p, manifest, journal, out
+
+
+def test_get_shows_names_in_the_live_view_and_the_table(job):
+    p, _, _, out = job
+    assert p.returncode == 3, p.stderr  # the 404 one failed, alone
+    for name in (URL_NAME, CD_NAME, MANIFEST_PATH):
+        assert (out / name).stat().st_size == 256 * KiB
+    live = p.stderr
+    for name in (URL_NAME, CD_NAME, "[bold]y.bin"):  # the live view shows base names
+        assert name in live, (name, live)
+    for name in NAMES:
+        assert name in p.stdout, (name, p.stdout)
+
+
+def test_get_json_keeps_names_exactly(job):
+    _, manifest, journal, out = job
+    p = run_segdl(["get", "-i", manifest, "--collection", COLLECTION, "-d", out, "--json"], journal)
+    assert p.returncode == 3, p.stderr
+    paths = [r["path"] for r in json_lines(p)]
+    for name in NAMES:
+        assert any(path.endswith(name) for path in paths), (name, paths)
+
+
+def test_status_escapes_control_characters_of_a_collection_name(job):
+    _, _, journal, _ = job
+    p = run_segdl(["status"], journal, env=WIDE)
+    assert p.returncode == 0, p.stderr
+    assert "\x1b" not in p.stdout + p.stderr
+    assert f"{COLLECTION_SHOWN}: 3 done, 1 failed" in p.stdout, p.stdout
+    for name in NAMES:
+        assert name in p.stdout, (name, p.stdout)
+    rows = json_lines(run_segdl(["status", "--json"], journal))
+    assert {r["collection"] for r in rows} == {COLLECTION}
+
+
+def test_ls_shows_the_input_file_and_its_paths(job):
+    _, manifest, journal, out = job
+    p = subprocess.run([*SEGDL, "ls", "-i", manifest.name, "-d", out, "--journal", journal], cwd=manifest.parent,
+                       capture_output=True, text=True, timeout=60, env={**os.environ, **WIDE})
+    assert p.returncode == 0, p.stderr
+    assert "\x1b" not in p.stdout + p.stderr
+    assert shown(manifest.name) + ": 1 here, 1 missing" in p.stdout, p.stdout  # the title
+    for name in (MANIFEST_PATH, FAILED_PATH):
+        assert name in p.stdout, (name, p.stdout)
+    assert "no path" in p.stderr  # the two the server names
+
+
+def test_retry_pause_and_resume_show_paths(job):
+    _, _, journal, _ = job
+    p = run_segdl(["retry"], journal, env=WIDE)
+    assert p.returncode == 3, p.stderr
+    assert FAILED_PATH in p.stdout and "\x1b" not in p.stdout + p.stderr
+    for command in ("pause", "resume"):
+        p = run_segdl([command, COLLECTION], journal, env=WIDE)
+        assert p.returncode == 0, p.stderr
+        assert "\x1b" not in p.stderr
+        for name in NAMES:
+            assert name in p.stderr, (command, name, p.stderr)
+
+
+def test_demo_shows_its_folder(tmp_path):
+    keep = tmp_path / "demo [v2] \x1b[31m"
+    p = subprocess.run([*SEGDL, "demo", "--keep", str(keep), "--rate", "64M"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, **WIDE})
+    assert p.returncode == 0, p.stderr
+    assert "\x1b" not in p.stdout + p.stderr
+    assert f"in {shown(str(keep / 'files' / 'demo'))}" in p.stderr, p.stderr
+    assert f"--journal {shown(str(keep / 'journal.sqlite'))}" in p.stderr, p.stderr
+
+
+def test_bench_shows_mirror_urls(server):
+    good, bad = server.url("b[v2].bin"), server.url("[/]nothere.bin")
+    p = subprocess.run([*SEGDL, "bench", good, bad, "-b", "64K", "-c", "1,2", "--rounds", "1"],
+                       capture_output=True, text=True, timeout=60, env={**os.environ, **TERMINAL})
+    assert p.returncode == 0, p.stderr
+    assert good in p.stdout and bad in p.stdout, p.stdout
+    assert f"use this mirror: {good}" in p.stdout, p.stdout
+    assert f"{bad}: " in p.stderr, p.stderr  # said while measuring
+
+
+def test_serve_says_where_its_token_is(tmp_path):
+    pytest.importorskip("uvicorn")
+    state = tmp_path / "state [v2] \x1b[31m"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([*SEGDL, "serve", "-d", str(tmp_path / "out"), "--journal", str(state / "j.sqlite")],
+                                stderr=f, stdout=subprocess.DEVNULL, env={**os.environ, **WIDE})
+    try:
+        deadline = time.monotonic() + 30
+        while "token in" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text(errors="replace")
+    assert "\x1b" not in text
+    assert f"token in {shown(str(state / 'serve.token'))}" in text, text
+
+
+@pytest.mark.parametrize("args, module, extra", [
+    (["serve"], "uvicorn", "segdl[serve]"),
+    (["ui"], "textual", "segdl[ui]"),
+    (["bench", "--local", "--plot", "chart.png"], "matplotlib", "segdl[bench]"),
+])
+def test_a_missing_extra_is_named_with_its_brackets(tmp_path, args, module, extra):
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / f"{module}.py").write_text("raise ImportError('hidden by the test')\n")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(hidden), os.environ.get("PYTHONPATH")])), **WIDE}
+    p = run_segdl(args, tmp_path / "j.sqlite", env=env)
+    assert p.returncode == 2, p.stderr
+    assert f"pip install '{extra}'" in p.stderr, p.stderr

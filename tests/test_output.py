@@ -11,6 +11,7 @@ writes ESC of its own; there the names are looked for whole."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -190,3 +191,74 @@ def test_a_missing_extra_is_named_with_its_brackets(tmp_path, args, module, extr
     p = run_segdl(args, tmp_path / "j.sqlite", env=env)
     assert p.returncode == 2, p.stderr
     assert f"pip install '{extra}'" in p.stderr, p.stderr
+
+
+# ------------------------------------------------------------ the terminal UI
+
+
+def test_the_ui_shows_names_verbatim(server, tmp_path):
+    """The picker's title (an input file named with ESC), the table's
+    names, the limit and drop dialogs, a refusal's notification."""
+    pytest.importorskip("textual")
+    from textual.widgets import DataTable, Label, Static
+
+    from segdl.cli.ui import sources
+    from segdl.cli.ui.app import SegdlUI
+    from segdl.cli.ui.client import local_engine
+    from segdl.engine.request import Settings
+
+    dest, journal = tmp_path / "out", tmp_path / "journal.sqlite"
+    dest.mkdir()
+    slow = server.url(f"plain.bin?rate={32 * KiB}")  # 8 s: still downloading while the dialogs open
+    aria2 = tmp_path / "in \x1b[31m[v2].txt"
+    aria2.write_text(f"{slow}\n  out={MANIFEST_PATH}\n{server.url('b%5Bv2%5D.bin')}\n  out={URL_NAME}\n")
+    c = sources.from_file(aria2, dest, journal, attached=False)
+
+    def texts(screen, selector) -> list[str]:
+        return [str(w.render()) for w in screen.query(selector)]
+
+    async def until(pilot, what, timeout: float = 15.0):
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, what.__doc__
+            await pilot.pause(0.1)
+
+    async def scenario():
+        settings = Settings(dest=dest, journal=journal, workers=1, connections=1)
+        with local_engine(settings, [dest]) as client:
+            app = SegdlUI(client, collection=c, poll=0.2)
+            async with app.run_test(size=(140, 20), notifications=True) as pilot:
+                await pilot.pause()
+                title = app.screen.query_one("#title", Static)
+                assert str(title.render()) == f"{shown(str(aria2))}: 2 missing"
+                picked = app.screen.query_one(DataTable)
+                assert [str(picked.get_row(k)[1]) for k in ("0", "1")] == [MANIFEST_PATH, URL_NAME]
+                await pilot.press("enter")
+
+                def started():
+                    """the live screen shows both files"""
+                    return app.live is not None and len(app.live.rows) == 2
+                await until(pilot, started)
+                table = app.live.query_one(DataTable)
+                assert [str(table.get_row(k)[0]) for k in ("1", "2")] == [MANIFEST_PATH, URL_NAME]
+
+                await pilot.press("l")  # the cursor is on the slow file
+                await pilot.pause()
+                assert f"for {MANIFEST_PATH} or the whole job" in texts(app.screen, Label)[0]
+                await pilot.press(*"[bold]", "enter")
+                await pilot.pause()
+                assert "not a rate: '[bold]'" in str(app.screen.query_one("#problem", Label).render())
+                await pilot.press("escape")
+                await pilot.press("d")
+                await pilot.pause()
+                assert texts(app.screen, Label)[0] == f"Drop {MANIFEST_PATH} and delete its partial data?"
+                await pilot.press("n")
+                await pilot.press("a", *"http://[/]x/", "enter")
+
+                def refused():
+                    """a notification quotes the refused URL"""
+                    return any("'http://[/]x/'" in t for t in texts(app.screen, "Toast"))
+                await until(pilot, refused)
+                await pilot.press("q")
+
+    asyncio.run(scenario())

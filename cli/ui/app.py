@@ -7,6 +7,7 @@ import asyncio
 
 from textual.app import App
 
+from ..console import shown
 from .client import ClientError
 from .live import LiveScreen
 from .picker import PickerScreen
@@ -37,7 +38,7 @@ class SegdlUI(App):
             try:
                 jobs = await asyncio.to_thread(self.client.jobs)
             except ClientError as e:
-                self.exit(return_code=2, message=f"segdl: {e.message}")
+                self.exit(return_code=2, message=f"segdl: {shown(e.message)}")
                 return
             self._live({j["id"] for j in jobs if j["state"] != "finished"})
 
@@ -51,7 +52,7 @@ class SegdlUI(App):
         try:
             answer = await asyncio.to_thread(self.client.add_job, body)
         except ClientError as e:
-            self.exit(return_code=2, message=f"segdl: {e.message}")
+            self.exit(return_code=2, message=f"segdl: {shown(e.message)}")
             return
         self._live({answer["job"]})
 

@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from ..console import shown
+
 CSS = """
 ModalScreen { align: center middle; }
 ModalScreen > Vertical { width: 64; height: auto; border: thick $accent; padding: 1 2; background: $surface; }
@@ -32,9 +34,10 @@ class LimitDialog(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"Speed limit, e.g. 40M or 500K (0: none), for {self.file_name} or the whole job")
+            yield Label(f"Speed limit, e.g. 40M or 500K (0: none), for {shown(self.file_name)} or the whole job",
+                        markup=False)
             yield Input(placeholder="40M", id="rate")
-            yield Label("", id="problem", classes="error")
+            yield Label("", id="problem", classes="error", markup=False)
             with Horizontal():
                 yield Button("This file", id="file", variant="primary")
                 yield Button("Whole job", id="job")
@@ -46,7 +49,7 @@ class LimitDialog(ModalScreen):
         try:
             value = parse_rate(self.query_one("#rate", Input).value or "")
         except ValueError as e:
-            self.query_one("#problem", Label).update(str(e))
+            self.query_one("#problem", Label).update(shown(e))
             return
         self.dismiss((scope, value))
 
@@ -98,7 +101,7 @@ class ConfirmDialog(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(shown(self.question), markup=False)
             yield Label("y: yes   n: no")
 
     def action_answer(self, yes: bool) -> None:

@@ -15,6 +15,7 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from ..console import shown
 from . import fmt
 from .client import ClientError
 from .dialogs import ConfirmDialog, LimitDialog, UrlDialog
@@ -36,7 +37,7 @@ def cells(f: dict, name: str) -> dict[str, object]:
     size = f.get("size")
     eta = fmt.eta(None if size is None else size - done, speed)
     return {
-        "name": Text(name),
+        "name": Text(shown(name)),
         "size": Text(fmt.size(size), justify="right"),
         "state": Text(state, style=STYLES.get(state, "")),
         "progress": Text("" if state == "removed" else fmt.bar(done, size)),
@@ -44,8 +45,8 @@ def cells(f: dict, name: str) -> dict[str, object]:
         "eta": Text(fmt.duration(eta), justify="right"),
         "limit": Text(fmt.rate(f.get("max_speed")), justify="right"),
         "prio": Text(str(f.get("priority") or 0), justify="right"),
-        "mirror": Text(fmt.mirror(f)),
-        "error": Text(f.get("error") or "", style="red"),
+        "mirror": Text(shown(fmt.mirror(f))),
+        "error": Text(shown(f.get("error") or ""), style="red"),
     }
 
 
@@ -106,7 +107,7 @@ class LiveScreen(Screen):
         try:
             files = await asyncio.to_thread(self._files)
         except ClientError as e:
-            self.query_one("#totals", Static).update(f"segdl: {e.message}")
+            self.query_one("#totals", Static).update(f"segdl: {shown(e.message)}")
             return
         finally:
             self._polling = False
@@ -150,7 +151,7 @@ class LiveScreen(Screen):
         try:
             answer = await asyncio.to_thread(fn, *args, **kwargs)
         except ClientError as e:
-            self.notify(e.message, severity="error", timeout=6)
+            self.notify(shown(e.message), severity="error", timeout=6, markup=False)
             return None
         await self.refresh_files()
         return answer

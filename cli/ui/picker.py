@@ -10,6 +10,7 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from ..console import shown
 from . import fmt
 from .sources import Collection
 
@@ -44,9 +45,9 @@ class PickerScreen(Screen):
         for e in self.collection.entries:
             counts[e.state] = counts.get(e.state, 0) + 1
         states = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        yield Static(f"{self.collection.title}: {states}", id="title", markup=False)
+        yield Static(f"{shown(self.collection.title)}: {states}", id="title", markup=False)
         for note in self.collection.notes:
-            yield Static(note, classes="note", markup=False)
+            yield Static(shown(note), classes="note", markup=False)
         yield DataTable(cursor_type="row", zebra_stripes=True)
         yield Static("", id="summary")
         yield Footer()
@@ -56,7 +57,7 @@ class PickerScreen(Screen):
         for key in ("take", "path", "size", "state", "have"):
             table.add_column(key, key=key)
         for e in self.collection.entries:
-            table.add_row(self._mark(e.index), Text(e.path), Text(fmt.size(e.size), justify="right"),
+            table.add_row(self._mark(e.index), Text(shown(e.path)), Text(fmt.size(e.size), justify="right"),
                           Text(e.state, style=COLOURS[e.state]),
                           Text(fmt.size(e.done) if e.state == "partial" else "", justify="right"),
                           key=str(e.index))

@@ -44,6 +44,14 @@ def shown(text: str) -> str:
     return text.replace("\x1b", "\\x1b")
 
 
+def test_shown_escapes_every_control_character_and_keeps_the_rest():
+    from segdl.cli.console import shown as door
+
+    assert door("a\x1b[31mb\x9b2Jc\u202ed\ne\tf\x7f") == "a\\x1b[31mb\\x9b2Jc\\u202ed\\x0ae\\x09f\\x7f"
+    kept = "style [v2] ünï 模型 🙂.safetensors"
+    assert door(kept) == kept
+
+
 @pytest.fixture(scope="module")
 def server():
     with FaultServer() as srv:

@@ -356,8 +356,10 @@ def _rerun(jobs, journal, workers: Optional[int], headers: List[str], as_json: b
 def _live_state(row: dict) -> str:
     """A file's state as a person wants it: a 'downloading' row whose job
     is not alive any more is 'interrupted'."""
+    from segdl.engine.lifecycle import ACTIVE, PAUSED, QUEUED
+
     state = row["state"]
-    if state in ("downloading", "verifying", "queued", "paused"):
+    if state in ACTIVE or state in (QUEUED, PAUSED):
         alive = row.get("job_state") == "running" and row.get("heartbeat") and time.time() - row["heartbeat"] < 10
         if alive and row.get("job_pid"):
             try:
@@ -396,6 +398,7 @@ def status(
 
         raise typer.Exit(raydrive.status(address=ray, journals=ray_journals, collection=collection, as_json=as_json))
     from segdl.engine.journal import Journal
+    from segdl.engine.lifecycle import ACTIVE, COMPLETE, PAUSED
     from segdl.engine.naming import redact_url
 
     try:
@@ -415,8 +418,9 @@ def status(
     out = []
     for r in rows:
         state = _live_state(r)
-        final = state in ("done", "skipped")
-        done = r["size"] if final else max(r["bytes_done"] or 0, r["received"] or 0) if state in ("downloading", "verifying", "paused") else (r["bytes_done"] or 0)
+        final = state in COMPLETE
+        moving = state in ACTIVE or state == PAUSED
+        done = r["size"] if final else max(r["bytes_done"] or 0, r["received"] or 0) if moving else (r["bytes_done"] or 0)
         speed = (r["speed"] or 0.0) if state == "downloading" else 0.0
         eta = 0.0 if final else (
             round(max(0, r["size"] - done) / speed, 1) if speed > 0 and r["size"] is not None else None)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 
 from segdl.engine.cluster.report import ClusterProgress
 from segdl.engine.errors import EXIT_INTERRUPTED, SegdlError
+from segdl.engine.lifecycle import COMPLETE
 from segdl.engine.results import FileResult
 
 from .console import cell, make_console, say, shown
@@ -95,7 +96,7 @@ def status(*, address, journals, collection, as_json: bool) -> int:
         return e.exit_code
     out = [{"node": node, "id": r["id"], "collection": r["collection"], "path": r["path"],
             "url": redact_url(r["url"]), "state": r["state"], "size": r["size"],
-            "bytes_done": r["size"] if r["state"] in ("done", "skipped") else (r["bytes_done"] or 0),
+            "bytes_done": r["size"] if r["state"] in COMPLETE else (r["bytes_done"] or 0),
             "blake3": r["blake3"], "error": r["error"]}
            for node, r in rows if collection is None or r["collection"] == collection]
     if as_json:

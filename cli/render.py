@@ -20,6 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from segdl.engine.lifecycle import ACTIVE
 from segdl.engine.progress import Snapshot
 from segdl.engine.results import FileResult, Results
 
@@ -60,7 +61,7 @@ class LiveView:
             completed=snap.done,
             total=snap.size or None,
         )
-        active = [f for f in snap.files if f.state in ("downloading", "verifying")]
+        active = [f for f in snap.files if f.state in ACTIVE]
         rows = {f.id for f in active[: self.MAX_ROWS]}
         for fid in list(self.tasks):
             if fid not in rows:

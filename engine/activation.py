@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-from . import storage
+from . import lifecycle, storage
 from .errors import (
     BusyError,
     RemoteChangedError,
@@ -64,7 +64,7 @@ class Activation:
             segments = old
             storage.prepare(run.part, remote.size, keep=True)
         else:
-            if row and row["state"] not in ("done", "skipped") and old:
+            if row and row["state"] not in lifecycle.COMPLETE and old:
                 why = run.restart_reason or self.why_restart(row, remote) or (
                     None if row["ranged"] else "the server does not support ranges, so a partial download cannot continue")
                 if why:
@@ -111,7 +111,7 @@ class Activation:
     def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
         if run.fresh or row is None or not remote.ranged or remote.size is None:
             return False
-        if row["state"] in ("done", "skipped", "hash_mismatch", "queued"):
+        if row["state"] in lifecycle.COMPLETE or row["state"] in (lifecycle.HASH_MISMATCH, lifecycle.QUEUED):
             return False
         if self.why_restart(row, remote) or not row["ranged"]:
             return False

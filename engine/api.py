@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 from .coordinator import Coordinator
 from .journal import Journal
+from .lifecycle import COMPLETE, FAILURES
 from .progress import Snapshot
 from .request import Request, Settings, request_from_spec
 from .results import FileResult, Results
@@ -66,12 +67,12 @@ def download(
 
 def unfinished(journal_path: Path | None = None) -> list[tuple[Path, list[Request], dict, str | None]]:
     """Jobs in the journal with files not yet done: (dest, requests, settings, collection)."""
-    return _rerunnable(journal_path, lambda state: state not in ("done", "skipped"))
+    return _rerunnable(journal_path, lambda state: state not in COMPLETE)
 
 
 def failed(journal_path: Path | None = None, collection: str | None = None):
     """Failed files in the journal, grouped by job: (dest, requests, settings, collection)."""
-    return _rerunnable(journal_path, lambda state: state in ("failed", "hash_mismatch"), collection)
+    return _rerunnable(journal_path, lambda state: state in FAILURES, collection)
 
 
 def _rerunnable(journal_path: Path | None, wanted: Callable[[str], bool], collection: str | None = None):

@@ -114,7 +114,7 @@ class Commands:
         jobs = {j["id"]: j for j in self.c.journal.all_jobs()}
         groups: dict[int, list] = {}
         for row in self.c.journal.find_files():
-            if row["state"] not in ("failed", "hash_mismatch") or self.c.holds(row["id"]):
+            if row["state"] not in lifecycle.FAILURES or self.c.holds(row["id"]):
                 continue
             if Path(row["path"]) in self.c.targets or not allowed(Path(row["path"]).parent):
                 continue

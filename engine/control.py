@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from . import lifecycle
 from .bandwidth import FLOOR, demand, share
 from .messages import (
     Limit,
@@ -46,7 +47,7 @@ class Control:
     def set_paused(self, run, paused: bool) -> bool:
         """Pause or resume a running file now: its connections stop (the
         others get them) or come back.  False if it is not running."""
-        if run.state not in ("downloading", "paused") or run.paused == paused:
+        if run.state not in (lifecycle.DOWNLOADING, lifecycle.PAUSED) or run.paused == paused:
             return False
         fid = run.id
         run.paused = paused
@@ -119,7 +120,7 @@ class Control:
                   [{"url": redact_url(x.url), "bytes": x.received, "connections": x.running,
                     "speed": round(x.rate * x.running, 1), "failures": x.failures, "dropped": x.disabled}
                    for x in r.sources] if len(r.sources) > 1 else None)
-            for fid, r in self.c.runs.items() if r.state in ("downloading", "paused", "verifying")
+            for fid, r in self.c.runs.items() if r.state in lifecycle.ACTIVE or r.state == lifecycle.PAUSED
         }
         self.c.journal.heartbeat(list(self.c.jobs), live, durable=durable)
         if now - self.c.last_prune >= PRUNE_EVERY:
@@ -154,7 +155,7 @@ class Control:
             return
         results = [r for job in self.c.job_history for r in job.results]
         finished = sum(1 for r in results if r is not None)
-        ended = [r for r in results if r is not None and r.status in ("done", "skipped")]
+        ended = [r for r in results if r is not None and r.status in lifecycle.COMPLETE]
         ended_bytes = sum(r.size or 0 for r in ended)
         active_done = sum(f.done for f in files)
         active_size = sum(f.size or 0 for f in files)

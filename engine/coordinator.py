@@ -292,7 +292,7 @@ class Coordinator:
         )
 
     def active_count(self) -> int:
-        return sum(1 for r in self.runs.values() if r.state in ("downloading", "verifying"))
+        return sum(1 for r in self.runs.values() if r.state in lifecycle.ACTIVE)
 
     def wake_on(self, fut: Future) -> Future:
         """Have the loop look at ``fut`` as soon as it is done, instead of

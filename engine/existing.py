@@ -8,7 +8,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from pathlib import Path
 
-from . import storage
+from . import lifecycle, storage
 from .errors import (
     ExistsError,
     SegdlError,
@@ -60,7 +60,7 @@ class Existing:
             if hashed().blake3 == row["blake3"]:
                 self.c.journal.update_file(row["id"], state="done", mtime=st.st_mtime)
                 row = self.c.journal.file_by_path(final)
-        ours = bool(row and row["state"] in ("done", "skipped") and row["size"] == st.st_size
+        ours = bool(row and row["state"] in lifecycle.COMPLETE and row["size"] == st.st_size
                     and row["mtime"] == st.st_mtime)
         if ours and self._expected(req, row):
             why = self.c.activation.why_restart(row, remote) if remote is not None else None

@@ -139,7 +139,7 @@ class Finishing:
 
     def fail(self, fid: int, error: SegdlError) -> None:
         run = self.c.runs.get(fid)
-        if run is None or run.state in ("failed", "hash_mismatch", "done"):
+        if run is None or run.state in lifecycle.FAILURES or run.state == lifecycle.DONE:
             return
         self.c.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
         self._end(run, error.status, error, None)  # cancels what still runs of it ...
@@ -160,7 +160,7 @@ class Finishing:
     def retire(self, run: FileRun, hold_lock: bool = False) -> None:
         """A file in its final state leaves the working sets, so the loop's
         cost follows the files in flight, not the size of the job."""
-        if (hold_lock or run.state in ("failed", "removed")) and run.lock is not None:
+        if (hold_lock or run.state in (lifecycle.FAILED, lifecycle.REMOVED)) and run.lock is not None:
             # Its cancelled transfers may still write: keep the part file
             # locked until the workers have stopped (end of the job).
             self.c.held_locks.append(run.lock[1])
@@ -192,7 +192,7 @@ class Finishing:
             except SegdlError:
                 return  # an invalid target: nothing to retry
             row = self.c.journal.file_by_path(path)
-            if row and (row["state"] in ("done", "skipped") or self.c.holds(row["id"])):
+            if row and (row["state"] in lifecycle.COMPLETE or self.c.holds(row["id"])):
                 return
             self.c.journal.put_file(run.job.id, run.request.url, path, state="failed", error=result.error,
                                   exit_code=result.exit_code, expected_blake3=run.request.blake3,

@@ -18,6 +18,10 @@ QUEUED, DOWNLOADING, PAUSED, RESTARTING, VERIFYING = "queued", "downloading", "p
 DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED = "done", "skipped", "failed", "hash_mismatch", "removed"
 
 FINAL = frozenset({DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED})
+# The groups the rest of segdl asks about, named here only.
+COMPLETE = frozenset({DONE, SKIPPED})  # the file is here, verified
+FAILURES = frozenset({FAILED, HASH_MISMATCH})  # what retry runs again
+ACTIVE = frozenset({DOWNLOADING, VERIFYING})  # bytes arriving or being verified
 # (A paused file's last segment may already be in flight: it can complete.)
 MOVES: dict[str, frozenset[str]] = {
     QUEUED: frozenset({DOWNLOADING, PAUSED, SKIPPED, DONE}),

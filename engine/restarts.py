@@ -5,6 +5,7 @@ the file's segments wait.
 
 from __future__ import annotations
 
+from . import lifecycle
 from .errors import (
     DownloadError,
     RangeIgnoredError,
@@ -22,7 +23,7 @@ class Restarts:
     def restart(self, run: FileRun, error: SegdlError) -> None:
         """Start a file over (it changed remotely, or ignores Range), once
         every transfer of its old plan has stopped."""
-        if run.state == "restarting":
+        if run.state == lifecycle.RESTARTING:
             return  # already starting over; its draining set stands
         run.restarts += 1
         if run.restarts > self.c.s.restart_limit:
@@ -34,7 +35,7 @@ class Restarts:
         cancels = self.c.sched.remove_file(run.id)
         self.c.dispatch.dispatch(cancels)
         run.draining = {c.segment for c in cancels}
-        run.move("restarting")
+        run.move(lifecycle.RESTARTING)
         self.restart_drained()
 
     def reresolve(self, run: FileRun, i: int) -> None:
@@ -58,7 +59,7 @@ class Restarts:
                 continue
             del self.c.resolving[fid]
             run = self.c.runs.get(fid)
-            if run is None or run.state not in ("downloading", "paused"):
+            if run is None or run.state not in (lifecycle.DOWNLOADING, lifecycle.PAUSED):
                 continue  # it ended or is starting over meanwhile
             run.resolving = False
             src = run.sources[i]
@@ -81,7 +82,7 @@ class Restarts:
 
     def restart_drained(self) -> None:
         for fid, run in list(self.c.runs.items()):
-            if run.state == "restarting" and not run.draining:
+            if run.state == lifecycle.RESTARTING and not run.draining:
                 del self.c.runs[fid]
                 self.c.dispatch.release(fid)
                 self.c.targets.pop(run.final, None)

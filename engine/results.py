@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .errors import EXIT_OK, SegdlError
+from .lifecycle import FAILURES, FINAL
 
-FINAL_STATES = ("done", "skipped", "failed", "hash_mismatch", "removed")
+FINAL_STATES = FINAL  # (a name of the API; the states are lifecycle.py's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,7 @@ class Results(list):
 
     @property
     def errors(self) -> list[FileResult]:
-        return [r for r in self if r.status not in ("done", "skipped", "removed")]
+        return [r for r in self if r.status in FAILURES]
 
     @property
     def exit_code(self) -> int:
@@ -43,7 +44,7 @@ class Results(list):
         among the files that are not (see the README's table)."""
         code = EXIT_OK
         for r in self:
-            if r.status not in ("done", "skipped", "removed"):
+            if r.status in FAILURES:
                 code = max(code, r.exit_code)
         return code
 

@@ -52,3 +52,21 @@ def test_a_run_changes_state_only_through_the_lifecycle():
     with pytest.raises(lc.IllegalMove):
         run.move("done")
     assert run.state == "downloading"
+
+
+def test_the_groups_of_states_are_named_once():
+    """The groups other modules ask about (complete, failures, active) live
+    in lifecycle.py; no module spells one out as a tuple of state names
+    (journal.py's SQL aside)."""
+    import re
+    from pathlib import Path
+
+    assert lc.COMPLETE | lc.FAILURES | {lc.REMOVED} == lc.FINAL
+    assert not lc.ACTIVE & lc.FINAL and not lc.COMPLETE & lc.FAILURES
+    names = "|".join(sorted(lc.MOVES.keys() | lc.FINAL))
+    group = re.compile(rf'[(\[{{]\s*"(?:{names})"\s*,\s*"(?:{names})"')
+    top = Path(__file__).resolve().parents[1]
+    spelled = [f"{p.relative_to(top)}:{n}" for d in ("engine", "cli") for p in sorted((top / d).rglob("*.py"))
+               if p.name != "lifecycle.py"
+               for n, line in enumerate(p.read_text().splitlines(), 1) if group.search(line)]
+    assert not spelled, spelled

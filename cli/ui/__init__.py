@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segdl.engine.lifecycle import FINAL
+
 from .client import ClientError, attach, local_engine
-from .fmt import FINAL
 
 __all__ = ["ClientError", "run_ui"]
 

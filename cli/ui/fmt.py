@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from segdl.engine.lifecycle import COMPLETE, DOWNLOADING, FAILURES, REMOVED
+
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-FINAL = ("done", "skipped", "failed", "hash_mismatch", "removed")
-DONE = ("done", "skipped")
 
 
 def size(n: int | None) -> str:
@@ -49,13 +49,13 @@ def bar(done: int, total: int | None, width: int = 16) -> str:
 
 def done_bytes(f: dict) -> int:
     """A file's bytes so far: all of it once it is done."""
-    if f["state"] in DONE and f.get("size") is not None:
+    if f["state"] in COMPLETE and f.get("size") is not None:
         return f["size"]
     return max(f.get("bytes_done") or 0, f.get("received") or 0)
 
 
 def live_speed(f: dict) -> float:
-    return (f.get("speed") or 0.0) if f["state"] == "downloading" and not f.get("paused") else 0.0
+    return (f.get("speed") or 0.0) if f["state"] == DOWNLOADING and not f.get("paused") else 0.0
 
 
 def eta(remaining: int | None, speed: float) -> float | None:
@@ -94,12 +94,12 @@ class Totals:
 def totals(files: list[dict]) -> Totals:
     """The job's total over its files (a dropped file does not count, nor
     a failed one's size)."""
-    kept = [f for f in files if f["state"] != "removed"]
-    sizes = [f.get("size") for f in kept if f["state"] not in ("failed", "hash_mismatch")]
+    kept = [f for f in files if f["state"] != REMOVED]
+    sizes = [f.get("size") for f in kept if f["state"] not in FAILURES]
     return Totals(
         files=len(kept),
-        finished=sum(1 for f in kept if f["state"] in DONE),
-        failed=sum(1 for f in kept if f["state"] in ("failed", "hash_mismatch")),
+        finished=sum(1 for f in kept if f["state"] in COMPLETE),
+        failed=sum(1 for f in kept if f["state"] in FAILURES),
         done=sum(done_bytes(f) for f in kept),
         size=None if any(s is None for s in sizes) else sum(sizes),
         speed=sum(live_speed(f) for f in kept),
@@ -108,7 +108,7 @@ def totals(files: list[dict]) -> Totals:
 
 def mirror(f: dict) -> str:
     """The host (or hosts) a downloading file is fetched from now."""
-    if f["state"] != "downloading" or f.get("paused"):
+    if f["state"] != DOWNLOADING or f.get("paused"):
         return ""
     from urllib.parse import urlsplit
 

@@ -15,6 +15,8 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from segdl.engine.lifecycle import FINAL
+
 from ..console import shown
 from . import fmt
 from .client import ClientError
@@ -26,7 +28,7 @@ STYLES = {"done": "green", "skipped": "green", "failed": "red", "hash_mismatch":
 
 
 def shown_state(f: dict) -> str:
-    return "paused" if f.get("paused") and f["state"] not in fmt.FINAL else f["state"]
+    return "paused" if f.get("paused") and f["state"] not in FINAL else f["state"]
 
 
 def cells(f: dict, name: str) -> dict[str, object]:
@@ -185,7 +187,7 @@ class LiveScreen(Screen):
 
     def action_drop(self) -> None:
         f = self.current_file()
-        if f is None or f["state"] in fmt.FINAL:
+        if f is None or f["state"] in FINAL:
             return
 
         async def confirmed(yes) -> None:

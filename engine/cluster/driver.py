@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ..errors import ClusterError, DownloadError, UsageError
+from ..lifecycle import COMPLETE, FAILURES
 from ..request import Request, Settings
 from ..results import FileResult
 from . import plan
@@ -122,7 +123,7 @@ class Run:
         held: dict[int, str] = {}
         for name, states in zip(self.actors, held_by):
             for url, state in states.items():
-                if state in ("failed", "hash_mismatch"):
+                if state in FAILURES:
                     continue
                 for ix in by_url.get(url, ()):
                     held.setdefault(ix, name)
@@ -228,7 +229,7 @@ class Run:
             ended = [self.final[(ix, n)] for ix in mine if (ix, n) in self.final]
             active = got.get("progress", {}) if n in self.alive else {}
             size = sum(self.works[ix].size or 0 for ix in mine)
-            finished = sum(r.size or 0 for r in ended if r.status in ("done", "skipped"))
+            finished = sum(r.size or 0 for r in ended if r.status in COMPLETE)
             # (a batch's files end before its process has, and its count)
             done = max(finished, int(got.get("done_bytes", 0)) + int(active.get("done", 0)))
             rows.append(NodeProgress(n, n in self.alive, len(ended), len(mine), done, size,

@@ -123,6 +123,7 @@ def main() -> int:
     from segdl.engine import api
     from segdl.engine.errors import EXIT_INTERRUPTED, SegdlError
     from segdl.engine.journal import default_path
+    from segdl.engine.lifecycle import ACTIVE
 
     # The control pipe gets a file of its own and stdin becomes /dev/null:
     # the engine's workers start by closing sys.stdin (multiprocessing's
@@ -149,7 +150,7 @@ def main() -> int:
         _emit({"progress": {"done": snap.done, "size": snap.size, "speed": snap.speed,
                             "finished": snap.finished, "files": snap.total_files,
                             "active": [[f.path, f.done, f.size, f.speed] for f in snap.files
-                                       if f.state in ("downloading", "verifying")]}})
+                                       if f.state in ACTIVE]}})
 
     try:
         api.download(list(batch.requests), s, collection=batch.collection, on_progress=progress,

@@ -16,6 +16,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..lifecycle import COMPLETE
 from ..naming import inside, part_path
 from ..verify import same_digest
 
@@ -64,7 +65,7 @@ def presence(journal, dest: Path, requests) -> list[Presence]:
         target = inside(dest, req.path)
         label = hash_label(req)
         row = journal.file_by_path(target) if journal is not None else None
-        if row and row["state"] in ("done", "skipped") and _intact(row) and _matches(req, row):
+        if row and row["state"] in COMPLETE and _intact(row) and _matches(req, row):
             out.append(Presence(req.path, req.url, req.size, label, "here", row["size"]))
             continue
         if journal is not None and (req.blake3 or req.sha256 or req.git_sha1):
@@ -74,7 +75,7 @@ def presence(journal, dest: Path, requests) -> list[Presence]:
                 out.append(Presence(req.path, req.url, req.size, label, "here", twin["size"], twin["path"]))
                 continue
         done = 0
-        if row and row["state"] not in ("done", "skipped") and part_path(target).exists():
+        if row and row["state"] not in COMPLETE and part_path(target).exists():
             done = journal.done_bytes(row["id"])
         out.append(Presence(req.path, req.url, req.size, label, "partial" if done else "missing", done))
     return out

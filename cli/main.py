@@ -16,7 +16,7 @@ import typer
 
 from segdl.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE, SegdlError
 
-from .console import say
+from .console import cell, make_console, say
 
 if TYPE_CHECKING:
     from segdl.engine.request import Request, Settings
@@ -51,7 +51,6 @@ def _run(requests: list[Request], settings: Settings, *, as_json: bool, quiet: b
     """Run a job with a live view (or JSON lines) and return the exit code."""
     from segdl.engine import api
 
-    from .console import make_console
     from .render import LiveView, print_json_line, summary_table
 
     console = make_console(stderr=True)
@@ -435,8 +434,6 @@ def status(
             print(json.dumps(o, sort_keys=True))
         return
     from rich.table import Table
-
-    from .console import cell, make_console
 
     console = make_console()
     groups: dict = {}

@@ -46,8 +46,8 @@ class Dispatch:
                 self.c.orders[a.worker].put(
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
                           remote.expect(), self.options_for(run, remote.final_url, remote.multiplexed),
-                          redirected=remote.redirected,
-                          max_speed=run.limit, written=self._write_probed(run, a))
+                          redirected=remote.redirected, max_speed=run.limit, written=self._write_probed(run, a),
+                          ident=run.lock.ident if run.lock else None)
                 )
             elif isinstance(a, RequestSplit):
                 self.c.orders[a.worker].put(Shrink(a.segment, a.at, self.c.s.min_split))
@@ -69,10 +69,10 @@ class Dispatch:
         for src in run.sources:
             src.remote = replace(src.remote, first_bytes=b"")  # (its memory goes now)
         run.remote = run.sources[0].remote
-        if a.end is None or a.position >= len(first):
+        if a.end is None or a.position >= len(first) or run.lock is None:
             return 0
         try:
-            storage.write_at(run.part, first[a.position:min(len(first), a.end)], a.position)
+            storage.write_at(run.lock, first[a.position:min(len(first), a.end)], a.position)
         except StorageError:
             return 0  # the worker fetches them, and meets the trouble itself
         return min(len(first), a.end) - a.position

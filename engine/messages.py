@@ -73,6 +73,9 @@ class Fetch:
     # worker syncs and hashes them as its own; a request follows only for
     # what they do not cover.
     written: int = 0
+    # What the part file is (device, inode), as the coordinator created it:
+    # the worker opens ``path`` by name and must find that very file.
+    ident: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

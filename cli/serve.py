@@ -59,11 +59,11 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
     state = state_dir(settings.journal)
     token_file = state / "serve.token"
     token = load_or_create_token(token_file)
+    if socket_path is not None:
+        clear_socket(socket_path)  # before anything starts
     service = Service(settings, roots, on_message=lambda m: say(m))
     if socket_path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if socket_path.exists():
-            socket_path.unlink()
         sock.bind(str(socket_path))
         os.chmod(socket_path, 0o600)
         where = {"socket": str(socket_path)}
@@ -114,6 +114,33 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
             pass
         service.stop()
     return 0
+
+
+def clear_socket(path: Path) -> None:
+    """Make room for a Unix socket at ``path``: a socket left behind by a
+    service that ended goes; anything else (a file, a folder, a symlink, a
+    socket something listens on) stays, and the service does not start."""
+    import stat
+
+    from segdl.engine.errors import UsageError
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise UsageError(f"--socket {path}: it exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2)
+        probe.connect(str(path))
+    except OSError:
+        pass  # nobody listens: a stale socket
+    else:
+        raise UsageError(f"--socket {path}: a program listens on it (another segdl serve?); stop it first")
+    finally:
+        probe.close()
+    os.unlink(path)
 
 
 class Remote:

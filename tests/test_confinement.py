@@ -1,6 +1,7 @@
 """Nothing is written outside a root (issue 21, findings 1-3): a symlink
 planted in place of a part file, a symlinked folder that leads out of the
-target folder, a hard link in place of a part file, and the HF cache's links.  Each
+target folder, a hard link in place of a part file, the HF cache's links,
+and ``segdl serve --socket`` over a file that is not a socket.  Each
 against a real ``segdl get`` or ``segdl serve`` and a mirror on 127.0.0.1;
 the refused file fails alone (exit 2), the others of the job finish."""
 
@@ -8,11 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import json_lines, run_segdl
+from helpers import SEGDL, json_lines, run_segdl
 from servers import MiB, FaultServer
 
 PRECIOUS = b"precious bytes\n"  # 15 bytes
@@ -204,3 +209,42 @@ def test_hf_cache_links_stay_in_the_cache(outside, tmp_path):
     assert "snapshot link(s) not made" in p.stderr and "leads outside" in p.stderr
     assert sorted(r["status"] for r in json_lines(p)) == ["done", "done"]  # the blobs are here
     untouched(outside)
+
+
+# ------------------------------------------------- 3. --socket over a file
+
+
+def test_serve_socket_never_removes_what_is_not_a_socket(tmp_path):
+    important = tmp_path / "important.txt"
+    important.write_text("keep me\n")
+    state = tmp_path / "state" / "journal.sqlite"
+    base = [*SEGDL, "serve", "-d", str(tmp_path / "out"), "--journal", str(state)]
+    r = subprocess.run([*base, "--socket", str(important)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "not a socket" in r.stderr
+    assert important.read_text() == "keep me\n"
+
+    # A socket a running program listens on is not taken over either ...
+    live = tmp_path / "live.sock"
+    holder = socket.socket(socket.AF_UNIX)
+    holder.bind(str(live))
+    holder.listen(1)
+    try:
+        r = subprocess.run([*base, "--socket", str(live)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "listens on it" in r.stderr, r.stderr
+    finally:
+        holder.close()
+    # ... but one left behind by a service that ended is replaced, as before.
+    proc = subprocess.Popen([*base, "--socket", str(live)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        info = state.parent / "serve.json"
+        deadline = time.monotonic() + 30
+        while not info.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert json.loads(info.read_text())["socket"] == str(live)
+        assert live.is_socket() and (live.stat().st_mode & 0o777) == 0o600
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

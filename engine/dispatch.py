@@ -19,7 +19,7 @@ from .messages import (
     Shrink,
     Track,
 )
-from .naming import is_credential, same_origin
+from .naming import same_origin
 from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit
 
 
@@ -93,21 +93,25 @@ class Dispatch:
     def options_for(self, run: FileRun, url: str | None = None, multiplexed: bool = False):
         """Transfer options for a request of ``run`` to ``url``.
 
-        Credentials (Authorization, Cookie) given for the URL the user named
-        are not sent to another host that a redirect led to, as curl does.
+        Headers given for the URL the user named (Authorization, Cookie, and
+        custom ones such as X-Api-Key) are not sent to another origin that a
+        redirect led to, unless --location-trusted.
         ``multiplexed``: the probe saw HTTP/2, so new transfers wait to share
         a connection."""
         req = run.request
         headers = self.c.options.headers + tuple(req.headers)
+        trusted = self.c.options.location_trusted
         if req.credential and (url is None or same_origin(url, req.url)):
             token = self._token(req.credential)
             if token:
                 headers += (token,)
-        if url is not None and not same_origin(url, req.url, *req.mirrors):
-            headers = tuple(h for h in headers if not is_credential(h))
-        if headers == self.c.options.headers and not multiplexed and not req.hub:
+                trusted = False  # a hub's token goes to the hub only, whatever --location-trusted says
+        if url is not None and not trusted and not same_origin(url, req.url, *req.mirrors):
+            headers = ()  # not one header: a custom one may carry a key as Authorization does
+        if (headers == self.c.options.headers and trusted == self.c.options.location_trusted
+                and not multiplexed and not req.hub):
             return self.c.options
-        return replace(self.c.options, headers=headers, pipewait=multiplexed, hub=req.hub)
+        return replace(self.c.options, headers=headers, pipewait=multiplexed, hub=req.hub, location_trusted=trusted)
 
     def _token(self, credential: str) -> str | None:
         """The Authorization header a credential name stands for, read from

@@ -46,6 +46,9 @@ class TransferOptions:
     # The model hub a request goes to ("hf", "civitai"; "" for none): its
     # error answers are read for what they say (engine/hubs/errors.py).
     hub: str = ""
+    # ``headers`` follow a redirect to another origin too (--location-trusted,
+    # as curl names it).  Off: they go to the URL's own origin only.
+    location_trusted: bool = False
 
 
 # ----------------------------------------------------------------- orders

@@ -1,0 +1,83 @@
+"""Secrets go where they belong (issue 21, findings 4-6): the service's
+token only to a service that proves it holds it, a custom header only to
+the origin it was given for, and credentials in URLs in no answer, event
+or output, and in a journal only its owner reads.  Each against a real
+``segdl serve`` or ``segdl get`` and servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import SEGDL, json_lines, run_segdl
+from servers import FaultServer
+
+KEY = "k3y-0f-the-api"
+PASSWORD = "pw-s3cr3t-1n-url"
+
+
+@pytest.fixture
+def two_origins():
+    """Two servers: ``a`` redirects /redirect/x.bin to ``b`` (another port:
+    another origin), which serves it."""
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    with FaultServer() as a, FaultServer() as b:
+        a.add("x.bin", data)
+        b.add("x.bin", data)
+        yield a, b
+
+
+def _has(rec: dict, name: str) -> str | None:
+    return next((v for k, v in rec["headers"].items() if k.lower() == name.lower()), None)
+
+
+# ------------------------------------------------- 5. custom headers and redirects
+
+
+def test_a_custom_header_does_not_follow_a_redirect_to_another_origin(two_origins, tmp_path):
+    a, b = two_origins
+    url = a.url(f"redirect/x.bin?n=2&to_host=127.0.0.1&to_port={b.port}")
+    p = run_segdl(["get", url, "-d", tmp_path / "out", "--json", "-x", "4", "-H", f"X-Api-Key: {KEY}",
+                   "-H", "Authorization: Bearer t0ken"], tmp_path / "j.sqlite")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "x.bin").read_bytes() == b._get_blob("x.bin").data
+    first = a.requests("x.bin")
+    assert first and all(_has(r, "X-Api-Key") == KEY for r in first)  # the origin it was given for: every hop
+    there = b.requests("x.bin")
+    assert len(there) >= 2, there  # the probe's last hop, and the segments fetched from there
+    assert [r for r in there if _has(r, "X-Api-Key") or _has(r, "Authorization")] == []
+
+    # Asked for: --location-trusted sends them on, as curl does.
+    b_before = len(b.requests("x.bin"))
+    p = run_segdl(["get", url, "-d", tmp_path / "trusted", "--json", "-H", f"X-Api-Key: {KEY}",
+                   "--location-trusted"], tmp_path / "j2.sqlite")
+    assert p.returncode == 0, p.stderr
+    there = b.requests("x.bin")[b_before:]
+    assert there and all(_has(r, "X-Api-Key") == KEY for r in there)
+
+
+def test_a_header_of_one_file_never_goes_with_another_files_requests(two_origins, tmp_path):
+    """A worker reuses its libcurl handles from one transfer to the next:
+    a file's own header (a manifest's ``headers``) must not stay on a
+    handle that then fetches another file from another server."""
+    a, b = two_origins
+    a.add("first.bin", os.urandom(6 * 1024 * 1024))
+    b.add("second.bin", os.urandom(6 * 1024 * 1024))
+    m = {"files": [{"url": a.url("first.bin"), "headers": {"X-Api-Key": KEY}},
+                   {"url": b.url("second.bin")}]}
+    (tmp_path / "m.json").write_text(json.dumps(m))
+    p = run_segdl(["get", "-i", tmp_path / "m.json", "-d", tmp_path / "out", "--json", "-j", "1", "-x", "2",
+                   "--workers", "1"], tmp_path / "j.sqlite")
+    assert p.returncode == 0, p.stderr
+    assert all(_has(r, "X-Api-Key") == KEY for r in a.requests("first.bin"))
+    assert len(b.requests("second.bin")) >= 2
+    assert [r["range"] for r in b.requests("second.bin") if _has(r, "X-Api-Key")] == []

@@ -81,3 +81,90 @@ def test_a_header_of_one_file_never_goes_with_another_files_requests(two_origins
     assert all(_has(r, "X-Api-Key") == KEY for r in a.requests("first.bin"))
     assert len(b.requests("second.bin")) >= 2
     assert [r["range"] for r in b.requests("second.bin") if _has(r, "X-Api-Key")] == []
+
+
+# ------------------------------------------------- 4. the service's token
+
+
+class Squatter:
+    """Whatever takes a port a killed service left: it records every byte
+    it is sent and answers each request 200 with a JSON body that has a
+    made-up proof (a client that checks nothing would go on)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.received = bytearray()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        deadline = time.monotonic() + 120
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                pending = b""
+                for _ in range(20):  # requests on one connection, bounded
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        break
+                    if not data:
+                        break
+                    self.received += data
+                    pending += data
+                    while b"\r\n\r\n" in pending:
+                        _, pending = pending.split(b"\r\n\r\n", 1)
+                        body = json.dumps({"proof": "0" * 64, "files": [], "jobs": []}).encode()
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        self.sock.close()
+
+
+def test_a_stale_serve_json_never_hands_the_token_to_another_listener(tmp_path):
+    from test_serve import Serve
+
+    with FaultServer() as mirror:
+        mirror.add("a.bin", os.urandom(100_000))
+        serve = Serve(tmp_path).start()
+        try:
+            token = serve.token()
+            status, body = serve.call("POST", "/jobs", {"urls": [mirror.url("a.bin")]})
+            assert status == 201, body
+            fid = body["files"][0]
+            serve.wait_files(body["job"])
+            serve.proc.kill()  # kill -9, not reaped yet: a zombie whose pid still answers kill(pid, 0)
+            time.sleep(0.2)
+            squatter = Squatter(serve.port)
+            try:
+                r = subprocess.run([*SEGDL, "pause", str(fid), "--journal", str(serve.journal)],
+                                   capture_output=True, text=True, timeout=60)
+                assert r.returncode == 0 and "(segdl serve)" not in r.stderr, r.stderr  # the journal's, then
+                # The pid taken by another process (this one).
+                info = serve.journal.parent / "serve.json"
+                info.write_text(json.dumps({**json.loads(info.read_text()), "pid": os.getpid()}))
+                r = subprocess.run([*SEGDL, "resume", str(fid), "--journal", str(serve.journal)],
+                                   capture_output=True, text=True, timeout=60)
+                assert r.returncode == 0, r.stderr
+                r = subprocess.run([*SEGDL, "limit", "--max-speed", "1M", "--journal", str(serve.journal)],
+                                   capture_output=True, text=True, timeout=60)
+            finally:
+                squatter.close()
+            assert b"GET /proof?nonce=" in squatter.received  # it was asked to prove itself ...
+            assert token.encode() not in squatter.received  # ... and got no token
+            assert b"authorization" not in squatter.received.lower()
+        finally:
+            serve.proc.wait(10)
+            serve.stop()

@@ -119,6 +119,18 @@ def redirect_headers(headers: tuple[str, ...], first_url: str, url: str, trusted
     return headers if trusted or same_origin(url, first_url) else ()
 
 
+def hide_userinfo(url: str) -> str:
+    """``url`` with its ``user:password@`` shown as ``***@`` (and nothing
+    else changed): for what leaves segdl (the service's answers and events,
+    ``--json`` lines), where the URL is still to be recognised."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return url if at < 0 else f"{scheme}://***@{rest[at + 1:]}"
+
+
 def redact_url(url: str) -> str:
     """``url`` without what may be a secret: user:password@ and the query
     string (signed URLs carry their tokens there)."""

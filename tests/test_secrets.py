@@ -168,3 +168,48 @@ def test_a_stale_serve_json_never_hands_the_token_to_another_listener(tmp_path):
         finally:
             serve.proc.wait(10)
             serve.stop()
+
+
+# ------------------------------------------------- 6. credentials in URLs
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_credentials_in_urls_stay_in_a_private_journal(tmp_path):
+    from test_serve import Serve, read_events
+
+    with FaultServer() as mirror:
+        mirror.add("y.bin", os.urandom(200_000))
+        url = mirror.url("y.bin").replace("http://", f"http://user:{PASSWORD}@")
+        serve = Serve(tmp_path / "serve").start()
+        try:
+            status, body = serve.call("POST", "/jobs", {"urls": [url]})
+            assert status == 201, body
+            files = serve.wait_files(body["job"])
+            assert files[0]["url"] == url.replace(f"user:{PASSWORD}@", "***@")
+            seen = json.dumps([files, serve.call("GET", f"/files/{files[0]['id']}")[1], serve.call("GET", "/jobs")[1],
+                               read_events(serve, lambda evs: any(e["event"] == "job_ended" for e in evs))])
+            assert "***@" in seen and PASSWORD not in seen
+            journal = serve.journal
+            for p in (journal, Path(f"{journal}-wal"), Path(f"{journal}-shm")):
+                assert _mode(p) == 0o600, p  # the URL is kept whole there, for resume and retry
+        finally:
+            serve.stop()
+        assert PASSWORD not in serve.log()
+
+        journal = tmp_path / "j.sqlite"
+        p = run_segdl(["get", url, "-d", tmp_path / "out", "--json"], journal)
+        assert p.returncode == 0, p.stderr
+        assert json_lines(p)[0]["url"] == url.replace(f"user:{PASSWORD}@", "***@")
+        assert PASSWORD not in p.stdout + p.stderr
+        assert _mode(journal) == 0o600
+        assert any(_has(r, "Authorization") for r in mirror.requests("y.bin"))  # (they were used)
+        # A journal an older segdl made 0644 is made private when next opened.
+        os.chmod(journal, 0o644)
+        p = run_segdl(["get", url, "-d", tmp_path / "out", "--json"], journal)
+        assert p.returncode == 0 and json_lines(p)[0]["status"] == "skipped", p.stderr
+        assert _mode(journal) == 0o600
+        status = run_segdl(["status", "--json"], journal)
+        assert PASSWORD not in status.stdout + status.stderr

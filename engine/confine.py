@@ -240,10 +240,13 @@ class Root:
         outside the root (a folder that is not there yet is fine)."""
         if "/" not in self.relative(path):
             return  # right in the root
-        try:
-            os.close(self.folder(path.parent))
-        except FileNotFoundError:
-            pass
+        from .storage import disk_errors
+
+        with disk_errors(f"cannot open the folder of {path}"):
+            try:
+                os.close(self.folder(path.parent))
+            except FileNotFoundError:
+                pass
 
     def _regular(self, fd: int, shown) -> os.stat_result:
         st = os.fstat(fd)

@@ -140,11 +140,11 @@ def open_for_write(path: str, *, file: int = 0, direct: bool = True, expect: tup
 
     flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # (a FIFO in its place must not block)
     with disk_errors(f"cannot open {path}"):
-        fd = _open_same(path, flags, expect)
+        fd, what = _open_same(path, flags, expect)
     dfd = None
     if direct and hasattr(os, "O_DIRECT"):
         try:
-            dfd = _open_same(path, flags | os.O_DIRECT, ident(os.fstat(fd)))
+            dfd, _ = _open_same(path, flags | os.O_DIRECT, what)
         except OSError as e:
             if not direct_refused(e):
                 close_quietly(fd)
@@ -155,7 +155,8 @@ def open_for_write(path: str, *, file: int = 0, direct: bool = True, expect: tup
     return FileHandle(fd, dfd, path, file)
 
 
-def _open_same(path: str, flags: int, expect: tuple[int, int] | None) -> int:
+def _open_same(path: str, flags: int, expect: tuple[int, int] | None) -> tuple[int, tuple[int, int]]:
+    """``path`` opened, and what it is; it must be ``expect`` if given."""
     try:
         fd = os.open(path, flags)
     except OSError as e:
@@ -163,11 +164,12 @@ def _open_same(path: str, flags: int, expect: tuple[int, int] | None) -> int:
             raise UnsafePathError(f"{path} is a symbolic link now, not the part file segdl made; "
                                   "refusing to write it") from None
         raise
-    if expect is not None and ident(os.fstat(fd)) != expect:
+    what = ident(os.fstat(fd))
+    if expect is not None and what != expect:
         close_quietly(fd)
         raise UnsafePathError(f"{path} is not the part file segdl made any more (something was put in "
                               "its place, or in place of a folder on its way); refusing to write it")
-    return fd
+    return fd, what
 
 
 def direct_refused(e: OSError) -> bool:

@@ -191,6 +191,39 @@ def test_the_portable_walk_refuses_the_same(outside, tmp_path):
     untouched(outside)
 
 
+def test_a_part_file_swapped_while_it_downloads_is_neither_written_nor_renamed(outside, tmp_path):
+    """Between the coordinator creating a part file and a worker opening it
+    by name, or its rename, someone puts a symlink in its place: the
+    worker refuses to write it, the rename refuses to move it, and the
+    final name is not a symlink."""
+    from segdl.engine import confine, storage
+    from segdl.engine.errors import UnsafePathError
+
+    root = tmp_path / "root"
+    tree = confine.Root(root)
+    part, final = root / "sub" / "a.bin.segdl-part", root / "sub" / "a.bin"
+    held = storage.lock_part(tree, part)
+    try:
+        storage.prepare(held, 4096, keep=False)
+        h = storage.open_for_write(str(part), expect=held.ident, direct=False)  # the same file: fine
+        storage.close_quietly(h.fd)
+        part.unlink()
+        part.symlink_to("../../outside/precious.txt")
+        with pytest.raises(UnsafePathError):
+            storage.open_for_write(str(part), expect=held.ident, direct=False)
+        [error] = storage.finalize_many([(tree, part, final, 4096, held.ident)])
+        assert isinstance(error, UnsafePathError), error
+        assert not os.path.lexists(final)
+        part.unlink()
+        part.write_bytes(b"someone else's")  # a regular file, but not the one downloaded
+        [error] = storage.finalize_many([(tree, part, final, 4096, held.ident)])
+        assert isinstance(error, UnsafePathError) and not os.path.lexists(final)
+    finally:
+        storage.unlock(held.fd)
+        tree.close()
+    untouched(outside)
+
+
 # ------------------------------------------------- the HF cache's links
 
 

@@ -54,7 +54,7 @@ def link_snapshot(root: Path, source: dict) -> int:
 
 def _is_blob(tree: Root, blob: Path) -> bool:
     try:
-        fd, _ = tree.open_file(blob, os.O_RDONLY)
+        fd, _ = tree.open_file(blob, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO there must not block)
     except FileNotFoundError:
         return False
     os.close(fd)

@@ -810,8 +810,8 @@ class Answer:
 
 def http_get(url: str, options: TransferOptions, *, max_bytes: int = 64 * 1024 * 1024,
              timeout: float = 60.0) -> Answer:
-    """One synchronous ``GET`` that follows redirects (libcurl drops
-    ``Authorization`` when one leads to another host or port) and returns
+    """One synchronous ``GET`` that follows redirects (with the headers
+    on the same origin only, see :func:`follows_itself`) and returns
     the body whole, for a hub's JSON listings.  A body larger than
     ``max_bytes`` or slower than ``timeout`` seconds is a
     :class:`TransientError`; network failures are translated as for

@@ -13,19 +13,40 @@ open (aria2#200); Transmission's RPC was taken over by DNS rebinding
   requests, scripts and curl send none.  No CORS header is ever sent, so a
   browser never lets a foreign page read an answer;
 * a body is JSON (415 otherwise) and at most ``max_body`` bytes (413).
+
+One request needs no token: ``GET /proof?nonce=HEX``, answered with
+:func:`proof`, an HMAC of the nonce keyed by the token.  A client (``segdl
+pause``, ``resume``, ``limit``, the TUI) sends it first and sends the token
+only once the answer proves that this is the service that holds the token:
+a stale ``serve.json`` (the service was killed, or its pid taken) must not
+hand the token to whatever listens on that port now.  The answer tells
+nothing of the token (HMAC-SHA256, a fresh nonce each time), and it is
+bound to where the service listens, so it cannot be relayed from another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 
 MAX_BODY = 1 << 20
 TOKEN_BYTES = 32  # 256 bits
+PROOF_PATH = "/proof"
+NONCE = re.compile(r"[0-9a-f]{32,128}")
+
+
+def proof(token: str, where: str, nonce: str) -> str:
+    """What only the holder of ``token`` can answer to ``nonce``, for a
+    service that listens at ``where`` (its URL or socket path, as
+    ``serve.json`` says it)."""
+    message = f"segdl serve proof\n{where}\n{nonce}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
 
 
 def load_or_create_token(path: Path) -> str:
@@ -63,6 +84,8 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        if scope["path"] == PROOF_PATH and scope["method"] == "GET":
+            return await self.app(scope, receive, send)  # the service proves itself: no token (see above)
         if not hmac.compare_digest(headers.get("authorization", b""), self.expected):
             return await _refuse(send, 401, "a valid 'Authorization: Bearer TOKEN' is required "
                                             "(the token is in the file segdl serve printed)",

@@ -156,8 +156,10 @@ def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path
         if j is not None:
             j.close()
     if as_json:
+        from segdl.engine.naming import hide_userinfo
+
         for p in states:
-            print(json.dumps(p.as_dict(), sort_keys=True))
+            print(json.dumps({**p.as_dict(), "url": hide_userinfo(p.url)}, sort_keys=True))
         return code
     from rich.table import Table
 

@@ -128,6 +128,7 @@ def get(
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected sha256 (hex) of the file (one URL only)."),
     header: List[str] = HeaderOpt,
     keep_headers: bool = typer.Option(False, "--keep-headers", help="Keep header values in the journal, so resume and retry send them again (they may hold tokens)."),
+    location_trusted: bool = typer.Option(False, "--location-trusted", help="Send the -H and manifest headers (Authorization, Cookie, any other) after a redirect to another host too, as curl does; by default they go to the URL's own origin only."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing different file."),
     commit_interval: float = typer.Option(1.0, "--commit-interval", min=0.1, help="Seconds between synced journal commits: the progress a power cut may lose."),
     direct_io: bool = typer.Option(True, "--direct-io/--no-direct-io", help="Write whole blocks with O_DIRECT where the file system takes it (default), or everything through the page cache."),
@@ -206,7 +207,8 @@ def get(
         max_speed=_rate(max_speed, "--max-speed"), max_file_speed=_rate(max_file_speed, "--max-file-speed"),
         retry=RetryPolicy(max_attempts=retries), keep_headers=keep_headers, direct_io=direct_io,
         commit_interval=commit_interval, transfer=TransferOptions(headers=tuple(header), stall_timeout=stall_timeout,
-                                 insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None),
+                                 insecure=insecure, ca_cert=str(ca_cert) if ca_cert else None,
+                                 location_trusted=location_trusted),
     )
     code = 0
     if ray is not None:
@@ -646,9 +648,13 @@ def serve(
     for r in roots:
         r.mkdir(parents=True, exist_ok=True)
 
-    raise typer.Exit(run_service(settings, roots, listen=listen, socket_path=socket_path,
-                                 allow_hosts=list(allow_host), allow_origins=list(allow_origin),
-                                 say=lambda text: say(text, None)))
+    try:
+        code = run_service(settings, roots, listen=listen, socket_path=socket_path,
+                           allow_hosts=list(allow_host), allow_origins=list(allow_origin),
+                           say=lambda text: say(text, None))
+    except SegdlError as e:
+        raise _fail(e)
+    raise typer.Exit(code)
 
 
 @app.command()

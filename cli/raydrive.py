@@ -48,7 +48,9 @@ class ClusterView:
 
 
 def json_line(result: FileResult, node: str) -> None:
-    sys.stdout.write(json.dumps({**result.as_dict(), "node": node}, sort_keys=True) + "\n")
+    from .render import result_line
+
+    sys.stdout.write(json.dumps({**result_line(result), "node": node}, sort_keys=True) + "\n")
     sys.stdout.flush()
 
 

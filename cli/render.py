@@ -92,8 +92,15 @@ def summary_table(results: Results, nodes: list[str] | None = None) -> Table:
     return t
 
 
+def result_line(result: FileResult) -> dict:
+    """A result as its JSON line says it: credentials in its URL hidden."""
+    from segdl.engine.naming import hide_userinfo
+
+    return {**result.as_dict(), "url": hide_userinfo(result.url)}
+
+
 def print_json_line(result: FileResult, out: TextIO = sys.stdout) -> None:
     """One file's result as one JSON line, flushed at once (a consumer can
     act on each file as it ends)."""
-    out.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")
+    out.write(json.dumps(result_line(result), sort_keys=True) + "\n")
     out.flush()

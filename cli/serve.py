@@ -5,10 +5,14 @@
 The service writes two files next to its journal, both 0600: the token
 (``serve.token``, made once, kept across restarts) and where it listens
 (``serve.json``: URL or socket, pid, token file), removed when it stops.
+A ``serve.json`` may outlive its service (``kill -9``): a client sends the
+token only over a connection on which the service first proved it holds
+it (``GET /proof``, see guard.py).
 """
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import ipaddress
 import json
@@ -59,11 +63,11 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
     state = state_dir(settings.journal)
     token_file = state / "serve.token"
     token = load_or_create_token(token_file)
+    if socket_path is not None:
+        clear_socket(socket_path)  # before anything starts
     service = Service(settings, roots, on_message=lambda m: say(m))
     if socket_path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if socket_path.exists():
-            socket_path.unlink()
         sock.bind(str(socket_path))
         os.chmod(socket_path, 0o600)
         where = {"socket": str(socket_path)}
@@ -89,7 +93,7 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
     origins |= set(allow_origins)
     sock.listen(64)
     service.start()
-    app = build_app(service, token=token, hosts=hosts, origins=origins)
+    app = build_app(service, token=token, hosts=hosts, origins=origins, where=where.get("url") or where["socket"])
     info = state / "serve.json"
     fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -116,11 +120,80 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
     return 0
 
 
+def clear_socket(path: Path) -> None:
+    """Make room for a Unix socket at ``path``: a socket left behind by a
+    service that ended goes; anything else (a file, a folder, a symlink, a
+    socket something listens on) stays, and the service does not start."""
+    import stat
+
+    from segdl.engine.errors import UsageError
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise UsageError(f"--socket {path}: it exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2)
+        probe.connect(str(path))
+    except OSError:
+        pass  # nobody listens: a stale socket
+    else:
+        raise UsageError(f"--socket {path}: a program listens on it (another segdl serve?); stop it first")
+    finally:
+        probe.close()
+    os.unlink(path)
+
+
+class NotTheService(ConnectionError):
+    """What listens where ``serve.json`` says is not the service that holds
+    the token (it did not prove it): the token is not sent."""
+
+
 class Remote:
-    """A running ``segdl serve``, as the CLI's commands talk to it."""
+    """A running ``segdl serve``, as the CLI's commands talk to it: every
+    call opens a connection, has the service prove on it that it holds the
+    token (:meth:`_prove`), and only then sends the token, on that same
+    connection.  Raises :class:`NotTheService` (an OSError) otherwise."""
 
     def __init__(self, url: str | None, socket_path: str | None, token: str) -> None:
         self.url, self.socket_path, self.token = url, socket_path, token
+
+    @property
+    def where(self) -> str:
+        return self.url or self.socket_path or ""
+
+    def prove(self) -> None:
+        """Raise :class:`NotTheService` unless the service answers; sends
+        no token."""
+        conn = self._connection()
+        try:
+            self._prove(conn)
+        finally:
+            conn.close()
+
+    def _prove(self, conn: http.client.HTTPConnection) -> None:
+        import secrets
+
+        from .guard import PROOF_PATH, proof
+
+        nonce = secrets.token_hex(16)
+        try:
+            conn.request("GET", f"{PROOF_PATH}?nonce={nonce}")
+            resp = conn.getresponse()
+            raw = resp.read(65537)
+        except http.client.HTTPException as e:
+            raise NotTheService(f"{self.where} does not answer as segdl serve: {e!r}") from None
+        try:
+            got = json.loads(raw).get("proof") if resp.status == 200 and len(raw) <= 65536 else None
+        except (ValueError, AttributeError):
+            got = None
+        if not isinstance(got, str) or not hmac.compare_digest(got, proof(self.token, self.where, nonce)):
+            raise NotTheService(f"what listens at {self.where} does not prove it is the segdl serve of this "
+                                "journal (a stale serve.json?); the token is not sent there")
+        conn.auto_open = 0  # the token goes over this very connection, never over a new one
 
     def _connection(self) -> http.client.HTTPConnection:
         if self.socket_path:
@@ -141,14 +214,18 @@ class Remote:
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         conn = self._connection()
         try:
+            self._prove(conn)
             headers = {"Authorization": f"Bearer {self.token}"}
             data = None
             if body is not None:
                 data = json.dumps(body).encode()
                 headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except http.client.HTTPException as e:  # (closed after the proof: not sent again elsewhere)
+                raise NotTheService(f"{self.where}: {e!r}") from None
             try:
                 return resp.status, (json.loads(raw) if raw else {})
             except ValueError:
@@ -158,7 +235,8 @@ class Remote:
 
 
 def find_service(journal: Path | None) -> Remote | None:
-    """The service running on this journal, if one answers."""
+    """The service running on this journal, if one answers and proves it
+    holds the token (no token is sent to find out)."""
     info = state_dir(journal) / "serve.json"
     try:
         where = json.loads(info.read_text())
@@ -168,7 +246,7 @@ def find_service(journal: Path | None) -> Remote | None:
         return None
     remote = Remote(where.get("url"), where.get("socket"), token)
     try:
-        status, _ = remote.call("GET", "/jobs")
+        remote.prove()
     except OSError:
         return None
-    return remote if status == 200 else None
+    return remote

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from segdl.engine.errors import SegdlError, UsageError
 from segdl.engine.service import EngineGone
 
-from .guard import Guard
+from .guard import NONCE, PROOF_PATH, Guard, proof
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 EVENT_POLL = 0.2  # seconds between looks at the journal for new events
@@ -49,8 +49,9 @@ async def _body(request: HttpRequest) -> dict:
     return body
 
 
-def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> Starlette:
-    """The app for ``service`` (a started :class:`Service`)."""
+def build_app(service, *, token: str, hosts: list[str], origins: set[str], where: str = "") -> Starlette:
+    """The app for ``service`` (a started :class:`Service`), listening at
+    ``where`` (its URL or socket path, for the proof: see guard.py)."""
 
     async def call(fn, *args, **kwargs):
         """A Service command (it waits for the engine's loop), off the event loop."""
@@ -146,6 +147,12 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> St
 
         return EventSourceResponse(stream(), ping=10)
 
+    async def prove(request: HttpRequest):
+        nonce = request.query_params.get("nonce", "")
+        if not NONCE.fullmatch(nonce):
+            return _error(400, "nonce is 32 to 128 lowercase hex digits")
+        return JSONResponse({"proof": proof(token, where, nonce)})
+
     async def openapi(request: HttpRequest):
         return Response(OPENAPI.read_bytes(), media_type="application/json")
 
@@ -161,6 +168,7 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> St
         Route("/retry", retry, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route(PROOF_PATH, prove, methods=["GET"]),
     ]
     middleware = [
         # Outermost first: a foreign Host is refused before anything else.

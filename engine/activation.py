@@ -46,8 +46,10 @@ class Activation:
         run.final, run.part, run.remote = final, part_path(final), remote
         if run.provisional is not None and run.provisional != final:
             self.c.intake.rename_provisional(run, final)
-        if final.exists() and self.c.existing.existing(run, final, remote):
-            return
+        if final.exists():
+            run.job.root.check(final)  # not one outside the folder, through a symlink
+            if self.c.existing.existing(run, final, remote):
+                return
         self.lock(run)  # before the journal or the part file is touched
         row = self.c.journal.file_by_path(final)
         facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
@@ -62,7 +64,7 @@ class Activation:
         run.id = fid
         if resume:
             segments = old
-            storage.prepare(run.part, remote.size, keep=True)
+            storage.prepare(run.lock, remote.size, keep=True)
         else:
             if row and row["state"] not in lifecycle.COMPLETE and old:
                 why = run.restart_reason or self.why_restart(row, remote) or (
@@ -76,7 +78,7 @@ class Activation:
             )
             ids = self.c.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
             segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
-            storage.prepare(run.part, remote.size, keep=False)  # ... then the bytes' home
+            storage.prepare(run.lock, remote.size, keep=False)  # ... then the bytes' home
         run.move("downloading")
         run.started = time.monotonic()
         self.c.runs[fid] = run
@@ -93,11 +95,11 @@ class Activation:
             self.c.finishing.complete(fid)
 
     def lock(self, run: FileRun) -> None:
-        if run.lock is not None and run.lock[0] == run.part:
+        if run.lock is not None and run.lock.path == run.part:
             return  # kept across a restart
         self.unlock(run)
         try:
-            run.lock = (run.part, storage.lock_part(run.part))
+            run.lock = storage.lock_part(run.job.root, run.part)
         except BusyError:
             run.busy = True
             raise
@@ -105,7 +107,7 @@ class Activation:
     @staticmethod
     def unlock(run: FileRun) -> None:
         if run.lock is not None:
-            storage.unlock(run.lock[1])
+            storage.unlock(run.lock.fd)
             run.lock = None
 
     def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import lifecycle
-from .errors import UsageError
+from . import lifecycle, storage
+from .errors import SegdlError, UsageError
 from .request import Request, request_from_spec
 from .results import FileResult
 
@@ -88,8 +88,8 @@ class Commands:
         self.c.finishing.retire(run, hold_lock=True)
         if part is not None and not keep_partial:
             try:
-                part.unlink()
-            except OSError:
+                storage.remove(run.job.root, part)
+            except SegdlError:
                 pass
         self.c.on_result(result)
         return {"id": fid, "state": lifecycle.REMOVED, "kept_partial": bool(keep_partial and part and part.exists())}

@@ -224,6 +224,7 @@ class Coordinator:
             self.journal.finish_job(job.id)
             for path in [p for p, j in self.targets.items() if j == job.id]:
                 del self.targets[path]
+            job.root.close()
 
     def holds(self, file_id: int) -> bool:
         """Is a live run (started, or registered and waiting) on this row?"""
@@ -352,3 +353,5 @@ class Coordinator:
         for fd in self.held_locks:
             storage.unlock(fd)
         self.held_locks.clear()
+        for job in self.jobs.values():
+            job.root.close()

@@ -19,7 +19,7 @@ from .messages import (
     Shrink,
     Track,
 )
-from .naming import is_credential, same_origin
+from .naming import same_origin
 from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit
 
 
@@ -46,8 +46,8 @@ class Dispatch:
                 self.c.orders[a.worker].put(
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
                           remote.expect(), self.options_for(run, remote.final_url, remote.multiplexed),
-                          redirected=remote.redirected,
-                          max_speed=run.limit, written=self._write_probed(run, a))
+                          redirected=remote.redirected, max_speed=run.limit, written=self._write_probed(run, a),
+                          ident=run.lock.ident if run.lock else None)
                 )
             elif isinstance(a, RequestSplit):
                 self.c.orders[a.worker].put(Shrink(a.segment, a.at, self.c.s.min_split))
@@ -69,10 +69,10 @@ class Dispatch:
         for src in run.sources:
             src.remote = replace(src.remote, first_bytes=b"")  # (its memory goes now)
         run.remote = run.sources[0].remote
-        if a.end is None or a.position >= len(first):
+        if a.end is None or a.position >= len(first) or run.lock is None:
             return 0
         try:
-            storage.write_at(run.part, first[a.position:min(len(first), a.end)], a.position)
+            storage.write_at(run.lock, first[a.position:min(len(first), a.end)], a.position)
         except StorageError:
             return 0  # the worker fetches them, and meets the trouble itself
         return min(len(first), a.end) - a.position
@@ -93,21 +93,25 @@ class Dispatch:
     def options_for(self, run: FileRun, url: str | None = None, multiplexed: bool = False):
         """Transfer options for a request of ``run`` to ``url``.
 
-        Credentials (Authorization, Cookie) given for the URL the user named
-        are not sent to another host that a redirect led to, as curl does.
+        Headers given for the URL the user named (Authorization, Cookie, and
+        custom ones such as X-Api-Key) are not sent to another origin that a
+        redirect led to, unless --location-trusted.
         ``multiplexed``: the probe saw HTTP/2, so new transfers wait to share
         a connection."""
         req = run.request
         headers = self.c.options.headers + tuple(req.headers)
+        trusted = self.c.options.location_trusted
         if req.credential and (url is None or same_origin(url, req.url)):
             token = self._token(req.credential)
             if token:
                 headers += (token,)
-        if url is not None and not same_origin(url, req.url, *req.mirrors):
-            headers = tuple(h for h in headers if not is_credential(h))
-        if headers == self.c.options.headers and not multiplexed and not req.hub:
+                trusted = False  # a hub's token goes to the hub only, whatever --location-trusted says
+        if url is not None and not trusted and not same_origin(url, req.url, *req.mirrors):
+            headers = ()  # not one header: a custom one may carry a key as Authorization does
+        if (headers == self.c.options.headers and trusted == self.c.options.location_trusted
+                and not multiplexed and not req.hub):
             return self.c.options
-        return replace(self.c.options, headers=headers, pipewait=multiplexed, hub=req.hub)
+        return replace(self.c.options, headers=headers, pipewait=multiplexed, hub=req.hub, location_trusted=trusted)
 
     def _token(self, credential: str) -> str | None:
         """The Authorization header a credential name stands for, read from

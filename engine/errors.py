@@ -64,6 +64,13 @@ class UsageError(SegdlError):
     exit_code = EXIT_USAGE
 
 
+class UnsafePathError(UsageError):
+    """A path that would put a file outside its target folder: a symbolic
+    link in place of the file or of a folder on the way that leads out, or
+    something that is not a regular file where segdl writes one.  That file
+    fails; the others go on."""
+
+
 class DownloadError(SegdlError):
     """The remote side did not give us the file."""
 

@@ -127,7 +127,7 @@ class Existing:
                 self.c.targets[final] = run.job.id
                 run.final, run.part = final, part_path(final)
                 self.c.activation.lock(run)  # link_or_copy goes through the part file
-                storage.link_or_copy(src, final)
+                storage.link_or_copy(run.job.root, src, final)
             except SegdlError as e:
                 self.c.activation.unlock(run)
                 self.c.on_message(f"{final.name}: cannot reuse {src}: {e.message}")

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import lifecycle
+from .confine import Root
 from .errors import SegdlError
 from .http import RemoteInfo
 from .request import Request
 from .results import FileResult
 from .retry import RetryPolicy
+from .storage import Held
 
 
 @dataclass(slots=True)
@@ -27,6 +29,13 @@ class JobRun:
     results: list[FileResult | None]
     collection: str | None = None
     left: int = 0  # files not in a final state yet
+    # ``dest`` opened: every file of the job is written under it, never
+    # outside (see confine.py); closed when the job ends.
+    root: Root | None = None
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            self.root = Root(self.dest)
 
     @property
     def finished(self) -> bool:
@@ -69,7 +78,7 @@ class FileRun:
     allotted: float = 0.0  # bytes/s for the whole file under the job's limit
     allotted_at: float = 0.0  # when ``allotted`` last changed (monotonic)
     demand: float | None = None  # what it can use, if less than allotted
-    lock: tuple[Path, int] | None = None  # (part file, descriptor holding its flock)
+    lock: Held | None = None  # its part file, held with a flock
     busy: bool = False  # another process downloads it: leave its journal row alone
     # The sha256 the server publishes for this download (not the user's
     # expectation: never journaled as one, learnt again by every probe).

@@ -107,7 +107,8 @@ class Finishing:
         self.c.journal.mark_verified([(fid, d.blake3, d.sha256, d.git_sha1) for fid, d in batch])
         runs = [self.c.runs[fid] for fid, _ in batch]
         fut = self.c.wake_on(self.c.verifier.submit(
-            storage.finalize_many, [(r.part, r.final, r.remote.size) for r in runs]))
+            storage.finalize_many, [(r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None)
+                                    for r in runs]))
         self.c.finalizing[batch[0][0]] = (batch, fut)
 
     def _collect_finalizations(self) -> None:
@@ -163,7 +164,7 @@ class Finishing:
         if (hold_lock or run.state in (lifecycle.FAILED, lifecycle.REMOVED)) and run.lock is not None:
             # Its cancelled transfers may still write: keep the part file
             # locked until the workers have stopped (end of the job).
-            self.c.held_locks.append(run.lock[1])
+            self.c.held_locks.append(run.lock.fd)
             run.lock = None
         self.c.activation.unlock(run)
         if run.id and self.c.runs.get(run.id) is run:

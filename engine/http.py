@@ -133,6 +133,12 @@ def check_response(
 ) -> SegdlError | None:
     """Is this the response to "give me ``[position, end)``"?  None: yes."""
     status = head.status
+    if 300 <= status < 400 and head.get("location"):
+        # Only when libcurl does not follow redirects itself (headers that
+        # must not follow them, see transport.follows_itself): the URL sends
+        # elsewhere now; resolving it again follows the redirect safely.
+        return AccessExpiredError(f"HTTP {status}: the URL redirects elsewhere now; resolving it again",
+                                  status_code=status)
     if status >= 400 or status < 200 or status >= 300:
         return status_error(status, head, after_redirect=redirected)
     changed = _validators_differ(head, expect)

@@ -237,6 +237,7 @@ class Intake:
             return self.c.existing.link_known_copy(run, final)
         run.final = final
         try:
+            run.job.root.check(final)  # not one outside the folder, through a symlink
             return self.c.existing.existing(run, final, None)
         except Hashing as h:
             self.c.hashing.append((run, None, h.fut))

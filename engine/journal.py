@@ -270,6 +270,28 @@ def default_path() -> Path:
     return Path(state) / "segdl" / "journal.sqlite"
 
 
+def _private(path: Path) -> bool:
+    """Make the journal only its owner can read (0600): it keeps the URLs
+    as they were given, ``user:password@`` too.  A new one is created so
+    (SQLite gives its -wal and -shm the database's mode); an older one and
+    its -wal and -shm are made so.  True when it is new (or still empty)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        empty = False
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                st = os.stat(p)
+                empty = empty or (p == path and st.st_size == 0)
+                if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                    os.chmod(p, st.st_mode & 0o700)
+            except OSError:
+                pass  # not there (-wal, -shm), or not ours to change
+        return empty
+    os.close(fd)
+    return True
+
+
 @contextmanager
 def _journal_errors(path: Path) -> Iterator[None]:
     try:
@@ -448,7 +470,7 @@ class Journal(JournalQueries):
                 from .storage import make_dirs
 
                 make_dirs(self.path.parent)
-                new = not self.path.exists()
+                new = _private(self.path)
                 conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=not handed_over)
             conn.isolation_level = None  # transactions are explicit (_Db.atomic)
             self.db = _Db(conn)

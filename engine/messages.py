@@ -46,6 +46,9 @@ class TransferOptions:
     # The model hub a request goes to ("hf", "civitai"; "" for none): its
     # error answers are read for what they say (engine/hubs/errors.py).
     hub: str = ""
+    # ``headers`` follow a redirect to another origin too (--location-trusted,
+    # as curl names it).  Off: they go to the URL's own origin only.
+    location_trusted: bool = False
 
 
 # ----------------------------------------------------------------- orders
@@ -73,6 +76,9 @@ class Fetch:
     # worker syncs and hashes them as its own; a request follows only for
     # what they do not cover.
     written: int = 0
+    # What the part file is (device, inode), as the coordinator created it:
+    # the worker opens ``path`` by name and must find that very file.
+    ident: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

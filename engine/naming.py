@@ -111,6 +111,26 @@ def same_origin(url: str, *others: str) -> bool:
     return any(origin(o) == mine for o in others)
 
 
+def redirect_headers(headers: tuple[str, ...], first_url: str, url: str, trusted: bool = False) -> tuple[str, ...]:
+    """The headers a request carries to ``url``, where a redirect from
+    ``first_url`` led: all of them on the same origin, none on another
+    (any header may carry a key, ``X-Api-Key`` as much as Authorization),
+    unless ``trusted`` (--location-trusted)."""
+    return headers if trusted or same_origin(url, first_url) else ()
+
+
+def hide_userinfo(url: str) -> str:
+    """``url`` with its ``user:password@`` shown as ``***@`` (and nothing
+    else changed): for what leaves segdl (the service's answers and events,
+    ``--json`` lines), where the URL is still to be recognised."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, end)
+    return url if at < 0 else f"{scheme}://***@{rest[at + 1:]}"
+
+
 def redact_url(url: str) -> str:
     """``url`` without what may be a secret: user:password@ and the query
     string (signed URLs carry their tokens there)."""
@@ -119,11 +139,6 @@ def redact_url(url: str) -> str:
     if p.port:
         host = f"{host}:{p.port}"
     return f"{p.scheme}://{host}{p.path}" + ("?…" if p.query else "")
-
-
-def is_credential(header: str) -> bool:
-    name = header.partition(":")[0].strip().lower()
-    return name in ("authorization", "cookie", "proxy-authorization")
 
 
 def part_path(final: Path) -> Path:

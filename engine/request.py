@@ -109,6 +109,7 @@ def job_spec(requests: list[Request], s: Settings) -> dict:
             "max_speed": s.max_speed, "max_file_speed": s.max_file_speed,
             "retries": s.retry.max_attempts, "stall_timeout": t.stall_timeout,
             "insecure": t.insecure, "ca_cert": t.ca_cert, "keep_headers": s.keep_headers,
+            **({"location_trusted": True} if t.location_trusted else {}),
             **headers(t.headers),
         },
     }
@@ -124,6 +125,7 @@ def settings_from_spec(spec: dict, *, headers: tuple[str, ...] = (), **given) ->
         headers=tuple(st.get("headers", ())) + tuple(headers),
         stall_timeout=st.get("stall_timeout", d.transfer.stall_timeout),
         insecure=st.get("insecure", False), ca_cert=st.get("ca_cert"),
+        location_trusted=bool(st.get("location_trusted", False)),
     )
     fields = {k: st[k] for k in ("connections", "workers", "concurrent_files", "max_connections",
                                  "max_per_host", "max_speed", "max_file_speed", "keep_headers")

@@ -23,6 +23,7 @@ from pathlib import Path
 from .coordinator import Coordinator
 from .errors import UsageError
 from .journal import Journal
+from .naming import hide_userinfo
 from .request import Request, Settings, request_from_spec
 
 COMMAND_TIMEOUT = 30.0  # seconds a command may wait for the loop
@@ -216,7 +217,11 @@ class Service:
         return _file_view(row)
 
     def events_since(self, seq: int, kinds: tuple[str, ...] = ()) -> list[dict]:
-        return self._reader().events_since(seq, kinds=kinds)
+        events = self._reader().events_since(seq, kinds=kinds)
+        for ev in events:
+            if isinstance(ev["data"].get("url"), str):
+                ev["data"]["url"] = hide_userinfo(ev["data"]["url"])  # (the journal's triggers wrote it whole)
+        return events
 
     def last_event(self) -> int:
         return self._reader().last_event()
@@ -235,6 +240,7 @@ def _file_view(row: dict) -> dict:
     keep = ("id", "job_id", "url", "path", "state", "size", "bytes_done", "received", "speed", "paused",
             "priority", "max_speed", "blake3", "sha256", "error", "exit_code", "updated")
     out = {k: row.get(k) for k in keep}
+    out["url"] = hide_userinfo(out["url"] or "")  # user:password@ stays in the journal (0600) only
     out["paused"] = bool(out["paused"])
     # Bytes on disk (durable, ``bytes_done``) lag what has arrived (``received``).
     out["mirrors"] = json.loads(row["mirrors"]) if row.get("mirrors") else None

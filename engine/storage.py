@@ -8,8 +8,10 @@ import errno
 import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
-from .errors import StorageError
+from .confine import Root, ident
+from .errors import SegdlError, StorageError, UnsafePathError
 from .naming import PART_SUFFIX
 
 
@@ -46,8 +48,52 @@ def make_dirs(folder: Path) -> None:
         fsync_dir(d.parent)
 
 
-def prepare(part: Path, size: int | None, *, keep: bool) -> None:
-    """Create ``part`` and reserve ``size`` bytes for it.
+class Held(NamedTuple):
+    """A part file taken by this process: its path, the descriptor that
+    holds its ``flock``, and what the file is (device, inode), so that
+    whoever opens it by name later can tell it is still the same file."""
+
+    path: Path
+    fd: int
+    ident: tuple[int, int]
+
+
+def lock_part(root: Root, part: Path) -> Held:
+    """Create or open ``part`` under ``root`` (never through a symlink, see
+    confine.py) and take it for this process: an exclusive ``flock``, held
+    through its descriptor until :func:`unlock`.  Two segdl processes (two
+    terminals, a nightly sync overlapping the last one) never write one
+    part file; a killed process's lock goes with it.  Raises
+    :class:`BusyError` if another process holds it, :class:`UnsafePathError`
+    if the name leads outside ``root`` or is not a regular file."""
+    import fcntl
+
+    from .errors import BusyError
+
+    with disk_errors(f"cannot create {part}"):
+        fd, st = root.open_file(part, os.O_RDWR | os.O_CREAT)
+    if st.st_nlink != 1:
+        os.close(fd)
+        raise _linked(part)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BusyError(f"another segdl process is downloading {part.name.removesuffix(PART_SUFFIX)} "
+                        f"into {part.parent}; wait for it or stop it, then run this again") from None
+    except OSError:
+        pass  # a filesystem without flock (some network mounts): unlocked, as before
+    return Held(part, fd, ident(st))
+
+
+def _linked(part: Path) -> UnsafePathError:
+    # A hard link to a file elsewhere: writing it would write that file.
+    return UnsafePathError(f"{part} has another name (a hard link), so writing it would change a file "
+                           "elsewhere; remove it and run again")
+
+
+def prepare(held: Held, size: int | None, *, keep: bool) -> None:
+    """Reserve ``size`` bytes for the part file ``held``.
 
     ``keep``: an existing part file of the right size is resumed as it is.
     Anything else starts empty.  Space is reserved with posix_fallocate, so
@@ -58,47 +104,18 @@ def prepare(part: Path, size: int | None, *, keep: bool) -> None:
     syncer fsyncs the folder (the part file's name) before it reports the
     file's first bytes durable (staging.Syncer).
     """
-    with disk_errors(f"cannot create {part}"):
-        make_dirs(part.parent)
-        flags = os.O_RDWR | os.O_CREAT
-        fd = os.open(part, flags, 0o644)
-        try:
-            current = os.fstat(fd).st_size
-            if not keep or (size is not None and current != size):
-                os.ftruncate(fd, 0)
-            if size:
-                try:
-                    os.posix_fallocate(fd, 0, size)
-                except OSError as e:
-                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                        raise
-                    os.ftruncate(fd, size)  # a filesystem without fallocate
-        finally:
-            os.close(fd)
-
-
-def lock_part(part: Path) -> int:
-    """Take ``part`` for this process: an exclusive ``flock`` on it, held
-    through the returned descriptor until :func:`unlock`.  Two segdl
-    processes (two terminals, a nightly sync overlapping the last one)
-    never write one part file; a killed process's lock goes with it.
-    Raises :class:`BusyError` if another process holds it."""
-    import fcntl
-
-    from .errors import BusyError
-
-    with disk_errors(f"cannot create {part}"):
-        make_dirs(part.parent)
-        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise BusyError(f"another segdl process is downloading {part.name.removesuffix(PART_SUFFIX)} "
-                        f"into {part.parent}; wait for it or stop it, then run this again") from None
-    except OSError:
-        pass  # a filesystem without flock (some network mounts): unlocked, as before
-    return fd
+    with disk_errors(f"cannot create {held.path}"):
+        fd = held.fd
+        current = os.fstat(fd).st_size
+        if not keep or (size is not None and current != size):
+            os.ftruncate(fd, 0)
+        if size:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.ftruncate(fd, size)  # a filesystem without fallocate
 
 
 def unlock(fd: int) -> None:
@@ -108,25 +125,51 @@ def unlock(fd: int) -> None:
         pass
 
 
-def open_for_write(path: str, *, file: int = 0, direct: bool = True):
+def open_for_write(path: str, *, file: int = 0, direct: bool = True, expect: tuple[int, int] | None = None):
     """Open a part file for the writers: a descriptor through the page cache
     always, and one with ``O_DIRECT`` too where the file system takes it
     (tmpfs and many FUSE or network file systems do not).  Returns a
     :class:`~segdl.engine.staging.FileHandle`; ``handle.direct`` is None
-    when direct I/O is off or refused."""
+    when direct I/O is off or refused.
+
+    The coordinator created and locked the file (:func:`lock_part`);
+    ``expect`` is what it is (device, inode).  Opened by name here, in
+    another process, it must still be that file: not a symlink, not
+    something put in its place or in place of a folder on the way."""
     from .staging import FileHandle
 
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # (a FIFO in its place must not block)
     with disk_errors(f"cannot open {path}"):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd, what = _open_same(path, flags, expect)
     dfd = None
     if direct and hasattr(os, "O_DIRECT"):
         try:
-            dfd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+            dfd, _ = _open_same(path, flags | os.O_DIRECT, what)
         except OSError as e:
             if not direct_refused(e):
                 close_quietly(fd)
                 raise StorageError(f"cannot open {path}: {e.strerror or e}") from e
+        except SegdlError:
+            close_quietly(fd)
+            raise
     return FileHandle(fd, dfd, path, file)
+
+
+def _open_same(path: str, flags: int, expect: tuple[int, int] | None) -> tuple[int, tuple[int, int]]:
+    """``path`` opened, and what it is; it must be ``expect`` if given."""
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(f"{path} is a symbolic link now, not the part file segdl made; "
+                                  "refusing to write it") from None
+        raise
+    what = ident(os.fstat(fd))
+    if expect is not None and what != expect:
+        close_quietly(fd)
+        raise UnsafePathError(f"{path} is not the part file segdl made any more (something was put in "
+                              "its place, or in place of a folder on its way); refusing to write it")
+    return fd, what
 
 
 def direct_refused(e: OSError) -> bool:
@@ -157,15 +200,11 @@ def pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
         offset += n
 
 
-def write_at(path: Path, data: bytes, offset: int) -> None:
-    """``data`` at ``offset`` of an existing file, through the page cache
-    (not synced: whoever claims it syncs first)."""
-    with disk_errors(f"cannot write {path}"):
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            pwrite_all(fd, data, offset)
-        finally:
-            os.close(fd)
+def write_at(held: Held, data: bytes, offset: int) -> None:
+    """``data`` at ``offset`` of a part file this process holds, through
+    the page cache (not synced: whoever claims it syncs first)."""
+    with disk_errors(f"cannot write {held.path}"):
+        pwrite_all(held.fd, data, offset)
 
 
 def sync(fd: int) -> None:
@@ -185,58 +224,113 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def finalize_many(items: list[tuple[Path, Path, int | None]]) -> list[StorageError | None]:
+def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int] | None]]
+                  ) -> list[SegdlError | None]:
     """Move verified part files to their final names, durably: each is
     fsynced (fdatasync need not persist timestamps, and the journal records
     the final file's mtime to recognise it on a re-run), renamed, and then
-    each folder is fsynced once, not once per file.  Returns, per item,
-    None or the error that stopped it (the others go on)."""
-    out: list[StorageError | None] = []
-    folders: set[Path] = set()
-    for part, final, size in items:
-        try:
-            with disk_errors(f"cannot rename {part} to {final}"):
-                fd = os.open(part, os.O_RDWR | os.O_CLOEXEC)
-                try:
-                    if size is not None and os.fstat(fd).st_size != size:
-                        os.ftruncate(fd, size)
-                    os.fsync(fd)  # the mtime the journal records, too
-                finally:
-                    os.close(fd)
-                os.replace(part, final)
-            folders.add(final.parent)
-            out.append(None)
-        except StorageError as e:
-            out.append(e)
-    for folder in folders:
-        fsync_dir(folder)
+    each folder is fsynced once, not once per file.
+
+    An item is (root, part, final, size, ident): the part file must still
+    be the one downloaded (``ident``), reached under ``root`` without a
+    symlink; the rename takes the folder's descriptor, and the final name
+    is checked to hold that file after it (something swapped in between is
+    removed again), so it never ends up a symlink.  Returns, per item, None
+    or the error that stopped it (the others go on)."""
+    out: list[SegdlError | None] = []
+    folders: dict[tuple[int, Path], int] = {}
+    try:
+        for root, part, final, size, expect in items:
+            try:
+                with disk_errors(f"cannot rename {part} to {final}"):
+                    key = (id(root), part.parent)
+                    if key not in folders:
+                        folders[key] = root.folder(part.parent)
+                    _finalize(root, folders[key], part, final, size, expect)
+                out.append(None)
+            except SegdlError as e:
+                out.append(e)
+    finally:
+        for dfd in folders.values():
+            try:
+                os.fsync(dfd)
+            except OSError:
+                pass
+            os.close(dfd)
     return out
 
 
-def link_or_copy(src: Path, final: Path) -> None:
-    """Put ``src``'s content at ``final``: a hard link when both are on one
-    filesystem, else a copy; through a part file, so ``final`` is never
-    half there."""
-    import shutil
+def _finalize(root: Root, folder: int, part: Path, final: Path, size: int | None,
+              expect: tuple[int, int] | None) -> None:
+    fd, st = root.open_at(folder, part.name, os.O_RDWR)
+    try:
+        if expect is not None and ident(st) != expect:
+            raise UnsafePathError(f"{part} is not the part file segdl downloaded any more (something was put "
+                                  "in its place); it is not renamed")
+        if st.st_nlink != 1:
+            raise _linked(part)
+        if size is not None and st.st_size != size:
+            os.ftruncate(fd, size)
+        os.fsync(fd)  # the mtime the journal records, too
+    finally:
+        os.close(fd)
+    os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+    landed = os.stat(final.name, dir_fd=folder, follow_symlinks=False)
+    if ident(landed) != ident(st):
+        os.unlink(final.name, dir_fd=folder)  # swapped in between: it does not stay under the final name
+        raise UnsafePathError(f"{part} was replaced while it was renamed; {final} is not written")
 
+
+def link_or_copy(root: Root, src: Path, final: Path) -> None:
+    """Put ``src``'s content at ``final`` (under ``root``): a hard link when
+    both are on one filesystem, else a copy; through a part file, so
+    ``final`` is never half there."""
     from .naming import part_path
 
     part = part_path(final)
     with disk_errors(f"cannot copy {src} to {final}"):
-        make_dirs(final.parent)
-        if part.exists():
-            part.unlink()
+        folder = root.folder(final.parent, create=True)
         try:
-            os.link(src, part)
-        except OSError:
-            shutil.copyfile(src, part)
-            fd = os.open(part, os.O_RDONLY)
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(part, final)
-        fsync_dir(final.parent)
+                os.unlink(part.name, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            try:
+                os.link(src, part.name, dst_dir_fd=folder)  # (to what a symlink there points at)
+            except OSError:
+                _copy_into(root, folder, src, part.name)
+            os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _copy_into(root: Root, folder: int, src: Path, name: str) -> None:
+    import shutil
+
+    fd, _ = root.open_at(folder, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        with open(src, "rb") as f, os.fdopen(os.dup(fd), "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove(root: Root, path: Path) -> None:
+    """Remove the file ``path`` under ``root`` (a symlink there is removed,
+    never what it points to; a folder on the way must not lead out)."""
+    with disk_errors(f"cannot remove {path}"):
+        try:
+            folder = root.folder(path.parent)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(path.name, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(folder)
 
 
 def file_size(path: Path) -> int | None:

@@ -29,6 +29,7 @@ from .errors import (
 )
 from .http import RemoteInfo, ResponseHead, check_response, remote_from_probe, status_error
 from .messages import Fetch, TransferOptions
+from .naming import redirect_headers
 from .ranges import range_spec
 
 from .staging import ALIGN
@@ -70,9 +71,20 @@ def curl_error(code: int, message: str, *, stall_timeout: float | None = None) -
     return DownloadError(text)
 
 
+def follows_itself(options: TransferOptions) -> bool:
+    """May libcurl follow redirects itself?  Only when that cannot carry a
+    header further than it should go: with no header, or when the user
+    trusts every redirect (--location-trusted).  libcurl drops only
+    Authorization and Cookie on another host; a custom header such as
+    ``X-Api-Key`` would follow.  Otherwise the transport follows them
+    (``_next_hop``), with the headers :func:`redirect_headers` allows."""
+    return not options.headers or options.location_trusted
+
+
 def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
     c.setopt(pycurl.URL, url)
-    c.setopt(pycurl.FOLLOWLOCATION, 1)
+    c.setopt(pycurl.FOLLOWLOCATION, 1 if follows_itself(options) else 0)
+    c.setopt(pycurl.UNRESTRICTED_AUTH, 1 if options.location_trusted else 0)
     c.setopt(pycurl.MAXREDIRS, options.max_redirects)
     # Never let a redirect take us to file://, ftp:// or other schemes.
     c.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
@@ -85,7 +97,7 @@ def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
     c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
     c.setopt(pycurl.LOW_SPEED_TIME, max(5, int(round(options.stall_timeout * 3))))
     c.setopt(pycurl.USERAGENT, options.user_agent)
-    c.setopt(pycurl.HTTPHEADER, list(options.headers))
+    _set_headers(c, options.headers)
     c.setopt(pycurl.SSL_VERIFYPEER, 0 if options.insecure else 1)
     c.setopt(pycurl.SSL_VERIFYHOST, 0 if options.insecure else 2)
     if options.ca_cert:
@@ -99,6 +111,37 @@ def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
         c.setopt(pycurl.SOCKOPTFUNCTION, _rcvbuf_setter(options.recv_buffer))
     else:
         c.unsetopt(pycurl.SOCKOPTFUNCTION)
+
+
+def _next_hop(c: pycurl.Curl, status: int, options: TransferOptions, hops: int) -> str | None:
+    """Where a redirect that libcurl left to us leads (None: the answer is
+    not one).  Raises :class:`DownloadError` past ``max_redirects`` or for a
+    scheme other than http(s), as libcurl would."""
+    if follows_itself(options) or not 300 <= status < 400:
+        return None
+    target = c.getinfo(pycurl.REDIRECT_URL)
+    if not target:
+        return None  # a 3xx without Location: that is the answer
+    if hops >= options.max_redirects:
+        raise DownloadError(f"too many redirects: more than {options.max_redirects}")
+    if target.split(":", 1)[0].lower() not in ("http", "https"):
+        raise DownloadError("a redirect to a URL that is not http(s) is refused")
+    return target
+
+
+def _hop(c: pycurl.Curl, first_url: str, url: str, options: TransferOptions) -> None:
+    """The same request again, to where a redirect led."""
+    c.setopt(pycurl.URL, url)
+    _set_headers(c, redirect_headers(options.headers, first_url, url, options.location_trusted))
+
+
+def _set_headers(c: pycurl.Curl, headers: tuple[str, ...]) -> None:
+    # pycurl keeps the previous list when given an empty one: a reused
+    # handle would send another request's headers.
+    if headers:
+        c.setopt(pycurl.HTTPHEADER, list(headers))
+    else:
+        c.unsetopt(pycurl.HTTPHEADER)
 
 
 def _rcvbuf_setter(size: int):
@@ -144,6 +187,8 @@ class _Probe:
     head_at: float = 0.0  # when the headers of its 206 answer were complete
     hub: str = ""  # the hub it asks (its error bodies say why)
     error_body: bytearray = field(default_factory=bytearray)
+    options: TransferOptions | None = None
+    hops: int = 0  # redirects followed here (not by libcurl)
 
     def on_header(self, line: bytes) -> None:
         self.head.feed(line)
@@ -156,6 +201,8 @@ class _Probe:
         return now - (self.body_began or self.head_at) > PROBE_DATA_SECONDS
 
     def on_write(self, data: bytes):
+        if 300 <= self.head.status < 400:
+            return None  # the body of a redirect we follow ourselves
         self.got_body = True
         if self.head.status >= 400:
             # An error's body may say why (a hub's JSON): keep its start.
@@ -247,7 +294,7 @@ class Prober:
                     url = todo.pop(0)
                     c = pycurl.Curl()
                     opts = (per_url or {}).get(url, options)
-                    p = _Probe(url, c, PROBE_DATA if url in with_data else 1, hub=opts.hub)
+                    p = _Probe(url, c, PROBE_DATA if url in with_data else 1, hub=opts.hub, options=opts)
                     try:
                         _configure(c, url, opts)
                     except pycurl.error as e:
@@ -266,8 +313,21 @@ class Prober:
                 while True:
                     queued, ok, failed = multi.info_read()
                     for c in ok:
-                        results[active[c].url] = _probe_result(active[c])
-                        end(c)
+                        p = active[c]
+                        try:
+                            target = _next_hop(c, p.head.status, p.options, p.hops)
+                        except SegdlError as e:
+                            results[p.url], target = e, None
+                        else:
+                            if target is None:
+                                results[p.url] = _probe_result(p)
+                        if target is None:
+                            end(c)
+                            continue
+                        p.hops += 1  # the same probe, on to where it was sent
+                        multi.remove_handle(c)
+                        _hop(c, p.url, target, p.options)
+                        multi.add_handle(c)
                     for c, code, msg in failed:
                         p = active[c]
                         if code == pycurl.E_WRITE_ERROR and p.head.status in (200, 206):
@@ -750,8 +810,8 @@ class Answer:
 
 def http_get(url: str, options: TransferOptions, *, max_bytes: int = 64 * 1024 * 1024,
              timeout: float = 60.0) -> Answer:
-    """One synchronous ``GET`` that follows redirects (libcurl drops
-    ``Authorization`` when one leads to another host or port) and returns
+    """One synchronous ``GET`` that follows redirects (with the headers
+    on the same origin only, see :func:`follows_itself`) and returns
     the body whole, for a hub's JSON listings.  A body larger than
     ``max_bytes`` or slower than ``timeout`` seconds is a
     :class:`TransientError`; network failures are translated as for
@@ -760,6 +820,8 @@ def http_get(url: str, options: TransferOptions, *, max_bytes: int = 64 * 1024 *
     body = bytearray()
 
     def on_write(data: bytes):
+        if 300 <= head.status < 400:
+            return None  # the body of a redirect we follow ourselves
         if len(body) + len(data) > max_bytes:
             return 0
         body.extend(data)
@@ -772,13 +834,20 @@ def http_get(url: str, options: TransferOptions, *, max_bytes: int = 64 * 1024 *
         c.setopt(pycurl.WRITEFUNCTION, on_write)
         c.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
         c.setopt(pycurl.ACCEPT_ENCODING, "")  # gzip'ed JSON where offered
-        try:
-            c.perform()
-        except pycurl.error as e:
-            code, msg = e.args[0], e.args[1]
-            if code == pycurl.E_WRITE_ERROR:
-                raise TransientError(f"the answer of {url.split('?')[0]} is larger than {max_bytes} bytes") from None
-            raise curl_error(code, msg, stall_timeout=timeout) from None
+        hops = 0
+        while True:
+            try:
+                c.perform()
+            except pycurl.error as e:
+                code, msg = e.args[0], e.args[1]
+                if code == pycurl.E_WRITE_ERROR:
+                    raise TransientError(f"the answer of {url.split('?')[0]} is larger than {max_bytes} bytes") from None
+                raise curl_error(code, msg, stall_timeout=timeout) from None
+            target = _next_hop(c, head.status, options, hops)
+            if target is None:
+                break
+            hops += 1
+            _hop(c, url, target, options)
         return Answer(head.status, head, bytes(body), c.getinfo(pycurl.EFFECTIVE_URL) or url)
     finally:
         c.close()

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from . import storage
-from .errors import StorageError
+from .errors import SegdlError
 from .messages import (
     Cancel,
     Digest,
@@ -102,7 +102,8 @@ class _Worker:
     def handle_for(self, fetch: Fetch) -> FileHandle:
         h = self.handles.get(fetch.file)
         if h is None:
-            h = storage.open_for_write(fetch.path, file=fetch.file, direct=self.settings.direct_io)
+            h = storage.open_for_write(fetch.path, file=fetch.file, direct=self.settings.direct_io,
+                                       expect=fetch.ident)
             if self.settings.direct_io and h.direct is None:
                 self.notice(f"{os.path.dirname(fetch.path)}: the file system refuses direct I/O; "
                             "writing through the page cache")
@@ -117,7 +118,7 @@ class _Worker:
         if isinstance(order, Fetch):
             try:
                 h = self.handle_for(order)
-            except StorageError as e:
+            except SegdlError as e:  # the disk, or a part file that is not segdl's any more
                 self.events.put(Finished(self.index, order.segment, order.position, "error", e))
                 return True
             done = self.driver.start(order, h)

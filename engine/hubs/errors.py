@@ -41,7 +41,8 @@ def describe(url: str) -> str:
     """A URL as a person reads it in a message: no query string (signed
     URLs carry their tokens there)."""
     p = urlsplit(url)
-    return f"{p.scheme}://{p.netloc}{unquote(p.path)}" if p.scheme else url
+    netloc = p.netloc.rpartition("@")[2]  # no user:password@
+    return f"{p.scheme}://{netloc}{unquote(p.path)}" if p.scheme else url
 
 
 def hub_error(hub: str, status: int, headers: dict[str, str], body: bytes, url: str,

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import JournalError, StorageError
+from .errors import JournalError, SegdlError, StorageError
 
 # The schema's migrations, in order.  They are applied with sqlite-utils
 # ``Migrations``; sqlite-utils itself is loaded only when one is pending
@@ -274,15 +274,32 @@ def default_path() -> Path:
 def _journal_errors(path: Path) -> Iterator[None]:
     try:
         yield
-    except sqlite3.DatabaseError as e:
-        # A full disk or an I/O error is the disk's trouble, not a broken
-        # journal: exit 6, and nothing to move aside.
-        code = getattr(e, "sqlite_errorcode", None)
-        if code == sqlite3.SQLITE_FULL:
-            raise StorageError(f"cannot write the journal {path}: no space left on device") from e
-        if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
-            raise StorageError(f"cannot write the journal {path}: I/O error") from e
-        raise JournalError(f"journal {path} is unusable ({e}); move it aside to start afresh") from e
+    except sqlite3.Error as e:
+        raise _named(path, e) from e
+    except OverflowError as e:  # an integer SQLite cannot store: segdl's bug
+        raise _named(path, e) from e
+
+
+def _named(path: Path, e: Exception) -> SegdlError:
+    """A SQLite error, named for what it is.  Only a damaged journal is
+    worth moving aside: a full disk, a lock held too long or a value segdl
+    should not have written leave the journal as good as it was."""
+    code = getattr(e, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else None
+    if code == sqlite3.SQLITE_FULL:
+        return StorageError(f"cannot write the journal {path}: no space left on device")
+    if primary == sqlite3.SQLITE_IOERR:
+        return StorageError(f"cannot write the journal {path}: I/O error")
+    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return StorageError(f"cannot use the journal {path} ({e}): check its folder's permissions and space")
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return JournalError(f"the journal {path} is busy: another process held it locked too long ({e}); "
+                            "try again")
+    if isinstance(e, (OverflowError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                      sqlite3.IntegrityError, sqlite3.DataError)):
+        return SegdlError(f"segdl could not record a value in the journal ({e}); this is a bug in segdl "
+                          f"(please report it), the journal {path} is fine")
+    return JournalError(f"journal {path} is damaged or not a segdl journal ({e}); move it aside to start afresh")
 
 
 class JournalQueries:

@@ -113,8 +113,8 @@ class Commands:
         whose destination is ``allowed``."""
         jobs = {j["id"]: j for j in self.c.journal.all_jobs()}
         groups: dict[int, list] = {}
-        for row in self.c.journal.find_files():
-            if row["state"] not in ("failed", "hash_mismatch") or self.c.holds(row["id"]):
+        for row in self.c.journal.find_files(states=(lifecycle.FAILED, lifecycle.HASH_MISMATCH)):
+            if self.c.holds(row["id"]):
                 continue
             if Path(row["path"]) in self.c.targets or not allowed(Path(row["path"]).parent):
                 continue

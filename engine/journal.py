@@ -205,6 +205,10 @@ def m004_hub_sources(db) -> None:
     )
 
 
+# What the events table holds (m005, m006): the API streams them by seq.
+EVENT_KINDS = ("added", "state", "progress", "finished", "failed", "removed", "changed",
+               "job_added", "job_ended", "limits")
+
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # unixepoch('subsec') before SQLite 3.42
 
 
@@ -257,6 +261,78 @@ def m005_service(db) -> None:
                             'files', (SELECT COUNT(*) FROM files WHERE job_id = NEW.id),
                             'failed', (SELECT COUNT(*) FROM files WHERE job_id = NEW.id
                                        AND state IN ('failed', 'hash_mismatch'))));
+        END;
+        """
+    )
+
+
+_FILE_FIELDS = """'path', NEW.path, 'url', NEW.url, 'state', NEW.state, 'size', NEW.size,
+                'paused', json(CASE WHEN NEW.paused THEN 'true' ELSE 'false' END), 'priority', NEW.priority,
+                'max_speed', COALESCE(NEW.max_speed, 0)"""
+_JOB_COUNTS = """'files', (SELECT COUNT(*) FROM files WHERE job_id = NEW.id),
+                'counts', json((SELECT json_group_object(state, n) FROM
+                                (SELECT state, COUNT(*) AS n FROM files WHERE job_id = NEW.id GROUP BY state)))"""
+
+
+@_migration
+def m006_every_change_an_event(db) -> None:
+    """Every change a client of the service can see has its event, in the
+    transaction that makes it: a file joining a job (a retry, the same
+    target again), its controls (paused, priority, max_speed), a job
+    added, the service's limits (kept here, so they outlive a restart).
+    ``job_ended`` counts the job's files by state; ``progress`` carries
+    the figures under the names the API uses.  Indexes for listing files
+    by job and state a page at a time, and for counting them."""
+    db.executescript(
+        f"""
+        CREATE INDEX files_job_state ON files(job_id, state);
+        CREATE INDEX files_state ON files(state);
+        CREATE TABLE limits (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            max_speed INTEGER NOT NULL DEFAULT 0,       -- bytes/s, 0: none
+            max_file_speed INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO limits (id) VALUES (1);
+        CREATE TRIGGER events_limits AFTER UPDATE ON limits
+            WHEN NEW.max_speed IS NOT OLD.max_speed OR NEW.max_file_speed IS NOT OLD.max_file_speed BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'limits', NULL, NULL,
+                json_object('max_speed', NEW.max_speed, 'max_file_speed', NEW.max_file_speed));
+        END;
+        DROP TRIGGER events_file_added;
+        CREATE TRIGGER events_file_added AFTER INSERT ON files BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'added', NEW.job_id, NEW.id,
+                json_object({_FILE_FIELDS}));
+        END;
+        CREATE TRIGGER events_file_joined AFTER UPDATE OF job_id ON files WHEN NEW.job_id IS NOT OLD.job_id BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'added', NEW.job_id, NEW.id,
+                json_object({_FILE_FIELDS}, 'previous_job', OLD.job_id));
+        END;
+        CREATE TRIGGER events_file_controls AFTER UPDATE OF paused, priority, max_speed ON files
+            WHEN NEW.paused IS NOT OLD.paused OR NEW.priority IS NOT OLD.priority
+                 OR COALESCE(NEW.max_speed, 0) IS NOT COALESCE(OLD.max_speed, 0) BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'changed', NEW.job_id, NEW.id,
+                json_object('paused', json(CASE WHEN NEW.paused THEN 'true' ELSE 'false' END),
+                            'priority', NEW.priority, 'max_speed', COALESCE(NEW.max_speed, 0)));
+        END;
+        DROP TRIGGER events_file_progress;
+        CREATE TRIGGER events_file_progress AFTER UPDATE OF received ON files
+            WHEN NEW.received IS NOT OLD.received BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'progress', NEW.job_id, NEW.id,
+                json_object('received', NEW.received,
+                            'bytes_done', (SELECT COALESCE(SUM(done), 0) FROM segments WHERE file_id = NEW.id),
+                            'size', NEW.size,
+                            'speed', CASE WHEN NEW.state = 'downloading' THEN COALESCE(NEW.speed, 0) ELSE 0 END,
+                            'mirrors', json(NEW.mirrors)));
+        END;
+        CREATE TRIGGER events_job_added AFTER INSERT ON jobs BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'job_added', NEW.id, NULL,
+                json_object('collection', NEW.collection, 'dest', NEW.dest, 'state', NEW.state));
+        END;
+        DROP TRIGGER events_job_ended;
+        CREATE TRIGGER events_job_ended AFTER UPDATE OF state ON jobs
+            WHEN NEW.state = 'finished' AND OLD.state IS NOT 'finished' BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'job_ended', NEW.id, NULL,
+                json_object('collection', NEW.collection, 'state', NEW.state, {_JOB_COUNTS}));
         END;
         """
     )
@@ -424,19 +500,68 @@ class JournalQueries:
                    FROM files f WHERE f.id = ?""", [file_id]))
             return rows[0] if rows else None
 
-    def find_files(self, state: str | None = None, job_id: int | None = None) -> list[dict[str, Any]]:
-        """Files with their durable bytes, by state and job."""
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: every query inside it sees the journal as
+        of one moment (WAL), so a list and the event number read with it
+        agree exactly."""
+        if self.db.conn.in_transaction:
+            yield
+            return
+        with _journal_errors(self.path):
+            self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with _journal_errors(self.path):
+                if self.db.conn.in_transaction:
+                    self.db.execute("COMMIT")
+
+    def find_files(self, states: tuple[str, ...] = (), job_id: int | None = None, after: int = 0,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """Files with their durable bytes, by state and job, in id order
+        from after ``after``, at most ``limit`` (a page)."""
         sql = """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
-                 FROM files f WHERE 1 = 1"""
-        params: list[Any] = []
-        if state is not None:
-            sql += " AND f.state = ?"
-            params.append(state)
+                 FROM files f WHERE f.id > ?"""
+        params: list[Any] = [after]
+        if states:
+            sql += f" AND f.state IN ({', '.join('?' * len(states))})"
+            params += list(states)
         if job_id is not None:
             sql += " AND f.job_id = ?"
             params.append(job_id)
+        sql += " ORDER BY f.id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         with _journal_errors(self.path):
-            return list(self.db.query(sql + " ORDER BY f.id", params))
+            return list(self.db.query(sql, params))
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            for r in self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]):
+                return {**r, "spec": json.loads(r["spec"])}
+            return None
+
+    def job_counts(self, job_id: int | None = None) -> dict[int, dict[str, int]]:
+        """Each job's files by state (one summary query over an index)."""
+        sql = "SELECT job_id, state, COUNT(*) AS n FROM files"
+        params: list[Any] = []
+        if job_id is not None:
+            sql += " WHERE job_id = ?"
+            params.append(job_id)
+        out: dict[int, dict[str, int]] = {}
+        with _journal_errors(self.path):
+            for r in self.db.query(sql + " GROUP BY job_id, state", params):
+                out.setdefault(r["job_id"], {})[r["state"]] = r["n"]
+        return out
+
+    def service_limits(self) -> dict[str, int]:
+        """The limits a service last set (bytes/s, 0: none)."""
+        with _journal_errors(self.path):
+            for r in self.db.query("SELECT max_speed, max_file_speed FROM limits WHERE id = 1"):
+                return r
+            return {"max_speed": 0, "max_file_speed": 0}
 
     def status_rows(self) -> list[dict[str, Any]]:
         with _journal_errors(self.path):
@@ -568,6 +693,13 @@ class Journal(JournalQueries):
         with self.atomic() as db:
             db.execute("""DELETE FROM files WHERE path = ? AND id != ? AND state = 'queued'
                           AND NOT EXISTS (SELECT 1 FROM segments WHERE file_id = files.id)""", [str(path), keep])
+
+    def set_service_limits(self, max_speed: int, max_file_speed: int) -> None:
+        """The service's limits, kept across restarts (a ``limits`` event
+        when they change)."""
+        with self.atomic() as db:
+            db.execute("UPDATE limits SET max_speed = ?, max_file_speed = ? WHERE id = 1",
+                       [max_speed, max_file_speed])
 
     def set_paused(self, file_ids: list[int], paused: bool) -> None:
         with self.atomic() as db:

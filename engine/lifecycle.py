@@ -18,6 +18,11 @@ QUEUED, DOWNLOADING, PAUSED, RESTARTING, VERIFYING = "queued", "downloading", "p
 DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED = "done", "skipped", "failed", "hash_mismatch", "removed"
 
 FINAL = frozenset({DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED})
+# A file's journal row: a run's states but ``restarting`` (the row stays as
+# it was until the new run starts), and ``verified`` (its digest is synced,
+# its rename is under way).
+VERIFIED = "verified"
+RECORDED = (QUEUED, DOWNLOADING, PAUSED, VERIFYING, VERIFIED, DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED)
 # (A paused file's last segment may already be in flight: it can complete.)
 MOVES: dict[str, frozenset[str]] = {
     QUEUED: frozenset({DOWNLOADING, PAUSED, SKIPPED, DONE}),

@@ -207,7 +207,7 @@ class Service:
         return out
 
     def files(self, state: str | None = None, job: int | None = None) -> list[dict]:
-        return [_file_view(r) for r in self._reader().find_files(state=state, job_id=job)]
+        return [_file_view(r) for r in self._reader().find_files(states=(state,) if state else (), job_id=job)]
 
     def file(self, fid: int) -> dict:
         row = self._reader().file(fid)

@@ -84,7 +84,7 @@ class Commands:
                             run.remote.size if run.remote else None, error="cancelled")
         run.job.results[run.index] = result
         self.c.finishing.final(run, lifecycle.REMOVED)
-        self.c.journal.update_file(fid, state=lifecycle.REMOVED, error="cancelled", paused=0)
+        self.c.journal.update_file(fid, state=lifecycle.REMOVED, error="cancelled", paused=0, speed=0)
         self.c.finishing.retire(run, hold_lock=True)
         if part is not None and not keep_partial:
             try:

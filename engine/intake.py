@@ -53,7 +53,7 @@ class Intake:
                 continue  # another job is on this file now: this one fails when it comes up
             if row is None:
                 run.id = self.c.journal.put_file(run.job.id, run.request.url, path, state="queued",
-                                                 expected_blake3=run.request.blake3,
+                                                 priority=run.priority, expected_blake3=run.request.blake3,
                                                  expected_sha256=run.request.sha256)
             else:
                 run.id = row["id"]

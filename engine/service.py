@@ -177,10 +177,14 @@ class Service:
         return path
 
     def set_file(self, fid: int, **fields) -> dict:
-        return self._command(lambda c: c.commands.set_file(fid, **fields))
+        """Pause or resume a file, change its priority or its speed limit;
+        answers the file as GET does."""
+        self._command(lambda c: c.commands.set_file(fid, **fields))
+        return self.file(fid)
 
     def cancel(self, fid: int, keep_partial: bool = False) -> dict:
-        return self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
+        answer = self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
+        return {**self.file(fid), "kept_partial": answer["kept_partial"]}
 
     def set_limits(self, **limits) -> dict:
         return self._command(lambda c: c.commands.set_limits(**limits))
@@ -232,13 +236,16 @@ class Service:
 
 
 def _file_view(row: dict) -> dict:
-    keep = ("id", "job_id", "url", "path", "state", "size", "bytes_done", "received", "speed", "paused",
-            "priority", "max_speed", "blake3", "sha256", "error", "exit_code", "updated")
-    out = {k: row.get(k) for k in keep}
-    out["paused"] = bool(out["paused"])
-    # Bytes on disk (durable, ``bytes_done``) lag what has arrived (``received``).
-    out["mirrors"] = json.loads(row["mirrors"]) if row.get("mirrors") else None
-    return out
+    """A file as every answer and event names its fields (README, "segdl
+    serve"): limits are integers, 0 for none; ``speed`` is 0 unless it is
+    downloading; bytes on disk (durable, ``bytes_done``) lag what has
+    arrived (``received``)."""
+    return {"id": row["id"], "job": row["job_id"], "url": row["url"], "path": row["path"], "state": row["state"],
+            "size": row["size"], "bytes_done": row["bytes_done"], "received": row["received"] or 0,
+            "speed": (row["speed"] or 0) if row["state"] == "downloading" else 0, "paused": bool(row["paused"]),
+            "priority": row["priority"], "max_speed": row["max_speed"] or 0, "blake3": row["blake3"],
+            "sha256": row["sha256"], "error": row["error"], "exit_code": row["exit_code"], "updated": row["updated"],
+            "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None}
 
 
 def _select(requests: list[Request], select) -> list[Request]:

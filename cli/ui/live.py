@@ -93,7 +93,7 @@ class LiveScreen(Screen):
     # ------------------------------------------------------------ reading
 
     def label(self, f: dict) -> str:
-        dest = self.dests.get(f["job_id"])
+        dest = self.dests.get(f["job"])
         path = f["path"]
         if dest and path.startswith(dest.rstrip(os.sep) + os.sep):
             return path[len(dest.rstrip(os.sep)) + 1:]

@@ -4,8 +4,8 @@ aria2's RPC without a secret could be driven by any web page the user had
 open (aria2#200); Transmission's RPC was taken over by DNS rebinding
 (CVE-2018-5702).  So, for every request:
 
-* the Host header is on the allowlist (Starlette's TrustedHostMiddleware,
-  outside this one): a rebinding page's requests carry its own host name;
+* the Host header is on the allowlist: a rebinding page's requests carry
+  its own host name (400);
 * ``Authorization: Bearer TOKEN``, compared in constant time (401 without
   it or with a wrong one);
 * a state-changing request (anything but GET/HEAD) that carries an Origin
@@ -13,6 +13,8 @@ open (aria2#200); Transmission's RPC was taken over by DNS rebinding
   requests, scripts and curl send none.  No CORS header is ever sent, so a
   browser never lets a foreign page read an answer;
 * a body is JSON (415 otherwise) and at most ``max_body`` bytes (413).
+
+Every refusal is JSON, ``{"error": ..., "status": ...}``, as the API's are.
 """
 
 from __future__ import annotations
@@ -20,12 +22,23 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
 
 MAX_BODY = 1 << 20
 TOKEN_BYTES = 32  # 256 bits
+_HOST = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]/@\s]+)(?::[0-9]{1,5})?")
+
+
+def host_part(value: bytes | None) -> str | None:
+    """The host of a Host header (``[::1]`` keeps its brackets), lower
+    case; None if it is missing or malformed."""
+    if value is None:
+        return None
+    m = _HOST.fullmatch(value.decode("latin-1"))
+    return m["host"].lower() if m else None
 
 
 def load_or_create_token(path: Path) -> str:
@@ -51,18 +64,27 @@ def load_or_create_token(path: Path) -> str:
 
 
 class Guard:
-    """ASGI middleware: the token, the Origin and the body rules above."""
+    """ASGI middleware: the Host, the token, the Origin and the body rules above."""
 
-    def __init__(self, app, *, token: str, origins: set[str], max_body: int = MAX_BODY) -> None:
+    def __init__(self, app, *, token: str, hosts: list[str], origins: set[str], max_body: int = MAX_BODY) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.hosts = [h.lower() for h in hosts]
         self.origins = origins
         self.max_body = max_body
+
+    def _host_allowed(self, host: str | None) -> bool:
+        return host is not None and any(
+            host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in self.hosts)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        if not self._host_allowed(host_part(headers.get("host"))):
+            # First, before the token: a DNS-rebinding page names its own host.
+            return await _refuse(send, 400, "the Host header must name this machine (a loopback name or "
+                                            "one given with --allow-host)")
         if not hmac.compare_digest(headers.get("authorization", b""), self.expected):
             return await _refuse(send, 401, "a valid 'Authorization: Bearer TOKEN' is required "
                                             "(the token is in the file segdl serve printed)",

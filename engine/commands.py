@@ -4,8 +4,9 @@ change the limits, retry the failures.
 
 Each method runs on the loop's thread (through ``Coordinator.submit``), so
 it may touch the loop's state freely; each returns a small JSON-able dict
-and raises ``LookupError`` for an unknown file, ``UsageError`` for a bad
-value.
+and raises ``LookupError`` for an unknown file, ``ConflictError`` for a
+file whose state does not allow the change.  Values come checked
+(:mod:`~segdl.engine.validation`, in :class:`~segdl.engine.service.Service`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import lifecycle
-from .errors import UsageError
+from .errors import ConflictError
 from .request import Request, request_from_spec
 from .results import FileResult
 
@@ -36,41 +37,35 @@ class Commands:
         if run is None:
             if self.c.journal.file(fid) is None:
                 raise LookupError(f"no file {fid}")
-            raise UsageError(f"file {fid} is not running (see its state); only a running or queued file changes")
+            raise ConflictError(f"file {fid} is not running (see its state); only a running or queued file changes")
         return run
 
     def set_file(self, fid: int, *, paused: bool | None = None, priority: int | None = None,
-                 max_speed: int | None = None) -> dict:
+                 max_speed: int | None = None) -> None:
         run = self._find(fid)
+        if paused is not None and run.state not in (lifecycle.QUEUED, lifecycle.DOWNLOADING, lifecycle.PAUSED):
+            raise ConflictError(f"file {fid} is {run.state}: it cannot pause or resume now")
         if priority is not None:
-            if not isinstance(priority, int) or isinstance(priority, bool):
-                raise UsageError("priority is an integer (higher first)")
             self.c.intake.reprioritise(run, priority)
             self.c.sched.set_priority(fid, priority)
             self.c.journal.update_file(fid, priority=priority)
         if max_speed is not None:
-            if not isinstance(max_speed, int) or isinstance(max_speed, bool) or max_speed < 0:
-                raise UsageError("max_speed is bytes per second, 0 for none")
             run.speed_cap = max_speed
             self.c._limits_dirty = True
             self.c.journal.update_file(fid, max_speed=max_speed or None)
         if paused is not None:
-            if not isinstance(paused, bool):
-                raise UsageError("paused is true or false")
             if run.state == lifecycle.QUEUED:
                 run.paused = paused  # it starts paused
                 self.c.journal.update_file(fid, paused=int(paused))
             else:
                 self.c.control.set_paused(run, paused)
-        return {"id": fid, "state": run.state, "paused": run.paused, "priority": run.priority,
-                "max_speed": run.speed_cap}
 
     def cancel(self, fid: int, keep_partial: bool = False) -> dict:
         """Stop a file and forget it in this job: its transfers end, its
         part file goes (unless ``keep_partial``), its row says removed."""
         run = self._find(fid)
         if self.c.finishing.finalizing(fid):
-            raise UsageError(f"file {fid} is verified and being renamed into place: it is done in a moment")
+            raise ConflictError(f"file {fid} is verified and being renamed into place: it is done in a moment")
         if run.state == lifecycle.QUEUED:
             self.c.intake.drop_waiting(run)
         else:
@@ -95,9 +90,6 @@ class Commands:
         return {"id": fid, "state": lifecycle.REMOVED, "kept_partial": bool(keep_partial and part and part.exists())}
 
     def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None) -> dict:
-        for name, v in (("max_speed", max_speed), ("max_file_speed", max_file_speed)):
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise UsageError(f"{name} is bytes per second, 0 for none")
         if max_speed is not None:
             self.c.limits["max_speed"] = max_speed or None
         if max_file_speed is not None:

@@ -10,6 +10,8 @@ changes from any thread at any moment.  ``segdl serve`` (HTTP) and
   jobs and their history outlive it, and a restarted service continues the
   jobs that had not ended.
 * Destinations must lie under the configured roots.
+* Requests are checked whole (:mod:`.validation`) before anything is
+  applied.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from . import validation
 from .coordinator import Coordinator
 from .errors import UsageError
 from .journal import Journal
@@ -113,52 +116,56 @@ class Service:
         ``{"aria2": "input file text"}`` or ``{"ref": "hf://..."}``, with
         optional ``dest`` (under a root), ``collection``, ``connections``,
         ``priority`` and ``select`` (the paths or indexes of the files to
-        take, for a collection)."""
-        known = {"urls", "manifest", "aria2", "ref", "dest", "collection", "connections", "priority", "select"}
-        unknown = set(body) - known
-        if unknown:
-            raise UsageError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        take, for a collection).  Everything is checked before the job is
+        added; a null field is an absent one."""
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if v is not None}
+        body = validation.fields(body, validation.JOB)
         dest = self.destination(body.get("dest"))
         requests, collection, source = self._requests(body, dest)
         requests = _select(requests, body.get("select"))
         if not requests:
             raise UsageError("the job has no files")
         connections = body.get("connections")
-        if connections is not None and (not isinstance(connections, int) or not 1 <= connections <= 1024):
-            raise UsageError("connections is an integer from 1 to 1024")
         priority = body.get("priority", 0)
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise UsageError("priority is an integer")
-        collection = body.get("collection") or collection
+        if body.get("collection"):
+            collection = body["collection"]
+        elif source is None:  # a manifest's or an aria2 file's own name: the client's input too
+            collection = validation.name("collection", collection)
+        else:  # a hub listing's name
+            collection = validation.clean_name(collection)
         return self._command(lambda c: c.commands.add(requests, dest=dest, collection=collection, source=source,
                                                       connections=connections, priority=priority))
 
     def _requests(self, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
-        from .manifest import parse_input
-
         given = [k for k in ("urls", "manifest", "aria2", "ref") if k in body]
         if len(given) != 1:
             raise UsageError("give exactly one of urls, manifest, aria2, ref")
         kind = given[0]
+        try:
+            return self._parse(kind, body, dest)
+        except validation.FieldError:
+            raise
+        except UsageError as e:  # the manifest's own checks: "urls: files[2].url: ..."
+            raise validation.FieldError(kind, e.message, prefixed=True) from None
+
+    def _parse(self, kind: str, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
+        from .manifest import parse_input
+
         if kind == "urls":  # checked as a manifest's URLs are
-            urls = body["urls"]
-            if not isinstance(urls, list):
-                raise UsageError("urls is a list of URLs")
-            m = parse_input(json.dumps({"files": [{"url": u} for u in urls]}), source="urls")
+            m = parse_input(json.dumps({"files": [{"url": u} for u in body["urls"]]}), source="urls")
             return list(m.requests), None, None
         if kind == "manifest":
-            m = parse_input(json.dumps(body["manifest"]), source="the manifest")
+            m = parse_input(json.dumps(body["manifest"]), source="manifest")
             return list(m.requests), m.collection, None
         if kind == "aria2":
-            if not isinstance(body["aria2"], str):
-                raise UsageError("aria2 is the text of an aria2 input file")
-            m = parse_input(body["aria2"], source="the aria2 input")
+            m = parse_input(body["aria2"], source="aria2")
             return list(m.requests), m.collection, None
         from .hubs import is_hub_ref, resolve
         from .hubs.listing import HubOptions
 
         ref = body["ref"]
-        if not isinstance(ref, str) or not is_hub_ref(ref):
+        if not is_hub_ref(ref):
             raise UsageError("ref is a hub reference (hf://..., civitai://..., a CivitAI page URL)")
         listing = resolve(ref, HubOptions(dest=dest, transfer=self.s.transfer))
         return list(listing.requests), listing.collection, listing.source
@@ -169,28 +176,38 @@ class Service:
             own = Path(os.path.realpath(self.s.dest))
             return own if self._under_roots(own) else self.roots[0]
         if not isinstance(dest, str) or not dest or "\0" in dest:
-            raise UsageError("dest is a folder path")
+            raise validation.FieldError("dest", "must be a folder path")
         path = Path(os.path.realpath(os.path.join(self.roots[0], dest)))
         if not self._under_roots(path):
-            raise UsageError(f"{dest} is outside the folders this service may write "
-                             f"({', '.join(str(r) for r in self.roots)})")
+            raise validation.FieldError("dest", f"{dest} is outside the folders this service may write "
+                                                f"({', '.join(str(r) for r in self.roots)})")
         return path
 
     def set_file(self, fid: int, **fields) -> dict:
-        """Pause or resume a file, change its priority or its speed limit;
-        answers the file as GET does."""
+        """Pause or resume a file, change its priority or its speed limit
+        (``validation.FILE_CHANGE``); answers the file as GET does."""
+        fields = validation.fields(fields, validation.FILE_CHANGE, at_least_one=True)
+        self._known(fid)
         self._command(lambda c: c.commands.set_file(fid, **fields))
         return self.file(fid)
 
     def cancel(self, fid: int, keep_partial: bool = False) -> dict:
+        self._known(fid)
         answer = self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
         return {**self.file(fid), "kept_partial": answer["kept_partial"]}
 
     def set_limits(self, **limits) -> dict:
+        limits = validation.fields(limits, validation.LIMITS, at_least_one=True)
         return self._command(lambda c: c.commands.set_limits(**limits))
 
-    def retry(self) -> dict:
+    def retry(self, **body) -> dict:
+        validation.fields(body, {})
         return self._command(lambda c: c.commands.retry(self._under_roots))
+
+    @staticmethod
+    def _known(fid) -> None:
+        if not isinstance(fid, int) or isinstance(fid, bool) or not 1 <= fid <= validation.MAX_ID:
+            raise LookupError(f"no file {fid}")
 
     # ------------------------------------------------------------ reads
 
@@ -214,6 +231,7 @@ class Service:
         return [_file_view(r) for r in self._reader().find_files(states=(state,) if state else (), job_id=job)]
 
     def file(self, fid: int) -> dict:
+        self._known(fid)
         row = self._reader().file(fid)
         if row is None:
             raise LookupError(f"no file {fid}")
@@ -248,22 +266,24 @@ def _file_view(row: dict) -> dict:
             "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None}
 
 
-def _select(requests: list[Request], select) -> list[Request]:
+def _select(requests: list[Request], select: list | None) -> list[Request]:
+    """The requests ``select`` names (checked: paths, URLs or indexes)."""
     if select is None:
         return requests
-    if not isinstance(select, list):
-        raise UsageError("select is a list of paths or indexes")
+    by_name: dict[str, list[Request]] = {}
+    for r in requests:
+        for key in {r.path, r.url} - {None}:
+            by_name.setdefault(key, []).append(r)
     out = []
-    for item in select:
-        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(requests):
+    for i, item in enumerate(select):
+        if isinstance(item, int):
+            if item >= len(requests):
+                raise validation.FieldError(f"select[{i}]", f"the job has {len(requests)} files, no index {item}")
             out.append(requests[item])
-        elif isinstance(item, str):
-            match = [r for r in requests if r.path == item or r.url == item]
-            if not match:
-                raise UsageError(f"select: no file {item!r} in the job")
-            out.extend(match)
+        elif item in by_name:
+            out.extend(by_name[item])
         else:
-            raise UsageError(f"select: {item!r} is not a path or an index of the job's files")
+            raise validation.FieldError(f"select[{i}]", f"no file {item!r} in the job")
     return list(dict.fromkeys(out))
 
 

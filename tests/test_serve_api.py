@@ -88,6 +88,100 @@ def serve(tmp_path):
     s.stop()
 
 
+# ------------------------------------------------------------ finding 7
+
+
+def test_bad_input_is_a_400_naming_the_field_and_applies_nothing(serve, slow):
+    status, body = serve.call("POST", "/jobs", {"urls": [slow.url("s0.bin"), slow.url("s1.bin")]})
+    assert status == 201, body
+    running, waiting = body["files"]  # -j 1: the second waits
+    until(state_of(serve, running, "downloading"))
+    status, ctype, answer = request(serve, "POST", "/jobs", b"[" * 20000 + b"]" * 20000)
+    assert status == 400 and ctype.startswith("application/json") and "nests" in answer["error"], answer
+    for path, field in (("/files?job=%C2%B2", "job"), ("/events?since=%C2%B2", "since"),
+                        ("/files?job=123456789012345678901234", "job")):
+        status, _, answer = request(serve, "GET", path)
+        assert (status, answer.get("field")) == (400, field), (path, answer)
+    status, _, answer = request(serve, "GET", "/files/" + "9" * 23)
+    assert status == 404 and answer["status"] == 404
+    for fid in (running, waiting):
+        for change, field in (({"priority": 10**23}, "priority"), ({"priority": 7, "paused": "x"}, "paused"),
+                              ({"max_speed": -1}, "max_speed"), ({"priority": 7, "colour": 1}, "colour")):
+            status, answer = serve.call("PATCH", f"/files/{fid}", change)
+            assert (status, answer.get("field")) == (400, field), (change, answer)
+        f = serve.file(fid)  # nothing of a refused request was applied
+        assert (f["priority"], f["paused"], f["max_speed"]) == (0, False, 0), f
+    for huge in ({"max_speed": 10**23}, {"max_speed": 1, "max_file_speed": True}):
+        status, answer = serve.call("PATCH", "/limits", huge)
+        assert status == 400 and answer["field"] in huge, answer
+    assert serve.call("GET", "/service")[1]["limits"] == {"max_speed": 0, "max_file_speed": 0}
+    # ... and the service goes on taking work.
+    status, body = serve.call("POST", "/jobs", {"urls": [slow.url("s2.bin")], "priority": 2**31 - 1})
+    assert status == 201, body
+    assert serve.file(body["files"][0])["priority"] == 2**31 - 1
+
+
+# ------------------------------------------------------------ findings 8 and 9
+
+
+def test_a_collection_that_is_not_a_string_is_a_400_not_a_journal_to_move_aside(serve, slow):
+    for bad in ({"a": 1}, ["x"], 7, True, ""):
+        status, answer = serve.call("POST", "/jobs", {"urls": [slow.url("s0.bin")], "collection": bad})
+        assert (status, answer.get("field")) == (400, "collection"), (bad, answer)
+        assert "journal" not in answer["error"] and "aside" not in answer["error"]
+    assert serve.call("GET", "/jobs")[1]["jobs"] == []  # nothing was added
+    status, body = serve.call("POST", "/jobs", {"urls": [slow.url("s0.bin")], "collection": "fine"})
+    assert status == 201 and [j["collection"] for j in serve.call("GET", "/jobs")[1]["jobs"]] == ["fine"]
+
+
+def test_control_characters_in_a_collection_name_are_refused(serve, slow):
+    for bad in ("a\x1b[31mred", "a\nb", "\x9b2J", "right\u202eto left", "nul\x00"):
+        status, answer = serve.call("POST", "/jobs", {"urls": [slow.url("s0.bin")], "collection": bad})
+        assert (status, answer.get("field")) == (400, "collection"), (bad, answer)
+    status, answer = serve.call("POST", "/jobs", {"manifest": {"collection": "x\x07y",
+                                                               "files": [{"url": slow.url("s0.bin")}]}})
+    assert (status, answer.get("field")) == (400, "manifest"), answer
+    assert serve.call("GET", "/jobs")[1]["jobs"] == []
+
+
+# ------------------------------------------------------------ finding 10
+
+
+def raw_head(serve: Serve, text: str) -> tuple[int, str, dict]:
+    with socket.create_connection((serve.host, serve.port), timeout=10) as s:
+        s.sendall(text.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    ctype = [line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")[1:]
+             if line.lower().startswith(b"content-type:")]
+    return int(head.split()[1]), (ctype or [""])[0], json.loads(body)
+
+
+def test_every_refusal_is_json_with_the_status_the_readme_gives(serve, faults):
+    status, ctype, answer = raw_head(serve, f"GET /jobs HTTP/1.1\r\nHost: evil.example:{serve.port}\r\n"
+                                            f"Authorization: Bearer {serve.token()}\r\nConnection: close\r\n\r\n")
+    assert (status, answer["status"]) == (400, 400) and ctype == "application/json"
+    for method, path, expected in (("GET", "/nope", 404), ("DELETE", "/jobs", 405), ("GET", "/files/x", 404),
+                                   ("GET", "/files?state=bogus", 400), ("GET", "/files?colour=red", 400)):
+        status, ctype, answer = request(serve, method, path)
+        assert (status, answer.get("status")) == (expected, expected), (method, path, answer)
+        assert ctype == "application/json", (path, ctype)
+    assert request(serve, "GET", "/files?state=bogus")[2]["field"] == "state"
+    status, answer = serve.call("POST", "/jobs", {"urls": ["http://127.0.0.1:0/x"]})
+    assert (status, answer.get("field")) == (400, "urls"), answer
+    # A file that is not running cannot change: the engine refuses (409).
+    faults.add("small.bin", os.urandom(100_000))
+    status, body = serve.call("POST", "/jobs", {"urls": [faults.url("small.bin")]})
+    fid = body["files"][0]
+    until(state_of(serve, fid, "done"))
+    for change in ({"paused": True}, {"priority": 1}):
+        status, answer = serve.call("PATCH", f"/files/{fid}", change)
+        assert (status, answer["status"]) == (409, 409) and "not running" in answer["error"], answer
+    assert request(serve, "DELETE", f"/files/{fid}")[0] == 409
+
+
 # ------------------------------------------------------------ finding 15
 
 

@@ -56,11 +56,8 @@ class Activation:
                      state="downloading", error=None, exit_code=None, paused=0)
         old = self.c.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
-        fid = self.c.journal.put_file(run.job.id, req.url, final,
-                                    **(facts if resume else {"state": "queued", "paused": 0}))
-        self.c.queued_ids.pop(run.id, None)
-        run.id = fid
         if resume:
+            fid = self.c.journal.put_file(run.job.id, req.url, final, **facts)
             segments = old
             storage.prepare(run.part, remote.size, keep=True)
         else:
@@ -74,9 +71,16 @@ class Activation:
                 if remote.ranged and remote.size is not None
                 else ([(0, remote.size)] if remote.size != 0 else [])
             )
-            ids = self.c.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
+            # The row's new facts and its fresh plan in one commit: no row
+            # pairs them with the old plan's progress, so a queued row's
+            # plan can be trusted (a retried file resumes) ...
+            with self.c.journal.atomic():
+                fid = self.c.journal.put_file(run.job.id, req.url, final, **facts)
+                ids = self.c.journal.replace_segments(fid, plan)
             segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
             storage.prepare(run.part, remote.size, keep=False)  # ... then the bytes' home
+        self.c.queued_ids.pop(run.id, None)
+        run.id = fid
         run.move("downloading")
         run.started = time.monotonic()
         self.c.runs[fid] = run
@@ -111,7 +115,7 @@ class Activation:
     def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
         if run.fresh or row is None or not remote.ranged or remote.size is None:
             return False
-        if row["state"] in ("done", "skipped", "hash_mismatch", "queued"):
+        if row["state"] in ("done", "skipped", "hash_mismatch"):
             return False
         if self.why_restart(row, remote) or not row["ranged"]:
             return False

@@ -41,8 +41,12 @@ class Intake:
         (``added`` events, control before it starts).  The row is the one
         for the name the file would get from its URL or path; a file that
         the server names otherwise gets a new row when it starts (and the
-        provisional one goes).  An existing row (an earlier download of the
-        same target) is left as it is."""
+        provisional one goes).
+
+        An existing row (an earlier download of the same target, a retry)
+        is taken over by this job, which sets its controls.  A failed or
+        removed file taken over is queued again; a hash mismatch also
+        forgets its segments, so it starts over."""
         for run in runs:
             try:
                 path = self.target(run, None)
@@ -57,9 +61,20 @@ class Intake:
                                                  expected_sha256=run.request.sha256)
             else:
                 run.id = row["id"]
-                self.c.journal.update_file(run.id, job_id=run.job.id)
+                self._take_over(run, row)
             run.provisional = path
             self.c.queued_ids[run.id] = run
+
+    def _take_over(self, run: FileRun, row: dict) -> None:
+        again = row["state"] in (lifecycle.FAILED, lifecycle.HASH_MISMATCH, lifecycle.REMOVED)
+        with self.c.journal.atomic():
+            self.c.journal.update_file(run.id, job_id=run.job.id)  # first: 'added' to this job ...
+            controls = dict(paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
+            if again:  # ... then its state (and controls) under it
+                controls.update(state=lifecycle.QUEUED, error=None, exit_code=None)
+            self.c.journal.update_file(run.id, **controls)
+            if row["state"] == lifecycle.HASH_MISMATCH:
+                self.c.journal.replace_segments(run.id, [])
 
     def rename_provisional(self, run: FileRun, final) -> None:
         """The server names a registered file otherwise than its URL did:

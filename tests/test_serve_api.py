@@ -182,6 +182,52 @@ def test_every_refusal_is_json_with_the_status_the_readme_gives(serve, faults):
     assert request(serve, "DELETE", f"/files/{fid}")[0] == 409
 
 
+# ------------------------------------------------------------ finding 11
+
+
+def job_events(serve: Serve, job: int, since: int = 0, timeout: float = 60) -> list[dict]:
+    """The job's events, from ``since`` to its ``job_ended``."""
+    events = read_events(serve, lambda evs: any(e["event"] == "job_ended" and e["job"] == job for e in evs),
+                         last_id=since, timeout=timeout)
+    return [e for e in events if e["job"] == job]
+
+
+def test_job_ended_comes_after_every_files_end_with_the_counts_of_get_files(serve, faults):
+    faults.add("ok.bin", os.urandom(200_000))
+    urls = [faults.url("ok.bin")] + [faults.url(f"/status/m{i}.bin?code=404") for i in range(40)]
+    status, body = serve.call("POST", "/jobs", {"urls": urls})
+    job = body["job"]
+    events = job_events(serve, job)
+    assert events[-1]["event"] == "job_ended" and [e["event"] for e in events].count("job_ended") == 1
+    ended = {e["file"] for e in events if e["event"] in ("finished", "failed")}
+    assert ended == set(body["files"])  # every file's end came before the job's
+    files = serve.call("GET", f"/files?job={job}")[1]["files"]
+    assert events[-1]["counts"] == dict(Counter(f["state"] for f in files)) == {"done": 1, "failed": 40}
+    assert events[-1]["files"] == 41
+
+
+def test_a_retry_is_a_job_that_starts_and_ends_like_any_other(serve, faults):
+    faults.add("r.bin", os.urandom(300_000))
+    status, body = serve.call("POST", "/jobs", {"urls": [faults.url("/status/r.bin?code=404&times=1")]})
+    first, fid = body["job"], body["files"][0]
+    ended = job_events(serve, first)[-1]
+    assert ended["counts"] == {"failed": 1}, ended
+    status, answer = serve.call("POST", "/retry", {})
+    assert status == 200 and [j["files"] for j in answer["jobs"]] == [[fid]], answer
+    again = answer["jobs"][0]["job"]
+    events = job_events(serve, again, since=ended["id"])
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "job_added" and kinds[-1] == "job_ended", kinds
+    joined = next(e for e in events if e["event"] == "added")
+    assert (joined["file"], joined["previous_job"]) == (fid, first)
+    queued = next(e for e in events if e["event"] == "state")
+    assert (queued["state"], queued["previous"]) == ("queued", "failed")  # at once, before it runs
+    assert kinds.index("finished") < len(kinds) - 1
+    assert events[-1]["counts"] == {"done": 1}
+    f = serve.file(fid)
+    assert (f["job"], f["state"], f["error"]) == (again, "done", None)
+
+
 # ------------------------------------------------------------ finding 15
 
 

@@ -6,7 +6,8 @@ Each method runs on the loop's thread (through ``Coordinator.submit``), so
 it may touch the loop's state freely; each returns a small JSON-able dict
 and raises ``LookupError`` for an unknown file, ``ConflictError`` for a
 file whose state does not allow the change.  Values come checked
-(:mod:`~segdl.engine.validation`, in :class:`~segdl.engine.service.Service`).
+(:mod:`~segdl.engine.validation`, in :class:`~segdl.engine.service.Service`):
+a command applies all of a request or, when it raises, none of it.
 """
 
 from __future__ import annotations
@@ -42,23 +43,27 @@ class Commands:
 
     def set_file(self, fid: int, *, paused: bool | None = None, priority: int | None = None,
                  max_speed: int | None = None) -> None:
+        """Change a running or queued file: all of it in one commit (one
+        ``changed`` event, and a ``state`` event when it pauses or
+        resumes)."""
         run = self._find(fid)
         if paused is not None and run.state not in (lifecycle.QUEUED, lifecycle.DOWNLOADING, lifecycle.PAUSED):
             raise ConflictError(f"file {fid} is {run.state}: it cannot pause or resume now")
-        if priority is not None:
-            self.c.intake.reprioritise(run, priority)
-            self.c.sched.set_priority(fid, priority)
-            self.c.journal.update_file(fid, priority=priority)
-        if max_speed is not None:
-            run.speed_cap = max_speed
-            self.c._limits_dirty = True
-            self.c.journal.update_file(fid, max_speed=max_speed or None)
-        if paused is not None:
-            if run.state == lifecycle.QUEUED:
-                run.paused = paused  # it starts paused
-                self.c.journal.update_file(fid, paused=int(paused))
-            else:
-                self.c.control.set_paused(run, paused)
+        with self.c.journal.atomic():
+            if priority is not None and priority != run.priority:
+                self.c.intake.reprioritise(run, priority)
+                self.c.sched.set_priority(fid, priority)
+                self.c.journal.update_file(fid, priority=priority)
+            if max_speed is not None and max_speed != run.speed_cap:
+                run.speed_cap = max_speed
+                self.c._limits_dirty = True
+                self.c.journal.update_file(fid, max_speed=max_speed or None)
+            if paused is not None and paused != run.paused:
+                if run.state == lifecycle.QUEUED:
+                    run.paused = paused  # it starts paused
+                    self.c.journal.update_file(fid, paused=int(paused))
+                else:
+                    self.c.control.set_paused(run, paused)
 
     def cancel(self, fid: int, keep_partial: bool = False) -> dict:
         """Stop a file and forget it in this job: its transfers end, its
@@ -90,14 +95,19 @@ class Commands:
         return {"id": fid, "state": lifecycle.REMOVED, "kept_partial": bool(keep_partial and part and part.exists())}
 
     def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None) -> dict:
+        """The service's limits (bytes/s, 0: none), at once, and in the
+        journal (a ``limits`` event), mirrored on the running jobs' rows,
+        where another process's ``segdl limit`` writes them."""
         if max_speed is not None:
             self.c.limits["max_speed"] = max_speed or None
         if max_file_speed is not None:
             self.c.limits["max_file_speed"] = max_file_speed or None
         self.c._limits_dirty = True
-        for job in self.c.jobs:  # so the journal's polling agrees
-            self.c.journal.update_job(job, **self.c.limits)
-        return {"max_speed": self.c.limits["max_speed"] or 0, "max_file_speed": self.c.limits["max_file_speed"] or 0}
+        with self.c.journal.atomic():
+            self.c.journal.set_service_limits(self.c.limits["max_speed"] or 0, self.c.limits["max_file_speed"] or 0)
+            for job in self.c.jobs:  # so the journal's polling agrees
+                self.c.journal.update_job(job, **self.c.limits)
+        return {k: v or 0 for k, v in self.c.limits.items()}
 
     def retry(self, allowed=lambda dest: True) -> dict:
         """The failed files the journal knows, again, as one new job per

@@ -228,6 +228,34 @@ def test_a_retry_is_a_job_that_starts_and_ends_like_any_other(serve, faults):
     assert (f["job"], f["state"], f["error"]) == (again, "done", None)
 
 
+# ------------------------------------------------------------ finding 12
+
+
+def test_every_change_a_client_can_see_has_its_event(serve, slow):
+    status, body = serve.call("POST", "/jobs", {"urls": [slow.url("s0.bin"), slow.url("s1.bin")]})
+    running, waiting = body["files"]
+    until(state_of(serve, running, "downloading"))
+    assert serve.call("PATCH", f"/files/{running}", {"priority": 3, "max_speed": 100_000})[0] == 200
+    assert serve.call("PATCH", f"/files/{waiting}", {"paused": True})[0] == 200
+    assert serve.call("PATCH", "/limits", {"max_file_speed": 500_000})[0] == 200
+
+    def seen(evs):
+        changed = {(e["file"], e["priority"], e["max_speed"], e["paused"]) for e in evs if e["event"] == "changed"}
+        limits = [e for e in evs if e["event"] == "limits"]
+        return ((running, 3, 100_000, False) in changed and (waiting, 0, 0, True) in changed
+                and limits and limits[-1]["max_file_speed"] == 500_000)
+
+    events = read_events(serve, seen, last_id=0, timeout=20)
+    limits = [e for e in events if e["event"] == "limits"][-1]
+    assert (limits["max_speed"], limits["job"], limits["file"]) == (0, None, None)
+    assert serve.call("GET", "/service")[1]["limits"] == {"max_speed": 0, "max_file_speed": 500_000}
+    for fid in (running, waiting):
+        last = [e for e in events if e["event"] == "changed" and e["file"] == fid][-1]
+        now = serve.file(fid)
+        assert {k: now[k] for k in ("paused", "priority", "max_speed")} == \
+               {k: last[k] for k in ("paused", "priority", "max_speed")}
+
+
 # ------------------------------------------------------------ finding 15
 
 

@@ -99,14 +99,6 @@ def _number(lo: int, hi: int):
     return parse
 
 
-def _choice(known: tuple[str, ...]):
-    def parse(name: str, value: str) -> str:
-        if value not in known:
-            raise FieldError(name, f"{value!r} is not one of {', '.join(known)}")
-        return value
-    return parse
-
-
 def _choices(known: tuple[str, ...]):
     def parse(name: str, value: str) -> tuple[str, ...]:
         got = tuple(dict.fromkeys(v for v in value.split(",") if v))
@@ -187,12 +179,19 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> St
     @guarded
     async def list_jobs(request: HttpRequest):
         _query(request, {})
-        return JSONResponse({"jobs": service.jobs()})
+        return JSONResponse(service.list_jobs())
+
+    @guarded
+    async def get_job(request: HttpRequest):
+        _query(request, {})
+        return JSONResponse(service.job(request.path_params["id"]))
 
     @guarded
     async def list_files(request: HttpRequest):
-        q = _query(request, {"state": _choice(RECORDED), "job": _ID})
-        return JSONResponse({"files": service.files(state=q.get("state"), job=q.get("job"))})
+        q = _query(request, {"state": _choices(RECORDED), "job": _ID, "after": _SEQ,
+                             "limit": _number(1, validation.MAX_PAGE)})
+        return JSONResponse(service.list_files(q.get("state", ()), q.get("job"), q.get("after", 0),
+                                               q.get("limit", validation.DEFAULT_PAGE)))
 
     @guarded
     async def get_file(request: HttpRequest):
@@ -264,6 +263,7 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str]) -> St
         Route("/service", describe, methods=["GET"]),
         Route("/jobs", add_job, methods=["POST"]),
         Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs/{id:int}", get_job, methods=["GET"]),
         Route("/files", list_files, methods=["GET"]),
         Route("/files/{id:int}", get_file, methods=["GET"]),
         Route("/files/{id:int}", patch_file, methods=["PATCH"]),

@@ -11,7 +11,8 @@ changes from any thread at any moment.  ``segdl serve`` (HTTP) and
   jobs that had not ended.
 * Destinations must lie under the configured roots.
 * Requests are checked whole (:mod:`.validation`) before anything is
-  applied.
+  applied; lists are read in one read transaction with the number of the
+  last event they include, so a client subscribes from exactly there.
 """
 
 from __future__ import annotations
@@ -217,18 +218,50 @@ class Service:
             j = self.local.journal = Journal(self.journal_path, readonly=True)
         return j
 
+    def list_jobs(self) -> dict:
+        """Every job with its files counted by state, and ``seq``: the
+        last event this answer includes."""
+        j = self._reader()
+        with j.reading():
+            seq = j.last_event()
+            jobs, counts = j.all_jobs(), j.job_counts()
+        return {"jobs": [_job_view(r, counts.get(r["id"], {})) for r in jobs], "seq": seq}
+
     def jobs(self) -> list[dict]:
-        out = []
-        for j in self._reader().all_jobs():
-            spec = j.pop("spec")
-            j["files"] = len(spec.get("requests", []))
-            if spec.get("source"):
-                j["source"] = {k: v for k, v in spec["source"].items() if k in ("key", "ref", "commit", "hub")}
-            out.append(j)
-        return out
+        return self.list_jobs()["jobs"]
+
+    def job(self, jid: int) -> dict:
+        if not 1 <= jid <= validation.MAX_ID:
+            raise LookupError(f"no job {jid}")
+        j = self._reader()
+        with j.reading():
+            row, counts = j.job(jid), j.job_counts(jid)
+        if row is None:
+            raise LookupError(f"no job {jid}")
+        return _job_view(row, counts.get(jid, {}))
+
+    def list_files(self, states: tuple[str, ...] = (), job: int | None = None, after: int = 0,
+                   limit: int = validation.DEFAULT_PAGE) -> dict:
+        """A page of files in id order (after the id ``after``), with
+        ``seq`` (the last event it includes) and ``next`` (the ``after`` of
+        the next page, or null)."""
+        j = self._reader()
+        with j.reading():
+            seq = j.last_event()
+            rows = j.find_files(states, job, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"files": [_file_view(r) for r in rows], "seq": seq, "next": rows[-1]["id"] if more else None}
 
     def files(self, state: str | None = None, job: int | None = None) -> list[dict]:
-        return [_file_view(r) for r in self._reader().find_files(states=(state,) if state else (), job_id=job)]
+        """Every file (page after page), for the terminal UI."""
+        out, after = [], 0
+        while True:
+            page = self.list_files((state,) if state else (), job, after, validation.MAX_PAGE)
+            out += page["files"]
+            if page["next"] is None:
+                return out
+            after = page["next"]
 
     def file(self, fid: int) -> dict:
         self._known(fid)
@@ -264,6 +297,18 @@ def _file_view(row: dict) -> dict:
             "priority": row["priority"], "max_speed": row["max_speed"] or 0, "blake3": row["blake3"],
             "sha256": row["sha256"], "error": row["error"], "exit_code": row["exit_code"], "updated": row["updated"],
             "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None}
+
+
+def _job_view(row: dict, counts: dict[str, int]) -> dict:
+    """A job: its files (rows in the journal, as GET /files?job= lists
+    them) counted by state, as its ``job_ended`` event counts them."""
+    spec = row["spec"]
+    out = {"id": row["id"], "created": row["created"], "dest": row["dest"], "collection": row["collection"],
+           "state": row["state"], "files": sum(counts.values()), "counts": counts,
+           "requested": len(spec.get("requests", []))}
+    if spec.get("source"):
+        out["source"] = {k: v for k, v in spec["source"].items() if k in ("key", "ref", "commit", "hub")}
+    return out
 
 
 def _select(requests: list[Request], select: list | None) -> list[Request]:

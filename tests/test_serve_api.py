@@ -204,6 +204,8 @@ def test_job_ended_comes_after_every_files_end_with_the_counts_of_get_files(serv
     files = serve.call("GET", f"/files?job={job}")[1]["files"]
     assert events[-1]["counts"] == dict(Counter(f["state"] for f in files)) == {"done": 1, "failed": 40}
     assert events[-1]["files"] == 41
+    status, view = serve.call("GET", f"/jobs/{job}")
+    assert view["counts"] == events[-1]["counts"] and view["state"] == "finished"
 
 
 def test_a_retry_is_a_job_that_starts_and_ends_like_any_other(serve, faults):
@@ -254,6 +256,81 @@ def test_every_change_a_client_can_see_has_its_event(serve, slow):
         now = serve.file(fid)
         assert {k: now[k] for k in ("paused", "priority", "max_speed")} == \
                {k: last[k] for k in ("paused", "priority", "max_speed")}
+
+
+# ------------------------------------------------------------ finding 13
+
+
+def fold(events: list[dict], upto: int, files: dict[int, dict]) -> dict[int, dict]:
+    """What the events up to ``upto`` say of each file (absolute values)."""
+    for e in events:
+        if e["id"] > upto or e["file"] is None:
+            continue
+        f = files.setdefault(e["file"], {})
+        if e["event"] in ("added", "state", "finished", "failed", "removed"):
+            f.update(state=e["state"], job=e["job"])
+        if e["event"] in ("added", "changed"):
+            f.update(paused=e["paused"], priority=e["priority"], max_speed=e["max_speed"])
+    return files
+
+
+def test_a_list_holds_exactly_the_events_up_to_its_seq(serve, faults):
+    """A client reads a list, then subscribes from its seq: nothing missed,
+    nothing counted twice."""
+    for i in range(6):
+        faults.add(f"a{i}.bin", os.urandom(2 * MiB))
+    urls = [faults.url(f"/slowfirst/a{i}.bin?delay=0.3") for i in range(6)] + \
+           [faults.url(f"/status/x{i}.bin?code=404") for i in range(4)]
+    snapshots = []
+    status, body = serve.call("POST", "/jobs", {"urls": urls})
+    job = body["job"]
+    for i in range(40):
+        status, page = serve.call("GET", f"/files?job={job}")
+        snapshots.append(page)
+        if i == 3:
+            serve.call("PATCH", f"/files/{body['files'][-1]}", {"priority": 9})
+        if page["files"] and all(f["state"] in ("done", "failed") for f in page["files"]):
+            break
+        time.sleep(0.1)
+    events = job_events(serve, job)
+    assert len({p["seq"] for p in snapshots}) > 3  # lists taken while things changed
+    for page in snapshots:
+        told = fold(events, page["seq"], {})
+        listed = {f["id"]: {k: f[k] for k in ("state", "job", "paused", "priority", "max_speed")}
+                  for f in page["files"]}
+        assert listed == {fid: f for fid, f in told.items() if f.get("job") == job}, page["seq"]
+
+
+def test_files_come_in_pages_filtered_by_job_and_state_and_jobs_count_them(serve, faults):
+    for i in range(2):
+        faults.add(f"ok{i}.bin", os.urandom(50_000))
+    a = serve.call("POST", "/jobs", {"urls": [faults.url(f"/status/f{i}.bin?code=404") for i in range(5)]
+                                     + [faults.url(f"ok{i}.bin") for i in range(2)]})[1]
+    b = serve.call("POST", "/jobs", {"manifest": {"collection": "b", "files": [
+        {"url": faults.url("ok0.bin"), "path": f"b/{i}.bin"} for i in range(3)]}})[1]
+    job_events(serve, a["job"])
+    job_events(serve, b["job"])
+    seen, after, pages = [], 0, 0
+    while True:
+        status, page = serve.call("GET", f"/files?limit=3&after={after}")
+        assert status == 200 and len(page["files"]) <= 3 and isinstance(page["seq"], int)
+        seen += [f["id"] for f in page["files"]]
+        pages += 1
+        assert pages < 10
+        if page["next"] is None:
+            break
+        after = page["next"]
+    assert seen == sorted(set(seen)) == sorted(a["files"] + b["files"]) and pages == 4
+    failed = serve.call("GET", f"/files?job={a['job']}&state=failed")[1]["files"]
+    assert sorted(f["id"] for f in failed) == a["files"][:5]
+    mixed = serve.call("GET", f"/files?state=done,skipped&job={b['job']}")[1]["files"]
+    assert sorted(f["id"] for f in mixed) == b["files"]
+    jobs = {j["id"]: j for j in serve.call("GET", "/jobs")[1]["jobs"]}
+    assert jobs[a["job"]]["counts"] == {"failed": 5, "done": 2} and jobs[a["job"]]["files"] == 7
+    assert serve.call("GET", f"/jobs/{b['job']}")[1]["counts"] == {"done": 3}
+    for bad in ("limit=0", "limit=10001", "after=-1", "job=0"):
+        assert request(serve, "GET", f"/files?{bad}")[0] == 400, bad
+    assert request(serve, "GET", "/jobs/999999")[0] == 404
 
 
 # ------------------------------------------------------------ finding 15

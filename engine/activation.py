@@ -50,10 +50,13 @@ class Activation:
             return
         self.lock(run)  # before the journal or the part file is touched
         row = self.c.journal.file_by_path(final)
+        # The row says what the run will be: paused if it was paused before
+        # it started, with its own priority and speed limit.
         facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
                      etag=remote.etag, last_modified=remote.last_modified,
                      expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
-                     state="downloading", error=None, exit_code=None, paused=0)
+                     state="paused" if run.paused else "downloading", error=None, exit_code=None,
+                     paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
         old = self.c.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
         if resume:

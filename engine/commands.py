@@ -96,8 +96,8 @@ class Commands:
 
     def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None) -> dict:
         """The service's limits (bytes/s, 0: none), at once, and in the
-        journal (a ``limits`` event), mirrored on the running jobs' rows,
-        where another process's ``segdl limit`` writes them."""
+        journal: kept across a restart, and mirrored on the running jobs'
+        rows, where another process's ``segdl limit`` writes them."""
         if max_speed is not None:
             self.c.limits["max_speed"] = max_speed or None
         if max_file_speed is not None:

@@ -94,6 +94,7 @@ class Coordinator:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (function, future) from other threads
         self.stopping = False
         self.started_up = False
+        self.serving = False  # a long-running service (serve()), not a batch (run())
         self.ended: list[JobRun] = []  # jobs whose last file is final, to record at the end of the turn
 
     # ------------------------------------------------------------ public
@@ -215,7 +216,7 @@ class Coordinator:
                                 max_speed=self.limits["max_speed"], max_file_speed=self.limits["max_file_speed"])
         runs = [FileRun(i, r, job, probe_retry=s.retry, priority=priority) for i, r in enumerate(requests)]
         if register:
-            self.intake.register(runs)
+            self.intake.register(runs, restore=reuse is not None)
         self.intake.enqueue(runs)
         if not requests:
             self.job_ended(job)
@@ -252,6 +253,7 @@ class Coordinator:
     def serve(self) -> None:
         """Run the loop until :meth:`stop` (from any thread), between jobs
         too; then stop the workers."""
+        self.serving = True
         try:
             self._loop(until=lambda: self.stopping)
             self._end_jobs()

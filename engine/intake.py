@@ -36,15 +36,17 @@ class Intake:
                 i -= 1
             self.c.queue.insert(i, run)
 
-    def register(self, runs: list[FileRun]) -> None:
+    def register(self, runs: list[FileRun], restore: bool = False) -> None:
         """Journal rows for files that have not started, so each has an id
         (``added`` events, control before it starts).  The row is the one
         for the name the file would get from its URL or path; a file that
         the server names otherwise gets a new row when it starts (and the
         provisional one goes).
 
-        An existing row (an earlier download of the same target, a retry)
-        is taken over by this job, which sets its controls.  A failed or
+        An existing row is taken over: by the same job continued after a
+        restart (``restore``), whose controls (paused, priority, speed
+        limit) then hold for the run as they did before; or by a new job (a
+        retry, the same target again), which sets its own.  A failed or
         removed file taken over is queued again; a hash mismatch also
         forgets its segments, so it starts over."""
         for run in runs:
@@ -59,6 +61,9 @@ class Intake:
                 run.id = self.c.journal.put_file(run.job.id, run.request.url, path, state="queued",
                                                  priority=run.priority, expected_blake3=run.request.blake3,
                                                  expected_sha256=run.request.sha256)
+            elif restore and row["job_id"] == run.job.id:
+                run.id = row["id"]
+                run.paused, run.priority, run.speed_cap = bool(row["paused"]), row["priority"], row["max_speed"] or 0
             else:
                 run.id = row["id"]
                 self._take_over(run, row)

@@ -39,13 +39,17 @@ PROGRESS_EVERY = 0.33  # seconds
 
 class Service:
     def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
-        # Progress events a few times a second per file (the heartbeat's).
-        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)),
-                         progress_interval=min(settings.progress_interval, PROGRESS_EVERY))
-        self.roots = [Path(os.path.realpath(r)) for r in roots] or [Path(os.path.realpath(self.s.dest))]
-        self.journal_path = Path(settings.journal) if settings.journal else None
-        self.journal = Journal(self.journal_path, handed_over=True)  # the loop's (the only writer)
+        self.journal = Journal(settings.journal, handed_over=True)  # the loop's (the only writer)
         self.journal_path = self.journal.path
+        # The limits set over the API hold across a restart, unless the
+        # command line gives others.  Progress events a few times a second
+        # per file (the heartbeat's).
+        kept = self.journal.service_limits()
+        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)),
+                         progress_interval=min(settings.progress_interval, PROGRESS_EVERY),
+                         max_speed=settings.max_speed or kept["max_speed"],
+                         max_file_speed=settings.max_file_speed or kept["max_file_speed"])
+        self.roots = [Path(os.path.realpath(r)) for r in roots] or [Path(os.path.realpath(self.s.dest))]
         self.engine = Coordinator(self.s, self.journal, on_message=on_message)
         self.local = threading.local()
         self.thread: threading.Thread | None = None
@@ -55,6 +59,7 @@ class Service:
 
     def start(self) -> None:
         self.engine.start()
+        self.journal.set_service_limits(self.s.max_speed or 0, self.s.max_file_speed or 0)
         resumed = self._unfinished_jobs()
         self.thread = threading.Thread(target=self._serve, name="segdl-engine", daemon=True)
         self.thread.start()
@@ -278,12 +283,15 @@ class Service:
 
     def describe(self) -> dict:
         """What a client needs to know of this service: where jobs may go
-        (roots, the default folder) and the limits now."""
+        (roots, the default folder), the limits now (as the journal keeps
+        them, with ``seq``, the last event this answer includes)."""
         from importlib.metadata import version
 
+        j = self._reader()
+        with j.reading():
+            seq, limits = j.last_event(), j.service_limits()
         return {"version": version("segdl"), "roots": [str(r) for r in self.roots], "dest": str(self.roots[0]),
-                "limits": {k: v or 0 for k, v in self.engine.limits.items()} if self.engine.started_up else {},
-                "pid": os.getpid()}
+                "limits": limits, "pid": os.getpid(), "seq": seq}
 
 
 def _file_view(row: dict) -> dict:

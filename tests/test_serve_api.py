@@ -333,6 +333,37 @@ def test_files_come_in_pages_filtered_by_job_and_state_and_jobs_count_them(serve
     assert request(serve, "GET", "/jobs/999999")[0] == 404
 
 
+# ------------------------------------------------------------ finding 14
+
+
+def test_a_restart_keeps_paused_files_limits_and_each_files_speed(tmp_path, slow):
+    s = Serve(tmp_path, "-x", "2", "--max-connections", "8", "-j", "2").start()
+    try:
+        status, body = s.call("POST", "/jobs", {"urls": [slow.url("s2.bin"), slow.url("s3.bin")]})
+        paused, capped = body["files"]
+        for fid in (paused, capped):
+            until(state_of(s, fid, "downloading"))
+        assert s.call("PATCH", f"/files/{paused}", {"paused": True})[0] == 200
+        assert s.call("PATCH", f"/files/{capped}", {"max_speed": 64 * KiB, "priority": 5})[0] == 200
+        limits = {"max_speed": 50 * MiB, "max_file_speed": 40 * MiB}
+        assert s.call("PATCH", "/limits", limits)[0] == 200
+        s.stop()
+        assert s.proc.returncode == 0, s.log()
+        s.start()
+        until(state_of(s, capped, "downloading"), why="the limited file runs again")
+        assert s.call("GET", "/service")[1]["limits"] == limits
+        time.sleep(1.5)  # its new connections settle
+        a0, b0 = s.file(paused), s.file(capped)
+        time.sleep(4.0)
+        a1, b1 = s.file(paused), s.file(capped)
+        assert (a1["state"], a1["paused"], a1["received"]) == ("paused", True, a0["received"]), a1
+        assert (b1["max_speed"], b1["priority"]) == (64 * KiB, 5)
+        rate = (b1["received"] - b0["received"]) / 4.0
+        assert rate <= 1.5 * 64 * KiB, rate / KiB  # unlimited: 2 x 256 KiB/s
+    finally:
+        s.stop()
+
+
 # ------------------------------------------------------------ finding 15
 
 

@@ -652,8 +652,12 @@ def serve(
     def say(text: str) -> None:
         err.print(f"segdl: {text}", highlight=False, markup=False)
 
-    raise typer.Exit(run_service(settings, roots, listen=listen, socket_path=socket_path,
-                                 allow_hosts=list(allow_host), allow_origins=list(allow_origin), say=say))
+    try:
+        code = run_service(settings, roots, listen=listen, socket_path=socket_path, allow_hosts=list(allow_host),
+                           allow_origins=list(allow_origin), say=say)
+    except SegdlError as e:  # another service on this journal, a journal that cannot be used
+        raise _fail(e)
+    raise typer.Exit(code)
 
 
 @app.command()

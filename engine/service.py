@@ -13,6 +13,7 @@ changes from any thread at any moment.  ``segdl serve`` (HTTP) and
 * Requests are checked whole (:mod:`.validation`) before anything is
   applied; lists are read in one read transaction with the number of the
   last event they include, so a client subscribes from exactly there.
+* One service per journal: a second is refused while the first runs.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from pathlib import Path
 
 from . import validation
 from .coordinator import Coordinator
-from .errors import UsageError
-from .journal import Journal
+from .errors import JournalError, UsageError
+from .journal import Journal, default_path
 from .request import Request, Settings, request_from_spec
 
 COMMAND_TIMEOUT = 30.0  # seconds a command may wait for the loop
@@ -39,6 +40,14 @@ PROGRESS_EVERY = 0.33  # seconds
 
 class Service:
     def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
+        self.lock = _hold(Path(settings.journal) if settings.journal else default_path())
+        try:
+            self._open(settings, roots, on_message)
+        except BaseException:
+            os.close(self.lock)
+            raise
+
+    def _open(self, settings: Settings, roots: list[Path], on_message) -> None:
         self.journal = Journal(settings.journal, handed_over=True)  # the loop's (the only writer)
         self.journal_path = self.journal.path
         # The limits set over the API hold across a restart, unless the
@@ -78,6 +87,9 @@ class Service:
         if self.thread is not None:
             self.thread.join(timeout=30)
         self.journal.close()
+        if self.lock >= 0:
+            os.close(self.lock)  # (the lock file stays: removing it would race the next service's)
+            self.lock = -1
 
     def _unfinished_jobs(self) -> list[dict]:
         """Jobs the journal says were running when the service (or a
@@ -338,6 +350,37 @@ def _select(requests: list[Request], select: list | None) -> list[Request]:
         else:
             raise validation.FieldError(f"select[{i}]", f"no file {item!r} in the job")
     return list(dict.fromkeys(out))
+
+
+def _hold(journal: Path) -> int:
+    """The journal's service lock (a ``flock`` on a file beside it), held
+    while the service runs: a second service on the same journal would
+    resume the same jobs and hide the first from the CLI."""
+    import fcntl
+
+    from .storage import disk_errors, make_dirs
+
+    path = journal.with_name(journal.name + ".service")
+    with disk_errors(f"cannot create {path}"):
+        make_dirs(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            pid = os.pread(fd, 32, 0).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            pid = "?"
+        os.close(fd)
+        raise JournalError(f"another segdl service (segdl serve or segdl ui, pid {pid or '?'}) runs on the "
+                           f"journal {journal}: use that one (segdl ui --attach; segdl pause, resume and limit "
+                           "go through it), stop it first, or give another --journal") from None
+    except OSError:
+        pass  # a filesystem without flock: unguarded, as before
+    with disk_errors(f"cannot write {path}"):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _alive(pid: int) -> bool:

@@ -392,3 +392,25 @@ def test_one_vocabulary_in_get_patch_answers_and_events(serve, slow):
     assert status == 200 and gone["state"] == "removed" and gone["speed"] == 0
     assert set(gone) - {"kept_partial"} == set(now)
     assert serve.file(running)["speed"] == 0
+
+
+# ------------------------------------------------------------ finding 16
+
+
+def test_a_second_service_on_the_same_journal_is_refused_and_the_first_goes_on(serve):
+    from segdl.cli.serve import find_service
+
+    second = subprocess.Popen([*SEGDL, "serve", "-d", str(serve.out), "--journal", str(serve.journal)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = second.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+        pytest.fail("a second segdl serve runs on the same journal")
+    assert second.returncode == 7, err
+    said = " ".join(err.split())
+    assert "another segdl service" in said and f"pid {serve.proc.pid}" in said, said
+    remote = find_service(serve.journal)
+    assert remote is not None and remote.url == serve.info["url"]
+    assert serve.call("GET", "/service")[1]["pid"] == serve.proc.pid

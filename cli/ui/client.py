@@ -120,9 +120,13 @@ def local_engine(settings, roots: list[Path]) -> Iterator[LocalClient]:
     """The engine running in this process while the UI does; when the UI
     quits it stops, and its jobs stay unfinished in the journal (``segdl
     resume`` or another ``segdl ui`` continues them)."""
+    from segdl.engine.errors import SegdlError
     from segdl.engine.service import Service
 
-    service = Service(settings, roots)
+    try:
+        service = Service(settings, roots)
+    except SegdlError as e:  # another service on this journal, a journal that cannot be used
+        raise ClientError(e.message) from None
     service.start()
     try:
         yield LocalClient(service)

@@ -414,3 +414,21 @@ def test_a_second_service_on_the_same_journal_is_refused_and_the_first_goes_on(s
     remote = find_service(serve.journal)
     assert remote is not None and remote.url == serve.info["url"]
     assert serve.call("GET", "/service")[1]["pid"] == serve.proc.pid
+
+
+# ------------------------------------------------------------ finding 17
+
+
+def test_allow_origin_is_refused_with_a_clear_message(tmp_path):
+    proc = subprocess.Popen([*SEGDL, "serve", "-d", str(tmp_path / "out"), "--journal", str(tmp_path / "j.sqlite"),
+                             "--allow-origin", "http://localhost:3000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        pytest.fail("segdl serve started with --allow-origin")
+    said = " ".join(err.split())
+    assert proc.returncode == 2 and "--allow-origin is gone" in said, said
+    assert not (tmp_path / "serve.json").exists()

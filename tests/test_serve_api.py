@@ -432,3 +432,123 @@ def test_allow_origin_is_refused_with_a_clear_message(tmp_path):
     said = " ".join(err.split())
     assert proc.returncode == 2 and "--allow-origin is gone" in said, said
     assert not (tmp_path / "serve.json").exists()
+
+
+# ------------------------------------------------------------ any input
+
+
+KEYS = ["urls", "manifest", "aria2", "ref", "dest", "collection", "connections", "priority", "select", "paused",
+        "max_speed", "max_file_speed", "files", "url", "path", "size", "blake3", "sha256", "mirrors", "headers"]
+STATES = ["queued", "downloading", "paused", "verifying", "verified", "done", "skipped", "failed", "hash_mismatch",
+          "removed"]
+QUERY_KEYS = ["state", "job", "after", "limit", "since", "kinds", "keep_partial"]
+
+
+def operations(good_url: str):
+    """Requests to every endpoint: random JSON, and bodies shaped like the
+    real ones with random values in them."""
+    from urllib.parse import urlencode
+
+    from hypothesis import strategies as st
+
+    urls = st.sampled_from([good_url, "http://127.0.0.1:9/x.bin", "http://127.0.0.1:0/x", "ftp://127.0.0.1/y",
+                            "http://[::1]:9/z.bin", "http://127.0.0.1:9/a/../b"])
+    scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+               | st.text(max_size=12) | urls)
+    values = st.recursive(scalars, lambda c: st.lists(c, max_size=4)
+                          | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), c, max_size=4),
+                          max_leaves=10)
+    some = lambda keys: st.dictionaries(st.sampled_from(keys or [""]) | st.text(max_size=6), values,  # noqa: E731
+                                        max_size=4)
+    entry = some(["url", "path", "size", "blake3", "sha256", "mirrors", "headers"]) | st.fixed_dictionaries(
+        {"url": urls}, optional={"path": values | st.sampled_from(["a/b.bin", "../x", "/etc/x"])})
+    job = st.fixed_dictionaries({}, optional={
+        "urls": st.lists(urls | values, max_size=3) | values,
+        "manifest": st.fixed_dictionaries({"files": st.lists(entry, max_size=3)}, optional={"collection": values})
+                    | values,
+        "aria2": st.text(max_size=60) | urls.map(lambda u: f"{u}\n  out=x{u[-3:]}\n") | values,
+        "dest": values | st.sampled_from(["a", "../x", "/etc", "a/b"]), "collection": values,
+        "connections": values, "priority": values, "select": values})
+    raw = st.binary(max_size=40) | st.sampled_from([b"[" * 5000, b'{"a": NaN}', b'{"a": 1e999}', b'"\\ud800"',
+                                                     b'{"priority": 1' + b"0" * 5000 + b"}"])
+    body = lambda shaped: (shaped | values).map(lambda v: json.dumps(v).encode()) | raw  # noqa: E731
+    ids = st.integers(0, 40) | st.integers(0, 2**70)
+    query = st.dictionaries(st.sampled_from(QUERY_KEYS) | st.text(max_size=5),
+                            st.text(max_size=8) | st.integers(-5, 2**70).map(str)
+                            | st.sampled_from(["failed", "done,queued", "true", "state,limits"]),
+                            max_size=3).map(urlencode)
+    # ... and requests that are mostly right, so the paths past the checks run too.
+    small = st.integers(-3, 40)
+    fine = st.sampled_from([good_url, "http://127.0.0.1:9/x.bin", "http://[::1]:9/z.bin"])
+    likely_job = st.fixed_dictionaries({"urls": st.lists(fine, min_size=1, max_size=3, unique=True)}, optional={
+        "dest": st.sampled_from(["a", "a/b", "../x"]), "priority": small, "connections": st.integers(1, 4),
+        "collection": st.text(min_size=1, max_size=8), "select": st.lists(st.integers(0, 2) | fine, max_size=2)})
+    likely_change = st.fixed_dictionaries({}, optional={"paused": st.booleans(), "priority": small,
+                                                        "max_speed": st.integers(0, 10**7)})
+    likely_query = st.fixed_dictionaries({}, optional={
+        "state": st.lists(st.sampled_from(STATES), min_size=1, max_size=2).map(",".join),
+        "job": small.map(str), "after": small.map(str), "limit": small.map(str),
+        "keep_partial": st.sampled_from(["true", "false"]), "since": small.map(str),
+        "kinds": st.sampled_from(["state", "progress,changed"])}).map(urlencode)
+    dumped = lambda shaped: shaped.map(lambda v: json.dumps(v).encode())  # noqa: E731
+    return st.one_of(
+        st.tuples(st.just("POST"), st.just("/jobs"), body(job)),
+        st.tuples(st.just("POST"), st.just("/jobs"), dumped(likely_job)),
+        st.tuples(st.just("PATCH"), ids.map("/files/{}".format), body(some(["paused", "priority", "max_speed"]))),
+        st.tuples(st.just("PATCH"), st.integers(1, 30).map("/files/{}".format), dumped(likely_change)),
+        st.tuples(st.just("DELETE"), st.tuples(ids, query | likely_query).map(lambda t: f"/files/{t[0]}?{t[1]}"),
+                  st.none()),
+        st.tuples(st.just("PATCH"), st.just("/limits"),
+                  body(some(["max_speed", "max_file_speed"]))
+                  | dumped(st.fixed_dictionaries({"max_speed": st.integers(0, 10**9)}))),
+        st.tuples(st.just("POST"), st.just("/retry"), body(some([])) | st.sampled_from([b"", b"{}"])),
+        st.tuples(st.just("GET"), st.tuples(st.sampled_from(["/files", "/jobs", "/service", "/events"]),
+                                            query | likely_query).map("{0[0]}?{0[1]}".format), st.none()),
+        st.tuples(st.just("GET"), st.tuples(st.sampled_from(["/files/{}", "/jobs/{}"]), ids)
+                  .map(lambda t: t[0].format(t[1])), st.none()),
+    )
+
+
+def test_any_request_to_any_endpoint_is_answered_2xx_or_4xx_and_the_service_stays_up(tmp_path, faults, monkeypatch):
+    from hypothesis import HealthCheck, given, settings
+
+    # A random URL never leaves this machine: whatever is not loopback goes
+    # to a proxy nobody listens on.
+    for var in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+        monkeypatch.setenv(var.upper(), "http://127.0.0.1:9")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost,::1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost,::1")
+    faults.add("p.bin", os.urandom(100_000))
+    s = Serve(tmp_path, "-x", "1", "-j", "2").start()
+    answered = Counter()
+    try:
+        @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(op=operations(faults.url("p.bin")))
+        def check(op):
+            method, path, body = op
+            conn = http.client.HTTPConnection(s.host, s.port, timeout=15)
+            try:
+                headers = {"Authorization": f"Bearer {s.token()}", "Content-Type": "application/json"}
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                answered[resp.status // 100] += 1
+                assert 200 <= resp.status < 500, (op, resp.status, resp.read()[:300])
+                if resp.getheader("content-type", "").startswith("text/event-stream"):
+                    return  # a stream of events: it answered
+                assert resp.getheader("content-type") == "application/json", op
+                answer = json.loads(resp.read())
+                assert resp.status < 300 or answer["status"] == resp.status, (op, answer)
+            finally:
+                conn.close()
+
+        check()
+        assert s.proc.poll() is None, s.log()
+        assert "Traceback" not in s.log(), s.log()[-3000:]
+        assert answered[2] and answered[4], answered  # both kinds were tried
+        # ... and it still does its work.
+        status, body = s.call("POST", "/jobs", {"urls": [faults.url("p.bin")], "dest": "after"})
+        assert status == 201, body
+        until(state_of(s, body["files"][0], "done", "skipped"), timeout=60)
+    finally:
+        s.stop()

@@ -4,8 +4,8 @@ aria2's RPC without a secret could be driven by any web page the user had
 open (aria2#200); Transmission's RPC was taken over by DNS rebinding
 (CVE-2018-5702).  So, for every request:
 
-* the Host header is on the allowlist (Starlette's TrustedHostMiddleware,
-  outside this one): a rebinding page's requests carry its own host name;
+* the Host header is on the allowlist: a rebinding page's requests carry
+  its own host name (400);
 * ``Authorization: Bearer TOKEN``, compared in constant time (401 without
   it or with a wrong one);
 * a state-changing request (anything but GET/HEAD) that carries an Origin
@@ -22,6 +22,7 @@ a stale ``serve.json`` (the service was killed, or its pid taken) must not
 hand the token to whatever listens on that port now.  The answer tells
 nothing of the token (HMAC-SHA256, a fresh nonce each time), and it is
 bound to where the service listens, so it cannot be relayed from another.
+Every refusal is JSON, ``{"error": ..., "status": ...}``, as the API's are.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def proof(token: str, where: str, nonce: str) -> str:
     ``serve.json`` says it)."""
     message = f"segdl serve proof\n{where}\n{nonce}".encode()
     return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+_HOST = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]/@\s]+)(?::[0-9]{1,5})?")
+
+
+def host_part(value: bytes | None) -> str | None:
+    """The host of a Host header (``[::1]`` keeps its brackets), lower
+    case; None if it is missing or malformed."""
+    if value is None:
+        return None
+    m = _HOST.fullmatch(value.decode("latin-1"))
+    return m["host"].lower() if m else None
 
 
 def load_or_create_token(path: Path) -> str:
@@ -72,18 +83,27 @@ def load_or_create_token(path: Path) -> str:
 
 
 class Guard:
-    """ASGI middleware: the token, the Origin and the body rules above."""
+    """ASGI middleware: the Host, the token, the Origin and the body rules above."""
 
-    def __init__(self, app, *, token: str, origins: set[str], max_body: int = MAX_BODY) -> None:
+    def __init__(self, app, *, token: str, hosts: list[str], origins: set[str], max_body: int = MAX_BODY) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.hosts = [h.lower() for h in hosts]
         self.origins = origins
         self.max_body = max_body
+
+    def _host_allowed(self, host: str | None) -> bool:
+        return host is not None and any(
+            host == h or (h.startswith("*.") and host.endswith(h[1:])) for h in self.hosts)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
+        if not self._host_allowed(host_part(headers.get("host"))):
+            # First, before the token: a DNS-rebinding page names its own host.
+            return await _refuse(send, 400, "the Host header must name this machine (a loopback name or "
+                                            "one given with --allow-host)")
         if scope["path"] == PROOF_PATH and scope["method"] == "GET":
             return await self.app(scope, receive, send)  # the service proves itself: no token (see above)
         if not hmac.compare_digest(headers.get("authorization", b""), self.expected):

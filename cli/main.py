@@ -599,7 +599,7 @@ def serve(
     root: List[Path] = typer.Option([], "--root", help="A folder jobs may write under (repeatable; default -d)."),
     dest: Path = typer.Option(Path("."), "-d", "--dir", help="The default folder for jobs."),
     allow_host: List[str] = typer.Option([], "--allow-host", help="Another Host header to accept (a name this machine is reached by)."),
-    allow_origin: List[str] = typer.Option([], "--allow-origin", help="An Origin allowed to change things (a web GUI's, e.g. http://localhost:3000)."),
+    allow_origin: List[str] = typer.Option([], "--allow-origin", hidden=True),
     connections: int = typer.Option(16, "-x", "--connections", min=1, max=1024, help="Connections per file."),
     max_connections: int = typer.Option(64, "--max-connections", min=1, max=4096, help="Connections for all jobs."),
     concurrent: int = typer.Option(5, "-j", "--concurrent", min=1, help="Files downloading at once."),
@@ -631,6 +631,12 @@ def serve(
         raise typer.Exit(EXIT_USAGE)
     from .serve import parse_listen, run_service
 
+    if allow_origin:
+        # A page on another origin could not use the API anyway: no CORS
+        # header is sent, and EventSource cannot send the token.
+        say("--allow-origin is gone: the API answers only pages of its own origin "
+            "(and scripts); see the README's segdl serve section", "red")
+        raise typer.Exit(EXIT_USAGE)
     if listen and socket_path:
         say("give --listen or --socket, not both", "red")
         raise typer.Exit(EXIT_USAGE)
@@ -649,10 +655,9 @@ def serve(
         r.mkdir(parents=True, exist_ok=True)
 
     try:
-        code = run_service(settings, roots, listen=listen, socket_path=socket_path,
-                           allow_hosts=list(allow_host), allow_origins=list(allow_origin),
+        code = run_service(settings, roots, listen=listen, socket_path=socket_path, allow_hosts=list(allow_host),
                            say=lambda text: say(text, None))
-    except SegdlError as e:
+    except SegdlError as e:  # another service on this journal, a journal that cannot be used
         raise _fail(e)
     raise typer.Exit(code)
 

@@ -51,7 +51,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def run_service(settings, roots: list[Path], *, listen: str | None, socket_path: Path | None,
-                allow_hosts: list[str], allow_origins: list[str], say) -> int:
+                allow_hosts: list[str], say) -> int:
     """Serve until SIGINT/SIGTERM.  ``say`` prints a line for the user."""
     import uvicorn
 
@@ -90,7 +90,6 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
         hosts = [*LOOPBACK_NAMES, *([shown_host(host)] if host not in ("0.0.0.0", "::") else [])]
         origins = {f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
     hosts = list(dict.fromkeys([*hosts, *allow_hosts]))
-    origins |= set(allow_origins)
     sock.listen(64)
     service.start()
     app = build_app(service, token=token, hosts=hosts, origins=origins, where=where.get("url") or where["socket"])

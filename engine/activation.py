@@ -52,17 +52,17 @@ class Activation:
                 return
         self.lock(run)  # before the journal or the part file is touched
         row = self.c.journal.file_by_path(final)
+        # The row says what the run will be: paused if it was paused before
+        # it started, with its own priority and speed limit.
         facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
                      etag=remote.etag, last_modified=remote.last_modified,
                      expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
-                     state="downloading", error=None, exit_code=None, paused=0)
+                     state="paused" if run.paused else "downloading", error=None, exit_code=None,
+                     paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
         old = self.c.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
-        fid = self.c.journal.put_file(run.job.id, req.url, final,
-                                    **(facts if resume else {"state": "queued", "paused": 0}))
-        self.c.queued_ids.pop(run.id, None)
-        run.id = fid
         if resume:
+            fid = self.c.journal.put_file(run.job.id, req.url, final, **facts)
             segments = old
             storage.prepare(run.lock, remote.size, keep=True)
         else:
@@ -76,9 +76,16 @@ class Activation:
                 if remote.ranged and remote.size is not None
                 else ([(0, remote.size)] if remote.size != 0 else [])
             )
-            ids = self.c.journal.replace_segments(fid, plan, **facts)  # journal row and plan first ...
+            # The row's new facts and its fresh plan in one commit: no row
+            # pairs them with the old plan's progress, so a queued row's
+            # plan can be trusted (a retried file resumes) ...
+            with self.c.journal.atomic():
+                fid = self.c.journal.put_file(run.job.id, req.url, final, **facts)
+                ids = self.c.journal.replace_segments(fid, plan)
             segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
             storage.prepare(run.lock, remote.size, keep=False)  # ... then the bytes' home
+        self.c.queued_ids.pop(run.id, None)
+        run.id = fid
         run.move("downloading")
         run.started = time.monotonic()
         self.c.runs[fid] = run
@@ -113,7 +120,7 @@ class Activation:
     def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
         if run.fresh or row is None or not remote.ranged or remote.size is None:
             return False
-        if row["state"] in lifecycle.COMPLETE or row["state"] in (lifecycle.HASH_MISMATCH, lifecycle.QUEUED):
+        if row["state"] in lifecycle.COMPLETE or row["state"] == lifecycle.HASH_MISMATCH:
             return False
         if self.why_restart(row, remote) or not row["ranged"]:
             return False

@@ -4,8 +4,10 @@ change the limits, retry the failures.
 
 Each method runs on the loop's thread (through ``Coordinator.submit``), so
 it may touch the loop's state freely; each returns a small JSON-able dict
-and raises ``LookupError`` for an unknown file, ``UsageError`` for a bad
-value.
+and raises ``LookupError`` for an unknown file, ``ConflictError`` for a
+file whose state does not allow the change.  Values come checked
+(:mod:`~segdl.engine.validation`, in :class:`~segdl.engine.service.Service`):
+a command applies all of a request or, when it raises, none of it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import lifecycle, storage
-from .errors import SegdlError, UsageError
+from .errors import ConflictError, SegdlError
 from .request import Request, request_from_spec
 from .results import FileResult
 
@@ -36,41 +38,39 @@ class Commands:
         if run is None:
             if self.c.journal.file(fid) is None:
                 raise LookupError(f"no file {fid}")
-            raise UsageError(f"file {fid} is not running (see its state); only a running or queued file changes")
+            raise ConflictError(f"file {fid} is not running (see its state); only a running or queued file changes")
         return run
 
     def set_file(self, fid: int, *, paused: bool | None = None, priority: int | None = None,
-                 max_speed: int | None = None) -> dict:
+                 max_speed: int | None = None) -> None:
+        """Change a running or queued file: all of it in one commit (one
+        ``changed`` event, and a ``state`` event when it pauses or
+        resumes)."""
         run = self._find(fid)
-        if priority is not None:
-            if not isinstance(priority, int) or isinstance(priority, bool):
-                raise UsageError("priority is an integer (higher first)")
-            self.c.intake.reprioritise(run, priority)
-            self.c.sched.set_priority(fid, priority)
-            self.c.journal.update_file(fid, priority=priority)
-        if max_speed is not None:
-            if not isinstance(max_speed, int) or isinstance(max_speed, bool) or max_speed < 0:
-                raise UsageError("max_speed is bytes per second, 0 for none")
-            run.speed_cap = max_speed
-            self.c._limits_dirty = True
-            self.c.journal.update_file(fid, max_speed=max_speed or None)
-        if paused is not None:
-            if not isinstance(paused, bool):
-                raise UsageError("paused is true or false")
-            if run.state == lifecycle.QUEUED:
-                run.paused = paused  # it starts paused
-                self.c.journal.update_file(fid, paused=int(paused))
-            else:
-                self.c.control.set_paused(run, paused)
-        return {"id": fid, "state": run.state, "paused": run.paused, "priority": run.priority,
-                "max_speed": run.speed_cap}
+        if paused is not None and run.state not in (lifecycle.QUEUED, lifecycle.DOWNLOADING, lifecycle.PAUSED):
+            raise ConflictError(f"file {fid} is {run.state}: it cannot pause or resume now")
+        with self.c.journal.atomic():
+            if priority is not None and priority != run.priority:
+                self.c.intake.reprioritise(run, priority)
+                self.c.sched.set_priority(fid, priority)
+                self.c.journal.update_file(fid, priority=priority)
+            if max_speed is not None and max_speed != run.speed_cap:
+                run.speed_cap = max_speed
+                self.c._limits_dirty = True
+                self.c.journal.update_file(fid, max_speed=max_speed or None)
+            if paused is not None and paused != run.paused:
+                if run.state == lifecycle.QUEUED:
+                    run.paused = paused  # it starts paused
+                    self.c.journal.update_file(fid, paused=int(paused))
+                else:
+                    self.c.control.set_paused(run, paused)
 
     def cancel(self, fid: int, keep_partial: bool = False) -> dict:
         """Stop a file and forget it in this job: its transfers end, its
         part file goes (unless ``keep_partial``), its row says removed."""
         run = self._find(fid)
         if self.c.finishing.finalizing(fid):
-            raise UsageError(f"file {fid} is verified and being renamed into place: it is done in a moment")
+            raise ConflictError(f"file {fid} is verified and being renamed into place: it is done in a moment")
         if run.state == lifecycle.QUEUED:
             self.c.intake.drop_waiting(run)
         else:
@@ -84,7 +84,7 @@ class Commands:
                             run.remote.size if run.remote else None, error="cancelled")
         run.job.results[run.index] = result
         self.c.finishing.final(run, lifecycle.REMOVED)
-        self.c.journal.update_file(fid, state=lifecycle.REMOVED, error="cancelled", paused=0)
+        self.c.journal.update_file(fid, state=lifecycle.REMOVED, error="cancelled", paused=0, speed=0)
         self.c.finishing.retire(run, hold_lock=True)
         if part is not None and not keep_partial:
             try:
@@ -95,17 +95,19 @@ class Commands:
         return {"id": fid, "state": lifecycle.REMOVED, "kept_partial": bool(keep_partial and part and part.exists())}
 
     def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None) -> dict:
-        for name, v in (("max_speed", max_speed), ("max_file_speed", max_file_speed)):
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise UsageError(f"{name} is bytes per second, 0 for none")
+        """The service's limits (bytes/s, 0: none), at once, and in the
+        journal: kept across a restart, and mirrored on the running jobs'
+        rows, where another process's ``segdl limit`` writes them."""
         if max_speed is not None:
             self.c.limits["max_speed"] = max_speed or None
         if max_file_speed is not None:
             self.c.limits["max_file_speed"] = max_file_speed or None
         self.c._limits_dirty = True
-        for job in self.c.jobs:  # so the journal's polling agrees
-            self.c.journal.update_job(job, **self.c.limits)
-        return {"max_speed": self.c.limits["max_speed"] or 0, "max_file_speed": self.c.limits["max_file_speed"] or 0}
+        with self.c.journal.atomic():
+            self.c.journal.set_service_limits(self.c.limits["max_speed"] or 0, self.c.limits["max_file_speed"] or 0)
+            for job in self.c.jobs:  # so the journal's polling agrees
+                self.c.journal.update_job(job, **self.c.limits)
+        return {k: v or 0 for k, v in self.c.limits.items()}
 
     def retry(self, allowed=lambda dest: True) -> dict:
         """The failed files the journal knows, again, as one new job per
@@ -113,8 +115,8 @@ class Commands:
         whose destination is ``allowed``."""
         jobs = {j["id"]: j for j in self.c.journal.all_jobs()}
         groups: dict[int, list] = {}
-        for row in self.c.journal.find_files():
-            if row["state"] not in lifecycle.FAILURES or self.c.holds(row["id"]):
+        for row in self.c.journal.find_files(states=tuple(lifecycle.FAILURES)):
+            if self.c.holds(row["id"]):
                 continue
             if Path(row["path"]) in self.c.targets or not allowed(Path(row["path"]).parent):
                 continue

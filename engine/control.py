@@ -36,12 +36,19 @@ class Control:
         if not self.c.jobs:
             return
         limits, paused = self.c.journal.control_state(list(self.c.jobs))
-        if limits and {k: limits.get(k) for k in self.c.limits} != self.c.limits:
-            self.c.limits = {k: limits.get(k) for k in self.c.limits}
+        if limits and {k: limits.get(k) or None for k in self.c.limits} != self.c.limits:
+            self.c.limits = {k: limits.get(k) or None for k in self.c.limits}
             self.c._limits_dirty = True
+            if self.c.serving:  # (``segdl limit --job``): the service's limits now, kept and told
+                self.c.journal.set_service_limits(self.c.limits["max_speed"] or 0,
+                                                  self.c.limits["max_file_speed"] or 0)
         for fid, flag in paused.items():
-            run = self.c.runs.get(fid)
-            if run is not None and bool(flag) != run.paused:
+            run = self.c.runs.get(fid) or self.c.intake.find_waiting(fid)
+            if run is None or bool(flag) == run.paused:
+                continue
+            if run.state == "queued":
+                run.paused = bool(flag)  # it starts so
+            else:
                 self.set_paused(run, bool(flag))
 
     def set_paused(self, run, paused: bool) -> bool:

@@ -94,6 +94,8 @@ class Coordinator:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (function, future) from other threads
         self.stopping = False
         self.started_up = False
+        self.serving = False  # a long-running service (serve()), not a batch (run())
+        self.ended: list[JobRun] = []  # jobs whose last file is final, to record at the end of the turn
 
     # ------------------------------------------------------------ public
 
@@ -106,6 +108,7 @@ class Coordinator:
         try:
             job = self.add_job(requests, collection=collection, source=source)
             self._loop(until=self._finished)
+            self._end_jobs()
         finally:
             self._shutdown()
         return Results(r for r in job.results if r is not None)
@@ -213,18 +216,28 @@ class Coordinator:
                                 max_speed=self.limits["max_speed"], max_file_speed=self.limits["max_file_speed"])
         runs = [FileRun(i, r, job, probe_retry=s.retry, priority=priority) for i, r in enumerate(requests)]
         if register:
-            self.intake.register(runs)
+            self.intake.register(runs, restore=reuse is not None)
         self.intake.enqueue(runs)
         if not requests:
             self.job_ended(job)
         return job
 
     def job_ended(self, job: JobRun) -> None:
-        if self.jobs.pop(job.id, None) is not None:
-            self.journal.finish_job(job.id)
-            for path in [p for p, j in self.targets.items() if j == job.id]:
-                del self.targets[path]
-            job.root.close()
+        """The job's last file is final.  Recorded at the end of this turn
+        of the loop, after whatever else the turn writes of its files (a
+        failure's row, a cancelled file's state): ``job_ended`` is the
+        job's last event, and its counts are the files' final states."""
+        if job.id in self.jobs and job not in self.ended:
+            self.ended.append(job)
+
+    def _end_jobs(self) -> None:
+        while self.ended:
+            job = self.ended.pop(0)
+            if self.jobs.pop(job.id, None) is not None:
+                self.journal.finish_job(job.id)
+                for path in [p for p, j in self.targets.items() if j == job.id]:
+                    del self.targets[path]
+                job.root.close()
 
     def holds(self, file_id: int) -> bool:
         """Is a live run (started, or registered and waiting) on this row?"""
@@ -241,8 +254,10 @@ class Coordinator:
     def serve(self) -> None:
         """Run the loop until :meth:`stop` (from any thread), between jobs
         too; then stop the workers."""
+        self.serving = True
         try:
             self._loop(until=lambda: self.stopping)
+            self._end_jobs()
         finally:
             self._shutdown()
 
@@ -269,6 +284,7 @@ class Coordinator:
             self.reports.drain_events()
             self.control.snapshot()
             self.control.heartbeat()
+            self._end_jobs()
             self._check_workers()
         self.control.snapshot(force=True)
 

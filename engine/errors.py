@@ -154,6 +154,13 @@ class JournalError(SegdlError):
     exit_code = EXIT_JOURNAL
 
 
+class ConflictError(SegdlError):
+    """A change the engine refuses in a file's present state: it is not
+    running, or it is being renamed into place (409 from segdl serve)."""
+
+    exit_code = EXIT_USAGE
+
+
 # ------------------------------------------------------------------ hubs
 
 

@@ -36,13 +36,19 @@ class Intake:
                 i -= 1
             self.c.queue.insert(i, run)
 
-    def register(self, runs: list[FileRun]) -> None:
+    def register(self, runs: list[FileRun], restore: bool = False) -> None:
         """Journal rows for files that have not started, so each has an id
         (``added`` events, control before it starts).  The row is the one
         for the name the file would get from its URL or path; a file that
         the server names otherwise gets a new row when it starts (and the
-        provisional one goes).  An existing row (an earlier download of the
-        same target) is left as it is."""
+        provisional one goes).
+
+        An existing row is taken over: by the same job continued after a
+        restart (``restore``), whose controls (paused, priority, speed
+        limit) then hold for the run as they did before; or by a new job (a
+        retry, the same target again), which sets its own.  A failed or
+        removed file taken over is queued again; a hash mismatch also
+        forgets its segments, so it starts over."""
         for run in runs:
             try:
                 path = self.target(run, None)
@@ -53,13 +59,27 @@ class Intake:
                 continue  # another job is on this file now: this one fails when it comes up
             if row is None:
                 run.id = self.c.journal.put_file(run.job.id, run.request.url, path, state="queued",
-                                                 expected_blake3=run.request.blake3,
+                                                 priority=run.priority, expected_blake3=run.request.blake3,
                                                  expected_sha256=run.request.sha256)
+            elif restore and row["job_id"] == run.job.id:
+                run.id = row["id"]
+                run.paused, run.priority, run.speed_cap = bool(row["paused"]), row["priority"], row["max_speed"] or 0
             else:
                 run.id = row["id"]
-                self.c.journal.update_file(run.id, job_id=run.job.id)
+                self._take_over(run, row)
             run.provisional = path
             self.c.queued_ids[run.id] = run
+
+    def _take_over(self, run: FileRun, row: dict) -> None:
+        again = row["state"] in (lifecycle.FAILED, lifecycle.HASH_MISMATCH, lifecycle.REMOVED)
+        with self.c.journal.atomic():
+            self.c.journal.update_file(run.id, job_id=run.job.id)  # first: 'added' to this job ...
+            controls = dict(paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
+            if again:  # ... then its state (and controls) under it
+                controls.update(state=lifecycle.QUEUED, error=None, exit_code=None)
+            self.c.journal.update_file(run.id, **controls)
+            if row["state"] == lifecycle.HASH_MISMATCH:
+                self.c.journal.replace_segments(run.id, [])
 
     def rename_provisional(self, run: FileRun, final) -> None:
         """The server names a registered file otherwise than its URL did:

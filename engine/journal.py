@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import JournalError, StorageError
+from .errors import JournalError, SegdlError, StorageError
 
 # The schema's migrations, in order.  They are applied with sqlite-utils
 # ``Migrations``; sqlite-utils itself is loaded only when one is pending
@@ -205,6 +205,10 @@ def m004_hub_sources(db) -> None:
     )
 
 
+# What the events table holds (m005, m006): the API streams them by seq.
+EVENT_KINDS = ("added", "state", "progress", "finished", "failed", "removed", "changed",
+               "job_added", "job_ended", "limits")
+
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # unixepoch('subsec') before SQLite 3.42
 
 
@@ -262,6 +266,78 @@ def m005_service(db) -> None:
     )
 
 
+_FILE_FIELDS = """'path', NEW.path, 'url', NEW.url, 'state', NEW.state, 'size', NEW.size,
+                'paused', json(CASE WHEN NEW.paused THEN 'true' ELSE 'false' END), 'priority', NEW.priority,
+                'max_speed', COALESCE(NEW.max_speed, 0)"""
+_JOB_COUNTS = """'files', (SELECT COUNT(*) FROM files WHERE job_id = NEW.id),
+                'counts', json((SELECT json_group_object(state, n) FROM
+                                (SELECT state, COUNT(*) AS n FROM files WHERE job_id = NEW.id GROUP BY state)))"""
+
+
+@_migration
+def m006_every_change_an_event(db) -> None:
+    """Every change a client of the service can see has its event, in the
+    transaction that makes it: a file joining a job (a retry, the same
+    target again), its controls (paused, priority, max_speed), a job
+    added, the service's limits (kept here, so they outlive a restart).
+    ``job_ended`` counts the job's files by state; ``progress`` carries
+    the figures under the names the API uses.  Indexes for listing files
+    by job and state a page at a time, and for counting them."""
+    db.executescript(
+        f"""
+        CREATE INDEX files_job_state ON files(job_id, state);
+        CREATE INDEX files_state ON files(state);
+        CREATE TABLE limits (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            max_speed INTEGER NOT NULL DEFAULT 0,       -- bytes/s, 0: none
+            max_file_speed INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO limits (id) VALUES (1);
+        CREATE TRIGGER events_limits AFTER UPDATE ON limits
+            WHEN NEW.max_speed IS NOT OLD.max_speed OR NEW.max_file_speed IS NOT OLD.max_file_speed BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'limits', NULL, NULL,
+                json_object('max_speed', NEW.max_speed, 'max_file_speed', NEW.max_file_speed));
+        END;
+        DROP TRIGGER events_file_added;
+        CREATE TRIGGER events_file_added AFTER INSERT ON files BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'added', NEW.job_id, NEW.id,
+                json_object({_FILE_FIELDS}));
+        END;
+        CREATE TRIGGER events_file_joined AFTER UPDATE OF job_id ON files WHEN NEW.job_id IS NOT OLD.job_id BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'added', NEW.job_id, NEW.id,
+                json_object({_FILE_FIELDS}, 'previous_job', OLD.job_id));
+        END;
+        CREATE TRIGGER events_file_controls AFTER UPDATE OF paused, priority, max_speed ON files
+            WHEN NEW.paused IS NOT OLD.paused OR NEW.priority IS NOT OLD.priority
+                 OR COALESCE(NEW.max_speed, 0) IS NOT COALESCE(OLD.max_speed, 0) BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'changed', NEW.job_id, NEW.id,
+                json_object('paused', json(CASE WHEN NEW.paused THEN 'true' ELSE 'false' END),
+                            'priority', NEW.priority, 'max_speed', COALESCE(NEW.max_speed, 0)));
+        END;
+        DROP TRIGGER events_file_progress;
+        CREATE TRIGGER events_file_progress AFTER UPDATE OF received ON files
+            WHEN NEW.received IS NOT OLD.received BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'progress', NEW.job_id, NEW.id,
+                json_object('received', NEW.received,
+                            'bytes_done', (SELECT COALESCE(SUM(done), 0) FROM segments WHERE file_id = NEW.id),
+                            'size', NEW.size,
+                            'speed', CASE WHEN NEW.state = 'downloading' THEN COALESCE(NEW.speed, 0) ELSE 0 END,
+                            'mirrors', json(NEW.mirrors)));
+        END;
+        CREATE TRIGGER events_job_added AFTER INSERT ON jobs BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'job_added', NEW.id, NULL,
+                json_object('collection', NEW.collection, 'dest', NEW.dest, 'state', NEW.state));
+        END;
+        DROP TRIGGER events_job_ended;
+        CREATE TRIGGER events_job_ended AFTER UPDATE OF state ON jobs
+            WHEN NEW.state = 'finished' AND OLD.state IS NOT 'finished' BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'job_ended', NEW.id, NULL,
+                json_object('collection', NEW.collection, 'state', NEW.state, {_JOB_COUNTS}));
+        END;
+        """
+    )
+
+
 def default_path() -> Path:
     env = os.environ.get("SEGDL_JOURNAL")
     if env:
@@ -296,15 +372,32 @@ def _private(path: Path) -> bool:
 def _journal_errors(path: Path) -> Iterator[None]:
     try:
         yield
-    except sqlite3.DatabaseError as e:
-        # A full disk or an I/O error is the disk's trouble, not a broken
-        # journal: exit 6, and nothing to move aside.
-        code = getattr(e, "sqlite_errorcode", None)
-        if code == sqlite3.SQLITE_FULL:
-            raise StorageError(f"cannot write the journal {path}: no space left on device") from e
-        if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
-            raise StorageError(f"cannot write the journal {path}: I/O error") from e
-        raise JournalError(f"journal {path} is unusable ({e}); move it aside to start afresh") from e
+    except sqlite3.Error as e:
+        raise _named(path, e) from e
+    except OverflowError as e:  # an integer SQLite cannot store: segdl's bug
+        raise _named(path, e) from e
+
+
+def _named(path: Path, e: Exception) -> SegdlError:
+    """A SQLite error, named for what it is.  Only a damaged journal is
+    worth moving aside: a full disk, a lock held too long or a value segdl
+    should not have written leave the journal as good as it was."""
+    code = getattr(e, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else None
+    if code == sqlite3.SQLITE_FULL:
+        return StorageError(f"cannot write the journal {path}: no space left on device")
+    if primary == sqlite3.SQLITE_IOERR:
+        return StorageError(f"cannot write the journal {path}: I/O error")
+    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return StorageError(f"cannot use the journal {path} ({e}): check its folder's permissions and space")
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return JournalError(f"the journal {path} is busy: another process held it locked too long ({e}); "
+                            "try again")
+    if isinstance(e, (OverflowError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+                      sqlite3.IntegrityError, sqlite3.DataError)):
+        return SegdlError(f"segdl could not record a value in the journal ({e}); this is a bug in segdl "
+                          f"(please report it), the journal {path} is fine")
+    return JournalError(f"journal {path} is damaged or not a segdl journal ({e}); move it aside to start afresh")
 
 
 class JournalQueries:
@@ -429,19 +522,68 @@ class JournalQueries:
                    FROM files f WHERE f.id = ?""", [file_id]))
             return rows[0] if rows else None
 
-    def find_files(self, state: str | None = None, job_id: int | None = None) -> list[dict[str, Any]]:
-        """Files with their durable bytes, by state and job."""
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: every query inside it sees the journal as
+        of one moment (WAL), so a list and the event number read with it
+        agree exactly."""
+        if self.db.conn.in_transaction:
+            yield
+            return
+        with _journal_errors(self.path):
+            self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with _journal_errors(self.path):
+                if self.db.conn.in_transaction:
+                    self.db.execute("COMMIT")
+
+    def find_files(self, states: tuple[str, ...] = (), job_id: int | None = None, after: int = 0,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """Files with their durable bytes, by state and job, in id order
+        from after ``after``, at most ``limit`` (a page)."""
         sql = """SELECT f.*, (SELECT COALESCE(SUM(done), 0) FROM segments s WHERE s.file_id = f.id) AS bytes_done
-                 FROM files f WHERE 1 = 1"""
-        params: list[Any] = []
-        if state is not None:
-            sql += " AND f.state = ?"
-            params.append(state)
+                 FROM files f WHERE f.id > ?"""
+        params: list[Any] = [after]
+        if states:
+            sql += f" AND f.state IN ({', '.join('?' * len(states))})"
+            params += list(states)
         if job_id is not None:
             sql += " AND f.job_id = ?"
             params.append(job_id)
+        sql += " ORDER BY f.id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         with _journal_errors(self.path):
-            return list(self.db.query(sql + " ORDER BY f.id", params))
+            return list(self.db.query(sql, params))
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with _journal_errors(self.path):
+            for r in self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]):
+                return {**r, "spec": json.loads(r["spec"])}
+            return None
+
+    def job_counts(self, job_id: int | None = None) -> dict[int, dict[str, int]]:
+        """Each job's files by state (one summary query over an index)."""
+        sql = "SELECT job_id, state, COUNT(*) AS n FROM files"
+        params: list[Any] = []
+        if job_id is not None:
+            sql += " WHERE job_id = ?"
+            params.append(job_id)
+        out: dict[int, dict[str, int]] = {}
+        with _journal_errors(self.path):
+            for r in self.db.query(sql + " GROUP BY job_id, state", params):
+                out.setdefault(r["job_id"], {})[r["state"]] = r["n"]
+        return out
+
+    def service_limits(self) -> dict[str, int]:
+        """The limits a service last set (bytes/s, 0: none)."""
+        with _journal_errors(self.path):
+            for r in self.db.query("SELECT max_speed, max_file_speed FROM limits WHERE id = 1"):
+                return r
+            return {"max_speed": 0, "max_file_speed": 0}
 
     def status_rows(self) -> list[dict[str, Any]]:
         with _journal_errors(self.path):
@@ -573,6 +715,13 @@ class Journal(JournalQueries):
         with self.atomic() as db:
             db.execute("""DELETE FROM files WHERE path = ? AND id != ? AND state = 'queued'
                           AND NOT EXISTS (SELECT 1 FROM segments WHERE file_id = files.id)""", [str(path), keep])
+
+    def set_service_limits(self, max_speed: int, max_file_speed: int) -> None:
+        """The service's limits, kept across restarts (a ``limits`` event
+        when they change)."""
+        with self.atomic() as db:
+            db.execute("UPDATE limits SET max_speed = ?, max_file_speed = ? WHERE id = 1",
+                       [max_speed, max_file_speed])
 
     def set_paused(self, file_ids: list[int], paused: bool) -> None:
         with self.atomic() as db:

@@ -22,6 +22,11 @@ FINAL = frozenset({DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED})
 COMPLETE = frozenset({DONE, SKIPPED})  # the file is here, verified
 FAILURES = frozenset({FAILED, HASH_MISMATCH})  # what retry runs again
 ACTIVE = frozenset({DOWNLOADING, VERIFYING})  # bytes arriving or being verified
+# A file's journal row: a run's states but ``restarting`` (the row stays as
+# it was until the new run starts), and ``verified`` (its digest is synced,
+# its rename is under way).
+VERIFIED = "verified"
+RECORDED = (QUEUED, DOWNLOADING, PAUSED, VERIFYING, VERIFIED, DONE, SKIPPED, FAILED, HASH_MISMATCH, REMOVED)
 # (A paused file's last segment may already be in flight: it can complete.)
 MOVES: dict[str, frozenset[str]] = {
     QUEUED: frozenset({DOWNLOADING, PAUSED, SKIPPED, DONE}),

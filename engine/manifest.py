@@ -199,9 +199,11 @@ def _check_url(url: object) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname
-        parts.port  # noqa: B018 - validates the port
+        port = parts.port  # validates it: 0-65535
     except ValueError as e:
         raise _Problem(f"URL {_show(url)} is not valid ({e})") from None
+    if port == 0:
+        raise _Problem(f"URL {_show(url)} has port 0, which no server listens on")
     if parts.scheme.lower() not in ("http", "https"):
         raise _Problem(f"URL {_show(url)}: only http:// and https:// URLs are supported")
     if not host:

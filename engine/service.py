@@ -10,6 +10,10 @@ changes from any thread at any moment.  ``segdl serve`` (HTTP) and
   jobs and their history outlive it, and a restarted service continues the
   jobs that had not ended.
 * Destinations must lie under the configured roots.
+* Requests are checked whole (:mod:`.validation`) before anything is
+  applied; lists are read in one read transaction with the number of the
+  last event they include, so a client subscribes from exactly there.
+* One service per journal: a second is refused while the first runs.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+from . import validation
 from .coordinator import Coordinator
-from .errors import UsageError
-from .journal import Journal
+from .errors import JournalError, UsageError
+from .journal import Journal, default_path
 from .naming import hide_userinfo
 from .request import Request, Settings, request_from_spec
 
@@ -36,13 +41,25 @@ PROGRESS_EVERY = 0.33  # seconds
 
 class Service:
     def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
-        # Progress events a few times a second per file (the heartbeat's).
-        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)),
-                         progress_interval=min(settings.progress_interval, PROGRESS_EVERY))
-        self.roots = [Path(os.path.realpath(r)) for r in roots] or [Path(os.path.realpath(self.s.dest))]
-        self.journal_path = Path(settings.journal) if settings.journal else None
-        self.journal = Journal(self.journal_path, handed_over=True)  # the loop's (the only writer)
+        self.lock = _hold(Path(settings.journal) if settings.journal else default_path())
+        try:
+            self._open(settings, roots, on_message)
+        except BaseException:
+            os.close(self.lock)
+            raise
+
+    def _open(self, settings: Settings, roots: list[Path], on_message) -> None:
+        self.journal = Journal(settings.journal, handed_over=True)  # the loop's (the only writer)
         self.journal_path = self.journal.path
+        # The limits set over the API hold across a restart, unless the
+        # command line gives others.  Progress events a few times a second
+        # per file (the heartbeat's).
+        kept = self.journal.service_limits()
+        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)),
+                         progress_interval=min(settings.progress_interval, PROGRESS_EVERY),
+                         max_speed=settings.max_speed or kept["max_speed"],
+                         max_file_speed=settings.max_file_speed or kept["max_file_speed"])
+        self.roots = [Path(os.path.realpath(r)) for r in roots] or [Path(os.path.realpath(self.s.dest))]
         self.engine = Coordinator(self.s, self.journal, on_message=on_message)
         self.local = threading.local()
         self.thread: threading.Thread | None = None
@@ -52,6 +69,7 @@ class Service:
 
     def start(self) -> None:
         self.engine.start()
+        self.journal.set_service_limits(self.s.max_speed or 0, self.s.max_file_speed or 0)
         resumed = self._unfinished_jobs()
         self.thread = threading.Thread(target=self._serve, name="segdl-engine", daemon=True)
         self.thread.start()
@@ -70,6 +88,9 @@ class Service:
         if self.thread is not None:
             self.thread.join(timeout=30)
         self.journal.close()
+        if self.lock >= 0:
+            os.close(self.lock)  # (the lock file stays: removing it would race the next service's)
+            self.lock = -1
 
     def _unfinished_jobs(self) -> list[dict]:
         """Jobs the journal says were running when the service (or a
@@ -114,52 +135,56 @@ class Service:
         ``{"aria2": "input file text"}`` or ``{"ref": "hf://..."}``, with
         optional ``dest`` (under a root), ``collection``, ``connections``,
         ``priority`` and ``select`` (the paths or indexes of the files to
-        take, for a collection)."""
-        known = {"urls", "manifest", "aria2", "ref", "dest", "collection", "connections", "priority", "select"}
-        unknown = set(body) - known
-        if unknown:
-            raise UsageError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        take, for a collection).  Everything is checked before the job is
+        added; a null field is an absent one."""
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if v is not None}
+        body = validation.fields(body, validation.JOB)
         dest = self.destination(body.get("dest"))
         requests, collection, source = self._requests(body, dest)
         requests = _select(requests, body.get("select"))
         if not requests:
             raise UsageError("the job has no files")
         connections = body.get("connections")
-        if connections is not None and (not isinstance(connections, int) or not 1 <= connections <= 1024):
-            raise UsageError("connections is an integer from 1 to 1024")
         priority = body.get("priority", 0)
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise UsageError("priority is an integer")
-        collection = body.get("collection") or collection
+        if body.get("collection"):
+            collection = body["collection"]
+        elif source is None:  # a manifest's or an aria2 file's own name: the client's input too
+            collection = validation.name("collection", collection)
+        else:  # a hub listing's name
+            collection = validation.clean_name(collection)
         return self._command(lambda c: c.commands.add(requests, dest=dest, collection=collection, source=source,
                                                       connections=connections, priority=priority))
 
     def _requests(self, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
-        from .manifest import parse_input
-
         given = [k for k in ("urls", "manifest", "aria2", "ref") if k in body]
         if len(given) != 1:
             raise UsageError("give exactly one of urls, manifest, aria2, ref")
         kind = given[0]
+        try:
+            return self._parse(kind, body, dest)
+        except validation.FieldError:
+            raise
+        except UsageError as e:  # the manifest's own checks: "urls: files[2].url: ..."
+            raise validation.FieldError(kind, e.message, prefixed=True) from None
+
+    def _parse(self, kind: str, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
+        from .manifest import parse_input
+
         if kind == "urls":  # checked as a manifest's URLs are
-            urls = body["urls"]
-            if not isinstance(urls, list):
-                raise UsageError("urls is a list of URLs")
-            m = parse_input(json.dumps({"files": [{"url": u} for u in urls]}), source="urls")
+            m = parse_input(json.dumps({"files": [{"url": u} for u in body["urls"]]}), source="urls")
             return list(m.requests), None, None
         if kind == "manifest":
-            m = parse_input(json.dumps(body["manifest"]), source="the manifest")
+            m = parse_input(json.dumps(body["manifest"]), source="manifest")
             return list(m.requests), m.collection, None
         if kind == "aria2":
-            if not isinstance(body["aria2"], str):
-                raise UsageError("aria2 is the text of an aria2 input file")
-            m = parse_input(body["aria2"], source="the aria2 input")
+            m = parse_input(body["aria2"], source="aria2")
             return list(m.requests), m.collection, None
         from .hubs import is_hub_ref, resolve
         from .hubs.listing import HubOptions
 
         ref = body["ref"]
-        if not isinstance(ref, str) or not is_hub_ref(ref):
+        if not is_hub_ref(ref):
             raise UsageError("ref is a hub reference (hf://..., civitai://..., a CivitAI page URL)")
         listing = resolve(ref, HubOptions(dest=dest, transfer=self.s.transfer))
         return list(listing.requests), listing.collection, listing.source
@@ -170,24 +195,38 @@ class Service:
             own = Path(os.path.realpath(self.s.dest))
             return own if self._under_roots(own) else self.roots[0]
         if not isinstance(dest, str) or not dest or "\0" in dest:
-            raise UsageError("dest is a folder path")
+            raise validation.FieldError("dest", "must be a folder path")
         path = Path(os.path.realpath(os.path.join(self.roots[0], dest)))
         if not self._under_roots(path):
-            raise UsageError(f"{dest} is outside the folders this service may write "
-                             f"({', '.join(str(r) for r in self.roots)})")
+            raise validation.FieldError("dest", f"{dest} is outside the folders this service may write "
+                                                f"({', '.join(str(r) for r in self.roots)})")
         return path
 
     def set_file(self, fid: int, **fields) -> dict:
-        return self._command(lambda c: c.commands.set_file(fid, **fields))
+        """Pause or resume a file, change its priority or its speed limit
+        (``validation.FILE_CHANGE``); answers the file as GET does."""
+        fields = validation.fields(fields, validation.FILE_CHANGE, at_least_one=True)
+        self._known(fid)
+        self._command(lambda c: c.commands.set_file(fid, **fields))
+        return self.file(fid)
 
     def cancel(self, fid: int, keep_partial: bool = False) -> dict:
-        return self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
+        self._known(fid)
+        answer = self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
+        return {**self.file(fid), "kept_partial": answer["kept_partial"]}
 
     def set_limits(self, **limits) -> dict:
+        limits = validation.fields(limits, validation.LIMITS, at_least_one=True)
         return self._command(lambda c: c.commands.set_limits(**limits))
 
-    def retry(self) -> dict:
+    def retry(self, **body) -> dict:
+        validation.fields(body, {})
         return self._command(lambda c: c.commands.retry(self._under_roots))
+
+    @staticmethod
+    def _known(fid) -> None:
+        if not isinstance(fid, int) or isinstance(fid, bool) or not 1 <= fid <= validation.MAX_ID:
+            raise LookupError(f"no file {fid}")
 
     # ------------------------------------------------------------ reads
 
@@ -197,20 +236,53 @@ class Service:
             j = self.local.journal = Journal(self.journal_path, readonly=True)
         return j
 
+    def list_jobs(self) -> dict:
+        """Every job with its files counted by state, and ``seq``: the
+        last event this answer includes."""
+        j = self._reader()
+        with j.reading():
+            seq = j.last_event()
+            jobs, counts = j.all_jobs(), j.job_counts()
+        return {"jobs": [_job_view(r, counts.get(r["id"], {})) for r in jobs], "seq": seq}
+
     def jobs(self) -> list[dict]:
-        out = []
-        for j in self._reader().all_jobs():
-            spec = j.pop("spec")
-            j["files"] = len(spec.get("requests", []))
-            if spec.get("source"):
-                j["source"] = {k: v for k, v in spec["source"].items() if k in ("key", "ref", "commit", "hub")}
-            out.append(j)
-        return out
+        return self.list_jobs()["jobs"]
+
+    def job(self, jid: int) -> dict:
+        if not 1 <= jid <= validation.MAX_ID:
+            raise LookupError(f"no job {jid}")
+        j = self._reader()
+        with j.reading():
+            row, counts = j.job(jid), j.job_counts(jid)
+        if row is None:
+            raise LookupError(f"no job {jid}")
+        return _job_view(row, counts.get(jid, {}))
+
+    def list_files(self, states: tuple[str, ...] = (), job: int | None = None, after: int = 0,
+                   limit: int = validation.DEFAULT_PAGE) -> dict:
+        """A page of files in id order (after the id ``after``), with
+        ``seq`` (the last event it includes) and ``next`` (the ``after`` of
+        the next page, or null)."""
+        j = self._reader()
+        with j.reading():
+            seq = j.last_event()
+            rows = j.find_files(states, job, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"files": [_file_view(r) for r in rows], "seq": seq, "next": rows[-1]["id"] if more else None}
 
     def files(self, state: str | None = None, job: int | None = None) -> list[dict]:
-        return [_file_view(r) for r in self._reader().find_files(state=state, job_id=job)]
+        """Every file (page after page), for the terminal UI."""
+        out, after = [], 0
+        while True:
+            page = self.list_files((state,) if state else (), job, after, validation.MAX_PAGE)
+            out += page["files"]
+            if page["next"] is None:
+                return out
+            after = page["next"]
 
     def file(self, fid: int) -> dict:
+        self._known(fid)
         row = self._reader().file(fid)
         if row is None:
             raise LookupError(f"no file {fid}")
@@ -228,42 +300,94 @@ class Service:
 
     def describe(self) -> dict:
         """What a client needs to know of this service: where jobs may go
-        (roots, the default folder) and the limits now."""
+        (roots, the default folder), the limits now (as the journal keeps
+        them, with ``seq``, the last event this answer includes)."""
         from importlib.metadata import version
 
+        j = self._reader()
+        with j.reading():
+            seq, limits = j.last_event(), j.service_limits()
         return {"version": version("segdl"), "roots": [str(r) for r in self.roots], "dest": str(self.roots[0]),
-                "limits": {k: v or 0 for k, v in self.engine.limits.items()} if self.engine.started_up else {},
-                "pid": os.getpid()}
+                "limits": limits, "pid": os.getpid(), "seq": seq}
 
 
 def _file_view(row: dict) -> dict:
-    keep = ("id", "job_id", "url", "path", "state", "size", "bytes_done", "received", "speed", "paused",
-            "priority", "max_speed", "blake3", "sha256", "error", "exit_code", "updated")
-    out = {k: row.get(k) for k in keep}
-    out["url"] = hide_userinfo(out["url"] or "")  # user:password@ stays in the journal (0600) only
-    out["paused"] = bool(out["paused"])
-    # Bytes on disk (durable, ``bytes_done``) lag what has arrived (``received``).
-    out["mirrors"] = json.loads(row["mirrors"]) if row.get("mirrors") else None
+    """A file as every answer and event names its fields (README, "segdl
+    serve"): limits are integers, 0 for none; ``speed`` is 0 unless it is
+    downloading; bytes on disk (durable, ``bytes_done``) lag what has
+    arrived (``received``); a URL's ``user:password@`` stays in the
+    journal (0600) only."""
+    return {"id": row["id"], "job": row["job_id"], "url": hide_userinfo(row["url"] or ""), "path": row["path"],
+            "state": row["state"], "size": row["size"], "bytes_done": row["bytes_done"],
+            "received": row["received"] or 0,
+            "speed": (row["speed"] or 0) if row["state"] == "downloading" else 0, "paused": bool(row["paused"]),
+            "priority": row["priority"], "max_speed": row["max_speed"] or 0, "blake3": row["blake3"],
+            "sha256": row["sha256"], "error": row["error"], "exit_code": row["exit_code"], "updated": row["updated"],
+            "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None}
+
+
+def _job_view(row: dict, counts: dict[str, int]) -> dict:
+    """A job: its files (rows in the journal, as GET /files?job= lists
+    them) counted by state, as its ``job_ended`` event counts them."""
+    spec = row["spec"]
+    out = {"id": row["id"], "created": row["created"], "dest": row["dest"], "collection": row["collection"],
+           "state": row["state"], "files": sum(counts.values()), "counts": counts,
+           "requested": len(spec.get("requests", []))}
+    if spec.get("source"):
+        out["source"] = {k: v for k, v in spec["source"].items() if k in ("key", "ref", "commit", "hub")}
     return out
 
 
-def _select(requests: list[Request], select) -> list[Request]:
+def _select(requests: list[Request], select: list | None) -> list[Request]:
+    """The requests ``select`` names (checked: paths, URLs or indexes)."""
     if select is None:
         return requests
-    if not isinstance(select, list):
-        raise UsageError("select is a list of paths or indexes")
+    by_name: dict[str, list[Request]] = {}
+    for r in requests:
+        for key in {r.path, r.url} - {None}:
+            by_name.setdefault(key, []).append(r)
     out = []
-    for item in select:
-        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < len(requests):
+    for i, item in enumerate(select):
+        if isinstance(item, int):
+            if item >= len(requests):
+                raise validation.FieldError(f"select[{i}]", f"the job has {len(requests)} files, no index {item}")
             out.append(requests[item])
-        elif isinstance(item, str):
-            match = [r for r in requests if r.path == item or r.url == item]
-            if not match:
-                raise UsageError(f"select: no file {item!r} in the job")
-            out.extend(match)
+        elif item in by_name:
+            out.extend(by_name[item])
         else:
-            raise UsageError(f"select: {item!r} is not a path or an index of the job's files")
+            raise validation.FieldError(f"select[{i}]", f"no file {item!r} in the job")
     return list(dict.fromkeys(out))
+
+
+def _hold(journal: Path) -> int:
+    """The journal's service lock (a ``flock`` on a file beside it), held
+    while the service runs: a second service on the same journal would
+    resume the same jobs and hide the first from the CLI."""
+    import fcntl
+
+    from .storage import disk_errors, make_dirs
+
+    path = journal.with_name(journal.name + ".service")
+    with disk_errors(f"cannot create {path}"):
+        make_dirs(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            pid = os.pread(fd, 32, 0).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            pid = "?"
+        os.close(fd)
+        raise JournalError(f"another segdl service (segdl serve or segdl ui, pid {pid or '?'}) runs on the "
+                           f"journal {journal}: use that one (segdl ui --attach; segdl pause, resume and limit "
+                           "go through it), stop it first, or give another --journal") from None
+    except OSError:
+        pass  # a filesystem without flock: unguarded, as before
+    with disk_errors(f"cannot write {path}"):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _alive(pid: int) -> bool:

@@ -59,7 +59,13 @@ class Serve:
             time.sleep(0.05)
         from segdl.cli.serve import find_service
 
-        self.info = json.loads(info.read_text())
+        while True:  # (it may be there before its text is)
+            try:
+                self.info = json.loads(info.read_text())
+                break
+            except ValueError:
+                assert time.monotonic() < deadline, "serve.json stays unreadable"
+                time.sleep(0.05)
         while (remote := find_service(self.journal)) is None:
             assert time.monotonic() < deadline, "segdl serve does not answer"
             time.sleep(0.05)

@@ -91,3 +91,21 @@ def test_journal_from_a_newer_segdl_is_refused(tmp_path, nginx):
     p = run_segdl(["get", nginx.url("one.bin"), "-d", tmp_path / "out", "--json"], journal)
     assert p.returncode == errors.EXIT_JOURNAL
     assert "newer segdl" in p.stderr
+
+
+def test_a_value_the_journal_cannot_hold_is_segdls_bug_not_a_journal_to_move_aside(tmp_path):
+    """Only a damaged journal is worth moving aside: a value SQLite cannot
+    store (a huge integer, a dict) says so, and the journal goes on."""
+    j = Journal(tmp_path / "j.sqlite")
+    try:
+        job = j.create_job(tmp_path, {"requests": []})
+        fid = j.put_file(job, "http://127.0.0.1:9/a.bin", tmp_path / "a.bin")
+        for bad in ({"priority": 10**23}, {"error": {"a": 1}}):
+            with pytest.raises(errors.SegdlError) as e:
+                j.update_file(fid, **bad)
+            assert type(e.value) is errors.SegdlError and e.value.exit_code == errors.EXIT_INTERNAL, e.value
+            assert "bug in segdl" in e.value.message and "aside" not in e.value.message
+        j.update_file(fid, priority=5)
+        assert j.file(fid)["priority"] == 5
+    finally:
+        j.close()

@@ -57,6 +57,9 @@ class LocalClient:
     def set_limits(self, **limits) -> dict:
         return self._call(self.service.set_limits, **limits)
 
+    def limits(self) -> dict:
+        return self._call(self.service.describe)["limits"]
+
     def retry(self) -> dict:
         return self._call(self.service.retry)
 
@@ -85,8 +88,16 @@ class RemoteClient:
         return self._call("GET", "/jobs")["jobs"]
 
     def files(self, job: int | None = None) -> list[dict]:
-        query = f"?{urlencode({'job': job})}" if job is not None else ""
-        return self._call("GET", f"/files{query}")["files"]
+        out: list[dict] = []
+        after = 0
+        for _ in range(10000):  # pages of up to 10000 files
+            query = {"after": after, "limit": 10000, **({"job": job} if job is not None else {})}
+            page = self._call("GET", f"/files?{urlencode(query)}")
+            out += page["files"]
+            if page.get("next") is None:
+                break
+            after = page["next"]
+        return out
 
     def set_file(self, fid: int, **fields) -> dict:
         return self._call("PATCH", f"/files/{int(fid)}", fields)
@@ -97,6 +108,9 @@ class RemoteClient:
     def set_limits(self, **limits) -> dict:
         return self._call("PATCH", "/limits", limits)
 
+    def limits(self) -> dict:
+        return self._call("GET", "/service")["limits"]
+
     def retry(self) -> dict:
         return self._call("POST", "/retry", {})
 
@@ -106,9 +120,13 @@ def local_engine(settings, roots: list[Path]) -> Iterator[LocalClient]:
     """The engine running in this process while the UI does; when the UI
     quits it stops, and its jobs stay unfinished in the journal (``segdl
     resume`` or another ``segdl ui`` continues them)."""
+    from segdl.engine.errors import SegdlError
     from segdl.engine.service import Service
 
-    service = Service(settings, roots)
+    try:
+        service = Service(settings, roots)
+    except SegdlError as e:  # another service on this journal, a journal that cannot be used
+        raise ClientError(e.message) from None
     service.start()
     try:
         yield LocalClient(service)

@@ -96,7 +96,7 @@ class LiveScreen(Screen):
     # ------------------------------------------------------------ reading
 
     def label(self, f: dict) -> str:
-        dest = self.dests.get(f["job_id"])
+        dest = self.dests.get(f["job"])
         path = f["path"]
         if dest and path.startswith(dest.rstrip(os.sep) + os.sep):
             return path[len(dest.rstrip(os.sep)) + 1:]
@@ -118,7 +118,7 @@ class LiveScreen(Screen):
     def _files(self) -> list[dict]:
         jobs = [j for j in self.client.jobs() if j["id"] in self.jobs]
         self.dests = {j["id"]: j["dest"] for j in jobs}
-        self.limit = max((j.get("max_speed") or 0 for j in jobs), default=0)
+        self.limit = self.client.limits()["max_speed"]
         return [f for job in sorted(self.jobs) for f in self.client.files(job=job)]
 
     def _show(self, files: list[dict]) -> None:

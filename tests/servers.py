@@ -272,7 +272,11 @@ class Nginx:
                      master process and one worker (1.22 crashes on an
                      inherited socket without a master).  Checked: one
                      curl at 5 MiB/s took 20 MB in 3.82 s (3.81 ideal),
-                     over TLS with h2 and with HTTP/1.1 alike.
+                     over TLS with h2 and with HTTP/1.1 alike.  Add a
+                     small ``sndbuf`` (e.g. ``"128k"``, rate unchanged)
+                     when the log's bytes must match what left: by default
+                     a cut response counts megabytes that sat unsent in
+                     the socket buffer.
     ``echo_sleep_ms`` delay every request by this many ms before serving the
                      file; implemented with the echo module as::
 
@@ -286,6 +290,10 @@ class Nginx:
                      ``url()``/``base_url`` then use ``https://``.
     ``http2``        also negotiate HTTP/2 (``listen ... ssl http2``, nginx
                      1.22 syntax; ALPN h2 + http/1.1).  Needs ``tls``.
+    ``proxy``        ``"http://127.0.0.1:PORT"``: pass every request to that
+                     server (HTTP/1.1, Host and Location kept) instead of
+                     serving ``root``; e.g. a TLS + h2 front for a Python
+                     stand-in (``echo_sleep_ms`` does not apply then).
     ``extra_http`` / ``extra_server`` raw config snippets appended verbatim.
 
     Usable as a context manager; ``start()`` is called by ``__enter__``.
@@ -314,7 +322,7 @@ class Nginx:
                  extra_http: str = "", extra_server: str = "",
                  start_timeout: float = 10.0, nginx_bin: str = NGINX_BIN,
                  tls: tuple[str | os.PathLike, str | os.PathLike] | None = None,
-                 http2: bool = False, pace: int | None = None):
+                 http2: bool = False, pace: int | None = None, proxy: str | None = None):
         self.root = Path(root).resolve()
         if tls is not None:
             cert, key = tls
@@ -329,6 +337,9 @@ class Nginx:
         if pace is not None and int(pace) <= 0:
             raise ValueError("pace must be a positive number of bytes/s")
         self.pace = int(pace) if pace is not None else None
+        if proxy is not None and echo_sleep_ms is not None:
+            raise ValueError("echo_sleep_ms and proxy cannot be combined")
+        self.proxy = proxy
         self.extra_http = extra_http
         self.extra_server = extra_server
         self.start_timeout = min(float(start_timeout), 10.0)
@@ -425,7 +436,16 @@ class Nginx:
                 f"        ssl_certificate {cert};",
                 f"        ssl_certificate_key {key};",
             ]
-        if self.echo_sleep_ms is not None:
+        if self.proxy is not None:
+            lines += [
+                "        location / {",
+                f"            proxy_pass {self.proxy};",
+                "            proxy_http_version 1.1;",
+                "            proxy_set_header Host $http_host;",
+                "            proxy_redirect off;",
+                "        }",
+            ]
+        elif self.echo_sleep_ms is not None:
             secs = f"{self.echo_sleep_ms / 1000:.3f}"
             lines += [
                 f"        location / {{ echo_sleep {secs}; echo_exec @file; }}",

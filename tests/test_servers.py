@@ -542,3 +542,17 @@ def test_nginx_pace_caps_each_tls_h2_connection_without_a_burst(tmp_path):
         entries = srv.access_log_entries(wait_for=1, timeout=10)
     assert [(e["protocol"], e["path"]) for e in entries] == [("HTTP/2.0", "/p.bin")]
     assert "using inherited sockets" in srv.stderr_text()
+
+
+def test_nginx_proxy_passes_requests_through(fault_server, tmp_path):
+    """``proxy=``: every request goes to the server behind (here a
+    FaultServer), ranges, redirects (Location unchanged) and the log alike."""
+    fault_server.add("blob", DATA)
+    with Nginx(tmp_path, proxy=fault_server.base_url) as srv:
+        status, headers, body = request(srv.port, "/blob", {"Range": "bytes=10-19"})
+        assert status == 206 and body == DATA[10:20]
+        status, headers, _ = request(srv.port, "/redirect/blob?to_port=1")
+        assert status == 302 and headers["Location"] == "http://localhost:1/blob"
+        entries = srv.access_log_entries(wait_for=2)
+    assert [e["status"] for e in entries] == [206, 302]
+    assert [r["range"] for r in fault_server.requests("blob")][:1] == ["bytes=10-19"]

@@ -3,6 +3,10 @@
 
     python benchmarks/run.py [--quick] [--cases a,b,...] [--rounds N] [--out DIR]
 
+``--cases loopback`` or ``--cases real`` selects a whole group: the
+plain-HTTP loopback cases, or the real-link ones (TLS, h2, a cap per
+connection, latency, a hub; see segbench/reallinks.py).
+
 Writes DIR/results.json (every run, medians, ratios, targets, machine info),
 DIR/results.md (a table per case, targets met / not met) and DIR/chart.png.
 See benchmarks/README.md for what each case measures.
@@ -22,9 +26,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py: the Nginx helper
 
 from servers import Nginx  # noqa: E402
-from segbench import datasets, machine, report, runner  # noqa: E402
-from segbench.cases import (  # noqa: E402
-    ALL_CASE_NAMES, Case, build_cases, segdl_has_input_file)
+from segbench import machine, report, runner  # noqa: E402
+from segbench.cases import Case, build_cases, segdl_has_input_file  # noqa: E402
+from segbench.cases import ALL_CASE_NAMES as LOOPBACK_CASE_NAMES  # noqa: E402
+from segbench.reallinks import REAL_CASE_NAMES, build_real_cases  # noqa: E402
+
+ALL_CASE_NAMES = LOOPBACK_CASE_NAMES + REAL_CASE_NAMES
+GROUPS = {"loopback": LOOPBACK_CASE_NAMES, "real": REAL_CASE_NAMES}
 
 DISK_MARGIN = 2 << 30  # keep this much free beyond a case's data and output
 TOOLS = ("segdl", "aria2c", "curl", "nginx")
@@ -35,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="small sizes, 1 round, no 4g case (about 2 minutes)")
     p.add_argument("--cases", default=",".join(ALL_CASE_NAMES),
-                   help=f"comma-separated subset of: {', '.join(ALL_CASE_NAMES)}")
+                   help=f"comma-separated subset of: {', '.join(ALL_CASE_NAMES)}; "
+                        "or a group: loopback, real")
     p.add_argument("--rounds", type=int, default=None,
                    help="rounds per case (default 3, or 1 with --quick)")
     p.add_argument("--out", type=Path, default=None,
@@ -61,7 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _names(csv: str) -> list[str]:
-    return [c.strip() for c in csv.split(",") if c.strip()]
+    names = []
+    for c in (c.strip() for c in csv.split(",")):
+        names += GROUPS.get(c, (c,) if c else ())
+    return names
 
 
 def log(msg: str) -> None:
@@ -69,14 +81,17 @@ def log(msg: str) -> None:
 
 
 def check_tools() -> None:
-    missing = [t for t in TOOLS if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
+    from segbench.cases import segdl_binary
+
+    found = {"segdl": Path(segdl_binary()).exists() or shutil.which("segdl")}
+    missing = [t for t in TOOLS if not found.get(t, shutil.which(t) or Path(f"/usr/sbin/{t}").exists())]
     if missing:
         sys.exit(f"missing tools: {', '.join(missing)}")
 
 
 def skip_reason(case: Case, src_root: Path) -> str | None:
     """Why ``case`` cannot run here (not enough disk), or None."""
-    need = datasets.missing_bytes(src_root, case.dataset) + case.total_bytes + DISK_MARGIN
+    need = case.dataset.missing(src_root) + case.total_bytes + DISK_MARGIN
     free = shutil.disk_usage(src_root).free
     if free < need:
         return (f"{case.name}: needs {need / 1e9:.1f} GB free on {src_root} "
@@ -98,6 +113,7 @@ def case_entry(case: Case, runs: list[dict], rounds: int) -> dict:
         "files": case.dataset.count, "file_size": case.dataset.size, "bytes": case.total_bytes,
         "rounds": rounds, "notes": list(case.notes),
         "pace_bytes": _pace_bytes(case.mirror.pace),
+        "kind": "loopback" if case.name in LOOPBACK_CASE_NAMES else "real",
         "summary": report.summarize(runs), "runs": runs,
     }
 
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     src_root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work_root, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    all_cases = build_cases(args.quick)
+    all_cases = {**build_cases(args.quick), **build_real_cases(args.quick)}
     wanted = _names(args.cases)
     doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "quick": args.quick,
            "rounds": args.rounds, "argv": sys.argv,

@@ -10,14 +10,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = ("1g", "1g-20m-x16", "1g-20m-x64", "coll80", "small10k", "4g", "sleep50")
-# tool, wall, MB/s, CPU/GB, peak RSS, HTTP reqs, wall+fsync, vs aria2c, vs curl
+CASES = ("1g", "1g-20m-x16", "1g-20m-x64", "coll80", "small10k", "4g", "sleep50",
+         "tls-h2-x16", "tls-h1-x16", "tls-h2-sleep50-x16", "tls-h1-sleep50-x16", "tls-h2-x64",
+         "tls-h2-small400", "tls-hub", "tls-1g")
+# loopback: tool, wall, MB/s, CPU/GB, peak RSS, HTTP reqs, wall+fsync, vs aria2c, vs curl
 KEEP = (0, 2, 3, 4, 5, 7, 10, 11, 12)
+# real links (tls-*): tool, wall, MB/s, x conn rate, CPU/GB, TCP conns, protocol, vs best other
+KEEP_REAL = (0, 2, 3, 4, 5, 6, 7, 13)
 
 
 def section(md: str) -> str:
     stamp = md.splitlines()[2].split("—")[0].strip()
-    targets = md[md.index("## Targets"):md.index("## Cases")].replace("## Targets", "#### Targets (issue 8)").strip()
+    targets = md[md.index("## Targets"):md.index("## Cases")].replace("## Targets", "#### Targets").strip()
     out = [f"One full run on this machine ({stamp}; 2 cores, shared and noisy: read ratios, "
            "not absolute times), 3 rounds, medians. Reproduce with `python benchmarks/run.py` "
            "(about 10 minutes once its test data exists) and `python benchmarks/update_readme.py`; "
@@ -29,9 +33,10 @@ def section(md: str) -> str:
         i = md.index(f"### `{case}`")
         out += [f"**{md[i:md.index(chr(10), i)].removeprefix('### ')}**", ""]
         j = md.index("| tool", i)
+        keep = KEEP_REAL if case.startswith("tls-") else KEEP
         for line in md[j:md.index("\n\n", j)].splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            out.append("| " + " | ".join(cells[k] for k in KEEP if k < len(cells)) + " |")
+            out.append("| " + " | ".join(cells[k] for k in keep if k < len(cells)) + " |")
         out.append("")
     out.append("![median MB/s per case](benchmarks/results/chart.png)")
     return "\n".join(out)

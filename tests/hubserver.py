@@ -4,8 +4,9 @@ the "CDN", on another port and host name (``localhost`` against
 ``127.0.0.1``) that the hub redirects file downloads to.
 
 Stdlib only; both bind 127.0.0.1 and nothing else is ever contacted.
-Every request is logged (server, path, query, Authorization, Range,
-User-Agent) so tests count what each host saw.
+Every request is logged (server, method, path, query, Authorization,
+Range, User-Agent) so tests count what each host saw.  HEAD answers as GET
+without the body.
 
 Hugging Face (what huggingface_hub reads):
 
@@ -41,6 +42,7 @@ CivitAI:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
@@ -50,6 +52,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 HOST = "127.0.0.1"
+
+
+@functools.lru_cache(maxsize=256)
+def sha256_hex(data: bytes) -> str:
+    """A blob's sha256, computed once: every listing and resolve names the
+    sha256 of each LFS file, and a benchmark's are hundreds of MiB."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -62,7 +71,7 @@ def _flip(data: bytes) -> bytes:
 
 
 def lfs_pointer(data: bytes) -> bytes:
-    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
+    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256_hex(data)}\n"
             f"size {len(data)}\n").encode()
 
 
@@ -74,7 +83,7 @@ class HfRepo:
     gated_token: str | None = None  # resolve needs "Bearer <this>"
 
     def commit(self, files: dict[str, tuple[bytes, bool]], branch: str = "main") -> str:
-        sha = hashlib.sha1(repr(sorted((p, hashlib.sha256(d).hexdigest(), lfs)
+        sha = hashlib.sha1(repr(sorted((p, sha256_hex(d), lfs)
                                        for p, (d, lfs) in files.items())).encode()).hexdigest()
         self.commits[sha] = dict(files)
         self.branches[branch] = sha
@@ -103,10 +112,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def do_HEAD(self):
+        """As GET without the body (huggingface_hub asks for a file's
+        metadata this way before it downloads)."""
+        self.do_GET()
+
     def do_GET(self):
         owner: HubServer = self.server.owner  # type: ignore[attr-defined]
         split = urllib.parse.urlsplit(self.path)
-        rec = {"server": self.server.role, "path": urllib.parse.unquote(split.path), "query": split.query,  # type: ignore[attr-defined]
+        rec = {"server": self.server.role, "method": self.command,  # type: ignore[attr-defined]
+               "path": urllib.parse.unquote(split.path), "query": split.query,
                "auth": self.headers.get("Authorization"), "range": self.headers.get("Range"),
                "ua": self.headers.get("User-Agent") or "", "time": time.monotonic()}
         with owner.lock:
@@ -128,7 +143,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, str(v))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def send_json(self, status: int, doc, headers=()):
         self.send(status, json.dumps(doc).encode(), headers)
@@ -155,6 +171,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, str(v))
         self.end_headers()
+        if self.command == "HEAD":
+            return
         step = 64 * 1024
         began = time.monotonic()
         for pos in range(start, end, step):
@@ -278,7 +296,8 @@ class HubServer:
                 return h.send_json(404, {"error": "Invalid rev id"}, [
                     ("X-Error-Code", "RevisionNotFound"), ("X-Error-Message", f"Invalid rev id: {rev}")])
             siblings = [{"rfilename": p, "size": len(d),
-                         **({"lfs": {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)}} if lfs else {})}
+                         **({"lfs": {"sha256": sha256_hex(d), "size": len(d),
+                                     "pointerSize": len(lfs_pointer(d))}} if lfs else {})}
                         for p, (d, lfs) in sorted(r.commits[sha].items())]
             return h.send_json(200, {"id": repo, "sha": sha, "siblings": siblings, "private": False})
         if rest[0] == "tree" and len(rest) >= 2:
@@ -313,7 +332,7 @@ class HubServer:
                 dirs.add("/".join(parts[:i]))
             e = {"type": "file", "oid": git_blob_sha1(lfs_pointer(d) if lfs else d), "size": len(d), "path": p}
             if lfs:
-                e["lfs"] = {"oid": hashlib.sha256(d).hexdigest(), "size": len(d), "pointerSize": len(lfs_pointer(d))}
+                e["lfs"] = {"oid": sha256_hex(d), "size": len(d), "pointerSize": len(lfs_pointer(d))}
             out.append(e)
         if sub and not out:
             return None
@@ -342,7 +361,7 @@ class HubServer:
         data, lfs = r.commits[sha][fpath]
         common = [("X-Repo-Commit", sha)]
         if lfs:
-            digest = hashlib.sha256(data).hexdigest()
+            digest = sha256_hex(data)
             with self.lock:
                 self._blobs_by_sha = getattr(self, "_blobs_by_sha", {})
                 self._blobs_by_sha[digest] = data

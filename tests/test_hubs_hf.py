@@ -184,6 +184,27 @@ def test_hf_cache_is_what_huggingface_hub_reads(hub, tmp_path):
     assert (out / "config.json").read_bytes() == FILES["config.json"][0]
 
 
+def test_huggingface_hub_downloads_from_the_stand_in(hub, tmp_path):
+    """huggingface_hub itself (the benchmark's rival) reads the stand-in
+    online: siblings carry lfs.pointerSize, a file's metadata comes from a
+    HEAD, LFS files come from the CDN."""
+    import sys
+
+    repo = hub.add_repo("org/model", FILES)
+    code = ("import sys; from huggingface_hub import snapshot_download as s; "
+            "print(s('org/model', cache_dir=sys.argv[1]))")
+    env = {**os.environ, **_env(hub, tmp_path), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    snap = Path(p.stdout.strip().splitlines()[-1])
+    assert snap.name == repo.branches["main"]
+    for path, (data, _) in FILES.items():
+        assert (snap / path).read_bytes() == data
+    assert {r["method"] for r in hub.requests("hub", "/resolve/")} == {"HEAD", "GET"}
+    assert len(hub.requests("cdn", "/lfs/")) == 2  # the two LFS files, from the CDN
+
+
 def test_renamed_repo_datasets_subdir_and_globs(hub, tmp_path):
     hub.add_repo("org/data", {"train/a.json": (b"[1]", False), "train/skip/b.json": (b"[2]", False),
                               "train/c.parquet": (_data(5000, 4), True), "test/d.json": (b"[3]", False)},

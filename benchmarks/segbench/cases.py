@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,11 +44,16 @@ class Mirror:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """One tool configuration: ``tool`` is segdl, aria2c or curl."""
+    """One tool configuration: ``tool`` is segdl, aria2c, curl, curl-sync
+    (curl, then an fsync), curl-many (``curl -Z``, many URLs) or hf-snapshot
+    (huggingface_hub's ``snapshot_download``).  ``layout`` "hf-cache": the
+    tool writes a Hugging Face cache into the output folder (segdl
+    ``--hf-cache=DIR``)."""
 
     label: str
     tool: str
     args: tuple[str, ...] = ()
+    layout: str = "flat"
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ ARIA2C_SPLIT = ("-x16", "-s16", "-k1M")
 def segdl_has_input_file() -> bool:
     """True if ``segdl get --help`` offers ``-i/--input-file``."""
     try:
-        p = subprocess.run(["segdl", "get", "--help"], capture_output=True, text=True,
+        p = subprocess.run([segdl_binary(), "get", "--help"], capture_output=True, text=True,
                            timeout=60, env={**os.environ, "COLUMNS": "200"})
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -104,40 +110,61 @@ def segdl_binary() -> str:
     return str(here) if here.exists() else (shutil.which("segdl") or "segdl")
 
 
+#: huggingface_hub's snapshot_download as a user calls it (default max_workers).
+HF_SNAPSHOT = ("import sys\n"
+               "from huggingface_hub import snapshot_download\n"
+               "snapshot_download(sys.argv[1], cache_dir=sys.argv[2])\n")
+
+
 def command(spec: ToolSpec, urls: list[str], dest: Path, scratch: Path,
-            segdl_input_file: bool = False) -> list[str]:
+            segdl_input_file: bool = False, ca_cert: Path | None = None) -> list[str]:
     """The argv that makes ``spec`` download ``urls`` into ``dest``.
 
     ``scratch`` is a per-run directory for the segdl journal and the input
     files; it is deleted after the run.  Several URLs go to segdl as
-    ``-i input.txt`` when ``segdl_input_file``, else as arguments.
+    ``-i input.txt`` when ``segdl_input_file``, else as arguments.  A hub
+    reference (``hf://...``) makes segdl print its JSON lines (which files it
+    verified) instead of nothing.  ``ca_cert``: the CA bundle for TLS, passed
+    by each tool's own flag (huggingface_hub takes it from the environment).
     """
+    ca = str(ca_cert) if ca_cert else None
     if spec.tool == "segdl":
-        argv = [segdl_binary(), "get", "-d", str(dest), "-q",
-                "--journal", str(scratch / "journal.sqlite"), *spec.args]
+        hub_ref = len(urls) == 1 and urls[0].startswith("hf://")
+        where = [f"--hf-cache={dest}"] if spec.layout == "hf-cache" else ["-d", str(dest)]
+        argv = [segdl_binary(), "get", *where, "--json" if hub_ref else "-q",
+                "--journal", str(scratch / "journal.sqlite"), *(["--ca-cert", ca] if ca else []),
+                *spec.args]
         if segdl_input_file and len(urls) > 1:
             return argv + ["-i", _url_list(urls, scratch)]
         return argv + urls
     if spec.tool == "aria2c":
+        tls = [f"--ca-certificate={ca}"] if ca else []
         if len(urls) == 1:
-            return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest), urls[0]]
-        return ["aria2c", *spec.args, *ARIA2C_QUIET, "-d", str(dest),
+            return ["aria2c", *spec.args, *ARIA2C_QUIET, *tls, "-d", str(dest), urls[0]]
+        return ["aria2c", *spec.args, *ARIA2C_QUIET, *tls, "-d", str(dest),
                 "-i", _url_list(urls, scratch)]
-    if spec.tool in ("curl", "curl-sync"):
+    tls = ["--cacert", ca] if ca else []
+    if spec.tool == "curl-many":  # every URL in one curl, transfers in parallel
+        return ["curl", "-sS", "-f", "-Z", *spec.args, *tls, "--output-dir", str(dest),
+                "--remote-name-all", *urls]
+    if spec.tool in ("curl", "curl-sync"):  # curl-sync: loopback only (no CA)
         if len(urls) != 1:
             raise ValueError("curl cases download one file")
         name = urls[0].rsplit("/", 1)[1]
-        curl = ["curl", "-sS", "-f", *spec.args, "-o", str(dest / name), urls[0]]
+        curl = ["curl", "-sS", "-f", *spec.args, *tls, "-o", str(dest / name), urls[0]]
         if spec.tool == "curl":
             return curl
         # Time to durable: curl, then an fsync of its output (coreutils sync FILE).
         return ["sh", "-c", 'curl -sS -f -o "$0" "$1" && sync "$0"', str(dest / name), urls[0]]
+    if spec.tool == "hf-snapshot":
+        repo = urls[0].removeprefix("hf://")
+        return [sys.executable, "-c", HF_SNAPSHOT, repo, str(dest)]
     raise ValueError(f"unknown tool {spec.tool!r}")
 
 
 def display(argv: list[str], n_urls: int) -> str:
-    """argv as one shell line; segdl's long URL list is shortened to ``<N URLs>``."""
-    if argv[0].endswith("segdl") and n_urls > 2 and "-i" not in argv:
+    """argv as one shell line; a long URL list at its end is shortened to ``<N URLs>``."""
+    if n_urls > 2 and "-i" not in argv:
         argv = argv[:len(argv) - n_urls] + [f"<{n_urls} URLs>"]
     return shlex.join(argv)
 

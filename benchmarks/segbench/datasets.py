@@ -46,6 +46,17 @@ class Dataset:
     def url_paths(self) -> list[str]:
         return [f"/{self.name}/{n}" for n in self.names()]
 
+    # The three calls a runner makes on any dataset (reallinks.RepoDataset too).
+    def expected(self, root: Path, log=print) -> dict[str, tuple[int, str]]:
+        """Generate what is missing; ``{path in the output: (size, blake3 hex)}``."""
+        return {n: (self.size, h) for n, h in ensure(root, self, log).items()}
+
+    def missing(self, root: Path) -> int:
+        return missing_bytes(root, self)
+
+    def warm(self, root: Path) -> float:
+        return warm_cache(root, self)
+
 
 def _key(dataset: str, name: str) -> bytes:
     return blake3.blake3(f"segdl-bench/{dataset}/{name}".encode()).digest()

@@ -56,6 +56,15 @@ def _segdl_version(repo: Path) -> str:
     return f"segdl {v} ({commit}{', engine/cli modified' if dirty else ''})"
 
 
+def _package_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # noqa: BLE001 - informative only
+        return "not installed"
+
+
 def machine_info(repo: Path, data_dir: Path) -> dict:
     import pycurl
 
@@ -75,5 +84,7 @@ def machine_info(repo: Path, data_dir: Path) -> dict:
             "aria2c": _first_line(["aria2c", "--version"]),
             "curl": _first_line(["curl", "--version"]),
             "nginx": _first_line(["nginx", "-v"], stream="stderr"),
+            "huggingface_hub": _package_version("huggingface_hub"),  # the tls-hub case's rival
+            "openssl": _first_line(["openssl", "version"]),
         },
     }

@@ -11,7 +11,7 @@ import os
 import statistics
 from pathlib import Path
 
-TOOL_ORDER = ("segdl", "aria2c", "curl", "curl-sync")
+TOOL_ORDER = ("segdl", "aria2c", "curl", "curl-sync", "curl-many", "hf-snapshot")
 
 
 # --------------------------------------------------------------------------- medians
@@ -52,7 +52,14 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 first_data_done_s=_median(r["http"].get("first_data_done_s") for r in good),
                 wall_min_s=min(r["wall_s"] for r in good),
                 wall_max_s=max(r["wall_s"] for r in good),
+                connections=_median(r["http"].get("connections") for r in good),
+                range_connections=_median(r["http"].get("range_connections") for r in good),
+                range_connections_runs=[r["http"].get("range_connections") for r in good],
+                protocols=sorted({p for r in good for p in (r["http"].get("protocols") or {})}),
             )
+            verified = [r["hub_verified"] for r in good if r.get("hub_verified")]
+            if verified:  # the worst run: every file must be verified in every run
+                s["hub_verified"] = min(verified, key=lambda v: (v["lfs_sha256"], v["git_sha1"] or 0))
         out[label] = s
     _add_ratios(out)
     return out
@@ -70,6 +77,11 @@ def _add_ratios(summary: dict) -> None:
         for s in summary.values():
             w = s.get("wall_s")
             s[f"wall_vs_{base}"] = w / ref if (w and ref) else None
+    for label, s in summary.items():  # against the fastest of the other tools
+        others = [o.get("wall_s") for k, o in summary.items() if k != label and o["tool"] != s["tool"]]
+        others = [w for w in others if w]
+        w = s.get("wall_s")
+        s["wall_vs_best_other"] = w / min(others) if (w and others) else None
 
 
 # --------------------------------------------------------------------------- targets
@@ -146,20 +158,87 @@ TARGETS = (
 )
 
 
+def _range_conns(S, case: str) -> float | None:
+    """The file's range connections in segdl's runs: the count when every
+    valid run used the same, else the one farthest from 16 (never met)."""
+    runs = [n for n in ((_segdl(S[case]) or {}).get("range_connections_runs") or []) if n is not None]
+    if not runs:
+        return None
+    return runs[0] if len(set(runs)) == 1 else max(runs, key=lambda n: abs(n - 16))
+
+
+def _hub_unverified(S) -> float | None:
+    """Files segdl did not verify against the hub (LFS: sha256; git: blob sha1), worst run."""
+    v = (_segdl(S["tls-hub"]) or {}).get("hub_verified")
+    if not v:
+        return None
+    return (v["lfs_files"] - v["lfs_sha256"]) + (v["git_files"] - (v["git_sha1"] or 0))
+
+
+def _best_other(S, case: str) -> float | None:
+    return (_segdl(S[case]) or {}).get("wall_vs_best_other")
+
+
+def _x16_targets(case: str, share: float, vs_aria: float) -> tuple:
+    return (
+        (case, f"{case}: segdl -x16 >= {share:.0%} of 16 x the paced rate", share, "",
+         lambda S, M: _paced_share(S, M, case, 16), True),
+        (case, f"{case}: segdl wall <= {vs_aria:.2f}x aria2c -x16 -s16 -k1M", vs_aria, "x",
+         lambda S, M: _wall_vs(S, case, "aria2c")),
+    )
+
+
+_REAL = {"tls-h2-x16", "tls-h1-x16", "tls-h2-sleep50-x16", "tls-h1-sleep50-x16", "tls-h2-x64",
+         "tls-h2-small400", "tls-hub", "tls-1g"}
+
+#: Issue 17, the real-link cases (same shape as TARGETS; "==" as the last
+#: element: exactly the limit).
+REAL_TARGETS = (
+    *_x16_targets("tls-h2-x16", 0.93, 1.0),
+    ("tls-h2-x16", "tls-h2-x16: exactly 16 TCP connections carry the file's ranges (every segdl run)",
+     16, "", lambda S, M: _range_conns(S, "tls-h2-x16"), "=="),
+    *_x16_targets("tls-h1-x16", 0.93, 1.0),
+    ("tls-h1-x16", "tls-h1-x16: exactly 16 TCP connections carry the file's ranges (every segdl run)",
+     16, "", lambda S, M: _range_conns(S, "tls-h1-x16"), "=="),
+    *_x16_targets("tls-h2-sleep50-x16", 0.88, 0.97),
+    *_x16_targets("tls-h1-sleep50-x16", 0.88, 0.97),
+    ("tls-h2-x64", "tls-h2-x64: segdl -x64 throughput >= 3.5x aria2c -x16 (3m/s per connection)", 3.5, "x",
+     lambda S, M: _ratio(_mbps(S, "tls-h2-x64", "segdl"), _mbps(S, "tls-h2-x64", "aria2c")), True),
+    ("tls-h2-small400", "tls-h2-small400: segdl -j16 wall <= 0.8x the best of aria2c -j16 -i and curl -Z",
+     0.8, "x", lambda S, M: _best_other(S, "tls-h2-small400")),
+    ("tls-hub", "tls-hub: segdl get hf:// wall <= 0.2x snapshot_download", 0.2, "x",
+     lambda S, M: _wall_vs(S, "tls-hub", "hf-snapshot")),
+    ("tls-hub", "tls-hub: every file verified against the hub (LFS sha256, git blob sha1): files not verified",
+     0, "", lambda S, M: _hub_unverified(S)),
+    ("tls-1g", "tls-1g: segdl CPU s/GB <= curl's", 1.0, "x",
+     lambda S, M: _ratio((_segdl(S["tls-1g"]) or {}).get("cpu_s_per_gb"),
+                         _best(S, ["tls-1g"], "curl", "cpu_s_per_gb"))),
+    ("tls-1g", "tls-1g: segdl wall <= 1.1x curl", 1.1, "x", lambda S, M: _wall_vs(S, "tls-1g", "curl")),
+)
+
+
 def targets(summaries: dict[str, dict], facts: dict[str, dict] | None = None) -> list[dict]:
-    """Each issue-8 target with its value and status: met, not met, n/a (case not
-    run) or failed (no valid segdl or baseline run)."""
+    """Each issue-8 and issue-17 target with its value and status: met, not
+    met, n/a (case not run) or failed (no valid segdl or baseline run)."""
     out = []
-    for case, name, limit, unit, value_of, *at_least in TARGETS:
+    for issue, table in (("8", TARGETS), ("17", REAL_TARGETS)):
+        out += _evaluate(issue, table, summaries, facts)
+    return out
+
+
+def _evaluate(issue: str, table, summaries, facts) -> list[dict]:
+    out = []
+    for case, name, limit, unit, value_of, *how in table:
         value = value_of(summaries, facts or {}) if case in summaries else None
         if case not in summaries:
             status = "n/a"
         elif value is None:
             status = "failed (no valid run)"
         else:
-            ok = value >= limit if at_least else value <= limit
+            op = how[0] if how else "<="
+            ok = value == limit if op == "==" else (value >= limit if op is True else value <= limit)
             status = "met" if ok else "not met"
-        out.append({"target": name, "value": value, "limit": limit, "unit": unit,
+        out.append({"issue": issue, "target": name, "value": value, "limit": limit, "unit": unit,
                     "status": status})
     return out
 
@@ -203,6 +282,56 @@ def _case_table(name: str, case: dict) -> list[str]:
     return lines + [""]
 
 
+def _protocols(s: dict) -> str:
+    return " + ".join(p.replace("HTTP/2.0", "h2") for p in s.get("protocols") or ()) or "–"
+
+
+def _conns(s: dict) -> str:
+    """TCP connections: all / those that answered a 206 (a file's ranges)."""
+    if s.get("connections") is None:
+        return "–"
+    return f"{s['connections']:.0f} / {_f(s.get('range_connections'), '.0f')}"
+
+
+def _x_rate(s: dict, pace: int | None) -> str:
+    """Throughput in per-connection rates: about the connections a tool kept busy."""
+    return _f(s["mb_per_s"] * 1e6 / pace, ".1f", "x") if (pace and s.get("mb_per_s")) else "–"
+
+
+def _real_case_table(name: str, case: dict) -> list[str]:
+    """A real-link case: connections and protocols from the access logs, ratios in one run."""
+    pace = case.get("pace_bytes")
+    lines = [f"### `{name}` — {case['title']}", "",
+             f"Site: {case['mirror']}; {case['bytes'] / 1e6:,.0f} MB in {case['files']:,} file(s); "
+             f"{case['rounds']} round(s).", "",
+             "| tool | valid | wall s (median) | MB/s | x conn rate | CPU s/GB | TCP conns (all / 206) "
+             "| protocol | HTTP reqs | served/needed | 1st data s | wall vs aria2c | wall vs curl "
+             "| wall vs best other |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, s in case["summary"].items():
+        lines.append(
+            f"| {label} | {s['valid']}/{s['runs']} | {_f(s.get('wall_s'))} | "
+            f"{_f(s.get('mb_per_s'), '.0f')} | {_x_rate(s, pace)} | {_f(s.get('cpu_s_per_gb'))} | "
+            f"{_conns(s)} | {_protocols(s)} | {_f(s.get('requests'), '.0f')} | "
+            f"{_f(s.get('served_ratio'), '.3f')} | {_f(s.get('first_data_done_s'))} | "
+            f"{_f(s.get('wall_vs_aria2c'), '.2f', 'x')} | {_f(s.get('wall_vs_curl'), '.2f', 'x')} | "
+            f"{_f(s.get('wall_vs_best_other'), '.2f', 'x')} |")
+    lines += ["", "Commands:", ""]
+    lines += [f"- {label}: `{s['command']}`" for label, s in case["summary"].items()]
+    for label, s in case["summary"].items():
+        v = s.get("hub_verified")
+        if v:
+            lines.append(f"- {label} verified {v['lfs_sha256']}/{v['lfs_files']} LFS files by the hub's "
+                         f"sha256 and {_f(v['git_sha1'], '.0f')}/{v['git_files']} git files by their "
+                         "blob sha1 (worst run).")
+    lines += [f"- Note: {n}" for n in case.get("notes", ())]
+    bad = [r for r in case["runs"] if not r["ok"] or r["leftover"]]
+    for r in bad:
+        what = r.get("problem") or f"left processes behind: {r['leftover']}"
+        lines.append(f"- **Problem** ({r['label']}, round {r['round'] + 1}): {what[:400]}")
+    return lines + [""]
+
+
 def _versions(v: dict) -> str:
     """Short tool versions: "segdl 0.1.0 (abc123), aria2 1.36.0, curl 7.88.1, nginx/1.22.1"."""
     curl = " ".join(v.get("curl", "curl ?").split()[:2])
@@ -225,16 +354,24 @@ def write_markdown(path: Path, doc: dict) -> None:
              "nginx received; *1st data* = launch to the end of the first complete response "
              "larger than 1 KiB (for small10k: the first file delivered). *wall+fsync* = wall plus fsync of the outputs afterwards (segdl "
              "fdatasyncs while downloading, aria2c and curl do not).", "",
-             "## Targets", "", "| target | value | status |", "|---|---|---|"]
+             "*x conn rate* (real-link cases) = MB/s over the per-connection rate: about how "
+             "many connections' worth the tool got. *TCP conns* = distinct `$connection` in "
+             "the access log(s): all / those that answered a 206 (a file's ranges). *wall vs "
+             "best other* = wall over the fastest other tool's in the same run.", "",
+             "## Targets", "", "| issue | target | value | status |", "|---|---|---|---|"]
     for t in doc["targets"]:
-        lines.append(f"| {t['target']} | {_f(t['value'], '.2f', t['unit'])} | {t['status']} |")
+        if t["status"] == "n/a" and t.get("issue") == "17" and not doc["cases"].keys() & _REAL:
+            continue  # a loopback-only run does not list issue 17's targets
+        lines.append(f"| {t.get('issue', '8')} | {t['target']} | {_f(t['value'], '.2f', t['unit'])} "
+                     f"| {t['status']} |")
     lines += ["", "## Cases", ""]
     for note in doc.get("skipped", []):
         lines.append(f"- Skipped: {note}")
     if doc.get("skipped"):
         lines.append("")
     for name, case in doc["cases"].items():
-        lines += _case_table(name, case)
+        table = _real_case_table if case.get("kind") == "real" else _case_table
+        lines += table(name, case)
     lines += ["![median MB/s per case and tool](chart.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -257,11 +394,13 @@ def write_chart(path: Path, doc: dict) -> None:
             if vals:
                 xs.append(k + (i - (len(TOOL_ORDER) - 1) / 2) * width)
                 ys.append(max(vals))
-        bars = ax.bar(xs, ys, width, label=tool)
+        if not xs:  # not in any case of this run: no legend entry
+            continue
+        bars = ax.bar(xs, ys, width, label=tool, color=f"C{i}")  # a tool keeps its colour
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("median MB/s (10^6 B/s)")
-    title = "segdl vs aria2c vs curl (local nginx)"
+    title = "segdl vs aria2c vs curl (local nginx; tls-*: TLS, paced, hub)"
     ax.set_title(title + (" — quick run" if doc["quick"] else ""))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)

@@ -45,7 +45,7 @@ class Dispatch:
                 remote = src.remote
                 self.c.orders[a.worker].put(
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
-                          remote.expect(), self.options_for(run, remote.final_url, remote.multiplexed),
+                          remote.expect(), self.options_for(run, remote.final_url),
                           redirected=remote.redirected, max_speed=run.limit, written=self._write_probed(run, a),
                           ident=run.lock.ident if run.lock else None)
                 )
@@ -90,14 +90,12 @@ class Dispatch:
                 best, best_score = i, score
         return best
 
-    def options_for(self, run: FileRun, url: str | None = None, multiplexed: bool = False):
+    def options_for(self, run: FileRun, url: str | None = None):
         """Transfer options for a request of ``run`` to ``url``.
 
         Headers given for the URL the user named (Authorization, Cookie, and
         custom ones such as X-Api-Key) are not sent to another origin that a
-        redirect led to, unless --location-trusted.
-        ``multiplexed``: the probe saw HTTP/2, so new transfers wait to share
-        a connection."""
+        redirect led to, unless --location-trusted."""
         req = run.request
         headers = self.c.options.headers + tuple(req.headers)
         trusted = self.c.options.location_trusted
@@ -109,9 +107,9 @@ class Dispatch:
         if url is not None and not trusted and not same_origin(url, req.url, *req.mirrors):
             headers = ()  # not one header: a custom one may carry a key as Authorization does
         if (headers == self.c.options.headers and trusted == self.c.options.location_trusted
-                and not multiplexed and not req.hub):
+                and not req.hub):
             return self.c.options
-        return replace(self.c.options, headers=headers, pipewait=multiplexed, hub=req.hub, location_trusted=trusted)
+        return replace(self.c.options, headers=headers, hub=req.hub, location_trusted=trusted)
 
     def _token(self, credential: str) -> str | None:
         """The Authorization header a credential name stands for, read from

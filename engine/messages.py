@@ -37,12 +37,6 @@ class TransferOptions:
     ca_cert: str | None = None
     max_redirects: int = 10
     user_agent: str = "segdl/0.1"
-    # Wait for a connection that is being opened to see whether it can
-    # carry this transfer too (HTTP/2).  Only for servers known to
-    # multiplex: libcurl holds a waiting transfer until another one
-    # *finishes*, so on HTTP/1.1 all but one connection would sit idle for
-    # the whole first request.
-    pipewait: bool = False
     # The model hub a request goes to ("hf", "civitai"; "" for none): its
     # error answers are read for what they say (engine/hubs/errors.py).
     hub: str = ""

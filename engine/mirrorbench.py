@@ -227,7 +227,6 @@ def measure_throughput(
     else:
         plan = [(0, total if total > 0 else None)]
     expect = remote.expect()
-    options = replace(options, pipewait=remote.multiplexed)  # as get does
     driver = MultiDriver()  # no disk: bytes are counted, not kept
     t0 = time.perf_counter()
     deadline = t0 + timeout

@@ -53,6 +53,35 @@ _TRANSIENT_CODES = {
 _USAGE_CODES = {pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL}
 
 
+# ------------------------------------------------------ connection policy
+#
+# ``-x N`` means N TCP connections, whatever protocol the server offers.
+# libcurl multiplexes every transfer to a host over one HTTP/2 connection
+# by default (CURLMOPT_PIPELINING = CURLPIPE_MULTIPLEX): the 16 ranges of
+# a file would share one congestion window and one per-connection cap (a
+# CDN's, or a far server's window / RTT).  So no multi handle of segdl
+# multiplexes: a transfer (a probe, a range) has a connection of its own,
+# reused by the next transfer when it ends; HTTP/2 is still negotiated and
+# used, one stream per connection.  Each multi's handles share TLS
+# sessions and DNS answers (CURLSH), so a further connection to a known
+# host resumes its TLS session instead of a full handshake.
+
+
+def _new_multi() -> tuple[pycurl.CurlMulti, pycurl.CurlShare]:
+    multi = pycurl.CurlMulti()
+    multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_NOTHING)
+    share = pycurl.CurlShare()
+    share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
+    share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
+    return multi, share
+
+
+def _new_handle(share: pycurl.CurlShare) -> pycurl.Curl:
+    c = pycurl.Curl()
+    c.setopt(pycurl.SHARE, share)
+    return c
+
+
 def curl_error(code: int, message: str, *, stall_timeout: float | None = None) -> SegdlError:
     """Translate a libcurl failure into segdl's error tree."""
     text = message or f"libcurl error {code}"
@@ -104,9 +133,8 @@ def _configure(c: pycurl.Curl, url: str, options: TransferOptions) -> None:
         c.setopt(pycurl.CAINFO, options.ca_cert)
     c.setopt(pycurl.BUFFERSIZE, options.buffer_size)
     c.setopt(pycurl.TCP_KEEPALIVE, 1)
-    # HTTP/2: a transfer started while the first connection is still
-    # negotiating waits to be multiplexed on it instead of opening another.
-    c.setopt(pycurl.PIPEWAIT, 1 if options.pipewait else 0)
+    # Never wait to share a connection (see "connection policy" above).
+    c.setopt(pycurl.PIPEWAIT, 0)
     if options.recv_buffer:
         c.setopt(pycurl.SOCKOPTFUNCTION, _rcvbuf_setter(options.recv_buffer))
     else:
@@ -245,7 +273,7 @@ class Prober:
     def __init__(self) -> None:
         import threading
 
-        self.multi = pycurl.CurlMulti()
+        self.multi, self.share = _new_multi()
         self._busy = threading.Lock()
         self._closing = False
 
@@ -292,7 +320,7 @@ class Prober:
             while todo or active:
                 while todo and len(active) < concurrency:
                     url = todo.pop(0)
-                    c = pycurl.Curl()
+                    c = _new_handle(self.share)
                     opts = (per_url or {}).get(url, options)
                     p = _Probe(url, c, PROBE_DATA if url in with_data else 1, hub=opts.hub, options=opts)
                     try:
@@ -552,7 +580,7 @@ class MultiDriver:
         """``disk`` None: bytes are counted and dropped (``segdl bench``)."""
         self.gate = gate
         self.disk = disk
-        self.multi = pycurl.CurlMulti()
+        self.multi, self.share = _new_multi()
         self.idle: list[pycurl.Curl] = []
         self.transfers: dict[int, Transfer] = {}
         self._by_curl: dict[pycurl.Curl, Transfer] = {}
@@ -572,7 +600,7 @@ class MultiDriver:
         to the writer's books (to be synced and hashed); if they cover the
         segment, it is done without a request (the Outcome is returned),
         else a request goes out for the rest."""
-        c = self.idle.pop() if self.idle else pycurl.Curl()
+        c = self.idle.pop() if self.idle else _new_handle(self.share)
         t = Transfer(fetch, handle, c, fetch.position, fetch.end, fetch.end, gate=self.gate, disk=self.disk)
         if fetch.written and fetch.end is not None and self.disk is not None:
             n = min(fetch.written, fetch.end - fetch.position)

@@ -171,15 +171,28 @@ def test_insecure_skips_verification(https_nginx, nginx_root, tmp_path, journal)
 # ------------------------------------------------------------------- HTTP/2
 
 
-def test_http2_ranges_are_multiplexed(test_ca, tls_root, tmp_path, journal):
+def _peak_connections(entries: list[dict]) -> int:
+    """Most distinct connections serving a request at one instant."""
+    marks = []
+    for e in entries:
+        marks += [(e["msec"] - e["request_time"], 1, e["connection"]), (e["msec"], -1, e["connection"])]
+    busy: collections.Counter = collections.Counter()
+    peak = 0
+    for _, step, conn in sorted(marks, key=lambda m: (m[0], m[1])):
+        busy[conn] += step
+        peak = max(peak, sum(1 for n in busy.values() if n > 0))
+    return peak
+
+
+def _h2_get(tls_root, test_ca, tmp_path, journal, *args) -> list[dict]:
     # Every request waits 100 ms in nginx (echo module) before its body, so
-    # streams sharing a connection overlap by far more than the log's 1 ms
+    # requests in flight at once overlap by far more than the log's 1 ms
     # resolution; without it a 4 MiB chunk is over in a few ms on loopback.
     sleep_ms = 100 if os.path.exists(ECHO_MODULE) else None
     srv = _start(tls_root, test_ca, http2=True, echo_sleep_ms=sleep_ms)
     try:
         out = tmp_path / "out"
-        p = run_segdl(["get", srv.url(MID), "-d", out, "--json", "-x", "8",
+        p = run_segdl(["get", srv.url(MID), "-d", out, "--json", *args,
                        "--ca-cert", test_ca.ca_cert], journal)
         assert p.returncode == 0, p.stderr
         [line] = json_lines(p)
@@ -187,16 +200,27 @@ def test_http2_ranges_are_multiplexed(test_ca, tls_root, tmp_path, journal):
         entries = srv.access_log_entries(wait_for=6)
     finally:
         srv.stop()
-    assert entries and {e["protocol"] for e in entries} == {"HTTP/2.0"}
+    assert entries and {e["protocol"] for e in entries} == {"HTTP/2.0"}  # h2 is still spoken
+    return entries
+
+
+def test_http2_ranges_get_a_connection_each(test_ca, tls_root, tmp_path, journal):
+    """-x N means N TCP connections over HTTP/2 too: libcurl would put all
+    of a file's ranges on one connection per worker as streams, sharing
+    one window and one per-connection cap."""
+    entries = _h2_get(tls_root, test_ca, tmp_path, journal, "-x", "4")
     ranged = [e for e in entries if e["path"] == "/" + MID and e["status"] == 206
               and not is_probe(e["range"])]
-    assert len(ranged) >= 5  # 40 MiB in >= 8 MiB segments, each in <= 16 MiB chunks
-    conns = collections.Counter(e["connection"] for e in ranged)
-    assert len(conns) < len(ranged), conns
-    # Fewer connections than requests also happens with HTTP/1.1 keep-alive;
-    # streams overlapping in time on one connection only with multiplexing.
-    if sleep_ms:
-        assert _concurrent_streams(ranged) >= 1, ranged
+    assert len(ranged) >= 4, ranged
+    assert _concurrent_streams(ranged) == 0, ranged  # no two ranges on one connection at once
+    # 4 segments on 2 workers: 4 connections at once (multiplexed: 2, one a worker).
+    assert _peak_connections(ranged) == 4, ranged
+
+
+def test_per_host_cap_counts_tcp_connections_over_http2(test_ca, tls_root, tmp_path, journal):
+    entries = _h2_get(tls_root, test_ca, tmp_path, journal, "-x", "4", "--max-connections-per-host", "3")
+    assert _concurrent_streams(entries) == 0, entries
+    assert 2 <= _peak_connections(entries) <= 3, entries
 
 
 class HandshakeDelayProxy:
@@ -255,9 +279,10 @@ class HandshakeDelayProxy:
             t.join(2)
 
 
-def test_http2_simultaneous_segments_share_one_connection(h2_nginx, test_ca, tls_root, tmp_path, journal):
+def test_http2_simultaneous_segments_do_not_wait_for_one_connection(h2_nginx, test_ca, tls_root, tmp_path, journal):
     # A slow handshake makes the race deterministic: every segment starts
-    # while the worker's first connection is still negotiating.
+    # while the worker's first connection is still negotiating, and still
+    # opens a connection of its own instead of waiting to share that one.
     proxy = HandshakeDelayProxy(h2_nginx.port, delay=0.5)
     try:
         h2_nginx.reset_access_log()
@@ -271,7 +296,8 @@ def test_http2_simultaneous_segments_share_one_connection(h2_nginx, test_ca, tls
     ranged = _segment_requests(h2_nginx, MID, wait_for=5)
     assert {e["protocol"] for e in ranged} == {"HTTP/2.0"}
     conns = collections.Counter(e["connection"] for e in ranged)
-    assert len(conns) == 1, conns  # one worker, one multi handle: one h2 connection
+    assert _concurrent_streams(ranged) == 0, ranged
+    assert len(conns) >= 4, conns  # one worker, yet a connection per segment
 
 
 def test_http2_big_file_default_settings(h2_nginx, test_ca, nginx_root, tmp_path, journal):

@@ -83,6 +83,12 @@ class FileRun:
     # The sha256 the server publishes for this download (not the user's
     # expectation: never journaled as one, learnt again by every probe).
     published_sha256: str | None = None
+    # The network side of this run: (worker, connection id) pairs that
+    # carried its ranges, protocols spoken, connect and TLS seconds.
+    conns: set = field(default_factory=set)
+    protocols: set = field(default_factory=set)
+    connect_s: float = 0.0
+    tls_s: float = 0.0
     updating: bool = False  # its final file is segdl's and out of date: replace it
 
     def move(self, state: str) -> None:

@@ -154,6 +154,8 @@ class Finishing:
             d.blake3 if d else None, d.sha256 if d else None,
             error.message if error else None, error.exit_code if error else 0,
             round(time.monotonic() - run.started, 3), run.received,
+            len(run.conns), ",".join(sorted(p for p in run.protocols if p)) or None,
+            round(run.connect_s * 1000, 1), round(run.tls_s * 1000, 1),
         )
         self.retire(run)
         self.c.on_result(run.job.results[run.index])

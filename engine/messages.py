@@ -164,6 +164,20 @@ class Shrunk:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkStats:
+    """How a segment's requests went over the network: the connections
+    that carried them (libcurl's ids, unique within one worker), the HTTP
+    version of the last one, and the seconds spent in TCP connects and TLS
+    handshakes of the connections it opened."""
+
+    connections: frozenset[int] = frozenset()
+    protocol: str = ""
+    connect: float = 0.0
+    tls: float = 0.0
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """A segment's transfer ended.  ``position`` is durable.
 
@@ -179,6 +193,7 @@ class Finished:
     error: SegdlError | None = None
     total: int | None = None
     final_url: str | None = None
+    link: LinkStats | None = None
 
 
 @dataclass(frozen=True, slots=True)

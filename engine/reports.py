@@ -134,6 +134,11 @@ class Reports:
             self.c.restarts.restart_drained()
             return
         run = self.c.runs[st.file]
+        if ev.link is not None and ev.link.requests:
+            run.conns.update((ev.worker, conn) for conn in ev.link.connections)
+            run.protocols.add(ev.link.protocol)
+            run.connect_s += ev.link.connect
+            run.tls_s += ev.link.tls
         i = run.source_of.pop(ev.segment, None)
         if i is not None:
             src = run.sources[i]

@@ -22,6 +22,13 @@ class FileResult:
     exit_code: int = EXIT_OK
     seconds: float = 0.0
     downloaded: int = 0  # bytes taken off the wire in this run
+    # How its ranges travelled in this run (not counting the probe): TCP
+    # connections that carried them, the HTTP versions spoken, and the
+    # milliseconds spent opening those connections (TCP, then TLS).
+    connections: int = 0
+    protocol: str | None = None
+    connect_ms: float = 0.0
+    tls_ms: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)

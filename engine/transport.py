@@ -28,7 +28,7 @@ from .errors import (
     UsageError,
 )
 from .http import RemoteInfo, ResponseHead, check_response, remote_from_probe, status_error
-from .messages import Fetch, TransferOptions
+from .messages import Fetch, LinkStats, TransferOptions
 from .naming import redirect_headers
 from .ranges import range_spec
 
@@ -74,6 +74,27 @@ def _new_multi() -> tuple[pycurl.CurlMulti, pycurl.CurlShare]:
     share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
     share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)
     return multi, share
+
+
+_PROTOCOLS = {pycurl.CURL_HTTP_VERSION_1_0: "HTTP/1.0", pycurl.CURL_HTTP_VERSION_1_1: "HTTP/1.1",
+              pycurl.CURL_HTTP_VERSION_2_0: "HTTP/2", getattr(pycurl, "CURL_HTTP_VERSION_3", 30): "HTTP/3"}
+
+
+def link_after(c: pycurl.Curl, before: LinkStats) -> LinkStats:
+    """``before`` plus the request ``c`` just made: its connection, its
+    protocol, and the connect and TLS time of a connection it opened."""
+    try:
+        conn = c.getinfo(pycurl.CONN_ID)
+        protocol = _PROTOCOLS.get(c.getinfo(pycurl.INFO_HTTP_VERSION), before.protocol)
+        connect = tls = 0.0
+        if c.getinfo(pycurl.NUM_CONNECTS):
+            lookup, tcp, app = (c.getinfo(pycurl.NAMELOOKUP_TIME), c.getinfo(pycurl.CONNECT_TIME),
+                                c.getinfo(pycurl.APPCONNECT_TIME))
+            connect, tls = max(0.0, tcp - lookup), max(0.0, app - tcp) if app else 0.0
+    except pycurl.error:
+        return before
+    conns = before.connections if conn < 0 or conn in before.connections else before.connections | {conn}
+    return LinkStats(conns, protocol, before.connect + connect, before.tls + tls, before.requests + 1)
 
 
 def _new_handle(share: pycurl.CurlShare) -> pycurl.Curl:
@@ -470,6 +491,7 @@ class Transfer:
     disk: "DiskSide | None" = None  # where staged bytes go (see staging.py)
     stage: "Stage | None" = None  # the buffer being filled
     stage_at: float = 0.0  # when it was taken
+    link: LinkStats = field(default_factory=LinkStats)  # its requests so far
 
     def refill(self, now: float) -> float:
         cap = max(2 * LIMITED_BUFFER, self.max_speed * 0.25)
@@ -780,6 +802,7 @@ class MultiDriver:
         return out
 
     def _finish(self, t: Transfer, code: int, msg: str) -> Outcome | None:
+        t.link = link_after(t.curl, t.link)
         if (code == 0 and t.error is None and t.checked and t.end is not None
                 and t.requested_end is not None and t.position == t.requested_end < t.end):
             # A chunk is complete and the segment goes on: next request, same connection.

@@ -132,7 +132,7 @@ class _Worker:
         elif isinstance(order, Cancel):
             t = self.driver.cancel(order.segment)
             if t is not None:
-                self.finish(t, Finished(self.index, t.segment, t.position, "cancelled"))
+                self.finish(t, Finished(self.index, t.segment, t.position, "cancelled", link=t.link))
         elif isinstance(order, Track):
             self.disk.hasher.track(order.file, order.path, order.size, order.sha256, order.on_disk)
         elif isinstance(order, Digest):
@@ -149,7 +149,7 @@ class _Worker:
         elif isinstance(order, Stop):
             for seg in list(self.driver.transfers):
                 t = self.driver.cancel(seg)
-                self.finish(t, Finished(self.index, t.segment, t.position, "cancelled"))
+                self.finish(t, Finished(self.index, t.segment, t.position, "cancelled", link=t.link))
             self.disk.flush()
             return False
         return True
@@ -183,7 +183,7 @@ class _Worker:
             for oc in self.driver.step(0.01) if self.driver.transfers else ():
                 t = oc.transfer
                 self.finish(t, Finished(self.index, t.segment, t.position, oc.outcome, oc.error,
-                                        total=oc.total, final_url=oc.final_url))
+                                        total=oc.total, final_url=oc.final_url, link=t.link))
             now = time.monotonic()
             if now - last_ckpt >= s.checkpoint_seconds:
                 # A slow connection's partly filled buffer goes out too, so

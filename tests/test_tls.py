@@ -184,7 +184,7 @@ def _peak_connections(entries: list[dict]) -> int:
     return peak
 
 
-def _h2_get(tls_root, test_ca, tmp_path, journal, *args) -> list[dict]:
+def _h2_get(tls_root, test_ca, tmp_path, journal, *args) -> tuple[list[dict], dict]:
     # Every request waits 100 ms in nginx (echo module) before its body, so
     # requests in flight at once overlap by far more than the log's 1 ms
     # resolution; without it a 4 MiB chunk is over in a few ms on loopback.
@@ -201,24 +201,28 @@ def _h2_get(tls_root, test_ca, tmp_path, journal, *args) -> list[dict]:
     finally:
         srv.stop()
     assert entries and {e["protocol"] for e in entries} == {"HTTP/2.0"}  # h2 is still spoken
-    return entries
+    return entries, line
 
 
 def test_http2_ranges_get_a_connection_each(test_ca, tls_root, tmp_path, journal):
     """-x N means N TCP connections over HTTP/2 too: libcurl would put all
     of a file's ranges on one connection per worker as streams, sharing
     one window and one per-connection cap."""
-    entries = _h2_get(tls_root, test_ca, tmp_path, journal, "-x", "4")
+    entries, line = _h2_get(tls_root, test_ca, tmp_path, journal, "-x", "4")
     ranged = [e for e in entries if e["path"] == "/" + MID and e["status"] == 206
               and not is_probe(e["range"])]
     assert len(ranged) >= 4, ranged
     assert _concurrent_streams(ranged) == 0, ranged  # no two ranges on one connection at once
     # 4 segments on 2 workers: 4 connections at once (multiplexed: 2, one a worker).
     assert _peak_connections(ranged) == 4, ranged
+    # --json says how its ranges travelled, as the server saw it.
+    assert line["protocol"] == "HTTP/2"
+    assert line["connections"] == len({e["connection"] for e in ranged})
+    assert line["tls_ms"] > 0 and line["connect_ms"] >= 0
 
 
 def test_per_host_cap_counts_tcp_connections_over_http2(test_ca, tls_root, tmp_path, journal):
-    entries = _h2_get(tls_root, test_ca, tmp_path, journal, "-x", "4", "--max-connections-per-host", "3")
+    entries, _ = _h2_get(tls_root, test_ca, tmp_path, journal, "-x", "4", "--max-connections-per-host", "3")
     assert _concurrent_streams(entries) == 0, entries
     assert 2 <= _peak_connections(entries) <= 3, entries
 

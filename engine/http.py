@@ -59,7 +59,6 @@ class ResponseHead:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     redirects: int = 0  # 3xx responses seen before this one
-    version: str = ""  # protocol of the status line: "HTTP/1.1", "HTTP/2", ...
     # X-Linked-ETag of any response in the chain: a hub (Hugging Face) puts
     # the file's sha256 there on the answer that redirects to its CDN.
     linked_etag: str | None = None
@@ -72,7 +71,6 @@ class ResponseHead:
             if 300 <= self.status < 400:
                 self.redirects += 1
             self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            self.version = parts[0]
             self.headers = {}  # a new response (redirect, 100-continue) starts over
         elif ":" in text:
             name, _, value = text.partition(":")
@@ -200,8 +198,6 @@ class RemoteInfo:
     last_modified: str | None
     filename: str | None  # from Content-Disposition, not yet sanitised
     redirected: bool = False
-    # The server spoke HTTP/2 or later: ranges can share one connection.
-    multiplexed: bool = False
     sha256: str | None = None  # published by the server (see published_sha256)
     # The first bytes of the file, when the probe asked for them and got
     # them whole: the probe was also the first request for its data.
@@ -287,7 +283,6 @@ def remote_from_probe(url: str, final_url: str, head: ResponseHead, body: bytes 
         last_modified=head.get("last-modified"),
         filename=filename_from_disposition(head.get("content-disposition")),
         redirected=redirected,
-        multiplexed=head.version in ("HTTP/2", "HTTP/3"),
         sha256=published_sha256(head),
         first_bytes=first,
     )

@@ -274,11 +274,16 @@ def _case_table(name: str, case: dict) -> list[str]:
             f"{_f(s.get('wall_vs_curl'), '.2f', 'x')} |")
     lines += ["", "Commands:", ""]
     lines += [f"- {label}: `{s['command']}`" for label, s in case["summary"].items()]
-    lines += [f"- Note: {n}" for n in case.get("notes", ())]
-    bad = [r for r in case["runs"] if not r["ok"] or r["leftover"]]
-    for r in bad:
-        what = r.get("problem") or f"left processes behind: {r['leftover']}"
-        lines.append(f"- **Problem** ({r['label']}, round {r['round'] + 1}): {what[:400]}")
+    return lines + _notes_and_problems(case)
+
+
+def _notes_and_problems(case: dict) -> list[str]:
+    """A case table's last lines: its notes, then every run that failed a check."""
+    lines = [f"- Note: {n}" for n in case.get("notes", ())]
+    for r in case["runs"]:
+        if not r["ok"] or r["leftover"]:
+            what = r.get("problem") or f"left processes behind: {r['leftover']}"
+            lines.append(f"- **Problem** ({r['label']}, round {r['round'] + 1}): {what[:400]}")
     return lines + [""]
 
 
@@ -324,12 +329,7 @@ def _real_case_table(name: str, case: dict) -> list[str]:
             lines.append(f"- {label} verified {v['lfs_sha256']}/{v['lfs_files']} LFS files by the hub's "
                          f"sha256 and {_f(v['git_sha1'], '.0f')}/{v['git_files']} git files by their "
                          "blob sha1 (worst run).")
-    lines += [f"- Note: {n}" for n in case.get("notes", ())]
-    bad = [r for r in case["runs"] if not r["ok"] or r["leftover"]]
-    for r in bad:
-        what = r.get("problem") or f"left processes behind: {r['leftover']}"
-        lines.append(f"- **Problem** ({r['label']}, round {r['round'] + 1}): {what[:400]}")
-    return lines + [""]
+    return lines + _notes_and_problems(case)
 
 
 def _versions(v: dict) -> str:

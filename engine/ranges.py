@@ -205,6 +205,55 @@ def choose_split(
     return None if at is None else (best.key, at)
 
 
+# ------------------------------------------------------- requests of a segment
+
+#: A segment is fetched as a series of requests on one connection.  The
+#: first asks for CHUNK_FIRST bytes; later ones for what the connection
+#: moves in CHUNK_SECONDS, within [CHUNK_MIN, CHUNK_MAX].  Long requests
+#: amortise the per-request latency of slow servers; bounded ones let a
+#: tail split take over the rest of a range without cutting a connection.
+CHUNK_FIRST = 16 * MiB
+CHUNK_MIN = 4 * MiB
+CHUNK_MAX = 256 * MiB
+CHUNK_SECONDS = 2.0
+#: A request lasts at least this many times its connection's latency (the
+#: wait before an answer's first byte), so the round trips between
+#: requests cost at most about 1% of the connection's time.
+CHUNK_LATENCIES = 100
+#: A running request is only cut short by a split when its connection
+#: would need longer than this to finish it.
+CUT_AFTER_SECONDS = 3.0
+
+
+def chunk_size(remaining: int, rate: float, latency: float = 0.0) -> int:
+    """Bytes to ask for next from a segment with ``remaining`` bytes left,
+    on a connection that moves ``rate`` bytes/s (0: not known yet) and
+    answers each request after ``latency`` seconds.
+
+    What the connection moves in :data:`CHUNK_SECONDS` (:data:`CHUNK_FIRST`
+    while its rate is unknown), but at least :data:`CHUNK_LATENCIES`
+    latencies' worth, and at most half of what is left, so the next split
+    point (the middle of the rest) falls on a request boundary, unless
+    that would make requests short enough for latency to show.  Never a
+    runt below :data:`CHUNK_MIN` at the end.
+    """
+    floor = int(rate * latency * CHUNK_LATENCIES)
+    size = int(rate * CHUNK_SECONDS) if rate else CHUNK_FIRST
+    size = min(CHUNK_MAX, max(size, floor), max(remaining // 2, floor))
+    size = max(CHUNK_MIN, size)
+    if remaining - size < max(CHUNK_MIN, floor // 2):
+        size = remaining
+    return min(size, remaining)
+
+
+def cut_pays(left: int, rate: float) -> bool:
+    """Whether cutting a running request short for a split is worth it:
+    only for a connection known to need longer than
+    :data:`CUT_AFTER_SECONDS` for the ``left`` bytes of its range (a cut
+    throws away what is in flight; an unknown rate is never cut)."""
+    return bool(rate) and left / rate >= CUT_AFTER_SECONDS
+
+
 def covers_exactly(ranges: list[ByteRange], size: int) -> bool:
     """True when ``ranges`` tile ``[0, size)`` with no gap and no overlap."""
     pos = 0

@@ -27,10 +27,10 @@ from .errors import (
     TransientError,
     UsageError,
 )
-from .http import RemoteInfo, ResponseHead, check_response, remote_from_probe, status_error
+from .http import RemoteInfo, ResponseHead, check_response, parse_content_range, remote_from_probe, status_error
 from .messages import Fetch, LinkStats, TransferOptions
 from .naming import redirect_headers
-from .ranges import range_spec
+from .ranges import chunk_size, cut_pays, range_spec
 
 from .staging import ALIGN
 
@@ -222,6 +222,12 @@ PROBE_DATA = 1024 * 1024
 #: hold up the other probes of its batch): what arrived by then is kept as
 #: the file's first bytes, the rest is fetched by a worker.
 PROBE_DATA_SECONDS = 0.5
+#: ... and not at all for a file this large: it is fetched by a worker's
+#: connections anyway, which should not wait for the probe's body (at
+#: 5 MiB/s per connection, 1 MiB is 0.2 s of all of them idle).  The rest
+#: of the probe's answer is thrown away, at most PROBE_DATA: under 1% of
+#: such a file.
+PROBE_BIG = 100 * PROBE_DATA
 
 
 @dataclass(slots=True)
@@ -238,16 +244,19 @@ class _Probe:
     error_body: bytearray = field(default_factory=bytearray)
     options: TransferOptions | None = None
     hops: int = 0  # redirects followed here (not by libcurl)
+    big: bool = False  # the file is at least PROBE_BIG: its body is not waited for
 
     def on_header(self, line: bytes) -> None:
         self.head.feed(line)
         if line in (b"\r\n", b"\n") and self.head.status == 206:
             self.head_at = time.monotonic()  # its headers are complete
+            cr = parse_content_range(self.head.get("content-range"))
+            self.big = cr is not None and cr.total is not None and cr.total >= PROBE_BIG
 
     def body_overdue(self, now: float) -> bool:
         if self.asked <= 1 or not self.head_at:
             return False
-        return now - (self.body_began or self.head_at) > PROBE_DATA_SECONDS
+        return self.big or now - (self.body_began or self.head_at) > PROBE_DATA_SECONDS
 
     def on_write(self, data: bytes):
         if 300 <= self.head.status < 400:
@@ -425,18 +434,6 @@ def _probe_result(p: _Probe) -> RemoteInfo | SegdlError:
 
 # -------------------------------------------------------------- transfers
 
-# A segment is fetched as a series of requests on one connection.  The first
-# asks for CHUNK_FIRST bytes; later ones for what the connection moves in
-# CHUNK_SECONDS, within [CHUNK_MIN, CHUNK_MAX].  Long requests amortise the
-# per-request latency of slow servers; bounded ones let a tail split take
-# over the rest of a range without cutting a connection.
-CHUNK_FIRST = 16 * 1024 * 1024
-CHUNK_MIN = 4 * 1024 * 1024
-CHUNK_MAX = 256 * 1024 * 1024
-CHUNK_SECONDS = 2.0
-# A running request is only cut short by a split when its connection would
-# need longer than this to finish it.
-CUT_AFTER_SECONDS = 3.0
 # Receive buffer of a speed-capped connection (see MultiDriver._issue).
 LIMITED_BUFFER = 64 * 1024
 
@@ -476,7 +473,8 @@ class Transfer:
     requested_end: int | None  # end of the HTTP request in progress (a chunk)
     request_start: int = 0
     request_began: float = 0.0
-    rate: float = 0.0  # bytes/s over the last chunk
+    rate: float = 0.0  # bytes/s of its connection over its last request
+    latency: float = 0.0  # seconds from its connection's last request to that answer's first byte
     head: ResponseHead = field(default_factory=ResponseHead)
     checked: bool = False
     reached_end: bool = False
@@ -606,6 +604,9 @@ class MultiDriver:
         self.idle: list[pycurl.Curl] = []
         self.transfers: dict[int, Transfer] = {}
         self._by_curl: dict[pycurl.Curl, Transfer] = {}
+        # What each handle's connection showed on its last request: its
+        # rate and latency, the sizes of a next segment's requests on it.
+        self._pace: dict[pycurl.Curl, tuple[str, float, float]] = {}  # (origin, rate, latency)
 
     def close(self) -> None:
         for t in list(self.transfers.values()):
@@ -613,6 +614,7 @@ class MultiDriver:
         for c in self.idle:
             c.close()
         self.idle.clear()
+        self._pace.clear()
         self.multi.close()
 
     # ------------------------------------------------------------ control
@@ -624,6 +626,9 @@ class MultiDriver:
         else a request goes out for the rest."""
         c = self.idle.pop() if self.idle else _new_handle(self.share)
         t = Transfer(fetch, handle, c, fetch.position, fetch.end, fetch.end, gate=self.gate, disk=self.disk)
+        origin, rate, latency = self._pace.get(c, ("", 0.0, 0.0))
+        if origin and origin == _origin(fetch.url):
+            t.rate, t.latency = rate, latency
         if fetch.written and fetch.end is not None and self.disk is not None:
             n = min(fetch.written, fetch.end - fetch.position)
             t.position += n
@@ -657,15 +662,7 @@ class MultiDriver:
                 t.requested_end = None
                 c.setopt(pycurl.RANGE, f"{t.position}-")
             else:
-                remaining = t.end - t.position
-                size = CHUNK_FIRST if not t.rate else int(t.rate * CHUNK_SECONDS)
-                # At most half of what is left: the next split point (the
-                # middle of the rest) then falls on a request boundary.
-                size = min(CHUNK_MAX, size, remaining // 2)
-                size = max(CHUNK_MIN, size)
-                if remaining - size < CHUNK_MIN:
-                    size = remaining  # no runt request at the end
-                t.requested_end = t.position + size
+                t.requested_end = t.position + chunk_size(t.end - t.position, t.rate, t.latency)
                 c.setopt(pycurl.RANGE, range_spec(t.position, t.requested_end))
         else:
             t.requested_end = t.end
@@ -699,7 +696,7 @@ class MultiDriver:
                 # not cut (its bytes in flight would be fetched twice).
                 elapsed = time.monotonic() - t.request_began
                 rate = (t.position - t.request_start) / elapsed if elapsed > 0.2 else t.rate
-                if not rate or (t.end - t.position) / rate < CUT_AFTER_SECONDS:
+                if not cut_pays(t.end - t.position, rate):
                     return None
         if new_end >= t.end:
             return None
@@ -740,6 +737,7 @@ class MultiDriver:
         if len(self.idle) < 256:
             self.idle.append(t.curl)
         else:
+            self._pace.pop(t.curl, None)
             t.curl.close()
 
     def unpause(self) -> None:
@@ -803,12 +801,11 @@ class MultiDriver:
 
     def _finish(self, t: Transfer, code: int, msg: str) -> Outcome | None:
         t.link = link_after(t.curl, t.link)
+        if code == 0 and t.error is None and t.checked:
+            self._measure(t)
         if (code == 0 and t.error is None and t.checked and t.end is not None
                 and t.requested_end is not None and t.position == t.requested_end < t.end):
             # A chunk is complete and the segment goes on: next request, same connection.
-            elapsed = time.monotonic() - t.request_began
-            if elapsed > 0:
-                t.rate = (t.position - t.request_start) / elapsed
             self.multi.remove_handle(t.curl)
             self._issue(t)
             return None
@@ -837,6 +834,23 @@ class MultiDriver:
             t, "error",
             TransientError(f"connection closed early at byte {t.position} of [{t.fetch.position}, {t.end})"),
         )
+
+
+    def _measure(self, t: Transfer) -> None:
+        """Note the rate and latency of ``t``'s connection over the request
+        that just ended (a short one says little about the rate)."""
+        c = t.curl
+        latency = max(0.0, c.getinfo(pycurl.STARTTRANSFER_TIME) - c.getinfo(pycurl.PRETRANSFER_TIME))
+        elapsed = time.monotonic() - t.request_began
+        moved = t.position - t.request_start
+        if elapsed > 0 and moved >= 256 * 1024:
+            t.rate = moved / elapsed
+        t.latency = latency
+        self._pace[c] = (_origin(t.fetch.url), t.rate, t.latency)
+
+
+def _origin(url: str) -> str:
+    return url.split("/", 3)[2] if "://" in url else ""
 
 
 def _discard(data):

@@ -247,6 +247,7 @@ _LOG_FIELDS = (
     ("completion", "$request_completion"),
     ("if_range", "$http_if_range"),
     ("protocol", "$server_protocol"),
+    ("ssl_reused", "$ssl_session_reused"),
 )
 _LOG_INTS = {"status", "bytes_sent", "body_bytes_sent", "connection", "connection_requests"}
 _LOG_FLOATS = {"msec", "request_time"}
@@ -286,7 +287,8 @@ class Nginx:
                      Range/HEAD/keep-alive/limit_rate behave as without it.
     ``sndbuf``       ``listen ... sndbuf=<value>`` (e.g. ``"64k"``).
     ``tls``          ``(cert_path, key_path)``: serve HTTPS (``listen ... ssl``
-                     with ``ssl_certificate``/``ssl_certificate_key``);
+                     with ``ssl_certificate``/``ssl_certificate_key`` and a
+                     session cache, so clients can resume sessions);
                      ``url()``/``base_url`` then use ``https://``.
     ``http2``        also negotiate HTTP/2 (``listen ... ssl http2``, nginx
                      1.22 syntax; ALPN h2 + http/1.1).  Needs ``tls``.
@@ -435,6 +437,9 @@ class Nginx:
             lines += [
                 f"        ssl_certificate {cert};",
                 f"        ssl_certificate_key {key};",
+                # Resumable sessions, as CDNs offer (nginx's default keeps
+                # none, so no client could resume).
+                "        ssl_session_cache shared:SEGDL_TLS:4m;",
             ]
         if self.proxy is not None:
             lines += [
@@ -631,7 +636,8 @@ class Nginx:
         body_bytes_sent, range, connection, connection_requests,
         request_time, completion (True iff nginx finished sending the whole
         response), if_range, protocol (``$server_protocol``: ``HTTP/1.1``,
-        ``HTTP/2.0``).
+        ``HTTP/2.0``), ssl_reused (``"r"``: the TLS handshake resumed a
+        session; ``"."``: a full one; None without TLS).
 
         nginx writes a line only when a request *finishes* (also when the
         client went away), slightly after the client saw the last byte, so

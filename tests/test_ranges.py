@@ -3,6 +3,7 @@
 from hypothesis import given, settings, strategies as st
 
 from segdl.engine.ranges import (
+    CHUNK_FIRST, CHUNK_LATENCIES, CHUNK_MAX, CHUNK_MIN, CUT_AFTER_SECONDS, MiB, chunk_size, cut_pays,
     ByteRange, Running, choose_split, covers_exactly, plan_segments, range_spec, split_point,
 )
 import pytest
@@ -70,3 +71,42 @@ def test_any_sequence_of_splits_tiles_the_file(size, connections, min_segment, o
         segs[k] = ByteRange(target.start, at)
         segs.append(ByteRange(at, target.end))
         assert covers_exactly(segs, size)
+
+
+# ------------------------------------------------------- requests of a segment
+
+def test_chunk_size_without_latency_halves_toward_the_end():
+    # Unknown rate: the first request; then two seconds' worth, at most half
+    # of what is left, never a runt under CHUNK_MIN at the end.
+    assert chunk_size(64 * MiB, 0.0) == CHUNK_FIRST
+    rate = 5 * MiB
+    assert chunk_size(64 * MiB, rate) == 10 * MiB
+    assert chunk_size(12 * MiB, rate) == 6 * MiB
+    assert chunk_size(7 * MiB, rate) == 7 * MiB  # 4 MiB + a 3 MiB runt: one request
+    assert chunk_size(1 * MiB, rate) == 1 * MiB
+
+
+def test_chunk_size_keeps_latency_under_a_percent_of_each_request():
+    rate, latency = 5 * MiB, 0.05
+    floor = int(rate * latency * CHUNK_LATENCIES)  # 25 MiB: 5 s of transfer
+    assert chunk_size(64 * MiB, rate, latency) == floor
+    # Halving would make 12 MiB requests (2.4 s, 2% lost to latency): the
+    # rest goes in one request instead.
+    assert chunk_size(24 * MiB, rate, latency) == 24 * MiB
+    # No runt shorter than half the floor is left behind.
+    assert chunk_size(floor + floor // 4, rate, latency) == floor + floor // 4
+    assert chunk_size(3 * floor, rate, latency) == floor
+
+
+@given(st.integers(1, 2**40), st.floats(0, 2e9), st.floats(0, 2.0))
+def test_chunk_size_is_a_positive_part_of_what_is_left(remaining, rate, latency):
+    size = chunk_size(remaining, rate, latency)
+    assert 0 < size <= remaining
+    assert size == remaining or remaining - size >= CHUNK_MIN
+    assert size <= max(CHUNK_MAX, int(rate * latency * CHUNK_LATENCIES))
+
+
+def test_a_cut_pays_only_for_a_known_slow_finish():
+    assert not cut_pays(100 * MiB, 0.0)  # unknown rate: never cut
+    assert cut_pays(int(CUT_AFTER_SECONDS * MiB) + 1, MiB)
+    assert not cut_pays(int(CUT_AFTER_SECONDS * MiB) - 1, MiB)

@@ -315,3 +315,26 @@ def test_http2_big_file_default_settings(h2_nginx, test_ca, nginx_root, tmp_path
     entries = [e for e in h2_nginx.access_log_entries(wait_for=2) if e["path"] == "/big.bin"]
     assert entries and {e["protocol"] for e in entries} == {"HTTP/2.0"}
     assert {e["status"] for e in entries} == {206}
+
+
+def test_new_connections_resume_the_tls_session(test_ca, tls_root, tmp_path, journal):
+    """TLS is done once per worker: a connection opened after the first
+    one to a host resumes its session (shared through CURLSH), so it costs
+    no full handshake.  nginx closes each connection after one request
+    here, so every request after a worker's first is a new connection."""
+    srv = _start(tls_root, test_ca, extra_server="keepalive_requests 1;")
+    try:
+        out = tmp_path / "out"
+        p = run_segdl(["get", srv.url(MID), "-d", out, "--json", "-x", "1", "--workers", "1",
+                       "--ca-cert", test_ca.ca_cert], journal)
+        assert p.returncode == 0, p.stderr
+        assert blake3_file(out / MID) == blake3_file(tls_root / MID)
+        entries = srv.access_log_entries(wait_for=3)
+    finally:
+        srv.stop()
+    ranged = [e for e in entries if e["path"] == "/" + MID and e["status"] == 206 and not is_probe(e["range"])]
+    assert len(ranged) >= 3, ranged  # several requests, so several connections
+    assert len({e["connection"] for e in ranged}) == len(ranged)
+    first, *later = sorted(ranged, key=lambda e: e["msec"] - e["request_time"])
+    assert first["ssl_reused"] in (".", "r"), first  # the log records it
+    assert [e["ssl_reused"] for e in later] == ["r"] * len(later), later

@@ -141,7 +141,7 @@ class Coordinator:
         # Load libcurl (pycurl) before forking: the workers inherit it
         # instead of each loading it again (~70 ms of CPU apiece at the
         # start).  No libcurl handle exists yet; each process makes its own.
-        from .transport import Prober
+        from .net import ProbeFeed, Prober
 
         self.procs = [
             self.ctx.Process(target=run_worker, args=(i, self.orders[i], self.events, wsettings, os.getpid()),
@@ -150,9 +150,9 @@ class Coordinator:
         ]
         for p in self.procs:
             p.start()
-        # One thread each, with its own connections kept between batches.
-        self.prober = ThreadPoolExecutor(1, thread_name_prefix="segdl-probe")
-        self.probe_client = Prober()
+        # Probes stream on a thread of their own (connections kept); the
+        # resolver's probes (a mirror list) on another, in batches.
+        self.probes = ProbeFeed(wake=lambda: self.events.put(Wakeup()))
         self.prober_aux = ThreadPoolExecutor(1, thread_name_prefix="segdl-resolve")
         self.resolve_client = Prober()
         self.resolving: dict[int, tuple[int, Future]] = {}
@@ -168,8 +168,8 @@ class Coordinator:
         # files does not hold up verifying and renaming fresh downloads.
         self.hasher = ThreadPoolExecutor(1, thread_name_prefix="segdl-hash")
         self.held_locks: list[int] = []  # of failed files, released at shutdown
-        self.probing: Future | None = None
-        self.probing_runs: list[FileRun] = []
+        self.probing_runs: dict[int, FileRun] = {}  # being probed, by their ProbeOrder key
+        self.probe_dropped: set[int] = set()  # keys of runs taken out of the queue while being probed
         self.ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
         self.verifying: dict[int, Future] = {}
         self.tracked: dict[int, int] = {}  # file id -> the worker hashing it as it is written
@@ -303,7 +303,7 @@ class Coordinator:
 
     def _finished(self) -> bool:
         return (
-            not self.queue and self.probing is None and not self.ready and not self.hashing
+            not self.queue and not self.probing_runs and not self.ready and not self.hashing
             and not self.verifying and not self.finalizing and not self.awaiting_hash and not self.verified
             and all(lifecycle.is_final(r.state) for r in self.runs.values())
         )
@@ -356,14 +356,14 @@ class Coordinator:
             p.join(timeout=1)
             if p.is_alive():
                 p.kill()
-        for pool, client in ((self.prober, self.probe_client), (self.prober_aux, self.resolve_client)):
-            pool.shutdown(wait=False, cancel_futures=True)
-            client.close()  # now, or when its running probe ends
+        self.probes.close()
+        self.prober_aux.shutdown(wait=False, cancel_futures=True)
+        self.resolve_client.close()  # now, or when its running probe ends
         self.hasher.shutdown(wait=False, cancel_futures=True)
         self.verifier.shutdown(wait=True, cancel_futures=True)
         # Nothing writes any more (workers gone, renames done): release the
         # part files, wherever their runs are.
-        for run in [*self.runs.values(), *self.queue, *(r for r, _ in self.ready), *self.probing_runs,
+        for run in [*self.runs.values(), *self.queue, *(r for r, _ in self.ready), *self.probing_runs.values(),
                     *(r for r, _, _ in self.hashing)]:
             self.activation.unlock(run)
         for fd in self.held_locks:

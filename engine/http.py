@@ -133,7 +133,7 @@ def check_response(
     status = head.status
     if 300 <= status < 400 and head.get("location"):
         # Only when libcurl does not follow redirects itself (headers that
-        # must not follow them, see transport.follows_itself): the URL sends
+        # must not follow them, see net.curl.follows_itself): the URL sends
         # elsewhere now; resolving it again follows the redirect safely.
         return AccessExpiredError(f"HTTP {status}: the URL redirects elsewhere now; resolving it again",
                                   status_code=status)

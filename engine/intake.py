@@ -17,6 +17,7 @@ from .errors import (
 from .existing import Hashing
 from .filerun import FileRun, Source
 from .http import RemoteInfo
+from .net import ProbeOrder
 from .naming import choose_name, inside, part_path, redact_url
 from .results import FileResult
 
@@ -105,8 +106,9 @@ class Intake:
                 place.remove(run)
         self.c.ready = type(self.c.ready)((r, f) for r, f in self.c.ready if r is not run)
         self.c.hashing = [x for x in self.c.hashing if x[0] is not run]
-        # (A probe in flight comes back with it: collect_probes drops it then.)
-        self.c.probing_runs = [r for r in self.c.probing_runs if r is not run]
+        # A probe in flight comes back for it: collect_probes drops it then.
+        if id(run) in self.c.probing_runs:
+            self.c.probe_dropped.add(id(run))
 
     def reprioritise(self, run: FileRun, priority: int) -> None:
         run.priority = priority
@@ -115,11 +117,12 @@ class Intake:
             self.enqueue([run])
 
     def start_probes(self) -> None:
-        """Probe files ahead of need (up to PROBE_AHEAD waiting), so a file
-        can start the moment another finishes."""
-        if self.c.probing is not None or not self.c.queue:
+        """Probe files ahead of need (up to PROBE_AHEAD probed or being
+        probed), so a file can start the moment another finishes.  Probes
+        stream: each file's findings come back as soon as they are in."""
+        if not self.c.queue:
             return
-        want = PROBE_AHEAD - len(self.c.ready)
+        want = PROBE_AHEAD - len(self.c.ready) - len(self.c.probing_runs)
         if want <= 0:
             return
         batch: list[FileRun] = []
@@ -127,20 +130,21 @@ class Intake:
         later: list[FileRun] = []
         held: list[FileRun] = []  # their host has no connection to spare for a probe now
         # Probes count against a per-host cap the user set: transfers
-        # running to a host plus this batch's requests to it stay within it.
+        # running to a host plus the probes in flight to it stay within it.
         # (The default cap, max(-x, 32), is a politeness default: holding
         # probes back for it made a collection from one host start each
         # next file later, about 10% slower in coll80.)
         cap = self.c.s.max_per_host
         per_host = self.c.sched.host_running() if cap else {}
-        probes: dict[str, int] = {}
+        for h, n in self.c.sched.reserved.items():
+            per_host[h] = per_host.get(h, 0) + n
         while (self.c.queue and len(batch) < want and len(self.c.hashing) < PROBE_AHEAD
                and len(held) < 4 * PROBE_AHEAD):
             run = self.c.queue.popleft()
             if run.not_before > now:
                 later.append(run)  # waiting to retry its first request
                 continue
-            hosts = {urlsplit(u).netloc.lower() for u in (run.request.url, *run.request.mirrors)}
+            hosts = _hosts(run)
             if cap and any(per_host.get(h, 0) >= cap for h in hosts):
                 held.append(run)
                 continue
@@ -148,19 +152,20 @@ class Intake:
                 continue  # settled without the network
             for h in hosts:
                 per_host[h] = per_host.get(h, 0) + 1
-                probes[h] = probes.get(h, 0) + 1
             batch.append(run)
         self.c.queue.extendleft(reversed(held))  # first again, in their order
         self.c.queue.extend(later)
-        if not batch:
-            return
-        urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
-        per_url = {u: self.c.dispatch.options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
-        with_data = frozenset(r.request.url for r in batch if self._fresh_target(r))
-        self.c.probing_runs = batch
-        self.c.sched.reserved = probes if cap else {}
-        self.c.probing = self.c.wake_on(self.c.prober.submit(self.c.probe_client.probe, urls, self.c.options,
-                                                        per_url=per_url, with_data=with_data))
+        orders = []
+        for run in batch:
+            urls = (run.request.url, *run.request.mirrors)
+            fresh = self._fresh_target(run)
+            orders.append(ProbeOrder(id(run), urls, tuple(self.c.dispatch.options_for(run, u) for u in urls),
+                                     frozenset(urls[:1]) if fresh else frozenset()))
+            self.c.probing_runs[id(run)] = run
+            if cap:
+                for h in _hosts(run):
+                    self.c.sched.reserved[h] = self.c.sched.reserved.get(h, 0) + 1
+        self.c.probes.add(orders)
 
     def _fresh_target(self, run: FileRun) -> bool:
         """Nothing of the file is here yet (no final file, no part file): its
@@ -173,14 +178,18 @@ class Intake:
         return not final.exists() and not part_path(final).exists()
 
     def collect_probes(self) -> None:
-        if self.c.probing is not None and self.c.probing.done():
-            try:
-                found = self.c.probing.result()
-            except Exception as e:  # a bug, not a remote problem: report per file
-                found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.c.probing_runs}
-            batch, self.c.probing, self.c.probing_runs = self.c.probing_runs, None, []
-            self.c.sched.reserved = {}
-            self.c.ready.extend((run, found) for run in batch if not lifecycle.is_final(run.state))
+        for key, found in self.c.probes.take():
+            run = self.c.probing_runs.pop(key)
+            reserved = self.c.sched.reserved
+            for h in _hosts(run):
+                if reserved.get(h, 0) > 1:
+                    reserved[h] -= 1
+                else:
+                    reserved.pop(h, None)
+            if key in self.c.probe_dropped:
+                self.c.probe_dropped.discard(key)  # taken out of the queue meanwhile
+            elif not lifecycle.is_final(run.state):
+                self.c.ready.append((run, found))
         while self.c.ready and self.c.active_count() < self.c.s.concurrent_files:
             run, found = self.c.ready.popleft()
             try:
@@ -279,3 +288,7 @@ class Intake:
             else:
                 self.c.ready.appendleft((run, found))
 
+
+def _hosts(run: FileRun) -> set[str]:
+    """The hosts of a file's URL and mirrors (each counts one probe)."""
+    return {urlsplit(u).netloc.lower() for u in (run.request.url, *run.request.mirrors)}

@@ -3,17 +3,17 @@ connection count, and which ``-x`` and mirrors to use.
 
 Measurement only: no typer, no rich (``segdl bench`` in
 :mod:`segdl.cli.bench` renders).  Everything that talks to the network goes
-through :mod:`segdl.engine.transport`; received data is ``pwrite``-n to
+through :mod:`segdl.engine.net`; received data is ``pwrite``-n to
 ``/dev/null``, so nothing is stored.
 
-* **TTFB** is the wall time of :func:`~segdl.engine.transport.probe_many` on
+* **TTFB** is the wall time of :func:`~segdl.engine.net.probe_many` on
   one URL: a ``GET`` with ``Range: bytes=0-0`` on a fresh connection, from
   the start of the request (DNS, TCP, TLS, request, redirects included) until
   the response's one byte (or, for a server without Range support, its first
   body byte) arrived.  The best of ``ttfb_samples`` probes is kept.
 * **Throughput** for ``N`` connections: ``[0, sample)`` is cut into ``N``
   equal half-open ranges, each fetched by one connection of a single
-  :class:`~segdl.engine.transport.MultiDriver` (fresh connections, connect
+  :class:`~segdl.engine.net.MultiDriver` (fresh connections, connect
   time included), timed from the first request to the last byte.  With
   ``rounds`` > 1 each measurement is repeated and the median round kept.
 * :func:`recommend` (pure) turns the numbers into a recommendation.
@@ -32,7 +32,7 @@ from .errors import SegdlError
 from .http import RemoteInfo
 from .messages import Fetch, TransferOptions
 from .ranges import plan_segments
-from .transport import MultiDriver, probe_many
+from .net import MultiDriver, probe_many
 
 MB = 1_000_000
 DEFAULT_CONNECTIONS = (1, 4, 16, 64)

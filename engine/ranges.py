@@ -231,17 +231,17 @@ def chunk_size(remaining: int, rate: float, latency: float = 0.0) -> int:
     answers each request after ``latency`` seconds.
 
     What the connection moves in :data:`CHUNK_SECONDS` (:data:`CHUNK_FIRST`
-    while its rate is unknown), but at least :data:`CHUNK_LATENCIES`
-    latencies' worth, and at most half of what is left, so the next split
-    point (the middle of the rest) falls on a request boundary, unless
-    that would make requests short enough for latency to show.  Never a
-    runt below :data:`CHUNK_MIN` at the end.
+    while its rate is unknown), or :data:`CHUNK_LATENCIES` latencies'
+    worth if that is more; but at most half of what is left, so the next
+    split point (the middle of the rest) falls on a request boundary and a
+    tail split need not cut the connection (cuts throw away what is in
+    flight, and stay rare).  Never a runt below :data:`CHUNK_MIN` at the
+    end.
     """
-    floor = int(rate * latency * CHUNK_LATENCIES)
     size = int(rate * CHUNK_SECONDS) if rate else CHUNK_FIRST
-    size = min(CHUNK_MAX, max(size, floor), max(remaining // 2, floor))
-    size = max(CHUNK_MIN, size)
-    if remaining - size < max(CHUNK_MIN, floor // 2):
+    size = max(size, int(rate * latency * CHUNK_LATENCIES))
+    size = max(CHUNK_MIN, min(CHUNK_MAX, size, remaining // 2))
+    if remaining - size < CHUNK_MIN:
         size = remaining
     return min(size, remaining)
 

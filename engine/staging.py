@@ -162,7 +162,7 @@ class Syncer(_JobThread):
         self.index = index
         self.events = events
         self.poisoned: dict[int, str] = {}  # fds whose write or sync failed: never durable again
-        self.gate = gate  # a transport.WriteGate: its ``synced`` advances after each sync
+        self.gate = gate  # a net.WriteGate: its ``synced`` advances after each sync
         self.writers = writers
 
     def checkpoint(self) -> None:

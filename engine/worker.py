@@ -77,7 +77,7 @@ def run_worker(index: int, orders, events, settings: WorkerSettings, parent_pid:
 
 class _Worker:
     def __init__(self, index, orders, events, settings: WorkerSettings, parent_pid: int) -> None:
-        from .transport import MultiDriver, WriteGate  # loaded by the coordinator before the fork
+        from .net import MultiDriver, WriteGate  # loaded by the coordinator before the fork
 
         self.index = index
         self.orders = orders

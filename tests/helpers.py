@@ -39,7 +39,7 @@ def json_lines(proc: subprocess.CompletedProcess) -> list[dict]:
 
 
 # segdl's probe asks for the first byte of a file it already has part of,
-# and for the first MiB (engine/transport.py PROBE_DATA) of a new one.
+# and for the first MiB (engine/net/probe.py PROBE_DATA) of a new one.
 PROBE_RANGES = ("bytes=0-0", "bytes=0-1048575")
 
 

@@ -441,7 +441,7 @@ def test_stall_error_is_specific():
     import pycurl
 
     from segdl.engine.errors import StalledError
-    from segdl.engine.transport import curl_error
+    from segdl.engine.net import curl_error
 
     msg = "Operation too slow. Less than 1 bytes/sec transferred the last 2 seconds"
     err = curl_error(pycurl.E_OPERATION_TIMEDOUT, msg, stall_timeout=2)

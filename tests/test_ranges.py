@@ -86,16 +86,15 @@ def test_chunk_size_without_latency_halves_toward_the_end():
     assert chunk_size(1 * MiB, rate) == 1 * MiB
 
 
-def test_chunk_size_keeps_latency_under_a_percent_of_each_request():
+def test_chunk_size_grows_with_latency_but_still_halves_toward_the_end():
     rate, latency = 5 * MiB, 0.05
     floor = int(rate * latency * CHUNK_LATENCIES)  # 25 MiB: 5 s of transfer
-    assert chunk_size(64 * MiB, rate, latency) == floor
-    # Halving would make 12 MiB requests (2.4 s, 2% lost to latency): the
-    # rest goes in one request instead.
-    assert chunk_size(24 * MiB, rate, latency) == 24 * MiB
-    # No runt shorter than half the floor is left behind.
-    assert chunk_size(floor + floor // 4, rate, latency) == floor + floor // 4
-    assert chunk_size(3 * floor, rate, latency) == floor
+    assert chunk_size(256 * MiB, rate, latency) == floor  # not 10 MiB: latency stays ~1%
+    assert chunk_size(256 * MiB, rate, 0.001) == 10 * MiB  # a near server: two seconds' worth
+    # Toward the end, half of what is left, as without latency: a tail
+    # split then lands on a request boundary instead of cutting one.
+    assert chunk_size(24 * MiB, rate, latency) == 12 * MiB
+    assert chunk_size(7 * MiB, rate, latency) == 7 * MiB
 
 
 @given(st.integers(1, 2**40), st.floats(0, 2e9), st.floats(0, 2.0))
@@ -103,7 +102,7 @@ def test_chunk_size_is_a_positive_part_of_what_is_left(remaining, rate, latency)
     size = chunk_size(remaining, rate, latency)
     assert 0 < size <= remaining
     assert size == remaining or remaining - size >= CHUNK_MIN
-    assert size <= max(CHUNK_MAX, int(rate * latency * CHUNK_LATENCIES))
+    assert size <= max(CHUNK_MIN, min(CHUNK_MAX, remaining // 2)) or size == remaining
 
 
 def test_a_cut_pays_only_for_a_known_slow_finish():

@@ -1,5 +1,5 @@
 """The hubs' listing calls: small JSON GETs through libcurl
-(:func:`segdl.engine.transport.http_get`, so libcurl stays in one module),
+(:func:`segdl.engine.net.http_get`, so libcurl stays in one module),
 with the token sent to the hub's own host only, the waits a hub asks for
 on 429 (``Retry-After``, ``RateLimit: "api";r=0;t=55``), bounded, and
 pagination by ``Link: <...>; rel="next"``.
@@ -52,7 +52,7 @@ class Client:
 
     def get(self, url: str, what: str):
         """(parsed JSON, answer) of ``GET url``; a hub error names ``what``."""
-        from ..transport import http_get
+        from ..net import http_get
 
         opts = self.options
         if self.auth and same_origin(url, self.base):

@@ -1,0 +1,94 @@
+"""Probes as a stream (engine/net/probe.py ProbeFeed), against the fault
+server on 127.0.0.1: each file's findings come out as soon as its URLs
+have answered, whatever the others do."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from segdl.engine.errors import SegdlError
+from segdl.engine.http import RemoteInfo
+from segdl.engine.messages import TransferOptions
+from segdl.engine.net import ProbeFeed, ProbeOrder
+
+OPTS = TransferOptions(stall_timeout=10.0)
+
+
+def _order(key: int, *urls: str, data: bool = False) -> ProbeOrder:
+    return ProbeOrder(key, urls, tuple(OPTS for _ in urls), frozenset(urls[:1]) if data else frozenset())
+
+
+def _collect(feed: ProbeFeed, keys: set[int], timeout: float = 20.0) -> dict[int, dict]:
+    """Take findings until every key of ``keys`` is in (bounded in time)."""
+    got: dict[int, dict] = {}
+    stop = time.monotonic() + timeout
+    while not keys <= got.keys() and time.monotonic() < stop:
+        for key, found in feed.take():
+            got[key] = found
+        time.sleep(0.01)
+    return got
+
+
+@pytest.fixture
+def woken():
+    return threading.Event()
+
+
+@pytest.fixture
+def feed(woken):
+    f = ProbeFeed(concurrency=8, wake=woken.set)
+    yield f
+    f.close()
+
+
+def test_a_slow_probe_does_not_hold_up_the_others(fault_server, feed, woken):
+    blobs = {i: fault_server.add(f"f{i}.bin", bytes([i]) * (1000 + i)) for i in range(6)}
+    fault_server.add("slow.bin", b"s" * 500)
+    slow = fault_server.url("slowfirst/slow.bin?delay=4")
+    feed.add([_order(99, slow)] + [_order(i, u) for i, u in blobs.items()])
+    fast = _collect(feed, set(blobs))
+    assert set(fast) == set(blobs)  # all six, while the slow one still waits
+    assert woken.is_set()
+    for i, found in fast.items():
+        info = found[blobs[i]]
+        assert isinstance(info, RemoteInfo) and info.size == 1000 + i and info.ranged
+    assert feed.pending == 1
+    [slow_found] = _collect(feed, {99}).values()
+    assert slow_found[slow].size == 500
+    assert feed.pending == 0
+
+
+def test_a_file_with_mirrors_comes_out_once_all_answered(fault_server, feed):
+    a = fault_server.add("m.bin", b"m" * 4000)
+    b = fault_server.url("slowfirst/m.bin?delay=0.5")
+    missing = fault_server.url("status/m.bin?code=404")
+    feed.add([_order(1, a, b, missing, data=True)])
+    [found] = _collect(feed, {1}).values()
+    assert set(found) == {a, b, missing}
+    assert found[a].size == found[b].size == 4000
+    assert found[a].first_bytes == b"m" * 4000  # small enough: the probe was its download
+    assert isinstance(found[missing], SegdlError) and "404" in str(found[missing])
+
+
+def test_one_url_for_two_files_is_probed_once(fault_server, feed):
+    u = fault_server.add("same.bin", b"x" * 3000)
+    feed.add([_order(1, u), _order(2, u)])
+    got = _collect(feed, {1, 2})
+    assert got[1][u].size == got[2][u].size == 3000
+    assert len(fault_server.requests("same.bin")) == 1
+
+
+def test_close_does_not_wait_for_a_probe_in_flight(fault_server):
+    fault_server.add("stuck.bin", b"z" * 100)
+    f = ProbeFeed(concurrency=2)
+    f.add([_order(1, fault_server.url("slowfirst/stuck.bin?delay=60"))])
+    deadline = time.monotonic() + 10
+    while not fault_server.requests("stuck.bin") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fault_server.requests("stuck.bin")  # it is in flight
+    f.close()
+    assert not f._thread.is_alive()
+    assert f.take() == []  # nothing came back for it

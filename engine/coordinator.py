@@ -32,7 +32,7 @@ from .errors import (
 from .existing import Existing
 from .filerun import FileRun, JobRun
 from .finishing import Finishing
-from .intake import Intake
+from .intake import PROBE_AHEAD, PROBE_STREAMS, Intake
 from .journal import Journal
 from .messages import (
     Durable,
@@ -152,7 +152,7 @@ class Coordinator:
             p.start()
         # Probes stream on a thread of their own (connections kept); the
         # resolver's probes (a mirror list) on another, in batches.
-        self.probes = ProbeFeed(wake=lambda: self.events.put(Wakeup()))
+        self.probes = ProbeFeed(concurrency=PROBE_AHEAD, streams=PROBE_STREAMS, wake=lambda: self.events.put(Wakeup()))
         self.prober_aux = ThreadPoolExecutor(1, thread_name_prefix="segdl-resolve")
         self.resolve_client = Prober()
         self.resolving: dict[int, tuple[int, Future]] = {}

@@ -21,7 +21,12 @@ from .net import ProbeOrder
 from .naming import choose_name, inside, part_path, redact_url
 from .results import FileResult
 
-PROBE_AHEAD = 16  # files probed ahead of need
+PROBE_AHEAD = 32  # files probed ahead of need (or being probed)
+#: Probes share an HTTP/2 connection two at a time: while one waits for its
+#: answer, the other's body moves, and a host gets PROBE_AHEAD / 2
+#: connections for them.  (Probes are small answers, or end at their
+#: headers; a file's ranges never share a connection.)
+PROBE_STREAMS = 2
 
 
 class Intake:

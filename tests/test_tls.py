@@ -338,3 +338,50 @@ def test_new_connections_resume_the_tls_session(test_ca, tls_root, tmp_path, jou
     first, *later = sorted(ranged, key=lambda e: e["msec"] - e["request_time"])
     assert first["ssl_reused"] in (".", "r"), first  # the log records it
     assert [e["ssl_reused"] for e in later] == ["r"] * len(later), later
+
+
+def test_small_files_share_h2_connections_two_streams_each(test_ca, tmp_path, journal):
+    """Many small files over h2: their probes (each the whole download of
+    its file) go two at a time on a connection, so one's wait for its
+    answer overlaps the other's body, on at most PROBE_AHEAD / 2
+    connections; each still arrives whole and verified."""
+    from segdl.engine.intake import PROBE_AHEAD, PROBE_STREAMS
+
+    root = tmp_path / "small"
+    root.mkdir()
+    names = [f"s{i:03d}.bin" for i in range(48)]
+    for i, name in enumerate(names):
+        write_deterministic_file(root / name, 200 * 1024 + i, seed=100 + i)
+    sleep_ms = 100 if os.path.exists(ECHO_MODULE) else None
+    srv = _start(root, test_ca, http2=True, echo_sleep_ms=sleep_ms)
+    try:
+        listing = tmp_path / "in.txt"
+        listing.write_text("".join(srv.url(n) + "\n" for n in names))
+        out = tmp_path / "out"
+        p = run_segdl(["get", "-i", listing, "-d", out, "--json", "-j", "16", "--ca-cert", test_ca.ca_cert], journal)
+        assert p.returncode == 0, p.stderr
+        entries = srv.access_log_entries(wait_for=len(names))
+    finally:
+        srv.stop()
+    for name in names:
+        assert blake3_file(out / name) == blake3_file(root / name)
+    assert len(entries) == len(names)  # one request per file: the probe was the download
+    assert {e["protocol"] for e in entries} == {"HTTP/2.0"}
+    assert len({e["connection"] for e in entries}) <= PROBE_AHEAD // PROBE_STREAMS
+    if sleep_ms:
+        assert _concurrent_streams(entries) > 0  # streams did share connections
+        assert max(_peak_per_connection(entries).values()) <= PROBE_STREAMS
+
+
+def _peak_per_connection(entries: list[dict]) -> dict[int, int]:
+    """Most requests in progress at one instant, per connection."""
+    peak: dict[int, int] = {}
+    for conn in {e["connection"] for e in entries}:
+        marks = sorted((t, step) for e in entries if e["connection"] == conn
+                       for t, step in ((e["msec"] - e["request_time"] + 0.001, 1), (e["msec"], -1)))
+        busy = top = 0
+        for _, step in marks:
+            busy += step
+            top = max(top, busy)
+        peak[conn] = top
+    return peak

@@ -42,9 +42,19 @@ _USAGE_CODES = {pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL}
 # host resumes its TLS session instead of a full handshake.
 
 
-def _new_multi() -> tuple[pycurl.CurlMulti, pycurl.CurlShare]:
+def _new_multi(streams: int = 1, per_host: int = 0) -> tuple[pycurl.CurlMulti, pycurl.CurlShare]:
+    """A multi handle with its share.  ``streams`` > 1: HTTP/2 connections
+    may carry that many transfers at once, over at most ``per_host``
+    connections to a host (for small answers, where a round trip costs
+    more than a shared window; never for a file's ranges)."""
     multi = pycurl.CurlMulti()
-    multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_NOTHING)
+    if streams > 1:
+        multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_MULTIPLEX)
+        multi.setopt(pycurl.M_MAX_CONCURRENT_STREAMS, streams)
+        if per_host:
+            multi.setopt(pycurl.M_MAX_HOST_CONNECTIONS, per_host)
+    else:
+        multi.setopt(pycurl.M_PIPELINING, pycurl.PIPE_NOTHING)
     share = pycurl.CurlShare()
     share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_SSL_SESSION)
     share.setopt(pycurl.SH_SHARE, pycurl.LOCK_DATA_DNS)

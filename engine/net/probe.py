@@ -104,8 +104,8 @@ class _ProbeSet:
     """Probes in flight on one multi handle: :meth:`launch` starts one,
     :meth:`pump` lets libcurl work and returns the ones that ended."""
 
-    def __init__(self) -> None:
-        self.multi, self.share = _new_multi()
+    def __init__(self, streams: int = 1, per_host: int = 0) -> None:
+        self.multi, self.share = _new_multi(streams, per_host)
         self.active: dict[pycurl.Curl, _Probe] = {}
         self.began: dict[pycurl.Curl, float] = {}
 
@@ -282,9 +282,10 @@ class ProbeFeed:
     once, its connections kept between probes.  ``wake`` is called (from
     that thread) whenever findings are ready to take."""
 
-    def __init__(self, *, concurrency: int = 16, deadline: float = 120.0,
+    def __init__(self, *, concurrency: int = 16, deadline: float = 120.0, streams: int = 1,
                  wake: Callable[[], None] | None = None) -> None:
         self.concurrency = concurrency
+        self.streams = streams
         self.deadline = deadline
         self._wake = wake
         self._lock = threading.Lock()
@@ -333,7 +334,7 @@ class ProbeFeed:
 
     def _run(self) -> None:
         while not self._closing:
-            probes = _ProbeSet()
+            probes = _ProbeSet(self.streams, -(-self.concurrency // self.streams) if self.streams > 1 else 0)
             try:
                 self._serve(probes)
             except Exception as e:  # a bug here must not leave files waiting forever

@@ -25,7 +25,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import tempfile
 import termios
 import threading
@@ -61,25 +60,6 @@ def write_file(path: Path, size: int, seed: int = 5) -> None:
             f.write(memoryview(base)[:n])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout: float, alive) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            return False
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
-
-
 class LocalMirror:
     """``LocalMirror(size, server="auto"|"nginx"|"python")``; ``url`` once
     started.  Use as a context manager."""
@@ -94,7 +74,7 @@ class LocalMirror:
         self.kind: str | None = None  # "nginx" | "python" once started
         self.workdir: Path | None = None
         self.port: int | None = None
-        self._proc: subprocess.Popen | None = None
+        self._nginx = None  # a .nginx.Nginx once started
         self._httpd: FileServer | None = None
 
     @property
@@ -131,75 +111,19 @@ class LocalMirror:
 
     # ------------------------------------------------------------- nginx
 
-    def _nginx_conf(self, port: int) -> str:
-        wd = self.workdir
-        return "\n".join([
-            "daemon off;",
-            "master_process off;",
-            "worker_processes 1;",
-            f"pid {wd}/nginx.pid;",
-            f"error_log {wd}/error.log warn;",
-            "events { worker_connections 1024; }",
-            "http {",
-            *(f"    {k}_temp_path {wd}/tmp/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
-            "    types { }",
-            "    default_type application/octet-stream;",
-            "    access_log off;",
-            "    sendfile on;",
-            "    tcp_nopush on;",
-            "    keepalive_requests 100000;",
-            "    server_tokens off;",
-            "    server {",
-            f"        listen {HOST}:{port};",
-            f"        root {wd}/root;",
-            "        location / { }",
-            "    }",
-            "}",
-            "",
-        ])
-
     def _start_nginx(self, binary: str) -> None:
-        wd = self.workdir
-        assert wd is not None
-        (wd / "tmp").mkdir(exist_ok=True)
-        err = ""
-        for _ in range(5):
-            port = _free_port()
-            (wd / "nginx.conf").write_text(self._nginx_conf(port))
-            with open(wd / "stderr.log", "wb") as log:
-                # Own session: a Ctrl-C in the terminal reaches segdl only,
-                # which then stops nginx itself.
-                proc = subprocess.Popen(
-                    [binary, "-p", str(wd), "-c", str(wd / "nginx.conf"), "-e", str(wd / "error.log")],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-            self._proc = proc
-            if _wait_for_port(port, 10.0, lambda: proc.poll() is None):
-                self.port = port
-                return
-            self._stop_nginx()
-            err = ""
-            for name in ("stderr.log", "error.log"):
-                try:
-                    err += (wd / name).read_text(errors="replace")
-                except OSError:
-                    pass
-            if "Address already in use" not in err:
-                break
-        raise LocalMirrorError(f"nginx failed to start: {err.strip()[-500:]}")
+        from .nginx import Nginx, NginxError
+
+        try:
+            self._nginx = Nginx(self.workdir / "root", nginx_bin=binary).start()
+        except (NginxError, OSError) as e:
+            raise LocalMirrorError(f"nginx failed to start: {str(e).strip()[-500:]}") from None
+        self.port = self._nginx.port
 
     def _stop_nginx(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                proc.terminate()
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        nginx, self._nginx = self._nginx, None
+        if nginx is not None:
+            nginx.stop()
 
     # ------------------------------------------------------------ python
 

@@ -21,6 +21,8 @@ from .journal_db import Db, journal_errors
 from .journal_schema import sql_set
 
 _COMPLETE = sql_set(lifecycle.COMPLETE)
+# What ``ls`` needs of a row to say here, partial or missing.
+_PRESENCE = "id, path, state, size, mtime, blake3, sha256, git_sha1"
 
 
 class JournalQueries:
@@ -75,6 +77,18 @@ class JournalQueries:
         with journal_errors(self.path):
             rows = list(self.db.query("SELECT * FROM files WHERE path = ?", [str(path)]))
             return rows[0] if rows else None
+
+    def files_by_path(self, paths: list[Path]) -> dict[str, dict[str, Any]]:
+        """The rows of these paths, by path: a query per 500 paths, not one
+        per path (``ls`` of a 100,000-file manifest)."""
+        out: dict[str, dict[str, Any]] = {}
+        names = [str(p) for p in paths]
+        with journal_errors(self.path):
+            for i in range(0, len(names), 500):
+                chunk = names[i:i + 500]
+                for r in self.db.query(f"SELECT {_PRESENCE} FROM files WHERE path IN ({', '.join('?' * len(chunk))})", chunk):
+                    out[r["path"]] = r
+        return out
 
     def files_with_digest(self, blake3: str | None, sha256: str | None,
                           git_sha1: str | None = None) -> list[dict[str, Any]]:

@@ -224,3 +224,38 @@ def test_an_old_journal_is_migrated_when_opened_and_keeps_its_rows(tmp_path):
     assert line.name == "old" and dict(line.counts) == {"failed": 1}
     [row] = view.files(journal, states=("failed",))
     assert row.path == "/d/a.bin" and row.error == "HTTP 500"
+
+
+# ------------------------------------------------------------------ ls at scale
+
+
+def test_ls_of_a_manifest_past_the_table_size_prints_a_line_per_file(tmp_path):
+    """Past TABLE_ROWS files ls prints plain lines (a rich table of 100,000
+    rows takes a minute): the title, then every file with its state, one
+    line each; a file the journal has done is here, the rest missing."""
+    from segdl.cli.hubs import TABLE_ROWS
+
+    n = TABLE_ROWS + 5
+    out = tmp_path / "out"
+    manifest = tmp_path / "big.txt"
+    manifest.write_text("".join(f"http://127.0.0.1:9/{i}\n  out=d/f{i:05d}.bin\n" for i in range(n)))
+    (out / "d").mkdir(parents=True)
+    journal = tmp_path / "j.sqlite"
+    j = Journal(journal)
+    try:
+        job = j.create_job(out, {"requests": []})
+        here = out / "d" / "f00007.bin"
+        here.write_bytes(b"x" * 10)
+        fid = j.put_file(job, "http://127.0.0.1:9/7", here, size=10)
+        j.mark_done([(fid, here.stat().st_mtime, 10)])
+    finally:
+        j.close()
+    p = run_segdl(["ls", "-i", manifest, "-d", out], journal, env={"COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == f"{manifest}: 1 here, {n - 1} missing", lines[0]
+    assert len(lines) == 1 + n
+    assert lines[1 + 7].startswith("here") and lines[1 + 7].endswith("d/f00007.bin")
+    assert all(line.startswith("missing") for k, line in enumerate(lines[1:]) if k != 7)
+    rows = json_lines(run_segdl(["ls", "-i", manifest, "-d", out, "--json"], journal))
+    assert [r["path"] for r in rows] == [line.split()[-1] for line in lines[1:]]

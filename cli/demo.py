@@ -62,7 +62,7 @@ def demo(
     from segdl.engine.request import Request, Settings
 
     from .localmirror import FileServer, write_file
-    from .main import _run
+    from .cmd_get import run_job as _run
 
     pace = _rate(rate)
     base = keep.resolve() if keep is not None else Path(tempfile.mkdtemp(prefix="segdl-demo-"))

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from segdl.engine.errors import EXIT_OK, SegdlError
 
-from .console import cell, make_console, say
+from .console import cell, make_console, say, shown
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,9 @@ def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path
     for p in states:
         counts[p.state] = counts.get(p.state, 0) + 1
     title = f"{listing.ref}: " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no files")
+    if len(states) > TABLE_ROWS:
+        _plain_listing(title, states)
+        return code
     t = Table(title=cell(title), title_justify="left")
     for c in ("state", "path", "size", "done", "hash"):
         t.add_column(c, overflow="fold")
@@ -176,6 +179,29 @@ def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path
                   "?" if p.size is None else f"{p.size:,}", f"{p.done:,}", cell((p.hash or "")[:24]))
     make_console().print(t)
     return code
+
+
+# Beyond this many files, ls prints plain lines: rich lays out a table of
+# 100,000 rows in a minute, plain lines in a second.
+TABLE_ROWS = 1000
+
+
+def _plain_listing(title: str, states) -> None:
+    """One line per file (state, size, done, hash, path), the columns
+    aligned, as the table has them."""
+    from rich.text import Text
+
+    console = make_console()
+    console.print(Text(shown(title), style="bold"), soft_wrap=True)
+    colours = {"here": "green", "partial": "yellow", "missing": "red"}
+    for i in range(0, len(states), 500):  # rich lays out a long Text slowly: a chunk at a time
+        out = Text()
+        for p in states[i:i + 500]:
+            size = "?" if p.size is None else f"{p.size:,}"
+            out.append(f"{p.state:8s}", style=colours[p.state])
+            out.append(f"  {size:>15}  {p.done:>15,}  {shown((p.hash or '')[:24]):24s}  ")
+            out.append(shown(p.path + (f" (= {p.where})" if p.where else "")) + "\n")
+        console.print(out, end="", soft_wrap=True)
 
 
 def resolve_refs(refs: list[str], args: HubArgs, settings, as_json: bool, quiet: bool) -> tuple[list, int]:

@@ -133,6 +133,8 @@ def _show(value: str, limit: int = 80) -> str:
 
 def _bad_char(text: str) -> str | None:
     """The first control character or lone surrogate in ``text``."""
+    if text.isascii() and text.isprintable():  # the common case, at C speed
+        return None
     for c in text:
         if unicodedata.category(c) in ("Cc", "Cs"):
             return c
@@ -192,7 +194,8 @@ def _check_url(url: object) -> str:
         raise _Problem("must be a string")
     if not url:
         raise _Problem("must not be empty")
-    for c in url:
+    clean = url.isascii() and url.isprintable() and " " not in url  # the common case, at C speed
+    for c in () if clean else url:
         if c.isspace() or unicodedata.category(c) in ("Cc", "Cs"):
             hint = " (separate mirror URLs with a TAB)" if c == " " else ""
             raise _Problem(f"URL {_show(url)} contains whitespace or a control character{hint}")

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .datasets import GiB, MiB, Dataset
+from .datasets import GiB, KiB, MiB, Dataset
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,13 @@ def _url_list(urls: list[str], scratch: Path) -> str:
     return str(listing)
 
 
+def _curl_config(urls: list[str], scratch: Path) -> str:
+    """A curl config file (``-K``) with one ``url`` line per URL."""
+    config = scratch / "urls.curl"
+    config.write_text("".join(f'url = "{u}"\n' for u in urls))
+    return str(config)
+
+
 def segdl_binary() -> str:
     """The segdl console script of this Python, not a wrapper found on PATH
     (a pyenv shim adds ~0.1 s of bash to every run; aria2c and curl are
@@ -144,9 +151,16 @@ def command(spec: ToolSpec, urls: list[str], dest: Path, scratch: Path,
         return ["aria2c", *spec.args, *ARIA2C_QUIET, *tls, "-d", str(dest),
                 "-i", _url_list(urls, scratch)]
     tls = ["--cacert", ca] if ca else []
-    if spec.tool == "curl-many":  # every URL in one curl, transfers in parallel
-        return ["curl", "-sS", "-f", "-Z", *spec.args, *tls, "--output-dir", str(dest),
-                "--remote-name-all", *urls]
+    if spec.tool in ("curl-many", "curl-many-sync"):  # every URL in one curl, transfers in parallel
+        many = ["curl", "-sS", "-f", "-Z", *spec.args, *tls, "--output-dir", str(dest), "--remote-name-all"]
+        if len(urls) > 100:  # 20,000 URLs would pass ARG_MAX: a config file holds them
+            many += ["-K", _curl_config(urls, scratch)]
+        else:
+            many += urls
+        if spec.tool == "curl-many":
+            return many
+        # Time to durable: curl, then one sync of the output's file system.
+        return ["sh", "-c", '"$@" && sync -f "$0"', str(dest), *many]
     if spec.tool in ("curl", "curl-sync"):  # curl-sync: loopback only (no CA)
         if len(urls) != 1:
             raise ValueError("curl cases download one file")
@@ -182,12 +196,26 @@ BURST_NOTE = ("nginx limit_rate allows rate x (elapsed + 1 s) bytes, i.e. a one-
               "that issue many small requests partly escape the limit.")
 
 
+MANY_FILES_NOTE = ("Issue 19: per-file cost.  curl -Z then one sync of the file system is as durable as "
+                   "segdl; aria2c with --file-allocation=falloc is its fair setting here (the default, "
+                   "prealloc, writes every file out first), its default kept beside it.")
+
+
+def _many_files_tools() -> tuple[ToolSpec, ...]:
+    return (ToolSpec("segdl -j16", "segdl", ("-j", "16", "--max-connections", "16")),
+            ToolSpec("curl -Z --parallel-max 16 + sync", "curl-many-sync", ("--parallel-max", "16")),
+            ToolSpec("aria2c -j16 falloc", "aria2c", ("-j", "16", "--file-allocation=falloc")),
+            ToolSpec("aria2c -j16", "aria2c", ("-j", "16")))
+
+
 def build_cases(quick: bool) -> dict[str, Case]:
     """Every case, keyed by name, in the order they run."""
     big = Dataset("big-256m", 1, 256 * MiB) if quick else Dataset("big-1g", 1, GiB)
     rate = "5m" if quick else "20m"  # 256 MiB / 16 conns at 5m == 1 GiB / 16 at 20m
     coll = Dataset("coll-32m", 20 if quick else 80, 32 * MiB)
     small = Dataset("small-1m", 1000 if quick else 10_000, MiB)
+    tiny = Dataset("tiny-4k", 2000 if quick else 20_000, 4 * KiB)
+    small2k = Dataset("small-1m", 200 if quick else 2000, MiB)  # the first files of small10k's
     j, x = 8, 4  # coll80: 8 files at once x 4 connections = 32 connections
     pace = "2m" if quick else "5m"  # 64 x 5 MiB/s stays under the unthrottled ceiling here
     cases = [
@@ -220,14 +248,18 @@ def build_cases(quick: bool) -> dict[str, Case]:
              (ToolSpec("segdl", "segdl", ("-j", "16", "--max-connections", "16")),
               ToolSpec("aria2c -i", "aria2c", ("-j", "16"))),
              timeout_scale=2.0),  # segdl needs ~20-30 ms per file: ~5 min for 10,000
+        Case("tiny20k", f"{tiny.count:,} files x 4 KiB, unthrottled, 16 at a time", tiny, Mirror(),
+             _many_files_tools(), (MANY_FILES_NOTE,), timeout_scale=2.0),
+        Case("small2k", f"{small2k.count:,} files x 1 MiB, unthrottled, 16 at a time", small2k, Mirror(),
+             _many_files_tools(), (MANY_FILES_NOTE,)),
         Case("sleep50", f"{big.size // MiB} MiB, 50 ms before every response", big,
              Mirror(echo_sleep_ms=50), (SEGDL, ARIA2C, CURL)),
     ]
     if not quick:
-        cases.insert(7, Case("4g", "4 GiB, unthrottled (writeback-bound)",
+        cases.insert(9, Case("4g", "4 GiB, unthrottled (writeback-bound)",
                              Dataset("big-4g", 1, 4 * GiB), Mirror(), (SEGDL, ARIA2C, CURL, CURL_SYNC)))
     return {c.name: c for c in cases}
 
 
-ALL_CASE_NAMES = ("1g", "paced-x16", "paced-x64", "1g-20m-x16", "1g-20m-x64", "coll80", "small10k", "4g",
-                  "sleep50")
+ALL_CASE_NAMES = ("1g", "paced-x16", "paced-x64", "1g-20m-x16", "1g-20m-x64", "coll80", "small10k", "tiny20k",
+                  "small2k", "4g", "sleep50")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import blake3
 
+KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 _CHUNK = 8 * MiB

@@ -48,6 +48,13 @@ class LocalClient:
     def files(self, job: int | None = None) -> list[dict]:
         return self._call(self.service.files, job=job)
 
+    def some_files(self, job: int, states: tuple[str, ...], limit: int) -> list[dict]:
+        """The first ``limit`` files of ``job`` in one of ``states``."""
+        return self._call(self.service.list_files, states, job, 0, limit)["files"]
+
+    def file(self, fid: int) -> dict:
+        return self._call(self.service.file, fid)
+
     def set_file(self, fid: int, **fields) -> dict:
         return self._call(self.service.set_file, fid, **fields)
 
@@ -98,6 +105,13 @@ class RemoteClient:
                 break
             after = page["next"]
         return out
+
+    def some_files(self, job: int, states: tuple[str, ...], limit: int) -> list[dict]:
+        query = {"job": int(job), "state": ",".join(states), "limit": int(limit)}
+        return self._call("GET", f"/files?{urlencode(query)}")["files"]
+
+    def file(self, fid: int) -> dict:
+        return self._call("GET", f"/files/{int(fid)}")
 
     def set_file(self, fid: int, **fields) -> dict:
         return self._call("PATCH", f"/files/{int(fid)}", fields)

@@ -72,6 +72,7 @@ class Totals:
     done: int  # bytes
     size: int | None  # None while a size is unknown
     speed: float
+    partial: bool = False  # done counts only the files in progress (a big job)
 
     @property
     def eta(self) -> float | None:
@@ -83,7 +84,7 @@ class Totals:
             parts.append(f"{self.failed} failed")
         of = "" if self.size is None else f" of {size(self.size)}"
         pct = f" ({int(100 * self.done / self.size)}%)" if self.size else ""
-        parts.append(f"{size(self.done)}{of}{pct}")
+        parts.append(f"{size(self.done)} in progress" if self.partial else f"{size(self.done)}{of}{pct}")
         if self.speed:
             parts.append(rate(self.speed))
         if self.eta is not None:
@@ -103,6 +104,22 @@ def totals(files: list[dict]) -> Totals:
         done=sum(done_bytes(f) for f in kept),
         size=None if any(s is None for s in sizes) else sum(sizes),
         speed=sum(live_speed(f) for f in kept),
+    )
+
+
+def counted(counts: dict[str, int], shown: list[dict]) -> Totals:
+    """A big job's total: its files by state from the journal's counts;
+    bytes and speed of the ``shown`` files (every moving one is among
+    them), its size unknown (the files not shown are not summed)."""
+    kept = {k: n for k, n in counts.items() if k != REMOVED}
+    return Totals(
+        files=sum(kept.values()),
+        finished=sum(n for k, n in kept.items() if k in COMPLETE),
+        failed=sum(n for k, n in kept.items() if k in FAILURES),
+        done=sum(done_bytes(f) for f in shown if f["state"] not in COMPLETE and f["state"] != REMOVED),
+        size=None,
+        speed=sum(live_speed(f) for f in shown),
+        partial=True,
     )
 
 

@@ -15,12 +15,19 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from segdl.engine.lifecycle import FINAL
+from segdl.engine.lifecycle import COMPLETE, DOWNLOADING, FAILURES, FINAL, PAUSED, VERIFIED, VERIFYING
 
 from ..console import shown
 from . import fmt
 from .client import ClientError
 from .dialogs import ConfirmDialog, LimitDialog, UrlDialog
+
+# A job of more files than BIG shows its moving files, its first failures
+# and the RECENT files that finished last, not every file: a table of
+# 100,000 rows, refreshed twice a second, would freeze the screen.
+BIG = 2000
+RECENT = 100
+MOVING = (DOWNLOADING, VERIFYING, VERIFIED, PAUSED)
 
 COLUMNS = ("name", "size", "state", "progress", "speed", "eta", "limit", "prio", "mirror", "error")
 STYLES = {"done": "green", "skipped": "green", "failed": "red", "hash_mismatch": "red", "paused": "yellow",
@@ -70,8 +77,12 @@ class LiveScreen(Screen):
     LiveScreen DataTable { height: 1fr; }
     """
 
-    def __init__(self, client, jobs: set[int], poll: float = 0.5, job_fields: dict | None = None) -> None:
+    def __init__(self, client, jobs: set[int], poll: float = 0.5, job_fields: dict | None = None,
+                 big: int = BIG, recent: int = RECENT) -> None:
         super().__init__()
+        self.big, self.recent = big, recent
+        self.finished: list[int] = []  # a big job's final files shown, oldest first
+        self.counts: dict[str, int] | None = None  # a big job's files by state
         self.client = client
         self.job_fields = dict(job_fields or {})  # of a URL added with a (its dest, attached)
         self.jobs = set(jobs)
@@ -119,7 +130,20 @@ class LiveScreen(Screen):
         jobs = [j for j in self.client.jobs() if j["id"] in self.jobs]
         self.dests = {j["id"]: j["dest"] for j in jobs}
         self.limit = self.client.limits()["max_speed"]
-        return [f for job in sorted(self.jobs) for f in self.client.files(job=job)]
+        if sum(j["files"] for j in jobs) <= self.big:
+            self.counts = None
+            return [f for job in sorted(self.jobs) for f in self.client.files(job=job)]
+        # A big job: its moving files and first failures, and what became
+        # of the files shown as moving last time (those are the recent).
+        self.counts = {}
+        for j in jobs:
+            for k, n in j["counts"].items():
+                self.counts[k] = self.counts.get(k, 0) + n
+        out = [f for job in sorted(self.jobs) for states in (MOVING, tuple(FAILURES))
+               for f in self.client.some_files(job, states, self.big)]
+        seen = {f["id"] for f in out}
+        out += [self.client.file(fid) for fid, f in self.rows.items() if f["state"] not in FINAL and fid not in seen]
+        return out
 
     def _show(self, files: list[dict]) -> None:
         table = self.query_one(DataTable)
@@ -133,10 +157,18 @@ class LiveScreen(Screen):
                         table.update_cell(key, column, value, update_width=True)
             else:
                 table.add_row(*(row[c] for c in COLUMNS), key=key)
+            if f["state"] in COMPLETE and f["id"] not in self.finished and f["id"] in self.rows:
+                self.finished.append(f["id"])
             self.rows[f["id"]] = f
+        if self.counts is not None:  # a big job: the latest RECENT finished files stay
+            while len(self.finished) > self.recent:
+                old_id = self.finished.pop(0)
+                table.remove_row(str(old_id))
+                del self.rows[old_id]
         jobs = ", ".join(str(j) for j in sorted(self.jobs)) or "none"
         limit = f" · limit {fmt.rate(self.limit)}" if self.limit else ""
-        self.query_one("#totals", Static).update(f"job {jobs} · {fmt.totals(files).line()}{limit}")
+        totals = fmt.totals(files) if self.counts is None else fmt.counted(self.counts, files)
+        self.query_one("#totals", Static).update(f"job {jobs} · {totals.line()}{limit}")
 
     def current_file(self) -> dict | None:
         table = self.query_one(DataTable)

@@ -13,7 +13,7 @@ journal: ``segdl ls``, and the note a re-run of a moved branch prints.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..lifecycle import COMPLETE
@@ -32,7 +32,10 @@ class Presence:
     where: str | None = None  # the file that holds it, when not at its own path
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {f: getattr(self, f) for f in _FIELDS}  # (asdict deep-copies: 3x slower)
+
+
+_FIELDS = tuple(f.name for f in fields(Presence))
 
 
 def hash_label(req) -> str | None:
@@ -61,10 +64,11 @@ def presence(journal, dest: Path, requests) -> list[Presence]:
     """``journal``: an open :class:`~segdl.engine.journal.Journal`, or None
     when there is none yet (everything is missing)."""
     out = []
-    for req in requests:
-        target = inside(dest, req.path)
+    targets = [inside(dest, req.path) for req in requests]
+    rows = journal.files_by_path(targets) if journal is not None else {}
+    for req, target in zip(requests, targets):
         label = hash_label(req)
-        row = journal.file_by_path(target) if journal is not None else None
+        row = rows.get(str(target))
         if row and row["state"] in COMPLETE and _intact(row) and _matches(req, row):
             out.append(Presence(req.path, req.url, req.size, label, "here", row["size"]))
             continue

@@ -1,7 +1,8 @@
 """``segdl verify [COLLECTION | PATH...]``: hash finished files again
 against the journal (engine/reverify.py) and say, for each, ``ok``,
-``corrupt`` or ``missing``; a corrupt or missing one is recorded as a hash
-mismatch, so ``segdl retry`` fetches it again.
+``corrupt`` or ``missing``; a corrupt one is moved aside (``NAME.corrupt``)
+and, as a missing one, recorded as a hash mismatch, so ``segdl retry``
+fetches it again.
 
 Exit code: 0 when every file checked is ok, 4 (as for a hash mismatch)
 when any is corrupt or missing, 2 when nothing matches what was named."""
@@ -23,8 +24,9 @@ def verify(
 ) -> None:
     """Re-hash finished files against the journal: ok, corrupt or missing.
 
-    A corrupt or missing file is recorded in the journal as a hash
-    mismatch; 'segdl retry' then fetches it again. Exit code 0 if all
+    A corrupt file is moved aside to NAME.corrupt; a corrupt or missing
+    file is recorded in the journal as a hash mismatch, and 'segdl retry'
+    then fetches it again. Exit code 0 if all
     are ok, 4 if any is corrupt or missing.
 
     \b

@@ -55,6 +55,8 @@ def routes(service, sessions, *, guarded, call, body, query, error, announce) ->
                                 headers={"set-cookie": sessions.set_cookie(session), "cache-control": "no-store"})
 
     async def logout(request: HttpRequest):
+        if sessions is None:
+            return JSONResponse({"ok": True})
         sessions.end(sessions.session_of(request.headers.get("cookie", "").encode("latin-1")))
         return JSONResponse({"ok": True}, headers={"set-cookie": sessions.clear_cookie()})
 
@@ -73,10 +75,8 @@ def routes(service, sessions, *, guarded, call, body, query, error, announce) ->
         query(request, {})
         return JSONResponse(await call(service.reverify, await body(request)))
 
-    out = [Route("/files/bulk", bulk, methods=["POST"]), Route("/review", review, methods=["POST"]),
-           Route("/verify", verify, methods=["POST"])]
-    if sessions is not None:
-        out += [Route("/", page, methods=["GET"]), Route("/web/{name}", asset, methods=["GET"]),
-                Route("/favicon.ico", favicon, methods=["GET"]),
-                Route(LOGIN_PATH, login, methods=["GET"]), Route(LOGOUT_PATH, logout, methods=["POST"])]
-    return out
+    return [Route("/files/bulk", bulk, methods=["POST"]), Route("/review", review, methods=["POST"]),
+            Route("/verify", verify, methods=["POST"]),
+            Route("/", page, methods=["GET"]), Route("/web/{name}", asset, methods=["GET"]),
+            Route("/favicon.ico", favicon, methods=["GET"]),
+            Route(LOGIN_PATH, login, methods=["GET"]), Route(LOGOUT_PATH, logout, methods=["POST"])]

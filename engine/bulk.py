@@ -11,7 +11,7 @@ refused with the reason, and the others change.
 from __future__ import annotations
 
 from .errors import ConflictError, UsageError
-from .validation import an_id, boolean, fields, listing, priority, speed
+from .validation import FieldError, an_id, boolean, fields, listing, priority, speed
 
 MAX_BULK = 10000  # files in one bulk request
 
@@ -25,7 +25,7 @@ def plan(body) -> tuple[list[int], dict, bool, bool]:
     body = fields(body, BULK)
     ids = list(dict.fromkeys(body.get("ids") or []))
     if not ids:
-        raise UsageError("ids: give the files to act on (a non-empty list of ids)")
+        raise FieldError("ids", "give the files to act on (a non-empty list of ids)")
     change = {k: body[k] for k in CHANGES if k in body}
     cancel = body.get("cancel", False)
     if cancel == bool(change):

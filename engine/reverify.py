@@ -11,7 +11,8 @@ recorded when it was verified:
 * ``missing``: no file at its path;
 * ``unchecked``: the journal has no digest for it (nothing to compare).
 
-:func:`record` writes what was found: a corrupt or missing file becomes
+:func:`record` writes what was found: a corrupt file is moved aside
+(``NAME.corrupt``), and a corrupt or missing file becomes
 ``hash_mismatch`` with an error saying so, so ``segdl retry`` (or the
 page's retry, ``POST /retry``) fetches it again; an ``ok`` file keeps its
 row as it is.  Choosing, hashing and recording are apart, so the service
@@ -95,13 +96,30 @@ def check(row: dict) -> Outcome:
 
 def record(journal, outcomes: list[Outcome]) -> int:
     """Write the bad outcomes to the journal (one transaction): the file
-    becomes ``hash_mismatch``, which retry fetches again.  Returns how many
-    rows changed."""
+    becomes ``hash_mismatch``, which retry fetches again.  A corrupt file
+    is first moved aside to ``NAME.corrupt`` (nothing is deleted), so the
+    fetch can put the good one in its place.  Returns how many rows
+    changed."""
     bad = [o for o in outcomes if o.result in (CORRUPT, MISSING)]
+    notes = {o.id: _move_aside(o.path) if o.result == CORRUPT else "" for o in bad}
     with journal.atomic():
         for o in bad:
-            journal.update_file(o.id, state=HASH_MISMATCH, error=f"{o.result} on disk (verify): {o.detail}")
+            journal.update_file(o.id, state=HASH_MISMATCH,
+                                error=f"{o.result} on disk (verify): {o.detail}{notes[o.id]}")
     return len(bad)
+
+
+def _move_aside(path: str) -> str:
+    aside = f"{path}.corrupt"
+    n = 1
+    while os.path.lexists(aside):
+        aside = f"{path}.corrupt.{n}"
+        n += 1
+    try:
+        os.rename(path, aside)
+    except OSError as e:
+        return f"; left in place ({e.strerror})"
+    return f"; moved aside to {os.path.basename(aside)}"
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:

@@ -8,7 +8,8 @@
   const files = new Map();   // id -> file, as GET /files and the events say
   const jobs = new Map();    // id -> job
   const rows = new Map();    // id -> <tr> on the current page
-  const selected = new Set();
+  const selected = new Set();     // ids ticked in Downloads
+  const libSelected = new Set();  // ids ticked in Library
   const PAGE = 200;          // rows on a page: 10,000 files stay smooth
   const RENDER_EVERY = 250;  // ms between renders, however fast events come
   let limits = { max_speed: 0, max_file_speed: 0 };
@@ -288,7 +289,7 @@
       const a = await ask(`Cancel ${name(f)}?`, { keep: true });
       if (a) return act(() => api('DELETE', `/files/${id}?keep_partial=${a.keep}`));
     }
-    if (what === 'retry') return act(async () => { await api('POST', '/retry', { ids: [id] }); say(`${name(f)}: fetching again`); });
+    if (what === 'retry') return retryFailed([id]);
   }
   async function bulk(what) {
     const ids = [...selected].filter((id) => files.has(id));
@@ -312,6 +313,12 @@
     const r = await act(() => api('POST', '/files/bulk', body));
     if (r) say(`${r.done.length} changed` + (r.refused.length ? `, ${r.refused.length} not (${r.refused[0].error})` : ''), r.refused.length > 0);
   }
+  async function retryFailed(ids) {
+    const r = await act(() => api('POST', '/retry', ids ? { ids } : {}));
+    if (!r) return;
+    if (r.jobs.length) say(`${r.jobs.length} job(s) fetching the failed files again`);
+    else say('nothing to fetch again now (a file whose job still runs is fetched again once that job ends)', true);
+  }
   function showLimits() {
     const input = $('global-limit');
     if (document.activeElement !== input) input.value = limits.max_speed ? `${Math.round(limits.max_speed / 1024)}K` : '';
@@ -320,13 +327,18 @@
   // journal's event history, so no state of the page's own: see README).
   let beforeSlow = null;
   async function slowMode(on) {
+    let r = null;
     if (on) {
+      let slow;
+      try { slow = parseRate($('slow-rate').value); } catch (e) { $('slow-mode').checked = false; return say(e.message, true); }
       beforeSlow = limits.max_speed;
-      await act(() => api('PATCH', '/limits', { max_speed: parseRate($('slow-rate').value) }));
+      r = await act(() => api('PATCH', '/limits', { max_speed: slow }));
+      if (!r) { $('slow-mode').checked = false; beforeSlow = null; }
     } else {
-      await act(() => api('PATCH', '/limits', { max_speed: beforeSlow ?? 0 }));
+      r = await act(() => api('PATCH', '/limits', { max_speed: beforeSlow ?? 0 }));
       beforeSlow = null;
     }
+    if (r) { limits = r; showLimits(); }
   }
 
   // ------------------------------------------------------------ add: review, then start
@@ -416,8 +428,8 @@
     for (const f of files.values()) {
       if (!want.includes(f.state) || n++ >= 2000) continue;
       const box = el('input', { type: 'checkbox', 'aria-label': 'select' });
-      box.checked = selected.has(f.id);
-      box.addEventListener('change', () => { if (box.checked) selected.add(f.id); else selected.delete(f.id); });
+      box.checked = libSelected.has(f.id);
+      box.addEventListener('change', () => { if (box.checked) libSelected.add(f.id); else libSelected.delete(f.id); });
       const job = jobs.get(f.job);
       body.append(el('tr', { 'data-id': String(f.id) }, el('td', {}, box), el('td', { class: 'name', text: f.path || f.url }),
         el('td', { text: (job && job.collection) || '' }), el('td', { text: size(f.size) }),
@@ -432,7 +444,7 @@
     }
   }
   async function reverify() {
-    const ids = [...selected].filter((id) => ['done', 'skipped'].includes((files.get(id) || {}).state));
+    const ids = [...libSelected].filter((id) => ['done', 'skipped'].includes((files.get(id) || {}).state));
     if (!ids.length) return say('select finished files to re-verify', true);
     const r = await act(() => api('POST', '/verify', { ids }));
     if (!r) return;
@@ -487,17 +499,17 @@
       let v;
       try { v = parseRate($('global-limit').value); } catch (err) { return say(err.message, true); }
       const r = await act(() => api('PATCH', '/limits', { max_speed: v }));
-      if (r) say(v ? `limit set: ${rate(v)}` : 'no limit');
+      if (r) { limits = r; say(v ? `limit set: ${rate(v)}` : 'no limit'); }
       $('global-limit').blur();
     });
     $('slow-mode').addEventListener('change', (e) => slowMode(e.target.checked));
-    $('retry-failed').addEventListener('click', () => act(async () => { const r = await api('POST', '/retry', {}); say(`${r.jobs.length} job(s) fetching the failed files again`); }));
-    $('lib-retry').addEventListener('click', () => act(async () => { const r = await api('POST', '/retry', {}); say(`${r.jobs.length} job(s) fetching the failed files again`); }));
+    $('retry-failed').addEventListener('click', () => retryFailed());
+    $('lib-retry').addEventListener('click', () => retryFailed());
     $('reverify').addEventListener('click', reverify);
     $('lib-all').addEventListener('change', (e) => {
       for (const box of $('lib-rows').querySelectorAll('tr')) {
         const id = Number(box.dataset.id);
-        if (e.target.checked) selected.add(id); else selected.delete(id);
+        if (e.target.checked) libSelected.add(id); else libSelected.delete(id);
       }
       schedule();
     });

@@ -7,14 +7,18 @@ open (aria2#200); Transmission's RPC was taken over by DNS rebinding
 * the Host header is on the allowlist: a rebinding page's requests carry
   its own host name (400);
 * ``Authorization: Bearer TOKEN``, compared in constant time (401 without
-  it or with a wrong one);
+  it or with a wrong one), or the web page's session cookie, taken only
+  from the page's own origin, and for a change only with the header
+  ``X-Segdl-Request: 1`` and an Origin (webauth.py);
 * a state-changing request (anything but GET/HEAD) that carries an Origin
   must carry an allowed one (403): browsers send Origin on cross-site
   requests, scripts and curl send none.  No CORS header is ever sent, so a
   browser never lets a foreign page read an answer;
 * a body is JSON (415 otherwise) and at most ``max_body`` bytes (413).
 
-One request needs no token: ``GET /proof?nonce=HEX``, answered with
+``GET /login?code=CODE`` needs no token either: its one-time code is
+checked there (webauth.py).  Every answer, a refusal too, carries the
+page's security headers (CSP, nosniff).  One more request needs no token: ``GET /proof?nonce=HEX``, answered with
 :func:`proof`, an HMAC of the nonce keyed by the token.  A client (``segdl
 pause``, ``resume``, ``limit``, the TUI) sends it first and sends the token
 only once the answer proves that this is the service that holds the token:

@@ -97,11 +97,11 @@ def log_in(page, serve: Serve) -> None:
     expect(page.locator("#conn")).to_have_text("live")
 
 
-def shot(page, tmp_path: Path, name: str) -> Path:
+def shot(page, tmp_path: Path, name: str, docs: bool = True) -> Path:
     out = tmp_path / f"web-{name}.png"
     page.screenshot(path=str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("SEGDL_SCREENSHOTS") == "docs":
+    if docs and os.environ.get("SEGDL_SCREENSHOTS") == "docs":
         DOCS.mkdir(exist_ok=True)
         shutil.copy(out, DOCS / out.name)
     return out
@@ -141,7 +141,7 @@ def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirr
         page.locator(f'#review-rows tr[data-path="{n}"] input').uncheck()
     expect(page.locator("#review-total")).to_contain_text("5 of 7 files selected")
     expect(page.locator("#review-total")).to_contain_text("free in")
-    shot(page, tmp_path, "add")
+    shot(page, tmp_path, "add", docs=False)
     page.click("#start")
     expect(page.locator("#message")).to_contain_text("5 file(s)")
     status, jobs = serve.call("GET", "/jobs")
@@ -307,3 +307,51 @@ def test_another_local_origin_can_neither_read_nor_change_anything(browser, serv
     # The page itself still works with its session.
     page.click("button[data-view=downloads]")
     expect(page.locator("#conn")).to_have_text("live")
+
+
+def test_review_of_a_hub_repo_shows_sizes_filters_and_what_changed_upstream(browser, tmp_path, monkeypatch):
+    from hubserver import HubServer
+
+    files = {"README.md": (b"# model\n", False), "config.json": (b'{"v": 1}\n', False),
+             "w-00001.safetensors": (os.urandom(300 * KiB), True), "w-00002.safetensors": (os.urandom(200 * KiB), True)}
+    with HubServer() as hub:
+        repo = hub.add_repo("org/model", files)
+        monkeypatch.setenv("HF_ENDPOINT", hub.hub_url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        serve = Serve(tmp_path / "serve", "-x", "2", "-j", "4").start()
+        try:
+            until(lambda: login_urls(serve), 10)
+            page = browser.new_page()
+            log_in(page, serve)
+            page.click("button[data-view=add]")
+            page.fill("#add-text", "hf://org/model")
+            page.click("#review-btn")
+            expect(page.locator("#review-rows tr")).to_have_count(4)
+            big = page.locator('#review-rows tr[data-path="w-00001.safetensors"] td')
+            expect(big.nth(2)).to_have_text("safetensors")
+            expect(big.nth(3)).to_have_text("300.0 KiB")
+            page.click("#sel-none")
+            expect(page.locator("#review-total")).to_contain_text("0 of 4 files selected")
+            page.fill("#glob", "*.safetensors")
+            page.click("#glob-apply")
+            expect(page.locator("#review-total")).to_contain_text("2 of 4 files selected · 500.0 KiB")
+            page.click("#start")
+            expect(page.locator("#message")).to_contain_text("2 file(s)")
+            job = serve.call("GET", "/jobs")[1]["jobs"][0]["id"]
+            serve.wait_files(job)
+
+            changed = dict(files)
+            changed["w-00002.safetensors"] = (os.urandom(200 * KiB), True)
+            repo.commit(changed)
+            page.click("button[data-view=add]")
+            page.click("#review-btn")
+            states = {n: page.locator(f'#review-rows tr[data-path="{n}"] td').nth(4) for n in files}
+            expect(states["w-00001.safetensors"]).to_have_text("here")
+            expect(states["w-00002.safetensors"]).to_have_text("changed upstream")
+            expect(states["README.md"]).to_have_text("not here")
+            page.click("#sel-missing")
+            expect(page.locator("#review-total")).to_contain_text("3 of 4 files selected")
+            shot(page, tmp_path, "review")
+        finally:
+            serve.stop()

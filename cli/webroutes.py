@@ -1,7 +1,8 @@
 """The page of ``segdl serve`` (``/``, its files under ``/web/``), its
 login, and the endpoints it needs beyond the API's first ones: many files
 at once (``POST /files/bulk``), a review before a job starts (``POST
-/review``), and re-verifying finished files (``POST /verify``).
+/review``), re-verifying finished files (``POST /verify``), and a
+finished file as a download (``GET /files/{id}/content``).
 
 The page is three static files shipped in the package (cli/web/), read
 when asked for: nothing is built, nothing comes from another origin, and
@@ -61,6 +62,16 @@ def routes(service, sessions, *, guarded, call, body, query, error, announce) ->
         return JSONResponse({"ok": True}, headers={"set-cookie": sessions.clear_cookie()})
 
     @guarded
+    async def content(request: HttpRequest):
+        """A finished file, as a download (never shown as a page)."""
+        from starlette.responses import FileResponse
+
+        query(request, {})
+        path = await call(service.finished_path, request.path_params["id"])
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name,
+                            content_disposition_type="attachment")
+
+    @guarded
     async def bulk(request: HttpRequest):
         query(request, {})
         return JSONResponse(await call(service.bulk, await body(request)))
@@ -76,7 +87,7 @@ def routes(service, sessions, *, guarded, call, body, query, error, announce) ->
         return JSONResponse(await call(service.reverify, await body(request)))
 
     return [Route("/files/bulk", bulk, methods=["POST"]), Route("/review", review, methods=["POST"]),
-            Route("/verify", verify, methods=["POST"]),
+            Route("/verify", verify, methods=["POST"]), Route("/files/{id:int}/content", content, methods=["GET"]),
             Route("/", page, methods=["GET"]), Route("/web/{name}", asset, methods=["GET"]),
             Route("/favicon.ico", favicon, methods=["GET"]),
             Route(LOGIN_PATH, login, methods=["GET"]), Route(LOGOUT_PATH, logout, methods=["POST"])]

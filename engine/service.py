@@ -254,6 +254,15 @@ class Service:
         self._command(lambda c: reverify.record(c.journal, outcomes))
         return {"files": [o.as_dict() for o in outcomes], "summary": reverify.summary(outcomes)}
 
+    def finished_path(self, fid: int) -> Path:
+        """Where a finished file is, for a client to read it: only a done
+        file, only under a root (its real path: not through a link out)."""
+        f = self.file(fid)
+        path = Path(os.path.realpath(f["path"]))
+        if f["state"] not in ("done", "skipped") or not path.is_file() or not self._under_roots(path):
+            raise LookupError(f"file {fid} is not a finished file under this service's folders")
+        return path
+
     @staticmethod
     def _known(fid) -> None:
         if not isinstance(fid, int) or isinstance(fid, bool) or not 1 <= fid <= validation.MAX_ID:

@@ -238,3 +238,27 @@ def test_segdl_verify_reports_ok_corrupt_and_missing_with_its_exit_code(serve, m
     assert states["y.bin"][0] == "hash_mismatch" and "corrupt" in states["y.bin"][1]
     assert not (serve.out / "y.bin").exists() and (serve.out / "y.bin.corrupt").exists()
     assert states["z.bin"][0] == "hash_mismatch" and "missing" in states["z.bin"][1]
+
+
+def test_a_finished_file_downloads_through_the_service_and_nothing_else_does(serve, mirror):
+    status, job = serve.call("POST", "/jobs", {"urls": [mirror.url("small.bin"), mirror.url("w1.bin")]})
+    small, big = job["files"]
+    serve.call("PATCH", f"/files/{big}", {"paused": True})
+    until(lambda: serve.file(small)["state"] == "done", 30)
+    token = {"Authorization": f"Bearer {serve.token()}"}
+    status, headers, body = send(serve, "GET", f"/files/{small}/content", token)
+    assert status == 200 and body == (mirror.root / "small.bin").read_bytes()
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["content-disposition"].startswith("attachment") and "small.bin" in headers["content-disposition"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert send(serve, "GET", f"/files/{small}/content")[0] == 401  # no token, no session
+    assert send(serve, "GET", f"/files/{big}/content", token)[0] == 404  # not finished
+    assert send(serve, "GET", "/files/999999/content", token)[0] == 404
+    # A link put in place of the finished file leads nowhere outside the roots.
+    target = Path(serve.file(small)["path"])
+    outside = serve.tmp / "secret.txt"
+    outside.write_text("not for the browser")
+    target.unlink()
+    target.symlink_to(outside)
+    status, _, body = send(serve, "GET", f"/files/{small}/content", token)
+    assert status == 404 and b"not for the browser" not in body

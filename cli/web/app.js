@@ -433,7 +433,8 @@
       const job = jobs.get(f.job);
       body.append(el('tr', { 'data-id': String(f.id) }, el('td', {}, box), el('td', { class: 'name', text: f.path || f.url }),
         el('td', { text: (job && job.collection) || '' }), el('td', { text: size(f.size) }),
-        el('td', { text: f.state + (f.error ? ` (${f.error})` : '') }), el('td', { text: verified.get(f.id) || '' })));
+        el('td', { text: f.state + (f.error ? ` (${f.error})` : '') }), el('td', { text: verified.get(f.id) || '' }),
+        el('td', {}, libTab === 'here' ? el('a', { href: `/files/${f.id}/content`, download: '', text: 'download' }) : '')));
     }
     const jb = $('job-rows');
     jb.replaceChildren();

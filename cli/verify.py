@@ -22,7 +22,7 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="One JSON line per file, then a summary line."),
     journal: Optional[Path] = typer.Option(None, "--journal", envvar="SEGDL_JOURNAL", help="Journal file (default: $XDG_STATE_HOME/segdl/journal.sqlite)."),
 ) -> None:
-    """Re-hash finished files against the journal: ok, corrupt or missing.
+    """Re-hash finished files: ok, corrupt or missing.
 
     A corrupt file is moved aside to NAME.corrupt; a corrupt or missing
     file is recorded in the journal as a hash mismatch, and 'segdl retry'

@@ -362,3 +362,70 @@ def test_review_of_a_hub_repo_shows_sizes_filters_and_what_changed_upstream(brow
             shot(page, tmp_path, "review")
         finally:
             serve.stop()
+
+
+def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):
+    """10,000 files in the journal: the page loads them in one answer,
+    shows 200 rows a page, pages and filters; the times are printed (-s),
+    not asserted."""
+    from segdl.engine.journal import Journal
+
+    serve = Serve(tmp_path / "serve", "-x", "1")
+    out = serve.out.resolve()
+    out.mkdir(parents=True)
+    j = Journal(serve.journal)
+    try:
+        with j.atomic():
+            job = j.create_job(out, {"origin": "serve", "requests": []}, collection="many")
+            for i in range(10000):
+                j.put_file(job, f"http://127.0.0.1:9/f-{i:05d}.bin", out / f"f-{i:05d}.bin", state="failed",
+                           size=1 << 20, error="HTTP 404 (not found)")
+        j.finish_job(job)
+    finally:
+        j.close()
+    serve.start()
+    try:
+        until(lambda: login_urls(serve), 10)
+        page = browser.new_page()
+        began = time.monotonic()
+        log_in(page, serve)
+        expect(page.locator("#page")).to_have_text("page 1 of 50 (10000 files)")
+        expect(page.locator("#rows tr")).to_have_count(200)
+        loaded = time.monotonic() - began
+        began = time.monotonic()
+        page.click("#next")
+        expect(page.locator("#page")).to_have_text("page 2 of 50 (10000 files)")
+        expect(page.locator("#rows tr").first.locator("td.name .n")).to_have_text("f-00200.bin")
+        paged = time.monotonic() - began
+        page.fill("#filter", "f-09999")
+        expect(page.locator("#rows tr")).to_have_count(1)
+        expect(page.locator("#totals")).to_contain_text("10000 files: 10000 failed")
+        print(f"\n10,000 files: logged in and first page drawn in {loaded:.2f} s, next page in {paged:.2f} s")
+
+        # Keys: arrows move between rows, Delete asks before it cancels.
+        page.fill("#filter", "f-0000")
+        expect(page.locator("#rows tr")).to_have_count(10)
+        page.locator("#rows tr").first.focus()
+        page.keyboard.press("ArrowDown")
+        assert page.evaluate("document.activeElement.dataset.id") == page.locator("#rows tr").nth(1).get_attribute("data-id")
+        page.keyboard.press("Delete")
+        expect(page.locator("#ask-text")).to_have_text("Cancel f-00001.bin?")
+        page.keyboard.press("Escape")
+        expect(page.locator("#ask")).not_to_be_visible()
+        assert serve.file(int(page.locator("#rows tr").nth(1).get_attribute("data-id")))["state"] == "failed"
+
+        # Dark and light, and a phone's width without sideways scrolling.
+        page.emulate_media(color_scheme="dark")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(20, 23, 27)"
+        page.emulate_media(color_scheme="light")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+        page.set_viewport_size({"width": 390, "height": 844})
+        for view in ("downloads", "add", "library"):
+            page.click(f"button[data-view={view}]")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, view
+        page.click("button[data-view=downloads]")
+        page.fill("#filter", "")
+        page.emulate_media(color_scheme="dark")
+        shot(page, tmp_path, "phone-dark")
+    finally:
+        serve.stop()

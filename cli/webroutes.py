@@ -4,7 +4,8 @@ at once (``POST /files/bulk``), a review before a job starts (``POST
 /review``), re-verifying finished files (``POST /verify``), and a
 finished file as a download (``GET /files/{id}/content``).
 
-The page is three static files shipped in the package (cli/web/), read
+The page is static files shipped in the package (cli/web/: the HTML, a
+style sheet, and JavaScript modules with no library), read
 when asked for: nothing is built, nothing comes from another origin, and
 nothing here is imported by any command but ``segdl serve``.  Everything
 but ``GET /login`` needs a session or the token (guard.py).
@@ -21,8 +22,9 @@ from starlette.routing import Route
 from .webauth import LOGIN_PATH, LOGOUT_PATH
 
 WEB = Path(__file__).with_name("web")
-STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "app.css": "text/css; charset=utf-8"}
+JS = "text/javascript; charset=utf-8"
+STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
+          **{f"{m}.js": JS for m in ("app", "util", "store", "downloads", "add", "library")}}
 
 
 def _static(name: str) -> Response:

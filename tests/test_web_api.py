@@ -95,7 +95,7 @@ def test_a_login_code_works_once_and_its_cookie_reads_only_from_this_origin(serv
     assert headers["x-content-type-options"] == "nosniff"
     status, headers, body = send(serve, "GET", "/", own)
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert b"<script src=\"/web/app.js\"" in body and b"<script>" not in body  # no inline script
+    assert b'<script type="module" src="/web/app.js">' in body and b"<script>" not in body  # no inline script
     assert serve.token().encode() not in body
 
     # Another port of this machine is the same *site*: the browser sends the

@@ -234,6 +234,10 @@ def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirr
     expect(page.locator("#message")).to_contain_text("1 job(s) fetching")
     until(lambda: files_by_name(serve)["small0.bin"]["state"] == "done", 30, why=str(files_by_name(serve)["small0.bin"]))
     assert (serve.out / "small0.bin").read_bytes() == (mirror.root / "small0.bin").read_bytes()
+    page.click("button[data-view=downloads]")
+    row(page, "small0.bin").locator("button[data-act=verify]").click()
+    expect(page.locator("#message")).to_have_text("small0.bin: ok")
+    page.click("button[data-view=library]")
     # A finished file, downloaded through the browser from the Library.
     page.click("button.lib-tab[data-tab=here]")
     small1 = files_by_name(serve)["small1.bin"]["id"]

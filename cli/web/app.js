@@ -90,7 +90,10 @@ function wire() {
     if (stream) stream.close();
     say('logged out: open a new login URL from segdl serve to come back');
   });
-  $('conn').addEventListener('click', () => { if ('Notification' in window) Notification.requestPermission(); });
+  if ('Notification' in window && Notification.permission === 'default') {
+    $('notify').hidden = false;
+    $('notify').addEventListener('click', async () => { await Notification.requestPermission(); $('notify').hidden = true; });
+  }
 }
 
 setInterval(() => { if (store.dirty) { store.dirty = false; render(); } }, RENDER_EVERY);

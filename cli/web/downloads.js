@@ -92,7 +92,8 @@ function makeRow(id) {
       el('button', { type: 'button', 'data-act': 'down', title: 'priority down', text: '−' }), ' ',
       el('button', { type: 'button', 'data-act': 'limit', text: 'limit' }), ' ',
       el('button', { type: 'button', 'data-act': 'cancel', text: 'cancel' }), ' ',
-      el('button', { type: 'button', 'data-act': 'retry', text: 'retry' })));
+      el('button', { type: 'button', 'data-act': 'retry', text: 'retry' }), ' ',
+      el('button', { type: 'button', 'data-act': 'verify', text: 'verify', title: 'hash it again against the journal' })));
   tr.addEventListener('click', (e) => { const b = e.target.closest('button'); if (b) rowAction(id, b.dataset.act); });
   return tr;
 }
@@ -113,10 +114,11 @@ function patchRow(tr, f) {
   set(cell(tr, 5), f.speed && f.size ? duration((f.size - got) / f.speed) : '');
   set(cell(tr, 6), f.max_speed ? rate(f.max_speed) : '');
   set(cell(tr, 7), String(f.priority ?? 0));
-  const [toggle, up, down, limit, cancel, retry] = cell(tr, 8).querySelectorAll('button');
+  const [toggle, up, down, limit, cancel, retry, verify] = cell(tr, 8).querySelectorAll('button');
   set(toggle, f.paused ? 'resume' : 'pause');
   for (const b of [toggle, up, down, limit, cancel]) b.hidden = !running;
   retry.hidden = !failed;
+  verify.hidden = !(f.state === 'done' || f.state === 'skipped');
 }
 async function rowAction(id, what) {
   const f = files.get(id);
@@ -132,6 +134,11 @@ async function rowAction(id, what) {
     if (a) return act(() => api('DELETE', `/files/${id}?keep_partial=${a.keep}`));
   }
   if (what === 'retry') return retryFailed([id]);
+  if (what === 'verify') {
+    const r = await act(() => api('POST', '/verify', { ids: [id] }));
+    const o = r && r.files[0];
+    if (o) say(`${name(f)}: ${o.result}` + (o.detail ? ` (${o.detail})` : ''), o.result !== 'ok');
+  }
 }
 async function bulk(what) {
   const ids = [...selected].filter((id) => files.has(id));

@@ -156,8 +156,9 @@ def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirr
     expect(row(page, "big0.bin").locator("td").nth(2)).to_have_text("paused")
     big0 = files_by_name(serve)["big0.bin"]["id"]
     assert serve.file(big0)["paused"] is True
-    until(lambda: mirror.server.concurrency()["in_flight"] <= 2 and sent(mirror, "big0.bin") > 0, 20,
-          why="the paused file's request ends at the mirror")
+    # (Only big1's request is left at the mirror: the others are done,
+    # failed, or paused.)
+    until(lambda: mirror.server.concurrency()["in_flight"] <= 1, 20, why="the paused file's request ends at the mirror")
     stopped, received = sent(mirror, "big0.bin"), serve.file(big0)["received"]
     time.sleep(2)  # (a paused file must not move: nothing to wait for)
     assert sent(mirror, "big0.bin") == stopped and serve.file(big0)["received"] == received
@@ -172,7 +173,7 @@ def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirr
     page.click("#ask-ok")
     expect(row(page, "big1.bin").locator("td").nth(6)).to_have_text("48.0 KiB/s")
     assert serve.file(big1)["max_speed"] == 48 * KiB
-    until(lambda: 0 < serve.file(big1)["speed"] <= 48 * KiB * 1.3, 30, step=0.3,
+    until(lambda: 0 < serve.file(big1)["speed"] <= 48 * KiB * 1.5, 30, step=0.3,
           why="big1's speed comes down to its limit")
     page.fill("#global-limit", "20M")
     page.click("#limits button[type=submit]")

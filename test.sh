@@ -18,6 +18,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
 command -v strace >/dev/null || need+=(strace)
 command -v fusermount3 >/dev/null || need+=(fuse3)  # the power-cut trials' FUSE filesystem
+command -v chromium >/dev/null || need+=(chromium)  # the web page's tests (tests/test_web.py)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo); else

@@ -7,14 +7,18 @@ open (aria2#200); Transmission's RPC was taken over by DNS rebinding
 * the Host header is on the allowlist: a rebinding page's requests carry
   its own host name (400);
 * ``Authorization: Bearer TOKEN``, compared in constant time (401 without
-  it or with a wrong one);
+  it or with a wrong one), or the web page's session cookie, taken only
+  from the page's own origin, and for a change only with the header
+  ``X-Segdl-Request: 1`` and an Origin (webauth.py);
 * a state-changing request (anything but GET/HEAD) that carries an Origin
   must carry an allowed one (403): browsers send Origin on cross-site
   requests, scripts and curl send none.  No CORS header is ever sent, so a
   browser never lets a foreign page read an answer;
 * a body is JSON (415 otherwise) and at most ``max_body`` bytes (413).
 
-One request needs no token: ``GET /proof?nonce=HEX``, answered with
+``GET /login?code=CODE`` needs no token either: its one-time code is
+checked there (webauth.py).  Every answer, a refusal too, carries the
+page's security headers (CSP, nosniff).  One more request needs no token: ``GET /proof?nonce=HEX``, answered with
 :func:`proof`, an HMAC of the nonce keyed by the token.  A client (``segdl
 pause``, ``resume``, ``limit``, the TUI) sends it first and sends the token
 only once the answer proves that this is the service that holds the token:
@@ -35,6 +39,8 @@ import re
 import secrets
 import stat
 from pathlib import Path
+
+from .webauth import CSRF_HEADER, LOGIN_PATH, from_this_origin, with_security_headers
 
 MAX_BODY = 1 << 20
 TOKEN_BYTES = 32  # 256 bits
@@ -85,8 +91,10 @@ def load_or_create_token(path: Path) -> str:
 class Guard:
     """ASGI middleware: the Host, the token, the Origin and the body rules above."""
 
-    def __init__(self, app, *, token: str, hosts: list[str], origins: set[str], max_body: int = MAX_BODY) -> None:
+    def __init__(self, app, *, token: str, hosts: list[str], origins: set[str], max_body: int = MAX_BODY,
+                 sessions=None) -> None:
         self.app = app
+        self.sessions = sessions  # webauth.Sessions: the page's logins (None: Bearer only)
         self.expected = f"Bearer {token}".encode()
         self.hosts = [h.lower() for h in hosts]
         self.origins = origins
@@ -99,6 +107,7 @@ class Guard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = with_security_headers(send)
         headers = {k.decode("latin-1").lower(): v for k, v in scope["headers"]}
         if not self._host_allowed(host_part(headers.get("host"))):
             # First, before the token: a DNS-rebinding page names its own host.
@@ -106,15 +115,25 @@ class Guard:
                                             "one given with --allow-host)")
         if scope["path"] == PROOF_PATH and scope["method"] == "GET":
             return await self.app(scope, receive, send)  # the service proves itself: no token (see above)
-        if not hmac.compare_digest(headers.get("authorization", b""), self.expected):
-            return await _refuse(send, 401, "a valid 'Authorization: Bearer TOKEN' is required "
-                                            "(the token is in the file segdl serve printed)",
-                                 [(b"www-authenticate", b'Bearer realm="segdl"')])
+        if self.sessions is not None and scope["path"] == LOGIN_PATH and scope["method"] == "GET":
+            return await self.app(scope, receive, send)  # a one-time code, checked there (webauth.py)
         method = scope["method"]
+        by_cookie = False
+        if not hmac.compare_digest(headers.get("authorization", b""), self.expected):
+            by_cookie = (self.sessions is not None and from_this_origin(headers)
+                         and self.sessions.valid(self.sessions.session_of(headers.get("cookie"))))
+            if not by_cookie:
+                return await _refuse(send, 401, "a valid 'Authorization: Bearer TOKEN' is required "
+                                                "(the token is in the file segdl serve printed), or a session "
+                                                "of this page (open the login URL segdl serve printed)",
+                                     [(b"www-authenticate", b'Bearer realm="segdl"')])
         if method not in ("GET", "HEAD"):
             origin = headers.get("origin")
             if origin is not None and origin.decode("latin-1") not in self.origins:
                 return await _refuse(send, 403, f"origin {origin.decode('latin-1')!r} is not allowed")
+            if by_cookie and (origin is None or headers.get(CSRF_HEADER.decode()) != b"1"):
+                return await _refuse(send, 403, "a change made with the page's session needs its Origin and "
+                                                "the header X-Segdl-Request: 1")
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await _refuse(send, 413, f"the body is limited to {self.max_body} bytes")

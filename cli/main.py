@@ -40,9 +40,11 @@ for _command in (retry, limit, serve, ui):
 
 from .bench import bench as _bench  # noqa: E402  (imports its engine part lazily)
 from .demo import demo as _demo  # noqa: E402
+from .verify import verify as _verify  # noqa: E402
 
 app.command(name="bench")(_bench)
 app.command(name="demo")(_demo)
+app.command(name="verify")(_verify)
 
 
 def _hf_cache_argv(argv: list[str]) -> list[str]:

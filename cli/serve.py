@@ -92,13 +92,25 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
     hosts = list(dict.fromkeys([*hosts, *allow_hosts]))
     sock.listen(64)
     service.start()
-    app = build_app(service, token=token, hosts=hosts, origins=origins, where=where.get("url") or where["socket"])
+    sessions = announce = None
+    if "url" in where:  # (a browser cannot open a Unix socket)
+        from .webauth import LOGIN_PATH, Sessions
+
+        sessions = Sessions(str(port))
+
+        def announce() -> None:
+            say(f"open the page: {where['url']}{LOGIN_PATH}?code={sessions.new_code()} "
+                "(the code works once, for 10 minutes; a new one follows each login)")
+    app = build_app(service, token=token, hosts=hosts, origins=origins, where=where.get("url") or where["socket"],
+                    sessions=sessions, announce=announce or (lambda: None))
     info = state / "serve.json"
     fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({**where, "pid": os.getpid(), "token_file": str(token_file)}, f)
     say(f"serving on {where.get('url') or where['socket']}; token in {token_file} "
         "(send it as 'Authorization: Bearer TOKEN')")
+    if announce is not None:
+        announce()
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
             # Shut down on SIGINT/SIGTERM, then stop the engine (below) and

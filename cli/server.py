@@ -33,6 +33,7 @@ from segdl.engine.service import EngineGone
 from segdl.engine.validation import FieldError
 
 from .guard import NONCE, PROOF_PATH, Guard, proof
+from .webroutes import routes as web_routes
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 EVENT_POLL = 0.2  # seconds between looks at the journal for new events
@@ -136,9 +137,11 @@ def _query(request: HttpRequest, allowed: dict) -> dict:
 # ---------------------------------------------------------------- the app
 
 
-def build_app(service, *, token: str, hosts: list[str], origins: set[str], where: str = "") -> Starlette:
+def build_app(service, *, token: str, hosts: list[str], origins: set[str], where: str = "", sessions=None,
+              announce=lambda: None) -> Starlette:
     """The app for ``service`` (a started :class:`Service`), listening at
-    ``where`` (its URL or socket path, for the proof: see guard.py)."""
+    ``where`` (its URL or socket path, for the proof: see guard.py);
+    ``sessions`` (webauth.Sessions) serves the page and its logins."""
 
     async def call(fn, *args, **kwargs):
         """A Service command (it waits for the engine's loop), off the event loop."""
@@ -280,7 +283,9 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str], where
         Route("/events", events, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(PROOF_PATH, prove, methods=["GET"]),
+        *web_routes(service, sessions, guarded=guarded, call=call, body=_body, query=_query, error=_error,
+                    announce=announce),
     ]
-    middleware = [Middleware(Guard, token=token, hosts=hosts, origins=origins)]
+    middleware = [Middleware(Guard, token=token, hosts=hosts, origins=origins, sessions=sessions)]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: http_error, Exception: server_error})

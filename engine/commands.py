@@ -109,14 +109,14 @@ class Commands:
                 self.c.journal.update_job(job, **self.c.limits)
         return {k: v or 0 for k, v in self.c.limits.items()}
 
-    def retry(self, allowed=lambda dest: True) -> dict:
-        """The failed files the journal knows, again, as one new job per
-        job they came from (its destination and collection), for those
-        whose destination is ``allowed``."""
+    def retry(self, allowed=lambda dest: True, ids: set[int] | None = None) -> dict:
+        """The failed files the journal knows (those of ``ids``, if given),
+        again, as one new job per job they came from (its destination and
+        collection), for those whose destination is ``allowed``."""
         jobs = {j["id"]: j for j in self.c.journal.all_jobs()}
         groups: dict[int, list] = {}
         for row in self.c.journal.find_files(states=tuple(lifecycle.FAILURES)):
-            if self.c.holds(row["id"]):
+            if self.c.holds(row["id"]) or (ids is not None and row["id"] not in ids):
                 continue
             if Path(row["path"]) in self.c.targets or not allowed(Path(row["path"]).parent):
                 continue

@@ -220,8 +220,48 @@ class Service:
         return self._command(lambda c: c.commands.set_limits(**limits))
 
     def retry(self, **body) -> dict:
-        validation.fields(body, {})
-        return self._command(lambda c: c.commands.retry(self._under_roots))
+        """The failed files again (only those of ``ids``, if given)."""
+        ids = validation.fields(body, {"ids": validation.listing(validation.an_id, validation.MAX_PAGE)}).get("ids")
+        return self._command(lambda c: c.commands.retry(self._under_roots, None if ids is None else set(ids)))
+
+    def bulk(self, body) -> dict:
+        """Many files at once (engine/bulk.py): checked whole, applied in one command."""
+        from . import bulk
+
+        ids, change, cancel, keep = bulk.plan(body)
+        return self._command(lambda c: bulk.apply(c.commands, ids, change, cancel, keep))
+
+    def review(self, body) -> dict:
+        """What a job of ``body`` (as :meth:`add_job` takes) would fetch, and what of it is here."""
+        from .review import REVIEW, review
+
+        body = validation.fields({k: v for k, v in body.items() if v is not None}
+                                 if isinstance(body, dict) else body, REVIEW)
+        dest = self.destination(body.get("dest"))
+        requests, collection, _ = self._requests(body, dest)
+        j = self._reader()
+        with j.reading():
+            return review(j, dest, requests, body.get("collection") or collection)
+
+    def reverify(self, body) -> dict:
+        """Hash the finished files ``ids`` again (engine/reverify.py), here;
+        record what is corrupt or missing on the loop."""
+        from . import reverify
+
+        ids = set(validation.fields(body, reverify.REQUEST, at_least_one=True)["ids"])
+        rows = [r for r in reverify.finished(self._reader()) if r["id"] in ids and self._under_roots(Path(r["path"]))]
+        outcomes = [reverify.check(r) for r in rows]
+        self._command(lambda c: reverify.record(c.journal, outcomes))
+        return {"files": [o.as_dict() for o in outcomes], "summary": reverify.summary(outcomes)}
+
+    def finished_path(self, fid: int) -> Path:
+        """Where a finished file is, for a client to read it: only a done
+        file, only under a root (its real path: not through a link out)."""
+        f = self.file(fid)
+        path = Path(os.path.realpath(f["path"]))
+        if f["state"] not in ("done", "skipped") or not path.is_file() or not self._under_roots(path):
+            raise LookupError(f"file {fid} is not a finished file under this service's folders")
+        return path
 
     @staticmethod
     def _known(fid) -> None:

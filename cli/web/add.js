@@ -1,0 +1,95 @@
+// Add: a list (URLs, a hub reference, an aria2 list, a manifest; pasted,
+// dropped or picked) is reviewed by the service (POST /review: sizes, here
+// or not), the user picks, then the job starts with just those (select).
+import { $, act, api, el, say, size } from './util.js';
+
+let reviewBody = null, reviewed = null;
+const picked = new Set();
+function bodyOf(text) {
+  const t = text.trim();
+  if (!t) throw new Error('paste URLs, a hub reference, an aria2 list or a manifest first');
+  const extra = {};
+  if ($('add-dest').value.trim()) extra.dest = $('add-dest').value.trim();
+  if ($('add-collection').value.trim()) extra.collection = $('add-collection').value.trim();
+  if (t.startsWith('{')) {
+    let m;
+    try { m = JSON.parse(t); } catch (e) { throw new Error(`the manifest is not JSON: ${e.message}`); }
+    return { manifest: m, ...extra };
+  }
+  const lines = t.split(/\r?\n/);
+  if (lines.some((l) => /^[ \t]+\S+=/.test(l))) return { aria2: t + '\n', ...extra };
+  const words = t.split(/\s+/).filter(Boolean);
+  const refs = words.filter((w) => /^(hf|civitai):\/\//.test(w) || /^https?:\/\/(www\.)?civitai\.com\//.test(w));
+  if (refs.length > 1) throw new Error('one hub reference at a time');
+  if (refs.length === 1 && words.length === 1) return { ref: refs[0], ...extra };
+  if (refs.length) throw new Error('a hub reference goes alone, without other URLs');
+  return { urls: words, ...extra };
+}
+async function review() {
+  let body;
+  try { body = bodyOf($('add-text').value); } catch (e) { return say(e.message, true); }
+  const r = await act(() => api('POST', '/review', body));
+  if (!r) return;
+  say('');
+  reviewBody = body; reviewed = r;
+  picked.clear();
+  for (const f of r.files) picked.add(f.index);
+  renderReview();
+  $('review').hidden = false;
+}
+function ext(path) { const m = /\.([A-Za-z0-9]{1,12})$/.exec(path || ''); return m ? m[1].toLowerCase() : ''; }
+function renderReview() {
+  const body = $('review-rows');
+  body.replaceChildren();
+  for (const f of reviewed.files) {
+    const box = el('input', { type: 'checkbox', 'aria-label': `take ${f.path}` });
+    box.checked = picked.has(f.index);
+    box.addEventListener('change', () => { if (box.checked) picked.add(f.index); else picked.delete(f.index); reviewTotals(); });
+    const here = { here: 'here', partial: `partly here (${size(f.done)})`, missing: 'not here', changed: 'changed upstream', corrupt: 'corrupt' }[f.state] || f.state;
+    body.append(el('tr', { 'data-path': f.path }, el('td', {}, box), el('td', { class: 'name', text: f.path, title: f.url }),
+      el('td', { text: ext(f.path) }), el('td', { text: size(f.size) }), el('td', { class: f.state, text: here })));
+  }
+  reviewTotals();
+}
+function reviewTotals() {
+  let n = 0, bytes = 0, unknown = 0, need = 0;
+  for (const f of reviewed.files) {
+    if (!picked.has(f.index)) continue;
+    n++;
+    if (f.size === null) unknown++; else { bytes += f.size; if (f.state !== 'here') need += f.size - (f.done || 0); }
+  }
+  const free = reviewed.free;
+  $('review-total').textContent = `${n} of ${reviewed.files.length} files selected · ${size(bytes)}`
+    + (unknown ? ` (+${unknown} of unknown size)` : '') + ` · to fetch ${size(need)} · free in ${reviewed.dest}: ${size(free)}`
+    + (free !== null && need > free ? ' · NOT ENOUGH SPACE' : '');
+}
+function pick(fn) { picked.clear(); for (const f of reviewed.files) if (fn(f)) picked.add(f.index); renderReview(); }
+function globRe(g) { return new RegExp('^' + g.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$'); }
+async function start(show) {
+  if (!picked.size) return say('nothing selected', true);
+  const body = { ...reviewBody };
+  if (picked.size !== reviewed.files.length) body.select = [...picked].sort((a, b) => a - b);
+  const r = await act(() => api('POST', '/jobs', body));
+  if (!r) return;
+  say(`job ${r.job} started: ${r.files.length} file(s)`);
+  $('review').hidden = true;
+  show('downloads');
+}
+async function readFile(file) {
+  if (file.size > 900 * 1024) return say(`${file.name} is larger than the API takes in one request (1 MiB)`, true);
+  $('add-text').value = await file.text();
+}
+
+export function wireAdd(show) {
+  $('add-form').addEventListener('submit', (e) => { e.preventDefault(); review(); });
+  $('sel-all').addEventListener('click', () => pick(() => true));
+  $('sel-none').addEventListener('click', () => pick(() => false));
+  $('sel-missing').addEventListener('click', () => pick((f) => f.state !== 'here'));
+  $('glob-apply').addEventListener('click', () => { const re = globRe($('glob').value.trim() || '*'); pick((f) => re.test(f.path)); });
+  $('start').addEventListener('click', () => start(show));
+  $('add-file').addEventListener('change', (e) => { if (e.target.files[0]) readFile(e.target.files[0]); });
+  const drop = $('drop');
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => { e.preventDefault(); drop.classList.remove('over'); if (e.dataTransfer.files[0]) readFile(e.dataTransfer.files[0]); });
+}

@@ -1,0 +1,102 @@
+// segdl serve's page: a thin door onto the API (README, "The web page").
+// Everything shown comes from the API's answers and its event stream (no
+// polling); the page keeps no state of its own beyond what is on screen.
+import { $, act, api, say } from './util.js';
+import { files, jobs, schedule, store } from './store.js';
+import { renderRows, renderTotals, sampleSpeed, showLimits, wireDownloads } from './downloads.js';
+import { wireAdd } from './add.js';
+import { renderLibrary, wireLibrary } from './library.js';
+
+const RENDER_EVERY = 250;  // ms between draws, however fast events come
+let stream = null;
+
+async function load() {
+  const svc = await api('GET', '/service');
+  store.limits = svc.limits;
+  $('root').textContent = svc.roots.join(', ');
+  showLimits();
+  const js = await api('GET', '/jobs');
+  for (const j of js.jobs) jobs.set(j.id, j);
+  let after = 0, since = Math.min(svc.seq, js.seq);
+  for (let n = 0; n < 1000 && after !== null; n++) {
+    const p = await api('GET', `/files?after=${after}&limit=10000`);
+    since = Math.min(since, p.seq);
+    for (const f of p.files) files.set(f.id, f);
+    after = p.next;
+  }
+  connect(since);
+  schedule();
+}
+async function reloadJobs() {
+  const js = await api('GET', '/jobs');
+  for (const j of js.jobs) jobs.set(j.id, j);
+  schedule();
+}
+
+const KINDS = ['added', 'state', 'progress', 'finished', 'failed', 'removed', 'changed', 'job_added', 'job_ended', 'limits'];
+function connect(since) {
+  stream = new EventSource(`/events?since=${since}`);
+  stream.onopen = () => { $('conn').textContent = 'live'; $('conn').className = 'conn live'; };
+  stream.onerror = () => { $('conn').textContent = 'reconnecting…'; $('conn').className = 'conn'; };
+  for (const kind of KINDS) stream.addEventListener(kind, (m) => fold(JSON.parse(m.data)));
+}
+// One event into the files and jobs it changes (the README's vocabulary).
+function fold(ev) {
+  if (ev.kind === 'limits') { store.limits = { max_speed: ev.max_speed, max_file_speed: ev.max_file_speed }; showLimits(); return; }
+  if (ev.kind === 'job_added' || ev.kind === 'job_ended') {
+    if (ev.kind === 'job_ended') notify(ev);
+    reloadJobs();
+    return;
+  }
+  if (!ev.file) return;
+  const f = files.get(ev.file) || { id: ev.file, received: 0, bytes_done: 0, speed: 0, priority: 0, max_speed: 0, paused: false };
+  for (const k of ['path', 'url', 'state', 'size', 'received', 'speed', 'paused', 'priority', 'max_speed', 'error', 'blake3']) {
+    if (k in ev) f[k] = ev[k];
+  }
+  if (ev.job) f.job = ev.job;
+  if (f.state !== 'downloading') f.speed = 0;
+  if (ev.kind === 'finished') f.error = null;
+  files.set(f.id, f);
+  schedule();
+}
+function notify(ev) {
+  if (!('Notification' in window) || Notification.permission !== 'granted') return;
+  const what = ev.collection || `job ${ev.job}`;
+  new Notification(`segdl: ${what} ended`, { body: `${ev.files} file(s), ${ev.failed} failed` });
+}
+
+function render() {
+  renderTotals();
+  if (store.view === 'downloads') renderRows();
+  if (store.view === 'library') renderLibrary();
+}
+
+function show(v) {
+  store.view = v;
+  for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== v;
+  for (const b of document.querySelectorAll('.tab')) {
+    if (b.dataset.view === v) b.setAttribute('aria-current', 'page'); else b.removeAttribute('aria-current');
+  }
+  schedule();
+}
+
+function wire() {
+  for (const b of document.querySelectorAll('.tab')) b.addEventListener('click', () => show(b.dataset.view));
+  wireDownloads();
+  wireAdd(show);
+  wireLibrary();
+  $('logout').addEventListener('click', async () => {
+    await act(() => api('POST', '/logout'));
+    if (stream) stream.close();
+    say('logged out: open a new login URL from segdl serve to come back');
+  });
+  if ('Notification' in window && Notification.permission === 'default') {
+    $('notify').hidden = false;
+    $('notify').addEventListener('click', async () => { await Notification.requestPermission(); $('notify').hidden = true; });
+  }
+}
+
+setInterval(() => { if (store.dirty) { store.dirty = false; render(); } }, RENDER_EVERY);
+setInterval(sampleSpeed, 1000);
+wire();
+load().catch((e) => say(e.status === 401 ? 'not logged in: open the login URL that segdl serve printed' : e.message, true));

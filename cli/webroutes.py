@@ -1,0 +1,95 @@
+"""The page of ``segdl serve`` (``/``, its files under ``/web/``), its
+login, and the endpoints it needs beyond the API's first ones: many files
+at once (``POST /files/bulk``), a review before a job starts (``POST
+/review``), re-verifying finished files (``POST /verify``), and a
+finished file as a download (``GET /files/{id}/content``).
+
+The page is static files shipped in the package (cli/web/: the HTML, a
+style sheet, and JavaScript modules with no library), read
+when asked for: nothing is built, nothing comes from another origin, and
+nothing here is imported by any command but ``segdl serve``.  Everything
+but ``GET /login`` needs a session or the token (guard.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from .webauth import LOGIN_PATH, LOGOUT_PATH
+
+WEB = Path(__file__).with_name("web")
+JS = "text/javascript; charset=utf-8"
+STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
+          **{f"{m}.js": JS for m in ("app", "util", "store", "downloads", "add", "library")}}
+
+
+def _static(name: str) -> Response:
+    return Response(WEB.joinpath(name).read_bytes(), media_type=STATIC[name],
+                    headers={"cache-control": "no-cache"})
+
+
+def routes(service, sessions, *, guarded, call, body, query, error, announce) -> list[Route]:
+    """``announce()`` prints a fresh login URL (after one is used)."""
+
+    async def page(request: HttpRequest):
+        return _static("index.html")
+
+    async def asset(request: HttpRequest):
+        name = request.path_params["name"]
+        if name not in STATIC or name == "index.html":
+            return error(404, f"no such file: /web/{name}")
+        return _static(name)
+
+    async def favicon(request: HttpRequest):
+        return Response(status_code=204)  # (no icon; not a 404 in the console)
+
+    async def login(request: HttpRequest):
+        code = request.query_params.get("code", "")
+        session = sessions.redeem(code) if sessions is not None else None
+        if session is None:
+            return error(403, "this login code is used up, expired or wrong: open the newest login URL "
+                              "segdl serve printed")
+        announce()
+        return RedirectResponse("/", status_code=303,
+                                headers={"set-cookie": sessions.set_cookie(session), "cache-control": "no-store"})
+
+    async def logout(request: HttpRequest):
+        if sessions is None:
+            return JSONResponse({"ok": True})
+        sessions.end(sessions.session_of(request.headers.get("cookie", "").encode("latin-1")))
+        return JSONResponse({"ok": True}, headers={"set-cookie": sessions.clear_cookie()})
+
+    @guarded
+    async def content(request: HttpRequest):
+        """A finished file, as a download (never shown as a page)."""
+        from starlette.responses import FileResponse
+
+        query(request, {})
+        path = await call(service.finished_path, request.path_params["id"])
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name,
+                            content_disposition_type="attachment")
+
+    @guarded
+    async def bulk(request: HttpRequest):
+        query(request, {})
+        return JSONResponse(await call(service.bulk, await body(request)))
+
+    @guarded
+    async def review(request: HttpRequest):
+        query(request, {})
+        return JSONResponse(await call(service.review, await body(request)))
+
+    @guarded
+    async def verify(request: HttpRequest):
+        query(request, {})
+        return JSONResponse(await call(service.reverify, await body(request)))
+
+    return [Route("/files/bulk", bulk, methods=["POST"]), Route("/review", review, methods=["POST"]),
+            Route("/verify", verify, methods=["POST"]), Route("/files/{id:int}/content", content, methods=["GET"]),
+            Route("/", page, methods=["GET"]), Route("/web/{name}", asset, methods=["GET"]),
+            Route("/favicon.ico", favicon, methods=["GET"]),
+            Route(LOGIN_PATH, login, methods=["GET"]), Route(LOGOUT_PATH, logout, methods=["POST"])]

@@ -1,0 +1,437 @@
+"""The web page of `segdl serve` in a real browser (issue 20): Debian's
+Chromium, headless, driven by Playwright (which never downloads a browser
+here: ``executable_path`` is Debian's), against a real `segdl serve` and a
+real paced mirror on 127.0.0.1.
+
+* test_the_page_drives_a_collection_from_review_to_verify: log in through
+  the printed URL; add URLs; review and deselect two; start; pause one and
+  see its bytes stop in the mirror's log; resume; limits; cancel; retry a
+  404 once the mirror has the file; re-verify after a byte is damaged on
+  disk, then fetch it again.  Screenshots of the three views on the way
+  (into docs/ when SEGDL_SCREENSHOTS=docs).
+* test_another_local_origin_can_neither_read_nor_change_anything: a page
+  on another port of 127.0.0.1 (the same *site*, so the browser sends the
+  session cookie) tries fetch, a form post, an image and an EventSource.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from servers import PacedMirror
+from segdl.engine.ranges import KiB, MiB
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("sse_starlette")
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+from test_serve import Serve  # noqa: E402
+from test_serve_api import until  # noqa: E402
+from test_web_api import login_urls  # noqa: E402
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+RATE = 256 * KiB  # bytes/s per connection
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "Debian's Chromium is needed: apt-get install -y chromium (test.sh installs it)"
+    return path
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A fresh Chromium profile (its own --user-data-dir) at 1280x800."""
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 800})
+        ctx.set_default_timeout(30000)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    root = tmp_path / "mirror"
+    root.mkdir()
+    for i in range(2):
+        (root / f"big{i}.bin").write_bytes(os.urandom(8 * MiB))
+    for i in range(4):
+        (root / f"small{i}.bin").write_bytes(os.urandom(64 * KiB))
+    with PacedMirror(root, rate=RATE) as m:
+        m.root = root
+        yield m
+
+
+@pytest.fixture
+def serve(tmp_path):
+    s = Serve(tmp_path / "serve", "-x", "1", "--max-connections", "16", "-j", "8")
+    s.start()
+    until(lambda: login_urls(s), 10, why="segdl serve prints a login URL")
+    yield s
+    s.stop()
+
+
+def log_in(page, serve: Serve) -> None:
+    url = login_urls(serve)[-1]
+    response = page.goto(url)
+    assert page.url == f"http://{serve.host}:{serve.port}/"  # the code is gone from the address bar
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp
+    assert response.headers["x-content-type-options"] == "nosniff"
+    expect(page.locator("#conn")).to_have_text("live")
+
+
+def shot(page, tmp_path: Path, name: str, docs: bool = True) -> Path:
+    out = tmp_path / f"web-{name}.png"
+    page.screenshot(path=str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if docs and os.environ.get("SEGDL_SCREENSHOTS") == "docs":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copy(out, DOCS / out.name)
+    return out
+
+
+def files_by_name(serve: Serve) -> dict[str, dict]:
+    """The newest file of each name, as the API lists them."""
+    status, page = serve.call("GET", "/files?limit=10000")
+    assert status == 200
+    return {Path(f["path"]).name: f for f in page["files"]}
+
+
+def sent(mirror, name: str) -> int:
+    """Body bytes the mirror's log says it sent of ``name`` (requests that ended)."""
+    return sum(e["body_bytes_sent"] for e in mirror.access_log_entries() if e["path"] == f"/{name}")
+
+
+def row(page, name: str):
+    return page.locator("#rows tr", has=page.locator(f'td.name[title$="/{name}"]'))
+
+
+def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirror, tmp_path):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    log_in(page, serve)
+
+    # Add: paste the URLs, review, leave two out, start.
+    names = ["big0.bin", "big1.bin", "small0.bin", "small1.bin", "small2.bin", "small3.bin", "late.bin"]
+    page.click("button[data-view=add]")
+    page.fill("#add-text", "\n".join(mirror.url(n) for n in names))
+    page.click("#review-btn")
+    expect(page.locator("#review-rows tr")).to_have_count(7)
+    for n in names:
+        expect(page.locator(f'#review-rows tr[data-path="{n}"] td').nth(4)).to_have_text("not here")
+    for n in ("small2.bin", "small3.bin"):
+        page.locator(f'#review-rows tr[data-path="{n}"] input').uncheck()
+    expect(page.locator("#review-total")).to_contain_text("5 of 7 files selected")
+    expect(page.locator("#review-total")).to_contain_text("free in")
+    shot(page, tmp_path, "add", docs=False)
+    page.click("#start")
+    expect(page.locator("#message")).to_contain_text("5 file(s)")
+    status, jobs = serve.call("GET", "/jobs")
+    assert [j["requested"] for j in jobs["jobs"]] == [5]
+    until(lambda: set(files_by_name(serve)) == {"big0.bin", "big1.bin", "small0.bin", "small1.bin", "late.bin"}, 20)
+
+    # Downloads: live rows.  Pause big0 and see its bytes stop at the mirror.
+    expect(row(page, "big0.bin").locator("td").nth(2)).to_have_text("downloading")
+    until(lambda: files_by_name(serve)["big0.bin"]["received"] > 0, 20, why="big0 moves")
+    shot(page, tmp_path, "downloads")
+    row(page, "big0.bin").locator("button[data-act=toggle]").click()
+    expect(row(page, "big0.bin").locator("td").nth(2)).to_have_text("paused")
+    big0 = files_by_name(serve)["big0.bin"]["id"]
+    assert serve.file(big0)["paused"] is True
+    # (Only big1's request is left at the mirror: the others are done,
+    # failed, or paused.)
+    until(lambda: mirror.server.concurrency()["in_flight"] <= 1, 20, why="the paused file's request ends at the mirror")
+    stopped, received = sent(mirror, "big0.bin"), serve.file(big0)["received"]
+    time.sleep(2)  # (a paused file must not move: nothing to wait for)
+    assert sent(mirror, "big0.bin") == stopped and serve.file(big0)["received"] == received
+    row(page, "big0.bin").locator("button[data-act=toggle]").click()
+    until(lambda: serve.file(big0)["received"] > received, 20, why="big0 moves again once resumed")
+    expect(row(page, "big0.bin").locator("td").nth(2)).to_have_text("downloading")
+
+    # A file's limit: the rate follows.  The global limit, and slow mode.
+    big1 = files_by_name(serve)["big1.bin"]["id"]
+    row(page, "big1.bin").locator("button[data-act=limit]").click()
+    page.fill("#ask-input", "48K")
+    page.click("#ask-ok")
+    expect(row(page, "big1.bin").locator("td").nth(6)).to_have_text("48.0 KiB/s")
+    assert serve.file(big1)["max_speed"] == 48 * KiB
+    until(lambda: 0 < serve.file(big1)["speed"] <= 48 * KiB * 1.5, 30, step=0.3,
+          why="big1's speed comes down to its limit")
+    page.fill("#global-limit", "20M")
+    page.click("#limits button[type=submit]")
+    until(lambda: serve.call("GET", "/service")[1]["limits"]["max_speed"] == 20 * MiB, 10)
+    page.check("#slow-mode")
+    until(lambda: serve.call("GET", "/service")[1]["limits"]["max_speed"] == 256 * KiB, 10)
+    page.uncheck("#slow-mode")
+    until(lambda: serve.call("GET", "/service")[1]["limits"]["max_speed"] == 20 * MiB, 10,
+          why="slow mode off restores the limit before it")
+
+    # Cancel big1, without keeping its partial data.
+    row(page, "big1.bin").locator("button[data-act=cancel]").click()
+    page.click("#ask-ok")
+    until(lambda: serve.file(big1)["state"] == "removed", 15)
+    expect(row(page, "big1.bin").locator("td").nth(2)).to_have_text("removed")
+    assert not [p for p in serve.out.rglob("big1.bin*")]
+
+    # late.bin is a 404 until the mirror has it; then retry fetches it.
+    until(lambda: files_by_name(serve)["late.bin"]["state"] == "failed", 30)
+    expect(row(page, "late.bin").locator("button[data-act=retry]")).to_be_visible()
+    (mirror.root / "late.bin").write_bytes(b"late" * 1000)
+    row(page, "late.bin").locator("button[data-act=retry]").click()
+    until(lambda: files_by_name(serve)["late.bin"]["state"] == "done", 30)
+    expect(row(page, "late.bin").locator("td").nth(2)).to_have_text("done")
+    assert (serve.out / "late.bin").read_bytes() == b"late" * 1000
+
+    # Verify: a damaged byte is found from the Library, recorded, fetched again.
+    until(lambda: files_by_name(serve)["small0.bin"]["state"] == "done", 30)
+    small0 = files_by_name(serve)["small0.bin"]["id"]
+    with open(serve.out / "small0.bin", "r+b") as f:
+        f.seek(100)
+        b = f.read(1)
+        f.seek(100)
+        f.write(bytes([b[0] ^ 0x55]))
+    page.click("button[data-view=library]")
+    lib_row = page.locator(f'#lib-rows tr[data-id="{small0}"]')
+    lib_row.locator("input").check()
+    page.click("#reverify")
+    expect(page.locator("#message")).to_contain_text("1 corrupt")
+    assert serve.file(small0)["state"] == "hash_mismatch"
+    page.click("button.lib-tab[data-tab=failed]")
+    expect(page.locator(f'#lib-rows tr[data-id="{small0}"]')).to_contain_text("corrupt on disk")
+    shot(page, tmp_path, "library")
+    # (A path stays its job's until that job ends: end it, with a bulk
+    # cancel of the file still running, keeping its partial data.)
+    page.click("button[data-view=downloads]")
+    row(page, "big0.bin").locator("td").first.locator("input").check()
+    row(page, "small1.bin").locator("td").first.locator("input").check()
+    expect(page.locator("#selected-count")).to_have_text("2 selected")
+    page.click("button[data-bulk=cancel]")
+    page.check("#ask-keep")
+    page.click("#ask-ok")
+    expect(page.locator("#message")).to_contain_text("1 changed, 1 not")  # small1 is done: not cancelled
+    until(lambda: serve.file(big0)["state"] == "removed", 15)
+    assert [p.name for p in serve.out.glob("big0.bin*")] != []  # its partial data kept
+    until(lambda: serve.call("GET", "/jobs")[1]["jobs"][0]["state"] == "finished", 30, why="the first job ends")
+    page.click("button[data-view=library]")
+    page.click("#lib-retry")
+    expect(page.locator("#message")).to_contain_text("1 job(s) fetching")
+    until(lambda: files_by_name(serve)["small0.bin"]["state"] == "done", 30, why=str(files_by_name(serve)["small0.bin"]))
+    assert (serve.out / "small0.bin").read_bytes() == (mirror.root / "small0.bin").read_bytes()
+    page.click("button[data-view=downloads]")
+    row(page, "small0.bin").locator("button[data-act=verify]").click()
+    expect(page.locator("#message")).to_have_text("small0.bin: ok")
+    page.click("button[data-view=library]")
+    # A finished file, downloaded through the browser from the Library.
+    page.click("button.lib-tab[data-tab=here]")
+    small1 = files_by_name(serve)["small1.bin"]["id"]
+    with page.expect_download() as got:
+        page.locator(f'#lib-rows tr[data-id="{small1}"] a').click()
+    assert got.value.suggested_filename == "small1.bin"
+    assert Path(got.value.path()).read_bytes() == (mirror.root / "small1.bin").read_bytes()
+    assert errors == []
+
+
+EVIL = """<!doctype html><html><body><pre id=out></pre>
+<iframe name=sink></iframe>
+<form id=f method=post enctype=text/plain target=sink action="TARGET/jobs">
+<input name='{"urls": ["http://127.0.0.1:9/x"], "pad": "' value='"}'></form>
+<script>
+const T = "TARGET", out = {};
+const done = (k, v) => { out[k] = v; document.getElementById('out').textContent = JSON.stringify(out); };
+fetch(T + '/service', {credentials: 'include'}).then(r => r.text()).then(t => done('read', t), e => done('read', 'blocked'));
+fetch(T + '/limits', {method: 'PATCH', credentials: 'include', mode: 'no-cors', headers: {'Content-Type': 'text/plain'},
+      body: '{"max_speed": 1}'}).then(() => done('nocors', 'sent'), () => done('nocors', 'blocked'));
+fetch(T + '/limits', {method: 'PATCH', credentials: 'include', headers: {'Content-Type': 'application/json',
+      'X-Segdl-Request': '1'}, body: '{"max_speed": 2}'}).then(() => done('cors', 'sent'), () => done('cors', 'blocked'));
+const img = new Image(); img.onload = () => done('img', 'loaded'); img.onerror = () => done('img', 'error');
+img.src = T + '/service';
+const es = new EventSource(T + '/events'); es.onopen = () => done('es', 'open');
+es.onerror = () => { done('es', 'error'); es.close(); };
+document.getElementById('f').submit(); done('form', 'submitted');
+</script></body></html>"""
+
+
+def test_another_local_origin_can_neither_read_nor_change_anything(browser, serve):
+    page = browser.new_page()
+    log_in(page, serve)
+    # After login: no token and no code anywhere the page's scripts or a URL can reach.
+    token = serve.token()
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+    assert page.evaluate("document.cookie") == ""  # HttpOnly
+    assert token not in page.content() and "code=" not in page.url
+    for asset in ("/web/app.js", "/web/util.js", "/web/downloads.js", "/web/add.js", "/web/library.js",
+                  "/web/store.js", "/web/app.css"):
+        assert token not in page.request.get(f"http://{serve.host}:{serve.port}{asset}").text()
+
+    # A file name with markup is shown as text.
+    page.click("button[data-view=add]")
+    evil_name = '<img src=x onerror="document.title=1">.bin'
+    page.fill("#add-text", json.dumps({"files": [{"url": "http://127.0.0.1:9/a", "path": evil_name}]}))
+    page.click("#review-btn")
+    expect(page.locator("#review-rows td.name")).to_have_text(evil_name)
+    assert page.locator("#review-rows img").count() == 0 and page.title() == "segdl"
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = EVIL.replace("TARGET", f"http://{serve.host}:{serve.port}").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        evil = browser.new_page()
+        evil.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+        until(lambda: len(json.loads(evil.locator("#out").text_content() or "{}")) == 6, 20,
+              why="the other origin's attempts all end")
+        got = json.loads(evil.locator("#out").text_content())
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert got["read"] == "blocked" and got["cors"] == "blocked" and got["img"] == "error" and got["es"] == "error"
+    time.sleep(1)  # (the form post and the no-cors fetch were sent: let them land, if they could)
+    status, svc = serve.call("GET", "/service")
+    assert svc["limits"]["max_speed"] == 0  # not 1, not 2
+    assert serve.call("GET", "/jobs")[1]["jobs"] == []  # the form added no job
+    # The page itself still works with its session.
+    page.click("button[data-view=downloads]")
+    expect(page.locator("#conn")).to_have_text("live")
+
+
+def test_review_of_a_hub_repo_shows_sizes_filters_and_what_changed_upstream(browser, tmp_path, monkeypatch):
+    from hubserver import HubServer
+
+    files = {"README.md": (b"# model\n", False), "config.json": (b'{"v": 1}\n', False),
+             "w-00001.safetensors": (os.urandom(300 * KiB), True), "w-00002.safetensors": (os.urandom(200 * KiB), True)}
+    with HubServer() as hub:
+        repo = hub.add_repo("org/model", files)
+        monkeypatch.setenv("HF_ENDPOINT", hub.hub_url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        serve = Serve(tmp_path / "serve", "-x", "2", "-j", "4").start()
+        try:
+            until(lambda: login_urls(serve), 10)
+            page = browser.new_page()
+            log_in(page, serve)
+            page.click("button[data-view=add]")
+            page.fill("#add-text", "hf://org/model")
+            page.click("#review-btn")
+            expect(page.locator("#review-rows tr")).to_have_count(4)
+            big = page.locator('#review-rows tr[data-path="w-00001.safetensors"] td')
+            expect(big.nth(2)).to_have_text("safetensors")
+            expect(big.nth(3)).to_have_text("300.0 KiB")
+            page.click("#sel-none")
+            expect(page.locator("#review-total")).to_contain_text("0 of 4 files selected")
+            page.fill("#glob", "*.safetensors")
+            page.click("#glob-apply")
+            expect(page.locator("#review-total")).to_contain_text("2 of 4 files selected · 500.0 KiB")
+            page.click("#start")
+            expect(page.locator("#message")).to_contain_text("2 file(s)")
+            job = serve.call("GET", "/jobs")[1]["jobs"][0]["id"]
+            serve.wait_files(job)
+
+            changed = dict(files)
+            changed["w-00002.safetensors"] = (os.urandom(200 * KiB), True)
+            repo.commit(changed)
+            page.click("button[data-view=add]")
+            page.click("#review-btn")
+            states = {n: page.locator(f'#review-rows tr[data-path="{n}"] td').nth(4) for n in files}
+            expect(states["w-00001.safetensors"]).to_have_text("here")
+            expect(states["w-00002.safetensors"]).to_have_text("changed upstream")
+            expect(states["README.md"]).to_have_text("not here")
+            page.click("#sel-missing")
+            expect(page.locator("#review-total")).to_contain_text("3 of 4 files selected")
+            shot(page, tmp_path, "review")
+        finally:
+            serve.stop()
+
+
+def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):
+    """10,000 files in the journal: the page loads them in one answer,
+    shows 200 rows a page, pages and filters; the times are printed (-s),
+    not asserted."""
+    from segdl.engine.journal import Journal
+
+    serve = Serve(tmp_path / "serve", "-x", "1")
+    out = serve.out.resolve()
+    out.mkdir(parents=True)
+    j = Journal(serve.journal)
+    try:
+        with j.atomic():
+            job = j.create_job(out, {"origin": "serve", "requests": []}, collection="many")
+            for i in range(10000):
+                j.put_file(job, f"http://127.0.0.1:9/f-{i:05d}.bin", out / f"f-{i:05d}.bin", state="failed",
+                           size=1 << 20, error="HTTP 404 (not found)")
+        j.finish_job(job)
+    finally:
+        j.close()
+    serve.start()
+    try:
+        until(lambda: login_urls(serve), 10)
+        page = browser.new_page()
+        began = time.monotonic()
+        log_in(page, serve)
+        expect(page.locator("#page")).to_have_text("page 1 of 50 (10000 files)")
+        expect(page.locator("#rows tr")).to_have_count(200)
+        loaded = time.monotonic() - began
+        began = time.monotonic()
+        page.click("#next")
+        expect(page.locator("#page")).to_have_text("page 2 of 50 (10000 files)")
+        expect(page.locator("#rows tr").first.locator("td.name .n")).to_have_text("f-00200.bin")
+        paged = time.monotonic() - began
+        page.fill("#filter", "f-09999")
+        expect(page.locator("#rows tr")).to_have_count(1)
+        expect(page.locator("#totals")).to_contain_text("10000 files: 10000 failed")
+        print(f"\n10,000 files: logged in and first page drawn in {loaded:.2f} s, next page in {paged:.2f} s")
+
+        # Keys: arrows move between rows, Delete asks before it cancels.
+        page.fill("#filter", "f-0000")
+        expect(page.locator("#rows tr")).to_have_count(10)
+        page.locator("#rows tr").first.focus()
+        page.keyboard.press("ArrowDown")
+        assert page.evaluate("document.activeElement.dataset.id") == page.locator("#rows tr").nth(1).get_attribute("data-id")
+        page.keyboard.press("Delete")
+        expect(page.locator("#ask-text")).to_have_text("Cancel f-00001.bin?")
+        page.keyboard.press("Escape")
+        expect(page.locator("#ask")).not_to_be_visible()
+        assert serve.file(int(page.locator("#rows tr").nth(1).get_attribute("data-id")))["state"] == "failed"
+
+        # Dark and light, and a phone's width without sideways scrolling.
+        page.emulate_media(color_scheme="dark")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(20, 23, 27)"
+        page.emulate_media(color_scheme="light")
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+        page.set_viewport_size({"width": 390, "height": 844})
+        for view in ("downloads", "add", "library"):
+            page.click(f"button[data-view={view}]")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, view
+        page.click("button[data-view=downloads]")
+        page.fill("#filter", "")
+        page.emulate_media(color_scheme="dark")
+        shot(page, tmp_path, "phone-dark")
+    finally:
+        serve.stop()

@@ -1,0 +1,264 @@
+"""The web page's doors, without a browser (issue 20): the one-time login,
+what a session cookie may and may not do, the headers on every answer,
+and the endpoints the page added (bulk, review, verify), against a real
+`segdl serve` and a real paced mirror on 127.0.0.1.  `segdl verify` on the
+command line.  (The page itself, in a real browser: test_web.py.)"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import SEGDL
+from servers import PacedMirror
+from segdl.engine.ranges import KiB, MiB
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("sse_starlette")
+
+from test_serve import Serve  # noqa: E402
+from test_serve_api import until  # noqa: E402
+
+LOGIN = re.compile(r"(http://\S+/login\?code=[A-Za-z0-9_-]+)")
+
+
+def login_urls(serve: Serve) -> list[str]:
+    """The login URLs segdl serve printed so far (rich may wrap a line)."""
+    return LOGIN.findall(serve.log())
+
+
+def send(serve: Serve, method: str, path: str, headers: dict | None = None, body: bytes | None = None):
+    """(status, headers, body) of one request, with exactly these headers (no token unless given)."""
+    conn = http.client.HTTPConnection(serve.host, serve.port, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def log_in(serve: Serve) -> str:
+    """A session cookie ("name=value"), from the newest printed URL."""
+    url = login_urls(serve)[-1]
+    status, headers, _ = send(serve, "GET", url.split(str(serve.port), 1)[1])
+    assert status == 303 and headers["location"] == "/", (status, headers)
+    cookie = headers["set-cookie"]
+    for attr in ("HttpOnly", "SameSite=Strict", "Path=/"):
+        assert attr in cookie
+    return cookie.split(";")[0]
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web-api-mirror")
+    for i in range(3):
+        (root / f"w{i}.bin").write_bytes(os.urandom(4 * MiB))
+    (root / "small.bin").write_bytes(os.urandom(96 * KiB))
+    with PacedMirror(root, rate=256 * KiB) as m:
+        m.root = root
+        yield m
+
+
+@pytest.fixture
+def serve(tmp_path):
+    s = Serve(tmp_path, "-x", "1", "--max-connections", "8", "-j", "4")
+    s.start()
+    yield s
+    s.stop()
+
+
+def test_a_login_code_works_once_and_its_cookie_reads_only_from_this_origin(serve):
+    until(lambda: login_urls(serve), 10, why="segdl serve prints a login URL")
+    first = login_urls(serve)[-1]
+    assert serve.token() not in serve.log().replace(first, "")  # the token itself is never printed
+    cookie = log_in(serve)
+    path = first.split(str(serve.port), 1)[1]
+    status, _, body = send(serve, "GET", path)  # used up
+    assert status == 403 and "used up" in json.loads(body)["error"]
+    until(lambda: len(login_urls(serve)) == 2, 10, why="a fresh code follows a login")
+    assert login_urls(serve)[-1] != first
+
+    own = {"Cookie": cookie, "Sec-Fetch-Site": "same-origin"}
+    status, headers, body = send(serve, "GET", "/service", own)
+    assert status == 200 and json.loads(body)["roots"]
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    status, headers, body = send(serve, "GET", "/", own)
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'<script type="module" src="/web/app.js">' in body and b"<script>" not in body  # no inline script
+    assert serve.token().encode() not in body
+
+    # Another port of this machine is the same *site*: the browser sends the
+    # cookie, and says where the request comes from.
+    for site in ("same-site", "cross-site", None):
+        h = {"Cookie": cookie, **({"Sec-Fetch-Site": site} if site else {})}
+        assert send(serve, "GET", "/service", h)[0] == 401, site
+        assert send(serve, "GET", "/", h)[0] == 401, site
+    assert send(serve, "GET", "/service", {"Cookie": cookie.replace("=", "=x"), "Sec-Fetch-Site": "same-origin"})[0] == 401
+    assert send(serve, "GET", "/", {})[0] == 401  # no session, no token: not even the page
+
+
+def test_a_change_with_the_cookie_needs_the_header_and_the_own_origin(serve):
+    until(lambda: login_urls(serve), 10)
+    cookie = log_in(serve)
+    origin = f"http://{serve.host}:{serve.port}"
+    body = json.dumps({"max_speed": 1234}).encode()
+    base = {"Cookie": cookie, "Sec-Fetch-Site": "same-origin", "Content-Type": "application/json"}
+    refused = [
+        {**base, "Origin": origin},  # no X-Segdl-Request: what a form sends
+        {**base, "X-Segdl-Request": "1"},  # no Origin
+        {**base, "X-Segdl-Request": "1", "Origin": f"http://127.0.0.1:{serve.port + 1}"},
+        {**base, "X-Segdl-Request": "1", "Origin": origin, "Sec-Fetch-Site": "same-site"},
+    ]
+    for h in refused:
+        status, _, _ = send(serve, "PATCH", "/limits", h, body)
+        assert status in (401, 403), h
+    assert serve.call("GET", "/service")[1]["limits"]["max_speed"] == 0  # nothing changed
+    status, _, answer = send(serve, "PATCH", "/limits", {**base, "X-Segdl-Request": "1", "Origin": origin}, body)
+    assert status == 200 and json.loads(answer)["max_speed"] == 1234
+    # Log out: the cookie opens nothing any more; the token still does.
+    status, headers, _ = send(serve, "POST", "/logout", {**base, "X-Segdl-Request": "1", "Origin": origin})
+    assert status == 200 and "Max-Age=0" in headers["set-cookie"]
+    assert send(serve, "GET", "/service", base)[0] == 401
+    assert serve.call("GET", "/service")[0] == 200
+
+
+def test_bulk_checks_the_whole_request_then_changes_every_running_file_in_one_go(serve, mirror):
+    status, job = serve.call("POST", "/jobs", {"urls": [mirror.url(f"w{i}.bin") for i in range(3)]})
+    assert status == 201, job
+    ids = job["files"]
+    for bad, field in (({"ids": ids}, None), ({"ids": [], "paused": True}, "ids"),
+                       ({"ids": ids, "paused": "yes"}, "paused"), ({"ids": [0], "paused": True}, "ids[0]"),
+                       ({"ids": ids, "paused": True, "cancel": True}, None),
+                       ({"ids": ids, "keep_partial": True, "paused": True}, None),
+                       ({"ids": ids, "what": 1}, "what")):
+        status, answer = serve.call("POST", "/files/bulk", bad)
+        assert status == 400, (bad, answer)
+        if field:
+            assert answer["field"] == field
+    assert not any(serve.file(i)["paused"] for i in ids)  # a refused request applied nothing
+
+    status, answer = serve.call("POST", "/files/bulk", {"ids": ids, "paused": True, "priority": 7, "max_speed": 65536})
+    assert status == 200 and sorted(answer["done"]) == sorted(ids) and answer["refused"] == []
+    for i in ids:
+        f = serve.file(i)
+        assert f["paused"] and f["priority"] == 7 and f["max_speed"] == 65536
+    status, answer = serve.call("POST", "/files/bulk", {"ids": [*ids, 999999], "paused": False})
+    assert sorted(answer["done"]) == sorted(ids)
+    assert [r["id"] for r in answer["refused"]] == [999999] and "999999" in answer["refused"][0]["error"]
+    status, answer = serve.call("POST", "/files/bulk", {"ids": ids[:2], "cancel": True})
+    assert status == 200 and sorted(answer["done"]) == sorted(ids[:2])
+    for i in ids[:2]:
+        assert serve.file(i)["state"] == "removed"
+    status, answer = serve.call("POST", "/files/bulk", {"ids": ids[:2], "paused": True})
+    assert answer["done"] == [] and len(answer["refused"]) == 2  # removed files do not change
+
+
+def test_review_lists_what_is_here_missing_and_corrupt_and_the_free_space(serve, mirror, tmp_path):
+    manifest = {"collection": "rev", "files": [{"url": mirror.url("small.bin"), "path": "a/small.bin"},
+                                               {"url": mirror.url("w0.bin"), "path": "w0.bin", "size": 4 * MiB}]}
+    status, r = serve.call("POST", "/review", {"manifest": manifest})
+    assert status == 200, r
+    assert [(f["path"], f["state"], f["size"]) for f in r["files"]] == [("a/small.bin", "missing", None),
+                                                                        ("w0.bin", "missing", 4 * MiB)]
+    assert r["collection"] == "rev" and r["total"] == 4 * MiB and r["unknown_sizes"] == 1
+    assert r["free"] > 0 and r["dest"] == str(serve.out.resolve())
+    assert serve.call("GET", "/jobs")[1]["jobs"] == []  # nothing started, nothing fetched
+    assert serve.call("POST", "/review", {"manifest": manifest, "select": [0]})[0] == 400
+    assert serve.call("POST", "/review", {"manifest": manifest, "dest": "/etc"})[0] == 400
+
+    status, job = serve.call("POST", "/jobs", {"manifest": manifest, "select": ["a/small.bin"]})
+    assert status == 201
+    serve.wait_files(job["job"])
+    r = serve.call("POST", "/review", {"manifest": manifest})[1]
+    assert [f["state"] for f in r["files"]] == ["here", "missing"]
+
+    # Damaged on disk: verify finds it, records it; the review then says corrupt.
+    target = serve.out / "a" / "small.bin"
+    data = bytearray(target.read_bytes())
+    data[1000] ^= 0xFF
+    target.write_bytes(bytes(data))
+    status, v = serve.call("POST", "/verify", {"ids": job["files"]})
+    assert status == 200 and v["summary"]["corrupt"] == 1 and v["files"][0]["result"] == "corrupt"
+    assert serve.file(job["files"][0])["state"] == "hash_mismatch"
+    r = serve.call("POST", "/review", {"manifest": manifest})[1]
+    assert [f["state"] for f in r["files"]] == ["corrupt", "missing"]
+    # ... and a retry of that one file fetches it again, whole.
+    status, again = serve.call("POST", "/retry", {"ids": job["files"]})
+    assert status == 200 and len(again["jobs"]) == 1
+    serve.wait_files(again["jobs"][0]["job"])
+    assert target.read_bytes() == (mirror.root / "small.bin").read_bytes()
+    assert Path(f"{target}.corrupt").read_bytes() == bytes(data)  # the damaged copy: moved aside, not lost
+
+
+def test_segdl_verify_reports_ok_corrupt_and_missing_with_its_exit_code(serve, mirror):
+    status, job = serve.call("POST", "/jobs", {"manifest": {"collection": "cli", "files": [
+        {"url": mirror.url("small.bin"), "path": "x.bin"}, {"url": mirror.url("small.bin"), "path": "y.bin"},
+        {"url": mirror.url("small.bin"), "path": "z.bin"}]}})
+    serve.wait_files(job["job"])
+    serve.stop()  # (the CLI reads and writes the journal itself)
+    run = lambda *a: subprocess.run([*SEGDL, "verify", *a, "--journal", str(serve.journal)], capture_output=True,
+                                    text=True, timeout=120)
+    r = run("cli")
+    assert r.returncode == 0 and r.stdout.count("ok ") == 3, r.stdout + r.stderr
+    with open(serve.out / "y.bin", "r+b") as f:
+        f.seek(5)
+        b = f.read(1)
+        f.seek(5)
+        f.write(bytes([b[0] ^ 1]))
+    (serve.out / "z.bin").unlink()
+    r = run("--json", "cli")
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 4, r.stderr
+    assert {Path(x["path"]).name: x["result"] for x in lines if "result" in x} == {
+        "x.bin": "ok", "y.bin": "corrupt", "z.bin": "missing"}
+    assert lines[-1] == {"summary": {"ok": 1, "corrupt": 1, "missing": 1, "unchecked": 0}}
+    r = run(str(serve.out / "x.bin"))  # a path: only that file (the others are no longer finished)
+    assert r.returncode == 0 and "x.bin" in r.stdout and "y.bin" not in r.stdout
+    r = run("no-such-collection")
+    assert r.returncode == 2 and "no-such-collection" in r.stderr
+    from segdl.engine.journal import Journal
+
+    j = Journal(serve.journal, readonly=True)
+    try:
+        states = {Path(f["path"]).name: (f["state"], f["error"] or "") for f in j.files(job["job"])}
+    finally:
+        j.close()
+    assert states["x.bin"][0] == "done"
+    assert states["y.bin"][0] == "hash_mismatch" and "corrupt" in states["y.bin"][1]
+    assert not (serve.out / "y.bin").exists() and (serve.out / "y.bin.corrupt").exists()
+    assert states["z.bin"][0] == "hash_mismatch" and "missing" in states["z.bin"][1]
+
+
+def test_a_finished_file_downloads_through_the_service_and_nothing_else_does(serve, mirror):
+    status, job = serve.call("POST", "/jobs", {"urls": [mirror.url("small.bin"), mirror.url("w1.bin")]})
+    small, big = job["files"]
+    serve.call("PATCH", f"/files/{big}", {"paused": True})
+    until(lambda: serve.file(small)["state"] == "done", 30)
+    token = {"Authorization": f"Bearer {serve.token()}"}
+    status, headers, body = send(serve, "GET", f"/files/{small}/content", token)
+    assert status == 200 and body == (mirror.root / "small.bin").read_bytes()
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["content-disposition"].startswith("attachment") and "small.bin" in headers["content-disposition"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert send(serve, "GET", f"/files/{small}/content")[0] == 401  # no token, no session
+    assert send(serve, "GET", f"/files/{big}/content", token)[0] == 404  # not finished
+    assert send(serve, "GET", "/files/999999/content", token)[0] == 404
+    # A link put in place of the finished file leads nowhere outside the roots.
+    target = Path(serve.file(small)["path"])
+    outside = serve.tmp / "secret.txt"
+    outside.write_text("not for the browser")
+    target.unlink()
+    target.symlink_to(outside)
+    status, _, body = send(serve, "GET", f"/files/{small}/content", token)
+    assert status == 404 and b"not for the browser" not in body

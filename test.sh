@@ -2,7 +2,7 @@
 # Install everything the tests need, then run them:  ./test.sh [pytest args]
 #
 # - Debian packages (nginx with its echo module, aria2, curl, openssl,
-#   strace, fuse3) are installed when missing and this runs as root or with sudo;
+#   strace, fuse3, chromium for the web page's tests) are installed when missing and this runs as root or with sudo;
 #   otherwise it says exactly what to install.
 # - A virtual environment (.venv, or $SEGDL_VENV) is created or reused, and
 #   segdl is installed into it with its test extras.

@@ -94,13 +94,13 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
     service.start()
     sessions = announce = None
     if "url" in where:  # (a browser cannot open a Unix socket)
-        from .webauth import LOGIN_PATH, Sessions
+        from .webauth import CODE_TTL, LOGIN_PATH, Sessions
 
         sessions = Sessions(str(port))
 
         def announce() -> None:
             say(f"open the page: {where['url']}{LOGIN_PATH}?code={sessions.new_code()} "
-                "(the code works once, for 10 minutes; a new one follows each login)")
+                f"(the code works once, for {CODE_TTL / 60:.0f} minutes; a new one follows each login)")
     app = build_app(service, token=token, hosts=hosts, origins=origins, where=where.get("url") or where["socket"],
                     sessions=sessions, announce=announce or (lambda: None))
     info = state / "serve.json"

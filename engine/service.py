@@ -259,7 +259,9 @@ class Service:
         file, only under a root (its real path: not through a link out)."""
         f = self.file(fid)
         path = Path(os.path.realpath(f["path"]))
-        if f["state"] not in ("done", "skipped") or not path.is_file() or not self._under_roots(path):
+        from .lifecycle import COMPLETE
+
+        if f["state"] not in COMPLETE or not path.is_file() or not self._under_roots(path):
             raise LookupError(f"file {fid} is not a finished file under this service's folders")
         return path
 

@@ -20,9 +20,12 @@ export function renderLibrary() {
     box.checked = libSelected.has(f.id);
     box.addEventListener('change', () => { if (box.checked) libSelected.add(f.id); else libSelected.delete(f.id); });
     const job = jobs.get(f.job);
-    body.append(el('tr', { 'data-id': String(f.id) }, el('td', {}, box), el('td', { class: 'name', text: f.path || f.url }),
+    const full = f.path || f.url || '';
+    const shown = job && full.startsWith(job.dest + '/') ? full.slice(job.dest.length + 1) : full;
+    body.append(el('tr', { 'data-id': String(f.id) }, el('td', {}, box), el('td', { class: 'name', text: shown, title: full }),
       el('td', { text: (job && job.collection) || '' }), el('td', { text: size(f.size) }),
-      el('td', { text: f.state + (f.error ? ` (${f.error})` : '') }), el('td', { text: verified.get(f.id) || '' }),
+      el('td', { class: 'wrap' }, f.state, el('span', { class: 'err', text: f.error || '' })),
+      el('td', { text: verified.get(f.id) || '' }),
       el('td', {}, libTab === 'here' ? el('a', { href: `/files/${f.id}/content`, download: '', text: 'download' }) : '')));
   }
   const jb = $('job-rows');

@@ -17,6 +17,7 @@ A file is never split across nodes by byte range: see the README
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -111,6 +112,28 @@ def reassign(lost: list[Work], attempts: dict[int, int], survivors: list[str],
         return Reassignment({}, sorted(failed + [w.index for w in again]))
     placed = {n: f for n, f in shard(again, survivors, loads=loads).items() if f}
     return Reassignment(placed, sorted(failed))
+
+
+#: What a hard HTTP answer looks like in a failure's message (engine/http.py
+#: names a 404, 410, 401/403 so): the server said no, wherever asked from.
+_HARD_HTTP = re.compile(r"^HTTP [0-9]{3} \(")
+
+
+def try_elsewhere(status: str, exit_code: int, error: str | None) -> bool:
+    """Whether a file that failed on one node may succeed on another: a
+    download failure the engine gave up on after its retries (connection
+    reset, stall, 5xx, a body cut short), not a hard HTTP answer (404,
+    410...), a hash mismatch, a usage or disk problem."""
+    from ..errors import EXIT_DOWNLOAD_FAILED
+
+    return status == "failed" and exit_code == EXIT_DOWNLOAD_FAILED and not _HARD_HTTP.match(error or "")
+
+
+def ahead(concurrent_files: int) -> int:
+    """Files a node is given beyond what it has finished: enough that its
+    engine always has the next ones when a file ends, between two polls
+    of the driver."""
+    return max(4 * MAX_BATCH, 8 * concurrent_files)
 
 
 def next_batch(queue: list[Work], lease: int) -> list[Work]:

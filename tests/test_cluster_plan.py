@@ -57,13 +57,6 @@ def test_reassign_hands_a_lost_file_on_once_then_fails_it_alone():
     assert none_left.failed == [0, 1, 2] and none_left.placed == {}
 
 
-def test_next_batch_takes_files_of_the_same_hosts_up_to_the_lease():
-    q = [Work(0, 1, H), Work(1, 1, ("other:80",)), Work(2, 1, H), Work(3, 1, H)]
-    assert [w.index for w in plan.next_batch(q, 2)] == [0, 2]
-    assert [w.index for w in plan.next_batch(q, 0)] == [0]
-    assert plan.next_batch([], 3) == []
-
-
 def test_hosts_of_a_file_are_its_origin_and_mirrors_once_each():
     assert plan.hosts_of("http://A:1/x", ("http://b/y", "https://a:1/z")) == ("a:1", "b")
 
@@ -202,4 +195,4 @@ def test_a_failure_another_node_could_change_is_tried_elsewhere_a_refusal_is_not
     assert not plan.try_elsewhere("hash_mismatch", EXIT_HASH_MISMATCH, "blake3 mismatch")
     assert not plan.try_elsewhere("failed", EXIT_STORAGE, "no space left on device")
     assert not plan.try_elsewhere("done", 0, None)
-    assert plan.ahead(5) >= 4 * plan.MAX_BATCH and plan.ahead(64) == 8 * 64
+    assert plan.ahead(5) >= 4 * plan.PROBES_AT_ONCE and plan.ahead(64) == 8 * 64

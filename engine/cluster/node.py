@@ -25,7 +25,7 @@ from pathlib import Path
 import ray
 
 from . import nodejob
-from .plan import MAX_BATCH, Work
+from .plan import PROBES_AT_ONCE, Work
 
 REPORT_PERIOD = 0.5  # seconds between speed reports to the lease actor
 LEASE_RETRY = 0.1  # seconds before asking again for leases refused
@@ -155,7 +155,8 @@ class NodeEngine:
     def _loop(self) -> None:
         """Feed each queued file to the engine for its journal and hosts,
         starting one (with leases) when there is none; end the engines
-        that have had nothing to do for LINGER seconds."""
+        that have had nothing to do for LINGER seconds.  Never blocks on a
+        lease: an engine that ends is what frees one."""
         while True:
             with self.lock:
                 if self.stopping:
@@ -166,25 +167,27 @@ class NodeEngine:
             if not items:
                 time.sleep(0.05)
                 continue
-            first = items[0]
-            key = (first.journal, first.work.hosts)
-            same = [i for i in items if (i.journal, i.work.hosts) == key]
-            runner = next((r for r in self.runners if r.key == key and not r.closed and r.proc.poll() is None), None)
-            if runner is None:
-                lease = self._lease(first.work.hosts)
-                if not lease:
-                    continue  # stopping: the next turn waits for the engines
-                runner = self._start(key, lease, same)
+            fed = False
+            for key in dict.fromkeys((i.journal, i.work.hosts) for i in items):
+                same = [i for i in items if (i.journal, i.work.hosts) == key]
+                runner = next((r for r in self.runners if r.key == key and not r.closed and r.proc.poll() is None),
+                              None)
                 if runner is None:
-                    continue
-            elif not nodejob.add(runner.proc, tuple(i.request for i in same)):
-                continue  # it ended meanwhile: the next turn starts another
-            with self.lock:
-                for i in same:
-                    self.queue.remove(i)
-                    runner.pending.setdefault(i.request.url, deque()).append(i.work.index)
-                    runner.given[i.work.index] = i
-                runner.idle_since = None
+                    lease = self._lease(key[1])
+                    runner = self._start(key, lease, same) if lease else None
+                    if runner is None:
+                        continue  # no leases now (or stopping): asked again next turn
+                elif not nodejob.add(runner.proc, tuple(i.request for i in same)):
+                    continue  # it ended meanwhile: the next turn starts another
+                with self.lock:
+                    for i in same:
+                        self.queue.remove(i)
+                        runner.pending.setdefault(i.request.url, deque()).append(i.work.index)
+                        runner.given[i.work.index] = i
+                    runner.idle_since = None
+                fed = True
+            if not fed:
+                time.sleep(LEASE_RETRY)
         # The engines die with the thread that started them (PR_SET_PDEATHSIG
         # follows the thread): it lives until they have stopped as Ctrl-C
         # stops segdl get, durable progress committed.
@@ -197,17 +200,11 @@ class NodeEngine:
     def _lease(self, hosts: tuple[str, ...]) -> int:
         """Connections to ``hosts`` for an engine: what its transfers use
         at once (-j files x -x connections), and at least one per probe it
-        may run at once (MAX_BATCH), granted by the lease actor."""
+        may run at once (PROBES_AT_ONCE); 0 when the lease actor refuses
+        for now (it then counts this node as waiting, for its fair part)."""
         s = self.settings
-        want = max(s.concurrent_files * s.connections, MAX_BATCH)
-        while True:
-            with self.lock:
-                if self.stopping:
-                    return 0
-            n = ray.get(self.leases.acquire.remote(self.name, hosts, want))
-            if n:
-                return n
-            time.sleep(LEASE_RETRY)
+        return ray.get(self.leases.acquire.remote(self.name, hosts,
+                                                  max(s.concurrent_files * s.connections, PROBES_AT_ONCE)))
 
     def _start(self, key: tuple, lease: int, first: list[Item]) -> Runner | None:
         journal, hosts = key

@@ -3,6 +3,12 @@
 from one throttled mirror, and Ray's overhead per file and at start-up.
 
     python benchmarks/ray_bench.py [--rounds 3] [--out benchmarks/results/ray_bench.json]
+    python benchmarks/ray_bench.py --case small2k [--files 2000] [--rounds 3]
+
+``--case small2k`` (issue 19): 2,000 x 1 MiB from an unthrottled mirror
+on the local 2-node cluster with ``--ray`` against plain ``get`` (both
+-j 16 --max-connections 16), and the per-file overhead of ``--ray``:
+(wall with --ray - wall without) / files; target <= 5 ms.
 
 One machine plays the cluster: a head with no CPUs (it downloads nothing)
 and 1, then 2, then 3 raylets of one CPU each.  The mirror paces every
@@ -69,11 +75,63 @@ def timed(args: list[str], tmp: Path) -> float:
     return wall
 
 
+def small2k(args) -> int:
+    """2,000 x 1 MiB, 2 nodes, --ray vs plain get: the per-file overhead."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="segdl-raybench-") as tmp:
+        tmp = Path(tmp)
+        root = tmp / "root"
+        root.mkdir()
+        names = [f"s{i:05d}.bin" for i in range(args.files)]
+        for i, n in enumerate(names):
+            write_deterministic_file(root / n, MiB, 1000 + i)
+        c = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, object_store_memory=80 * MiB,
+                                                              include_dashboard=False))
+        walls: dict[str, list[float]] = {}
+        try:
+            for _ in range(2):
+                c.add_node(**NODE)
+            c.wait_for_nodes()
+            with PacedMirror(root, rate=0) as m:  # rate 0: not paced
+                man = manifest(tmp / "small.json", m, names, root)
+                common = ["-j", "16", "--max-connections", "16"]
+                for _ in range(args.rounds):
+                    walls.setdefault("plain", []).append(timed(["get", "-i", str(man), *common], tmp))
+                    walls.setdefault("ray 2 nodes", []).append(
+                        timed(["get", "-i", str(man), *common, "--ray", c.address], tmp))
+        finally:
+            ray.shutdown()
+            c.shutdown()
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    result = {
+        "case": "small2k", "files": args.files, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "rounds": args.rounds, "load_start": load_start, "load_end": os.getloadavg(),
+        "medians_s": {k: round(v, 3) for k, v in med.items()},
+        "overhead_per_file_ms": round(1000 * (med["ray 2 nodes"] - med["plain"]) / args.files, 2),
+        "target_ms": 5.0, "walls": walls,
+    }
+    for k, v in result.items():
+        if k != "walls":
+            print(f"{k}: {v}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "ray_bench.json")
+    ap.add_argument("--case", choices=("nodes", "small2k"), default="nodes")
+    ap.add_argument("--files", type=int, default=2000, help="--case small2k: files of 1 MiB")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.out is None:
+        args.out = HERE / "results" / ("ray_small2k.json" if args.case == "small2k" else "ray_bench.json")
+    if args.case == "small2k":
+        return small2k(args)
 
     import ray
     from ray.cluster_utils import Cluster

@@ -57,13 +57,6 @@ def test_reassign_hands_a_lost_file_on_once_then_fails_it_alone():
     assert none_left.failed == [0, 1, 2] and none_left.placed == {}
 
 
-def test_next_batch_takes_files_of_the_same_hosts_up_to_the_lease():
-    q = [Work(0, 1, H), Work(1, 1, ("other:80",)), Work(2, 1, H), Work(3, 1, H)]
-    assert [w.index for w in plan.next_batch(q, 2)] == [0, 2]
-    assert [w.index for w in plan.next_batch(q, 0)] == [0]
-    assert plan.next_batch([], 3) == []
-
-
 def test_hosts_of_a_file_are_its_origin_and_mirrors_once_each():
     assert plan.hosts_of("http://A:1/x", ("http://b/y", "https://a:1/z")) == ("a:1", "b")
 
@@ -112,8 +105,9 @@ def test_speed_shares_split_the_cluster_limit_by_demand():
 
 
 def test_a_batch_round_trips_and_a_node_job_reports_its_files(tmp_path):
-    """One batch as a node actor runs it (a process of its own, events as
-    JSON lines, its speed limit set while it runs), without Ray."""
+    """A node's engine as a node actor runs it (a process of its own, events
+    as JSON lines, its speed limit set while it runs, ended by close once
+    its files are final), without Ray."""
     from servers import PacedMirror, blake3_file, write_deterministic_file
 
     from segdl.engine.cluster import nodejob
@@ -129,6 +123,7 @@ def test_a_batch_round_trips_and_a_node_job_reports_its_files(tmp_path):
         assert nodejob.Batch.decode(batch.encode()) == batch
         p = nodejob.spawn(batch, tmp_path / "log")
         nodejob.set_speed(p, 0)  # lift the limit: the job must finish fast
+        nodejob.close(p)  # no more files: it ends when these are final
         t0 = time.monotonic()
         events = [json.loads(line) for line in p.stdout]
         # the 6 MiB past the probes at the 1 MiB/s it started with would take 6 s
@@ -187,3 +182,17 @@ def test_the_cluster_modules_load_ray_only_when_they_connect():
             "print('ray' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
+
+
+def test_a_failure_another_node_could_change_is_tried_elsewhere_a_refusal_is_not():
+    from segdl.engine.errors import EXIT_DOWNLOAD_FAILED, EXIT_HASH_MISMATCH, EXIT_STORAGE, StalledError
+
+    for error in ("server answered HTTP 503", "connection closed early at byte 5 of [0, 9)",
+                  StalledError("connection stalled (no data for 20 s)").message, "empty response body"):
+        assert plan.try_elsewhere("failed", EXIT_DOWNLOAD_FAILED, error), error
+    for error in ("HTTP 404 (Not Found)", "HTTP 410 (Gone)", "HTTP 403 (Forbidden)"):
+        assert not plan.try_elsewhere("failed", EXIT_DOWNLOAD_FAILED, error), error
+    assert not plan.try_elsewhere("hash_mismatch", EXIT_HASH_MISMATCH, "blake3 mismatch")
+    assert not plan.try_elsewhere("failed", EXIT_STORAGE, "no space left on device")
+    assert not plan.try_elsewhere("done", 0, None)
+    assert plan.ahead(5) >= 4 * plan.PROBES_AT_ONCE and plan.ahead(64) == 8 * 64

@@ -142,6 +142,77 @@ def test_the_per_host_cap_holds_across_the_cluster(cluster, files, tmp_path):
     assert_correct(tmp_path / "out", files.root, names)
 
 
+def test_a_node_is_fed_while_it_runs_by_one_engine(cluster, files, tmp_path):
+    """More files than a node is given ahead: the driver refills its queue
+    as files end, and each node feeds them to the one engine process it
+    started (every job its journal records, one per refill, is that
+    process's), so nothing waits for a batch to end."""
+    from segdl.engine.cluster import driver, plan
+    from segdl.engine.request import Request, Settings
+
+    settings = Settings(dest=tmp_path / "out", workers=1, connections=1, concurrent_files=2)
+    n = 2 * plan.ahead(settings.concurrent_files) + 40  # past what both nodes are given at first
+    names = files([8 * 1024] * n)
+    journals = tmp_path / "journals"
+    pids: dict[str, set[int]] = {}
+    stop = threading.Event()
+
+    def watch() -> None:  # bounded: until the run ends, 0.05 s apart
+        while not stop.wait(0.05):
+            for j in journals.glob("*.sqlite"):
+                for (pid,) in journal_rows(j, "SELECT pid FROM jobs WHERE pid IS NOT NULL"):
+                    pids.setdefault(j.name, set()).add(pid)
+
+    watcher = threading.Thread(target=watch)
+    with PacedMirror(files.root, rate=4 * MiB) as m:
+        watcher.start()
+        try:
+            res = driver.download([Request(m.url(x), x) for x in names], settings, journals=str(journals))
+        finally:
+            stop.set()
+            watcher.join(10)
+    assert res.exit_code == 0 and len(res) == n
+    assert len(set(res.nodes)) == 2
+    assert_correct(tmp_path / "out", files.root, names)
+    for j in journals.glob("*.sqlite"):
+        assert len(pids.get(j.name, ())) == 1, (j.name, pids)  # one engine process a node
+    jobs = sum(journal_rows(j, "SELECT COUNT(*) FROM jobs")[0][0] for j in journals.glob("*.sqlite"))
+    assert jobs > 2, jobs  # refilled: more hands than the first one a node
+
+
+def test_a_transient_failure_is_tried_on_the_other_node_a_404_is_not(cluster, tmp_path):
+    """No retries on a node (--retries 0): a file whose first request gets
+    a 503 fails there and is handed to the other node, where it succeeds;
+    a 404 stays failed, asked once."""
+    from segdl.engine.cluster import driver
+    from segdl.engine.request import Request, Settings
+    from segdl.engine.retry import RetryPolicy
+    from servers import FaultServer
+
+    data = os.urandom(200 * 1024)
+    messages: list[str] = []
+    with FaultServer() as srv:
+        srv.add("r.bin", data)
+        flaky = srv.url("status/r.bin?times=1&code=503")
+        gone = srv.url("gone.bin")
+        res = driver.download([Request(flaky, "r.bin"), Request(gone, "gone.bin")],
+                              Settings(dest=tmp_path / "out", workers=1, retry=RetryPolicy(max_attempts=0)),
+                              journals=str(tmp_path / "journals"), on_message=messages.append)
+        asked_flaky = [r for r in srv.requests("r.bin")]
+        asked_gone = srv.requests("gone.bin")
+    by_path = {Path(r.path).name: (r, node) for r, node in zip(res, res.nodes)}
+    flaky_result, flaky_node = by_path["r.bin"]
+    assert flaky_result.status == "done", flaky_result
+    assert (tmp_path / "out" / "r.bin").read_bytes() == data
+    [moved] = [m for m in messages if "r.bin failed on" in m]
+    assert "HTTP 503" in moved and moved.endswith(f"trying it on {flaky_node}"), moved
+    assert len(asked_flaky) >= 2 and asked_flaky[0]["status"] == 503
+    gone_result, _ = by_path["gone.bin"]
+    assert gone_result.status == "failed" and "404" in gone_result.error
+    assert len(asked_gone) == 1, asked_gone
+    assert not [m for m in messages if "gone.bin failed on" in m]
+
+
 def _bytes_done(journal: Path) -> int:
     rows = journal_rows(journal, "SELECT COALESCE(SUM(done), 0) FROM segments")
     return rows[0][0] if rows else 0

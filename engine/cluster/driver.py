@@ -1,6 +1,9 @@
 """``segdl get --ray``: plan the collection over the cluster's nodes, start
-one :class:`~.node.NodeEngine` per node and a lease actor, follow their
-progress, and hand a dead node's unfinished files to the survivors.
+one :class:`~.node.NodeEngine` per node and a lease actor, keep each node's
+queue filled ahead from its shard (a node whose shard runs out takes files
+from the longest other), follow their progress, hand a dead node's
+unfinished files to the survivors, and try a file that failed for a
+reason another node could change (reset, stall, 5xx) on another node.
 
 Imported only when ``--ray`` is given; it is the one module that connects
 to Ray (:func:`connect`)."""
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
+from collections import deque
 from typing import Callable
 
 from ..errors import ClusterError, DownloadError, UsageError
@@ -93,6 +97,9 @@ class Run:
         self.attempts: dict[int, int] = {}
         self.final: dict[tuple[int, str], FileResult] = {}  # (file, node) -> result
         self.pending: set[tuple[int, str]] = set()  # (file, node) handed out, not final
+        self.backlog: dict[str, deque[int]] = {n: deque() for n in self.actors}  # planned, not handed yet
+        self.held: set[int] = set()  # files a node's journal has: not moved to another
+        self.ahead = plan.ahead(settings.concurrent_files)
         self.last: dict[str, dict] = {}
         self.errors: dict[str, int] = {}
         self.started = time.monotonic()
@@ -110,7 +117,42 @@ class Run:
         else:
             shards = plan.shard(self.works, names, held=self._held())
         for name, idx in shards.items():
-            self._hand(name, idx, journal=None)
+            self.backlog[name].extend(idx)
+        self._refill()
+
+    def _refill(self) -> None:
+        """Keep each alive node ``ahead`` files beyond what it finished: from
+        its backlog first (every node), then (shard mode) from the tail of
+        the longest backlog left, whose owner has its ``ahead`` already:
+        files no journal holds."""
+        out: dict[str, int] = {}
+        for _, n in self.pending:
+            out[n] = out.get(n, 0) + 1
+        for name in sorted(self.alive):
+            mine = self.backlog[name]
+            take = [mine.popleft() for _ in range(min(self.ahead - out.get(name, 0), len(mine)))]
+            out[name] = out.get(name, 0) + len(take)
+            self._hand(name, take, journal=None)
+        if self.mode != "shard":
+            return
+        for name in sorted(self.alive):
+            if out[name] < self.ahead and not self.backlog[name]:
+                take = self._steal(name, self.ahead - out[name])
+                out[name] += len(take)
+                self._hand(name, take, journal=None)
+
+    def _steal(self, name: str, room: int) -> list[int]:
+        others = [n for n in sorted(self.alive) if n != name and self.backlog[n]]
+        if not others:
+            return []
+        richest = max(others, key=lambda n: len(self.backlog[n]))
+        source, got = self.backlog[richest], []
+        keep: list[int] = []
+        while source and len(got) < min(room, (len(source) + 1) // 2):
+            ix = source.pop()
+            (keep if ix in self.held else got).append(ix)
+        source.extend(reversed(keep))
+        return got
 
     def _held(self) -> dict[int, str]:
         """Files a node's journal already has (done or part-way): they stay
@@ -127,6 +169,7 @@ class Run:
                     continue
                 for ix in by_url.get(url, ()):
                     held.setdefault(ix, name)
+        self.held = set(held)
         return held
 
     def _hand(self, name: str, indexes: list[int], journal: str | None) -> None:
@@ -159,17 +202,35 @@ class Run:
                 self.last[n] = got
                 for ix, r in got["results"]:
                     self._settle(ix, n, FileResult(**r))
+            self._refill()
             self._progress()
 
     def _complete(self) -> bool:
-        return not self.pending
+        return not self.pending and not any(self.backlog[n] for n in self.alive)
 
     def _settle(self, ix: int, node: str, result: FileResult) -> None:
         if (ix, node) in self.final:
             return
+        if self.mode == "shard" and self._elsewhere(ix, node, result):
+            return
         self.final[(ix, node)] = result
         self.pending.discard((ix, node))
         self.on_result(result, node)
+
+    def _elsewhere(self, ix: int, node: str, result: FileResult) -> bool:
+        """A file that failed on ``node`` for a reason another node could
+        change goes to the least loaded other node, once (the node-attempt
+        limit counts it); True when it went."""
+        others = sorted(n for n in self.alive if n != node)
+        if (not others or self.attempts.get(ix, 1) >= plan.MAX_NODE_ATTEMPTS
+                or not plan.try_elsewhere(result.status, result.exit_code, result.error)):
+            return False
+        target = min(others, key=lambda n: (self._left_bytes(n), n))
+        self.pending.discard((ix, node))
+        self.assigned[node].discard(ix)
+        self.on_message(f"{self._name(ix)} failed on {node} ({result.error}); trying it on {target}")
+        self._hand(target, [ix], journal=None)
+        return True
 
     def _lost(self, name: str, why) -> None:
         """A node is gone: its leases return; its unfinished files go to the
@@ -182,10 +243,20 @@ class Run:
         if self.mode == "shard":  # handed on: no longer this node's to finish
             self.assigned[name] -= set(left)
             self.pending -= {(ix, name) for ix in left}
+        waiting = list(self.backlog[name])  # never handed out: they go on, no attempt spent
+        self.backlog[name].clear()
         if self.mode == "replicate":
-            for ix in left:  # its copies are its own: nobody else can make them
+            for ix in left + waiting:  # its copies are its own: nobody else can make them
                 self._fail(ix, name, f"node {name} was lost")
             return
+        if waiting and self.alive:
+            spread = plan.shard([self.works[ix] for ix in waiting], sorted(self.alive),
+                                loads={n: self._left_bytes(n) for n in self.alive})
+            for n, idx in spread.items():
+                self.backlog[n].extend(idx)
+        elif waiting:
+            for ix in waiting:
+                self._fail(ix, name, f"lost with node {name}: no node left")
         loads = {n: self._left_bytes(n) for n in self.alive}
         re = plan.reassign([self.works[ix] for ix in left], self.attempts, sorted(self.alive), loads)
         for ix in re.failed:
@@ -228,11 +299,12 @@ class Run:
             mine = self.assigned[n]
             ended = [self.final[(ix, n)] for ix in mine if (ix, n) in self.final]
             active = got.get("progress", {}) if n in self.alive else {}
-            size = sum(self.works[ix].size or 0 for ix in mine)
+            waiting = self.backlog[n] if n in self.alive else ()
+            size = sum(self.works[ix].size or 0 for ix in (*mine, *waiting))
             finished = sum(r.size or 0 for r in ended if r.status in COMPLETE)
             # (a batch's files end before its process has, and its count)
             done = max(finished, int(got.get("done_bytes", 0)) + int(active.get("done", 0)))
-            rows.append(NodeProgress(n, n in self.alive, len(ended), len(mine), done, size,
+            rows.append(NodeProgress(n, n in self.alive, len(ended), len(mine) + len(waiting), done, size,
                                      float(active.get("speed", 0.0))))
         self.on_progress(ClusterProgress(tuple(rows), time.monotonic() - self.started))
 

@@ -1,10 +1,12 @@
 """The engine of one node: a Ray actor pinned to that node.
 
-It works through the files the driver hands it (:meth:`NodeEngine.add`),
-a batch at a time (``plan.next_batch``): it takes connection leases for the
-batch's hosts from the lease actor, runs the batch in a process of its own
-(``nodejob``) with its own journal, on this node's disk, and reports its
-speed to get its part of the cluster's bandwidth.  The driver calls
+The driver keeps its queue filled ahead (:meth:`NodeEngine.add`); the
+actor feeds what arrives to a long-running engine process (``nodejob``),
+one per journal and set of hosts, started once with connection leases for
+those hosts from the lease actor.  The engine takes files while it runs,
+so the node's connections never wait for a batch's last file, and a
+process start is paid once, not per batch.  The node reports its speed
+to get its part of the cluster's bandwidth.  The driver calls
 :meth:`poll` for results and progress; nothing is pushed.
 """
 
@@ -23,10 +25,11 @@ from pathlib import Path
 import ray
 
 from . import nodejob
-from .plan import MAX_BATCH, Work, next_batch
+from .plan import PROBES_AT_ONCE, Work
 
 REPORT_PERIOD = 0.5  # seconds between speed reports to the lease actor
 LEASE_RETRY = 0.1  # seconds before asking again for leases refused
+LINGER = 2.0  # seconds an engine with nothing left waits for more files before it ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,24 @@ class Item:
     work: Work
     request: object  # Request
     journal: str | None = None  # another node's journal to resume from (a takeover)
+
+
+class Runner:
+    """One engine process on this node, for one journal and one set of
+    hosts, and what it was given: url -> the files' indexes, in order."""
+
+    def __init__(self, proc, key: tuple, lease: int) -> None:
+        self.proc, self.key, self.lease = proc, key, lease
+        self.pending: dict[str, deque[int]] = {}
+        self.given: dict[int, Item] = {}
+        self.progress: dict = {}
+        self.last_error: str | None = None
+        self.idle_since: float | None = None
+        self.closed = False
+        self.reader: threading.Thread | None = None
+
+    def left(self) -> int:
+        return sum(len(q) for q in self.pending.values())
 
 
 def journal_file(journals: str, node: str) -> Path:
@@ -54,12 +75,11 @@ class NodeEngine:
         self.lock = threading.Lock()
         self.queue: deque[Item] = deque()
         self.results: list[tuple[int, dict]] = []
-        self.progress: dict = {}
-        self.busy = False
+        self.runners: list[Runner] = []  # its engines, one open per (journal, hosts)
         self.stopping = False
-        self.proc = None
-        self.done_bytes = 0  # bytes of this node's batches that have ended
+        self.done_bytes = 0  # bytes of this node's engines that have ended
         threading.Thread(target=self._loop, daemon=True, name="segdl-node").start()
+        threading.Thread(target=self._report, daemon=True, name="segdl-node-speed").start()
 
     # ---------------------------------------------------- driver's calls
 
@@ -75,9 +95,10 @@ class NodeEngine:
     def poll(self) -> dict:
         with self.lock:
             out, self.results = self.results, []
-            p = dict(self.progress)
-            return {"results": out, "progress": p, "busy": self.busy or bool(self.queue),
-                    "queued": len(self.queue), "done_bytes": self.done_bytes}
+            p = _sum_progress([r.progress for r in self.runners])
+            running = sum(r.left() for r in self.runners)
+            return {"results": out, "progress": p, "busy": bool(running or self.queue),
+                    "queued": len(self.queue), "running": running, "done_bytes": self.done_bytes}
 
     def sees(self, path: str) -> bool:
         return os.path.exists(path)
@@ -118,9 +139,11 @@ class NodeEngine:
         with self.lock:
             self.stopping = True
             self.queue.clear()
-            p = self.proc
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGINT)
+            procs = [r.proc for r in self.runners]
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
             try:
                 p.wait(timeout)
             except Exception:
@@ -130,110 +153,153 @@ class NodeEngine:
     # ---------------------------------------------------- the work loop
 
     def _loop(self) -> None:
+        """Feed each queued file to the engine for its journal and hosts,
+        starting one (with leases) when there is none; end the engines
+        that have had nothing to do for LINGER seconds.  Never blocks on a
+        lease: an engine that ends is what frees one."""
         while True:
             with self.lock:
                 if self.stopping:
-                    return
+                    procs = [r.proc for r in self.runners]
+                    break
                 items = list(self.queue)
+            self._retire()
             if not items:
                 time.sleep(0.05)
                 continue
-            first = items[0]
-            same = [i for i in items if i.journal == first.journal]
-            lease = self._lease(first.work.hosts, len([i for i in same if i.work.hosts == first.work.hosts]))
-            if not lease:
-                return  # stopping
-            chosen = {w.index for w in next_batch([i.work for i in same], lease)}
-            with self.lock:
-                batch = [i for i in self.queue if i.work.index in chosen and i.journal == first.journal]
-                for i in batch:
-                    self.queue.remove(i)
-                self.busy = True
-            try:
-                self._run(batch, lease, first.journal)
-            finally:
-                self.leases.release.remote(self.name, first.work.hosts, lease)
+            fed = False
+            for key in dict.fromkeys((i.journal, i.work.hosts) for i in items):
+                same = [i for i in items if (i.journal, i.work.hosts) == key]
+                runner = next((r for r in self.runners if r.key == key and not r.closed and r.proc.poll() is None),
+                              None)
+                if runner is None:
+                    lease = self._lease(key[1])
+                    runner = self._start(key, lease, same) if lease else None
+                    if runner is None:
+                        continue  # no leases now (or stopping): asked again next turn
+                elif not nodejob.add(runner.proc, tuple(i.request for i in same)):
+                    continue  # it ended meanwhile: the next turn starts another
                 with self.lock:
-                    self.busy = False
+                    for i in same:
+                        self.queue.remove(i)
+                        runner.pending.setdefault(i.request.url, deque()).append(i.work.index)
+                        runner.given[i.work.index] = i
+                    runner.idle_since = None
+                fed = True
+            if not fed:
+                time.sleep(LEASE_RETRY)
+        # The engines die with the thread that started them (PR_SET_PDEATHSIG
+        # follows the thread): it lives until they have stopped as Ctrl-C
+        # stops segdl get, durable progress committed.
+        for p in procs:
+            try:
+                p.wait(30)
+            except Exception:
+                p.kill()
 
-    def _lease(self, hosts: tuple[str, ...], files: int) -> int:
-        """Connections to ``hosts`` for the next batch: what its transfers
-        use at once (-j files x -x connections), or more, up to one per
-        file for the engine's probes (at most MAX_BATCH at once), since
-        the batch may hold as many files as it has leases, and fewer
-        batches start fewer processes."""
+    def _lease(self, hosts: tuple[str, ...]) -> int:
+        """Connections to ``hosts`` for an engine: what its transfers use
+        at once (-j files x -x connections), and at least one per probe it
+        may run at once (PROBES_AT_ONCE); 0 when the lease actor refuses
+        for now (it then counts this node as waiting, for its fair part)."""
         s = self.settings
-        want = max(min(files, s.concurrent_files) * s.connections, min(files, MAX_BATCH))
-        while True:
-            with self.lock:
-                if self.stopping:
-                    return 0
-            n = ray.get(self.leases.acquire.remote(self.name, hosts, want))
-            if n:
-                return n
-            time.sleep(LEASE_RETRY)
+        return ray.get(self.leases.acquire.remote(self.name, hosts,
+                                                  max(s.concurrent_files * s.connections, PROBES_AT_ONCE)))
 
-    def _run(self, batch: list[Item], lease: int, journal: str | None) -> None:
+    def _start(self, key: tuple, lease: int, first: list[Item]) -> Runner | None:
+        journal, hosts = key
         s = self.settings
         speed = ray.get(self.leases.share.remote(self.name))
         settings = replace(s, journal=Path(journal) if journal else self.journal, max_per_host=lease,
                            connections=min(s.connections, lease), max_speed=speed)
-        pending: dict[str, deque[int]] = {}
-        for i in batch:
-            pending.setdefault(i.request.url, deque()).append(i.work.index)
         log = self.journal.with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
             if self.stopping:
-                return
-            p = self.proc = nodejob.spawn(nodejob.Batch(tuple(i.request for i in batch), settings,
-                                                        self.collection), log)
-        reader = threading.Thread(target=self._read, args=(p, pending), daemon=True)
-        reader.start()
-        allotted = float(speed)
-        while p.poll() is None:
+                self.leases.release.remote(self.name, hosts, lease)
+                return None
+            p = nodejob.spawn(nodejob.Batch(tuple(i.request for i in first), settings, self.collection), log)
+            runner = Runner(p, key, lease)
+            self.runners.append(runner)
+        runner.reader = threading.Thread(target=self._read, args=(runner,), daemon=True)
+        runner.reader.start()
+        return runner
+
+    def _retire(self) -> None:
+        """Close an engine with nothing left (after LINGER); reap one that
+        ended: its leases return, a file it said nothing of fails alone."""
+        now = time.monotonic()
+        for r in list(self.runners):
+            key = r.key
+            with self.lock:
+                queued = any((i.journal, i.work.hosts) == key for i in self.queue)
+                idle = not r.left() and not queued
+                if idle and r.idle_since is None:
+                    r.idle_since = now
+            if idle and not r.closed and now - r.idle_since >= LINGER:
+                r.closed = True
+                nodejob.close(r.proc)
+            if r.proc.poll() is None:
+                continue
+            if r.reader is not None:
+                r.reader.join(10)
+            self.leases.release.remote(self.name, key[1], r.lease)
+            with self.lock:
+                self.runners.remove(r)
+                self.done_bytes += int(r.progress.get("done", 0))
+                lost = [ix for q in r.pending.values() for ix in q]
+                if lost and not self.stopping:
+                    # The engine ended without a word on these (it stopped
+                    # on a job-wide error): they fail here, alone.
+                    why = r.last_error or f"the engine on {self.name} ended (exit {r.proc.returncode})"
+                    for ix in lost:
+                        req = r.given[ix].request
+                        self.results.append((ix, {"url": req.url, "path": req.path or "", "status": "failed",
+                                                  "error": why, "exit_code": r.proc.returncode or 1}))
+
+    def _report(self) -> None:
+        """The node's speed to the lease actor; its share back to the
+        engines, split evenly among those that run."""
+        allotted = 0.0
+        while True:
             time.sleep(REPORT_PERIOD)
             with self.lock:
-                now_speed = float(self.progress.get("speed", 0.0))
+                if self.stopping:
+                    return
+                live = [r for r in self.runners if r.proc.poll() is None]
+                speed = sum(float(r.progress.get("speed", 0.0)) for r in live)
             try:
-                new = ray.get(self.leases.report.remote(self.name, now_speed, allotted, True), timeout=5)
+                new = ray.get(self.leases.report.remote(self.name, speed, allotted, bool(live)), timeout=5)
             except Exception:
                 continue
-            if new != allotted:
+            if live and new != allotted:
                 allotted = float(new)
-                nodejob.set_speed(p, new)
-        reader.join(10)
-        self.leases.report.remote(self.name, 0.0, 0.0, False)
-        with self.lock:
-            self.proc = None
-            self.done_bytes += int(self.progress.get("done", 0))
-            self.progress = {}
-            lost = [ix for q in pending.values() for ix in q]
-            if lost and not self.stopping:
-                # The batch ended without a word on these (the engine
-                # stopped on a job-wide error): they fail here, alone.
-                why = self._last_error or f"the engine on {self.name} ended (exit {p.returncode})"
-                for ix, i in ((i.work.index, i) for i in batch):
-                    if ix in lost:
-                        self.results.append((ix, {"url": i.request.url, "path": i.request.path or "",
-                                                  "status": "failed", "error": why, "exit_code": p.returncode or 1}))
-            self._last_error = None
+                for r in live:
+                    nodejob.set_speed(r.proc, int(new / len(live)) if new else 0)
 
-    _last_error: str | None = None
-
-    def _read(self, p, pending: dict[str, deque[int]]) -> None:
-        for line in p.stdout:
+    def _read(self, r: Runner) -> None:
+        for line in r.proc.stdout:
             try:
                 ev = json.loads(line)
             except ValueError:
                 continue
             with self.lock:
                 if "result" in ev:
-                    r = ev["result"]
-                    q = pending.get(r["url"])
+                    res = ev["result"]
+                    q = r.pending.get(res["url"])
                     if q:
-                        self.results.append((q.popleft(), r))
+                        self.results.append((q.popleft(), res))
                 elif "progress" in ev:
-                    self.progress = ev["progress"]
+                    r.progress = ev["progress"]
                 elif "error" in ev:
-                    self._last_error = ev["error"]
+                    r.last_error = ev["error"]
+
+
+def _sum_progress(parts: list[dict]) -> dict:
+    """The node's progress: its engines' figures added up."""
+    out = {"done": 0, "size": 0, "speed": 0.0, "finished": 0, "files": 0, "active": []}
+    for p in parts:
+        for k in ("done", "size", "speed", "finished", "files"):
+            out[k] += p.get(k) or 0
+        out["active"] += p.get("active") or []
+    return out

@@ -1,12 +1,16 @@
-"""One batch of files on one node, in a process of its own: no Ray here.
+"""The engine of one node, in a process of its own: no Ray here.
 
 The node actor starts ``python -m segdl.engine.cluster.nodejob`` with
-:func:`spawn`, writes the batch (requests and settings, pickled, base64, one
-line) to its stdin, and then, any time, a line ``{"max_speed": N}`` to set
-the batch's part of the cluster's bandwidth.  That goes the way ``segdl
-limit`` goes: into the journal, which the running job reads within a
-second.  The process prints one JSON line per event on stdout:
-``{"result": ...}``, ``{"progress": ...}``, ``{"message": ...}``.
+:func:`spawn` and writes its settings (pickled, base64, one line) to its
+stdin.  Then, any time, a line ``{"add": B64}`` hands it more files (a
+pickled tuple of requests): they join the running engine as a new job, so
+a node is fed while it works and never waits for a batch to end; a line
+``{"max_speed": N}`` sets its part of the cluster's bandwidth (that goes
+the way ``segdl limit`` goes: into the journal, which the engine reads
+within a second); a line ``{"close": true}`` (or the end of stdin) lets it
+end once every file it was given is final.  It prints one JSON line per
+event on stdout: ``{"result": ...}``, ``{"progress": ...}``,
+``{"message": ...}``, ``{"error": ...}``.
 
 A process of its own, because the engine forks its workers, and forking
 a Ray worker (gRPC threads) is unsafe; and because it dies with the actor
@@ -34,6 +38,7 @@ PROGRESS_PERIOD = 0.25  # seconds between progress lines
 
 @dataclass(frozen=True, slots=True)
 class Batch:
+    """What a node's engine starts with: its settings and first files."""
     requests: tuple  # of Request
     settings: object  # Settings, with dest and journal set for this node
     collection: str | None = None
@@ -73,13 +78,32 @@ def spawn(batch: Batch, log: Path | None = None) -> subprocess.Popen:
     return p
 
 
-def set_speed(p: subprocess.Popen, max_speed: int) -> None:
-    """Tell a running batch its bandwidth (0: unlimited)."""
+def _say(p: subprocess.Popen, obj: dict) -> bool:
     try:
-        p.stdin.write(json.dumps({"max_speed": int(max_speed)}).encode() + b"\n")
+        p.stdin.write(json.dumps(obj).encode() + b"\n")
         p.stdin.flush()
+        return True
     except (BrokenPipeError, OSError, ValueError):
-        pass  # it has ended
+        return False  # it has ended
+
+
+def set_speed(p: subprocess.Popen, max_speed: int) -> None:
+    """Tell a running engine its bandwidth (0: unlimited)."""
+    _say(p, {"max_speed": int(max_speed)})
+
+
+def add(p: subprocess.Popen, requests: tuple) -> bool:
+    """More files for a running engine; False if it has ended."""
+    return _say(p, {"add": base64.b64encode(pickle.dumps(tuple(requests))).decode()})
+
+
+def close(p: subprocess.Popen) -> None:
+    """No more files: end once every file given is final."""
+    if _say(p, {"close": True}):
+        try:
+            p.stdin.close()
+        except OSError:
+            pass
 
 
 # ------------------------------------------------------------ the child
@@ -90,39 +114,76 @@ def _emit(obj: dict, lock=threading.Lock()) -> None:
         sys.stdout.flush()
 
 
-def _follow_limits(control, journal_path: Path, started: threading.Event) -> None:
-    """Read ``{"max_speed": N}`` lines and write them to this job's row
-    (once the job has made its journal: opening a new journal here too
-    would race it through the schema's migrations)."""
-    from segdl.engine.journal import Journal
+class _Feed:
+    """The child's side of the control pipe: files to add, limits to set,
+    and when to end (every file given is final, and no more will come)."""
 
-    job_id = None
-    j = None
-    for line in control:
-        try:
-            speed = int(json.loads(line)["max_speed"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        started.wait()
-        try:
-            if j is None:
-                j = Journal(journal_path)
-            deadline = time.monotonic() + 5
-            while job_id is None and time.monotonic() < deadline:
-                mine = [r["id"] for r in j.running_jobs() if r["pid"] == os.getpid()]
-                job_id = mine[-1] if mine else None
-                if job_id is None:
-                    time.sleep(0.05)
-            if job_id is not None:
-                j.update_job(job_id, max_speed=speed or None)
-        except Exception as e:  # the job goes on at its last limit
-            _emit({"message": f"could not set the speed limit: {e}"})
+    def __init__(self, engine, journal_path: Path, collection: str | None) -> None:
+        self.engine, self.journal_path, self.collection = engine, journal_path, collection
+        self.lock = threading.Lock()
+        self.given = 0
+        self.final = 0
+        self.closed = False
+
+    def add(self, requests: list) -> None:
+        with self.lock:
+            self.given += len(requests)
+        if requests:
+            collection = self.collection
+            self.engine.submit(lambda c: c.add_job(list(requests), collection=collection))
+
+    def settled(self) -> None:
+        with self.lock:
+            self.final += 1
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        with self.lock:
+            done = self.closed and self.final >= self.given
+        if done:
+            self.engine.stop()
+
+    def follow(self, control) -> None:
+        j = None
+        for line in control:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "add" in msg:
+                self.add(list(pickle.loads(base64.b64decode(msg["add"]))))
+            elif "close" in msg:
+                break
+            elif "max_speed" in msg:
+                try:
+                    if j is None:
+                        from segdl.engine.journal import Journal
+
+                        j = Journal(self.journal_path)
+                    self._set_speed(j, int(msg["max_speed"]))
+                except Exception as e:  # the engine goes on at its last limit
+                    _emit({"message": f"could not set the speed limit: {e}"})
+        with self.lock:
+            self.closed = True
+        self._maybe_end()
+
+    def _set_speed(self, j, speed: int) -> None:
+        """Every running job of this process (the engine reads the oldest's),
+        once the engine has made the first (within 5 s)."""
+        deadline = time.monotonic() + 5
+        while True:
+            mine = [r["id"] for r in j.running_jobs() if r["pid"] == os.getpid()]
+            if mine or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for job_id in mine:
+            j.update_job(job_id, max_speed=speed or None)
 
 
 def main() -> int:
-    from segdl.engine import api
+    from segdl.engine.coordinator import Coordinator
     from segdl.engine.errors import EXIT_INTERRUPTED, SegdlError
-    from segdl.engine.journal import default_path
+    from segdl.engine.journal import Journal, default_path
     from segdl.engine.lifecycle import ACTIVE
 
     # The control pipe gets a file of its own and stdin becomes /dev/null:
@@ -136,13 +197,9 @@ def main() -> int:
     sys.stdin = open(os.devnull)
     batch = Batch.decode(control.readline())
     s = batch.settings
-    started = threading.Event()
-    threading.Thread(target=_follow_limits, args=(control, s.journal or default_path(), started),
-                     daemon=True).start()
     last = [0.0]
 
     def progress(snap) -> None:
-        started.set()  # the job is in the journal
         now = time.monotonic()
         if now - last[0] < PROGRESS_PERIOD:
             return
@@ -152,15 +209,28 @@ def main() -> int:
                             "active": [[f.path, f.done, f.size, f.speed] for f in snap.files
                                        if f.state in ACTIVE]}})
 
+    journal = Journal(s.journal or default_path())
+    feed = None
+
+    def result(r) -> None:
+        _emit({"result": r.as_dict()})
+        feed.settled()
+
+    engine = Coordinator(s, journal, on_progress=progress, on_message=lambda m: _emit({"message": m}),
+                         on_result=result)
+    feed = _Feed(engine, s.journal or default_path(), batch.collection)
     try:
-        api.download(list(batch.requests), s, collection=batch.collection, on_progress=progress,
-                     on_message=lambda m: _emit({"message": m}),
-                     on_result=lambda r: _emit({"result": r.as_dict()}))
+        engine.start(files_at_once=s.concurrent_files)
+        feed.add(list(batch.requests))
+        threading.Thread(target=feed.follow, args=(control,), daemon=True).start()
+        engine.serve()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except SegdlError as e:
         _emit({"error": e.message, "exit_code": e.exit_code})
         return e.exit_code
+    finally:
+        journal.close()
     return 0
 
 

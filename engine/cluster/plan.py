@@ -6,10 +6,10 @@ loaded node, which is within 4/3 of the best possible balance).  Files a
 node already holds (done, or partly downloaded in its journal) stay with
 it, so the same command run again continues where each node stopped.
 
-Each node works through its shard in *batches*: files that share the
-hosts they are fetched from, at most as many as the node may open
-connections to those hosts (its lease; see ``leases``), because the
-engine's probes, one per file, are connections too.
+Each node is handed its shard a part at a time, :func:`ahead` files
+beyond what it has finished, and feeds them to one running engine per
+set of hosts; :func:`try_elsewhere` says which failures another node
+could change.
 
 A file is never split across nodes by byte range: see the README
 ("Why a file is not split across nodes") and :func:`makespan`.
@@ -17,6 +17,7 @@ A file is never split across nodes by byte range: see the README
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,9 +26,9 @@ from urllib.parse import urlsplit
 #: dies too, the file fails alone (it may be what kills nodes).
 MAX_NODE_ATTEMPTS = 2
 
-#: Files in one batch at most: the engine probes up to 16 files at once,
-#: and a batch must not probe more files at once than it has leases.
-MAX_BATCH = 16
+#: Requests a node's engine may have out at once for its probes (the
+#: engine probes up to 16 files ahead): the least lease a node asks for.
+PROBES_AT_ONCE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +114,26 @@ def reassign(lost: list[Work], attempts: dict[int, int], survivors: list[str],
     return Reassignment(placed, sorted(failed))
 
 
-def next_batch(queue: list[Work], lease: int) -> list[Work]:
-    """The files to run together next: the first queued file and the
-    following ones that come from the same hosts, at most ``lease`` of
-    them (each file's probe is a connection of its own)."""
-    if not queue:
-        return []
-    hosts = queue[0].hosts
-    return [w for w in queue if w.hosts == hosts][: max(1, min(lease, MAX_BATCH))]
+#: What a hard HTTP answer looks like in a failure's message (engine/http.py
+#: names a 404, 410, 401/403 so): the server said no, wherever asked from.
+_HARD_HTTP = re.compile(r"^HTTP [0-9]{3} \(")
+
+
+def try_elsewhere(status: str, exit_code: int, error: str | None) -> bool:
+    """Whether a file that failed on one node may succeed on another: a
+    download failure the engine gave up on after its retries (connection
+    reset, stall, 5xx, a body cut short), not a hard HTTP answer (404,
+    410...), a hash mismatch, a usage or disk problem."""
+    from ..errors import EXIT_DOWNLOAD_FAILED
+
+    return status == "failed" and exit_code == EXIT_DOWNLOAD_FAILED and not _HARD_HTTP.match(error or "")
+
+
+def ahead(concurrent_files: int) -> int:
+    """Files a node is given beyond what it has finished: enough that its
+    engine always has the next ones when a file ends, between two polls
+    of the driver."""
+    return max(4 * PROBES_AT_ONCE, 8 * concurrent_files)
 
 
 def makespan(sizes: list[int], nodes: int, split: bool) -> float:

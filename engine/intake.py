@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from . import lifecycle
 from .errors import (
     DownloadError,
@@ -16,25 +19,53 @@ from .errors import (
 )
 from .existing import Hashing
 from .filerun import FileRun, Source
+from .files import Files
 from .http import RemoteInfo
+from .journal import Journal
 from .naming import choose_name, inside, part_path, redact_url
+from .request import Settings
 from .results import FileResult
+from .scheduler import Scheduler
+from .workers import Workers
 
 PROBE_AHEAD = 16  # files probed ahead of need
 
 
 class Intake:
-    def __init__(self, c) -> None:
-        self.c = c  # the Coordinator: the run's shared state
+    """Owns the files between the queue and their start: the probe in
+    flight (one batch at a time, on a thread of its own), the probed files
+    waiting for room, and those whose existing file is being hashed."""
 
-    def enqueue(self, runs: list[FileRun]) -> None:
-        """New files join the queue behind those of the same priority or
-        higher (a job's files keep their order)."""
-        for run in runs:
-            i = len(self.c.queue)
-            while i > 0 and self.c.queue[i - 1].priority < run.priority:
-                i -= 1
-            self.c.queue.insert(i, run)
+    activation: "Activation"  # the peers, set by the coordinator once every part exists
+    existing: "Existing"
+    dispatch: "Dispatch"
+    finishing: "Finishing"
+
+    def __init__(self, files: Files, journal: Journal, sched: Scheduler, workers: Workers, settings: Settings,
+                 options, on_message) -> None:
+        self.files, self.journal, self.sched, self.workers = files, journal, sched, workers
+        self.s, self.options, self.on_message = settings, options, on_message
+        self._probing: Future | None = None
+        self._probing_runs: list[FileRun] = []
+        self._ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
+        self._hashing: list[tuple[FileRun, dict | None, Future]] = []  # waiting for their existing file's hash
+        # One thread, with its own connections kept between batches.
+        from .transport import Prober
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="segdl-probe")
+        self._client = Prober()
+
+    def idle(self) -> bool:
+        """Nothing is being probed, waits for room or for a hash."""
+        return self._probing is None and not self._ready and not self._hashing
+
+    def held_runs(self) -> list[FileRun]:
+        """The runs this part holds (for releasing their locks at the end)."""
+        return [*(r for r, _ in self._ready), *self._probing_runs, *(r for r, _, _ in self._hashing)]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()  # now, or when its running probe ends
 
     def register(self, runs: list[FileRun], restore: bool = False) -> None:
         """Journal rows for files that have not started, so each has an id
@@ -54,11 +85,11 @@ class Intake:
                 path = self.target(run, None)
             except SegdlError:
                 continue  # settled (refused) when it comes up
-            row = self.c.journal.file_by_path(path)
-            if row is not None and self.c.holds(row["id"]):
+            row = self.journal.file_by_path(path)
+            if row is not None and self.files.holds(row["id"]):
                 continue  # another job is on this file now: this one fails when it comes up
             if row is None:
-                run.id = self.c.journal.put_file(run.job.id, run.request.url, path, state="queued",
+                run.id = self.journal.put_file(run.job.id, run.request.url, path, state="queued",
                                                  priority=run.priority, expected_blake3=run.request.blake3,
                                                  expected_sha256=run.request.sha256)
             elif restore and row["job_id"] == run.job.id:
@@ -68,58 +99,51 @@ class Intake:
                 run.id = row["id"]
                 self._take_over(run, row)
             run.provisional = path
-            self.c.queued_ids[run.id] = run
+            self.files.register_waiting(run)
 
     def _take_over(self, run: FileRun, row: dict) -> None:
         again = row["state"] in (lifecycle.FAILED, lifecycle.HASH_MISMATCH, lifecycle.REMOVED)
-        with self.c.journal.atomic():
-            self.c.journal.update_file(run.id, job_id=run.job.id)  # first: 'added' to this job ...
+        with self.journal.atomic():
+            self.journal.update_file(run.id, job_id=run.job.id)  # first: 'added' to this job ...
             controls = dict(paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
             if again:  # ... then its state (and controls) under it
                 controls.update(state=lifecycle.QUEUED, error=None, exit_code=None)
-            self.c.journal.update_file(run.id, **controls)
+            self.journal.update_file(run.id, **controls)
             if row["state"] == lifecycle.HASH_MISMATCH:
-                self.c.journal.replace_segments(run.id, [])
+                self.journal.replace_segments(run.id, [])
 
     def rename_provisional(self, run: FileRun, final) -> None:
         """The server names a registered file otherwise than its URL did:
         its row follows it to the new name (same id), unless that name has
         a row already (an earlier download of it), which it then takes."""
-        if self.c.journal.file_by_path(final) is None:
-            self.c.journal.update_file(run.id, path=str(final))
+        if self.journal.file_by_path(final) is None:
+            self.journal.update_file(run.id, path=str(final))
         else:
-            self.c.queued_ids.pop(run.id, None)
-            self.c.journal.drop_provisional(run.provisional, keep=-1)  # a 'removed' event says so
+            self.files.forget_waiting(run.id)
+            self.journal.drop_provisional(run.provisional, keep=-1)  # a 'removed' event says so
             run.id = 0
         run.provisional = final
 
-    def find_waiting(self, fid: int) -> FileRun | None:
-        """A registered file that has not started."""
-        run = self.c.queued_ids.get(fid)
-        return run if run is not None and run.state == "queued" else None
-
     def drop_waiting(self, run: FileRun) -> None:
         """Take a file that has not started out of every waiting place."""
-        for place in (self.c.queue,):
-            if run in place:
-                place.remove(run)
-        self.c.ready = type(self.c.ready)((r, f) for r, f in self.c.ready if r is not run)
-        self.c.hashing = [x for x in self.c.hashing if x[0] is not run]
+        self.files.unqueue(run)
+        self._ready = deque((r, f) for r, f in self._ready if r is not run)
+        self._hashing = [x for x in self._hashing if x[0] is not run]
         # (A probe in flight comes back with it: collect_probes drops it then.)
-        self.c.probing_runs = [r for r in self.c.probing_runs if r is not run]
+        self._probing_runs = [r for r in self._probing_runs if r is not run]
 
     def reprioritise(self, run: FileRun, priority: int) -> None:
         run.priority = priority
-        if run in self.c.queue:
-            self.c.queue.remove(run)
-            self.enqueue([run])
+        if run.state == lifecycle.QUEUED and run in self.files.queued():
+            self.files.unqueue(run)
+            self.files.enqueue([run])
 
     def start_probes(self) -> None:
         """Probe files ahead of need (up to PROBE_AHEAD waiting), so a file
         can start the moment another finishes."""
-        if self.c.probing is not None or not self.c.queue:
+        if self._probing is not None or not self.files.waiting():
             return
-        want = PROBE_AHEAD - len(self.c.ready)
+        want = PROBE_AHEAD - len(self._ready)
         if want <= 0:
             return
         batch: list[FileRun] = []
@@ -131,12 +155,11 @@ class Intake:
         # (The default cap, max(-x, 32), is a politeness default: holding
         # probes back for it made a collection from one host start each
         # next file later, about 10% slower in coll80.)
-        cap = self.c.s.max_per_host
-        per_host = self.c.sched.host_running() if cap else {}
+        cap = self.s.max_per_host
+        per_host = self.sched.host_running() if cap else {}
         probes: dict[str, int] = {}
-        while (self.c.queue and len(batch) < want and len(self.c.hashing) < PROBE_AHEAD
-               and len(held) < 4 * PROBE_AHEAD):
-            run = self.c.queue.popleft()
+        while (len(batch) < want and len(self._hashing) < PROBE_AHEAD and len(held) < 4 * PROBE_AHEAD
+               and (run := self.files.next_waiting()) is not None):
             if run.not_before > now:
                 later.append(run)  # waiting to retry its first request
                 continue
@@ -150,17 +173,18 @@ class Intake:
                 per_host[h] = per_host.get(h, 0) + 1
                 probes[h] = probes.get(h, 0) + 1
             batch.append(run)
-        self.c.queue.extendleft(reversed(held))  # first again, in their order
-        self.c.queue.extend(later)
+        self.files.put_back(held)  # first again, in their order
+        for run in later:
+            self.files.requeue(run, first=False)
         if not batch:
             return
         urls = [u for r in batch for u in (r.request.url, *r.request.mirrors)]
-        per_url = {u: self.c.dispatch.options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
+        per_url = {u: self.dispatch.options_for(r, u) for r in batch for u in (r.request.url, *r.request.mirrors)}
         with_data = frozenset(r.request.url for r in batch if self._fresh_target(r))
-        self.c.probing_runs = batch
-        self.c.sched.reserved = probes if cap else {}
-        self.c.probing = self.c.wake_on(self.c.prober.submit(self.c.probe_client.probe, urls, self.c.options,
-                                                        per_url=per_url, with_data=with_data))
+        self._probing_runs = batch
+        self.sched.reserved = probes if cap else {}
+        self._probing = self.workers.wake_on(self._pool.submit(self._client.probe, urls, self.options,
+                                                               per_url=per_url, with_data=with_data))
 
     def _fresh_target(self, run: FileRun) -> bool:
         """Nothing of the file is here yet (no final file, no part file): its
@@ -173,20 +197,20 @@ class Intake:
         return not final.exists() and not part_path(final).exists()
 
     def collect_probes(self) -> None:
-        if self.c.probing is not None and self.c.probing.done():
+        if self._probing is not None and self._probing.done():
             try:
-                found = self.c.probing.result()
+                found = self._probing.result()
             except Exception as e:  # a bug, not a remote problem: report per file
-                found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self.c.probing_runs}
-            batch, self.c.probing, self.c.probing_runs = self.c.probing_runs, None, []
-            self.c.sched.reserved = {}
-            self.c.ready.extend((run, found) for run in batch if not lifecycle.is_final(run.state))
-        while self.c.ready and self.c.active_count() < self.c.s.concurrent_files:
-            run, found = self.c.ready.popleft()
+                found = {r.request.url: DownloadError(f"probe failed: {e}") for r in self._probing_runs}
+            batch, self._probing, self._probing_runs = self._probing_runs, None, []
+            self.sched.reserved = {}
+            self._ready.extend((run, found) for run in batch if not lifecycle.is_final(run.state))
+        while self._ready and self.files.active_count() < self.s.concurrent_files:
+            run, found = self._ready.popleft()
             try:
-                self.c.activation.activate(run, self._sources(run, found))
+                self.activation.activate(run, self._sources(run, found))
             except Hashing as h:
-                self.c.hashing.append((run, found, h.fut))
+                self._hashing.append((run, found, h.fut))
             except SegdlError as e:
                 if e.retryable and run.final is None:
                     try:
@@ -195,9 +219,9 @@ class Intake:
                         pass
                     else:  # the first request failed transiently: try again later
                         run.not_before = time.monotonic() + run.probe_retry.delay(e)
-                        self.c.queue.append(run)
+                        self.files.requeue(run, first=False)
                         continue
-                self.c.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+                self.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
 
     def _shown(self, run: FileRun) -> str:
         """The path a result reports: the target, as far as it is known."""
@@ -218,7 +242,7 @@ class Intake:
             if isinstance(got, SegdlError):
                 first_error = first_error or got
                 if u != run.request.url:
-                    self.c.on_message(f"mirror {redact_url(u)} dropped: {got.message}")
+                    self.on_message(f"mirror {redact_url(u)} dropped: {got.message}")
                 continue
             if ok:
                 ref = ok[0].remote
@@ -230,7 +254,7 @@ class Intake:
                 elif got.ranged != ref.ranged:
                     why = "Range support differs"
                 if why:
-                    self.c.on_message(f"mirror {redact_url(u)} dropped: {why}")
+                    self.on_message(f"mirror {redact_url(u)} dropped: {why}")
                     continue
             ok.append(Source(u, got))
         if not ok:
@@ -251,31 +275,31 @@ class Intake:
         try:
             final = self.target(run, None)
         except SegdlError as e:
-            self.c.finishing.settle(run, FileResult.failed(run.request.url, run.request.path or "", e))
+            self.finishing.settle(run, FileResult.failed(run.request.url, run.request.path or "", e))
             return True
         if not final.exists():
-            return self.c.existing.link_known_copy(run, final)
+            return self.existing.link_known_copy(run, final)
         run.final = final
         try:
             run.job.root.check(final)  # not one outside the folder, through a symlink
-            return self.c.existing.existing(run, final, None)
+            return self.existing.existing(run, final, None)
         except Hashing as h:
-            self.c.hashing.append((run, None, h.fut))
+            self._hashing.append((run, None, h.fut))
             return True  # out of the batch; back in the queue once hashed
         except SegdlError as e:
-            self.c.finishing.settle(run, FileResult.failed(run.request.url, str(final), e))
+            self.finishing.settle(run, FileResult.failed(run.request.url, str(final), e))
             return True
 
     def collect_hashes(self) -> None:
         """Take up the runs whose existing file has been hashed: back to
         the queue (not probed yet) or to the ready list (probed)."""
-        for item in [x for x in self.c.hashing if x[2].done()]:
-            self.c.hashing.remove(item)
+        for item in [x for x in self._hashing if x[2].done()]:
+            self._hashing.remove(item)
             run, found, _ = item
             if lifecycle.is_final(run.state):
                 continue  # cancelled meanwhile
             if found is None:
-                self.c.queue.appendleft(run)
+                self.files.requeue(run)
             else:
-                self.c.ready.appendleft((run, found))
+                self._ready.appendleft((run, found))
 

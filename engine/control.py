@@ -43,6 +43,7 @@ class Control:
         self._last_control = self._last_demand = self._last_snapshot = 0.0
         self._last_heartbeat = self._last_durable = 0.0
         self._last_prune = time.monotonic()
+        self._seen_event = journal.last_event()  # control changes are read from the event log after it
 
     def as_service(self) -> None:
         """A long-running service: a job's limits set from outside
@@ -58,7 +59,7 @@ class Control:
         self._last_control = now
         if not self.files.jobs:
             return
-        limits, paused = self.journal.control_state(list(self.files.jobs))
+        limits, paused, self._seen_event = self.journal.control_changes(list(self.files.jobs), self._seen_event)
         if limits and self.limits.set(**{k: limits.get(k) for k in Limits.KEYS}) and self._serving:
             # (``segdl limit --job``): the service's limits now, kept and told
             self.journal.set_service_limits(self.limits.get("max_speed") or 0,

@@ -88,6 +88,7 @@ class Coordinator:
         self.on_progress = on_progress
         self.on_message = on_message or (lambda m: None)
         self.on_result = on_result or (lambda r: None)
+        self._results: list[FileResult] = []  # told once the turn that made them is committed
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (function, future) from other threads
         self.stopping = False
         self.started_up = False
@@ -139,7 +140,7 @@ class Coordinator:
         self.dispatch = Dispatch(files, sched, workers, limits, s, options)
         self.reports = Reports(files, journal, sched, workers, limits, say)
         self.restarts = Restarts(files, sched, workers, s, options, say)
-        self.finishing = Finishing(files, journal, workers, self.on_result)
+        self.finishing = Finishing(files, journal, workers, self._results.append)
         self.control = Control(files, journal, sched, workers, limits, s, say, self.on_progress)
         self.jobs = Jobs(files, journal, self.intake, limits, s)
         self.intake.activation, self.intake.existing = self.activation, self.existing
@@ -154,7 +155,7 @@ class Coordinator:
         self.finishing.activation, self.finishing.dispatch, self.finishing.intake = \
             self.activation, self.dispatch, self.intake
         self.control.dispatch = self.dispatch
-        self.commands = Commands(files, journal, sched, limits, self.on_result, jobs=self.jobs,
+        self.commands = Commands(files, journal, sched, limits, self._results.append, jobs=self.jobs,
                                  intake=self.intake, dispatch=self.dispatch, finishing=self.finishing,
                                  control=self.control)
         self.started_up = True
@@ -191,28 +192,41 @@ class Coordinator:
     # ------------------------------------------------------------ loop
 
     def _loop(self, until: Callable[[], bool]) -> None:
-        """The data path, once a turn: what clients asked; input (probes,
-        files already here, files that start); the scheduler's plan sent
-        as transfers; what the workers wrote and synced (disk), committed
-        to the journal, durable first; files verified, renamed, done."""
+        """The data path, once a turn: what the workers wrote and synced
+        (disk), applied with what clients asked; files verified; new input
+        (probes, files already here, files that start); the scheduler's
+        plan sent as transfers; all of it written to the journal in one
+        transaction (synced when it records files verified); then, that
+        commit made, those files renamed into place and the results told."""
+        first = True
         while True:
-            self._take_commands()
-            self.intake.start_probes()
-            self.intake.collect_probes()
-            self.finishing.collect_verifications()
-            self.intake.collect_hashes()
-            self.restarts.collect_resolutions()
-            self.control.poll_control()
-            self.dispatch.dispatch(self.sched.plan(time.monotonic()))
-            self.control.apply_limits()
+            reports = self.reports.wait(0.0 if first else 0.05)  # the one wait, no transaction open
+            first = False
+            self._take_commands()  # committed on their own: a client reads what it asked for
+            with self.journal.turn():
+                self.reports.apply(reports)
+                self.finishing.collect_verifications()
+                self.intake.start_probes()
+                self.intake.collect_probes()
+                self.intake.collect_hashes()
+                self.restarts.collect_resolutions()
+                self.control.poll_control()
+                self.dispatch.dispatch(self.sched.plan(time.monotonic()))
+                self.control.apply_limits()
+                self.control.heartbeat()
+                self.jobs.end_finished()
+            self.finishing.committed()
+            self._tell_results()
             if until():
                 break
-            self.reports.drain_events()
             self.control.snapshot()
-            self.control.heartbeat()
-            self.jobs.end_finished()
             self.workers.check()
         self.control.snapshot(force=True)
+
+    def _tell_results(self) -> None:
+        """Results of files whose state the last commit holds."""
+        while self._results:
+            self.on_result(self._results.pop(0))
 
     def _take_commands(self) -> None:
         while True:

@@ -41,11 +41,12 @@ class Finishing:
         self._awaiting_hash: set[int] = set()  # complete files whose worker is finishing their digest
         self._verifying: dict[int, Future] = {}  # hashed from disk
         self._verified: list[tuple[int, Digests]] = []  # to mark verified and rename, in one batch
+        self._recorded: list[list[tuple[int, Digests]]] = []  # verified in this turn's commit, to rename after it
         self._finalizing: dict[int, tuple[list, Future]] = {}  # batches being renamed
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
 
     def idle(self) -> bool:
-        return not (self._awaiting_hash or self._verifying or self._verified or self._finalizing)
+        return not (self._awaiting_hash or self._verifying or self._verified or self._recorded or self._finalizing)
 
     def forget(self, fid: int) -> None:
         """A file cancelled while it was being verified."""
@@ -125,19 +126,30 @@ class Finishing:
         self._verified.append((fid, d))
 
     def flush_verified(self) -> None:
-        """Files verified on this turn of the loop: their 'verified' in one
-        synced commit (durable before any rename: after a power cut a final
-        file without it would look like someone else's, "exists and
-        differs"), then their renames in one job (one fsync per folder)."""
+        """Files verified on this turn of the loop: their 'verified' goes
+        into the turn's commit, which is then synced (durable before any
+        rename: after a power cut a final file without it would look like
+        someone else's, "exists and differs"); their renames wait for
+        :meth:`committed`."""
         if not self._verified:
             return
         batch, self._verified = self._verified, []
         self.journal.mark_verified([(fid, d.blake3, d.sha256, d.git_sha1) for fid, d in batch])
-        runs = [self.files.runs[fid] for fid, _ in batch]
-        fut = self.workers.wake_on(self._pool.submit(
-            storage.finalize_many, [(r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None)
-                                    for r in runs]))
-        self._finalizing[batch[0][0]] = (batch, fut)
+        self._recorded.append(batch)
+
+    def committed(self) -> None:
+        """The turn's synced commit holds the files verified in it: rename
+        them into place, in one job off the loop (one fsync per folder)."""
+        for batch in self._recorded:
+            batch = [(fid, d) for fid, d in batch if fid in self.files.runs]
+            if not batch:
+                continue
+            runs = [self.files.runs[fid] for fid, _ in batch]
+            fut = self.workers.wake_on(self._pool.submit(
+                storage.finalize_many, [(r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None)
+                                        for r in runs]))
+            self._finalizing[batch[0][0]] = (batch, fut)
+        self._recorded.clear()
 
     def _collect_finalizations(self) -> None:
         for key, (batch, fut) in list(self._finalizing.items()):
@@ -163,7 +175,7 @@ class Finishing:
 
     def finalizing(self, fid: int) -> bool:
         """Is the file verified and being renamed into place right now?"""
-        return any(fid == f for f, _ in self._verified) or any(
+        return any(fid == f for f, _ in self._verified) or any(fid == f for b in self._recorded for f, _ in b) or any(
             fid == f for batch, _ in self._finalizing.values() for f, _ in batch)
 
     def fail(self, fid: int, error: SegdlError) -> None:

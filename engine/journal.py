@@ -73,6 +73,9 @@ class _Db:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._turn = False  # a turn is open: every write joins its one transaction
+        self._sync = False  # ... and a write asked that its commit be synced
+        self._depth = 0  # savepoints open in the turn
 
     def query(self, sql: str, params=()) -> Iterator[dict[str, Any]]:
         cur = self.conn.execute(sql, params)
@@ -89,7 +92,13 @@ class _Db:
     @contextmanager
     def atomic(self, durable: bool = False) -> Iterator["_Db"]:
         """One transaction.  ``durable``: its COMMIT syncs the WAL, which
-        makes it and every commit before it survive a power cut."""
+        makes it and every commit before it survive a power cut.  Inside a
+        :meth:`turn` it is a savepoint of the turn's transaction (all of it
+        or none of it), and ``durable`` makes the turn's commit synced."""
+        if self._turn:
+            with self._savepoint(durable):
+                yield self
+            return
         if self.conn.in_transaction:
             if durable:
                 raise RuntimeError("a durable commit cannot be nested in a transaction")
@@ -109,6 +118,64 @@ class _Db:
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
+
+    @contextmanager
+    def _savepoint(self, durable: bool) -> Iterator[None]:
+        if durable and not self._sync:
+            # SQLite fixes a transaction's safety level when it begins: what
+            # the turn wrote so far is committed, and the rest of the turn
+            # is one synced transaction (whose sync covers both).
+            if self._depth:
+                raise RuntimeError("a durable write cannot be nested in another write")
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self._sync = True
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")  # at the turn's first write, not before
+        name = f"w{self._depth}"
+        self._depth += 1
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+            self.conn.execute(f"RELEASE {name}")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            self._depth -= 1
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """One transaction for everything written inside (each write still
+        all or nothing, as a savepoint), committed once at the end, synced
+        when a write asked for it (then at most two commits: see
+        ``_savepoint``); begun at the first write, so a turn that writes
+        nothing costs nothing.  On an error the writes made so far
+        are committed (as separate commits would have been), then it is
+        raised."""
+        if self._turn or self.conn.in_transaction:
+            yield  # already in one: part of it
+            return
+        self._turn, self._sync = True, False
+        try:
+            yield
+        finally:
+            self._turn = False
+            try:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("COMMIT")
+                    except BaseException:
+                        if self.conn.in_transaction:
+                            self.conn.execute("ROLLBACK")
+                        raise
+            finally:
+                if self._sync:
+                    self._sync = False
+                    self.conn.execute("PRAGMA synchronous = NORMAL")
 
     def close(self) -> None:
         self.conn.close()
@@ -418,6 +485,23 @@ class JournalQueries:
                 f"SELECT id, paused FROM files WHERE job_id IN ({marks})", job_ids)}
             return (job[0] if job else {}), paused
 
+    def control_changes(self, job_ids: list[int], since: int) -> tuple[dict[str, Any], dict[int, int], int]:
+        """What other processes asked of running jobs: the limits (of the
+        oldest job), the paused flag of each of their files whose controls
+        changed after event ``since`` (the latest), and the last event
+        read.  It reads the event log from ``since`` on, so it costs what
+        changed, not the size of the jobs."""
+        marks = ", ".join("?" * len(job_ids))
+        with _journal_errors(self.path):
+            last = list(self.db.query("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))[0]["n"]
+            job = list(self.db.query(
+                f"SELECT max_speed, max_file_speed FROM jobs WHERE id IN ({marks}) ORDER BY id LIMIT 1", job_ids))
+            paused = {r["file_id"]: int(r["paused"] or 0) for r in self.db.query(
+                f"""SELECT file_id, json_extract(data, '$.paused') AS paused FROM events
+                    WHERE seq > ? AND seq <= ? AND kind = 'changed' AND job_id IN ({marks}) ORDER BY seq""",
+                [since, last, *job_ids])}
+            return (job[0] if job else {}), paused, last
+
     def resolve_targets(self, target: str) -> list[dict[str, Any]]:
         """Files matching TARGET: a file id, an absolute or relative path, a
         URL, or a collection name (every file of it)."""
@@ -672,6 +756,14 @@ class Journal(JournalQueries):
         with _journal_errors(self.path):
             with self.db.atomic(durable) as db:
                 yield db
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """The engine's loop: every write of one turn in one transaction,
+        one commit (synced if a write was ``durable``); see ``_Db.turn``."""
+        with _journal_errors(self.path):
+            with self.db.turn():
+                yield
 
     # ------------------------------------------------------------- jobs
 

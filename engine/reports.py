@@ -47,12 +47,18 @@ class Reports:
         self._pending: dict[int, int] = {}  # segment id -> durable bytes from its start, to commit
         self._notices: set[str] = set()
 
-    def drain_events(self) -> None:
-        timeout = 0.05
+    def wait(self, longest: float = 0.05) -> list:
+        """What the workers said, waiting up to ``longest`` seconds (less
+        when the scheduler has something due) for the first report; the
+        loop's one place to wait (no transaction is open then)."""
         wake = self.sched.next_wakeup()
         if wake is not None:
-            timeout = max(0.0, min(timeout, wake - time.monotonic()))
-        batch = self.workers.reports(timeout)
+            longest = max(0.0, min(longest, wake - time.monotonic()))
+        return self.workers.reports(longest)
+
+    def apply(self, batch: list) -> None:
+        """Apply the workers' reports: to the scheduler, and to the journal
+        (durable progress and splits first, then what depends on them)."""
         if not batch:
             return
         splits: list[tuple] = []

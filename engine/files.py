@@ -18,6 +18,20 @@ from .filerun import FileRun, JobRun
 from .results import FileResult
 
 
+class Queued:
+    """A file of a job that has not been touched yet, held compactly (a
+    manifest of 100,000 files waits as these); it becomes a
+    :class:`FileRun` when it comes up."""
+
+    __slots__ = ("index", "request", "job", "priority", "retry")
+
+    def __init__(self, index: int, request, job: JobRun, priority: int, retry) -> None:
+        self.index, self.request, self.job, self.priority, self.retry = index, request, job, priority, retry
+
+    def run(self) -> FileRun:
+        return FileRun(self.index, self.request, self.job, probe_retry=self.retry, priority=self.priority)
+
+
 class Files:
     """Runs by id, the waiting queue, targets, and jobs (running, ended)."""
 
@@ -82,7 +96,7 @@ class Files:
 
     # ------------------------------------------------------------ waiting
 
-    def enqueue(self, runs: Iterable[FileRun]) -> None:
+    def enqueue(self, runs: Iterable[FileRun | Queued]) -> None:
         """New files join the queue behind those of the same priority or
         higher (a job's files keep their order)."""
         q = self._queue
@@ -104,7 +118,10 @@ class Files:
             self._queue.append(run)
 
     def next_waiting(self) -> FileRun | None:
-        return self._queue.popleft() if self._queue else None
+        if not self._queue:
+            return None
+        run = self._queue.popleft()
+        return run.run() if isinstance(run, Queued) else run
 
     def put_back(self, runs: list[FileRun]) -> None:
         """Runs taken with :meth:`next_waiting` and not started, first again
@@ -115,7 +132,8 @@ class Files:
         return len(self._queue)
 
     def queued(self) -> Iterator[FileRun]:
-        return iter(self._queue)
+        """The waiting files that have a run (registered, or back in line)."""
+        return (r for r in self._queue if isinstance(r, FileRun))
 
     def unqueue(self, run: FileRun) -> None:
         try:

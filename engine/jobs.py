@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .filerun import FileRun, JobRun
-from .files import Files
+from .files import Files, Queued
 from .intake import Intake
 from .journal import Journal
 from .limits import Limits
@@ -46,10 +46,12 @@ class Jobs:
         self.files.add_job(job)
         self.journal.update_job(job_id, pid=os.getpid(), heartbeat=time.time(),
                                 max_speed=self.limits.get("max_speed"), max_file_speed=self.limits.get("max_file_speed"))
-        runs = [FileRun(i, r, job, probe_retry=s.retry, priority=priority) for i, r in enumerate(requests)]
-        if register:
+        if register:  # each a run now: it has a row, and can be changed before it starts
+            runs = [FileRun(i, r, job, probe_retry=s.retry, priority=priority) for i, r in enumerate(requests)]
             self.intake.register(runs, restore=reuse is not None)
-        self.files.enqueue(runs)
+            self.files.enqueue(runs)
+        else:
+            self.files.enqueue(Queued(i, r, job, priority, s.retry) for i, r in enumerate(requests))
         if not requests:
             self.files.job_ended(job)
         return job

@@ -23,6 +23,7 @@ from .messages import (
 from .naming import same_origin
 from .request import Settings
 from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler
+from .verify import digest_bytes
 from .workers import Workers
 
 
@@ -48,7 +49,8 @@ class Dispatch:
             if isinstance(a, Assign):
                 seg = self.sched.segments[a.segment]
                 run = self.files.runs[seg.file]
-                self._track(run, a.worker)
+                if not self._carried(run):
+                    self._track(run, a.worker)
                 i = self._pick_source(run)
                 src = run.sources[i]
                 src.running += 1
@@ -69,8 +71,7 @@ class Dispatch:
             elif isinstance(a, FileFailed):
                 self.finishing.fail(a.file, a.error)
 
-    @staticmethod
-    def _write_probed(run: FileRun, a: Assign) -> int:
+    def _write_probed(self, run: FileRun, a: Assign) -> int:
         """Write the file's first bytes that its probe fetched, for the
         segment that starts with them (once: a retry asks the server
         again); the worker syncs them with the rest.  Returns how many."""
@@ -86,7 +87,17 @@ class Dispatch:
             storage.write_at(run.lock, first[a.position:min(len(first), a.end)], a.position)
         except StorageError:
             return 0  # the worker fetches them, and meets the trouble itself
+        if a.position == 0 and len(first) == a.end == run.remote.size:
+            # The whole file, written: its digests come from these bytes (a
+            # small file needs no worker to hash it, nor a turn to ask).
+            run.carried = digest_bytes(first, sha256=self.wants_sha256(run), git_sha1=bool(run.request.git_sha1))
         return min(len(first), a.end) - a.position
+
+    @staticmethod
+    def _carried(run: FileRun) -> bool:
+        """Does the file's probe carry all of it (one segment, written here)?"""
+        first = run.sources[0].remote.first_bytes if run.sources else b""
+        return bool(first) and len(first) == run.remote.size
 
     @staticmethod
     def _pick_source(run: FileRun) -> int:

@@ -61,7 +61,9 @@ class Finishing:
         run.move("verifying")
         self.journal.update_file(fid, state="verifying")
         worker = self.workers.tracker(fid)
-        if worker is not None and not run.request.git_sha1:
+        if run.carried is not None:
+            self._verify(fid, run.carried)  # its probe carried it whole; the worker synced it
+        elif worker is not None and not run.request.git_sha1:
             self.workers.send(worker, Digest(fid, run.remote.size))  # answered by a Hashed event
             self._awaiting_hash.add(fid)
         else:

@@ -172,6 +172,8 @@ class Reports:
             elif ev.outcome == "done":
                 src.failures = 0
         self.limits.changed()
+        if ev.outcome != "done":
+            run.carried = None  # fetched again: hashed from disk, not from what the probe carried
         if ev.outcome == "error" and isinstance(ev.error, (RemoteChangedError, RangeIgnoredError)):
             self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
             self.restarts.restart(run, ev.error)

@@ -16,14 +16,28 @@ from .errors import (
     UsageError,
 )
 from .filerun import FileRun, Source
+from .files import Files
 from .http import RemoteInfo
+from .journal import Journal
 from .naming import part_path, redact_url
 from .ranges import plan_units, unit_for_latency
+from .request import Settings
+from .scheduler import Scheduler
 
 
 class Activation:
-    def __init__(self, c) -> None:
-        self.c = c  # the Coordinator: the run's shared state
+    """Starts probed files, and owns their part files' locks: held while a
+    file runs, kept to the end of the engine for a failed file whose
+    cancelled transfers may still write."""
+
+    intake: "Intake"  # the peers, set by the coordinator once every part exists
+    existing: "Existing"
+    control: "Control"
+    finishing: "Finishing"
+
+    def __init__(self, files: Files, journal: Journal, sched: Scheduler, settings: Settings, on_message) -> None:
+        self.files, self.journal, self.sched, self.s, self.on_message = files, journal, sched, settings, on_message
+        self._held: list[int] = []  # locks of failed files, released at shutdown
 
     def activate(self, run: FileRun, sources: list[Source]) -> None:
         req = run.request
@@ -36,22 +50,22 @@ class Activation:
         run.published_sha256 = remote.sha256
         if req.size is not None and remote.size is not None and req.size != remote.size:
             raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
-        final = self.c.intake.target(run, remote)
-        owner = self.c.targets.get(final)
+        final = self.intake.target(run, remote)
+        owner = self.files.writer_of(final)
         if owner is not None and owner != run.job.id and run.final != final:
             raise BusyError(f"another job of this engine is downloading {final}; add it again when that ends")
         if owner is not None and run.final != final:
             raise UsageError(f"two downloads in this job would write {final}")
-        self.c.targets[final] = run.job.id
+        self.files.claim_target(final, run.job.id)
         run.final, run.part, run.remote = final, part_path(final), remote
         if run.provisional is not None and run.provisional != final:
-            self.c.intake.rename_provisional(run, final)
+            self.intake.rename_provisional(run, final)
         if final.exists():
             run.job.root.check(final)  # not one outside the folder, through a symlink
-            if self.c.existing.existing(run, final, remote):
+            if self.existing.existing(run, final, remote):
                 return
         self.lock(run)  # before the journal or the part file is touched
-        row = self.c.journal.file_by_path(final)
+        row = self.journal.file_by_path(final)
         # The row says what the run will be: paused if it was paused before
         # it started, with its own priority and speed limit.
         facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
@@ -59,10 +73,10 @@ class Activation:
                      expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
                      state="paused" if run.paused else "downloading", error=None, exit_code=None,
                      paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
-        old = self.c.journal.segments(row["id"]) if row else []
+        old = self.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
         if resume:
-            fid = self.c.journal.put_file(run.job.id, req.url, final, **facts)
+            fid = self.journal.put_file(run.job.id, req.url, final, **facts)
             segments = old
             storage.prepare(run.lock, remote.size, keep=True)
         else:
@@ -70,36 +84,36 @@ class Activation:
                 why = run.restart_reason or self.why_restart(row, remote) or (
                     None if row["ranged"] else "the server does not support ranges, so a partial download cannot continue")
                 if why:
-                    self.c.on_message(f"{final.name}: {why}; restarting from zero")
+                    self.on_message(f"{final.name}: {why}; restarting from zero")
             plan = (
-                [(r.start, r.end) for r in plan_units(remote.size, unit_for_latency(remote.latency, self.c.s.min_segment))]
+                [(r.start, r.end) for r in plan_units(remote.size, unit_for_latency(remote.latency, self.s.min_segment))]
                 if remote.ranged and remote.size is not None
                 else ([(0, remote.size)] if remote.size != 0 else [])
             )
             # The row's new facts and its fresh plan in one commit: no row
             # pairs them with the old plan's progress, so a queued row's
             # plan can be trusted (a retried file resumes) ...
-            with self.c.journal.atomic():
-                fid = self.c.journal.put_file(run.job.id, req.url, final, **facts)
-                ids = self.c.journal.replace_segments(fid, plan)
+            with self.journal.atomic():
+                fid = self.journal.put_file(run.job.id, req.url, final, **facts)
+                ids = self.journal.replace_segments(fid, plan)
             segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
             storage.prepare(run.lock, remote.size, keep=False)  # ... then the bytes' home
-        self.c.queued_ids.pop(run.id, None)
+        self.files.forget_waiting(run.id)
         run.id = fid
         run.move("downloading")
         run.started = time.monotonic()
-        self.c.runs[fid] = run
-        self.c.sched.add_file(fid, ranged=remote.ranged, max_connections=run.job.connections, priority=run.priority,
+        self.files.start(run)
+        self.sched.add_file(fid, ranged=remote.ranged, max_connections=run.job.connections, priority=run.priority,
                             host=urlsplit(remote.final_url).netloc.lower())
         for seg in segments:
-            self.c.sched.add_segment(fid, seg["id"], seg["start"], seg["end"], seg["done"])
+            self.sched.add_segment(fid, seg["id"], seg["start"], seg["end"], seg["done"])
             run.seen[seg["id"]] = seg["start"] + seg["done"]
         run.done = sum(seg["done"] for seg in segments)
         if run.paused:  # paused before it started (or before a restart)
             run.paused = False
-            self.c.control.set_paused(run, True)
-        if self.c.sched.file_done(fid):
-            self.c.finishing.complete(fid)
+            self.control.set_paused(run, True)
+        if self.sched.file_done(fid):
+            self.finishing.complete(fid)
 
     def lock(self, run: FileRun) -> None:
         if run.lock is not None and run.lock.path == run.part:
@@ -116,6 +130,18 @@ class Activation:
         if run.lock is not None:
             storage.unlock(run.lock.fd)
             run.lock = None
+
+    def hold_to_end(self, run: FileRun) -> None:
+        """Keep the file's part locked until the workers have stopped (its
+        cancelled transfers may still write)."""
+        if run.lock is not None:
+            self._held.append(run.lock.fd)
+            run.lock = None
+
+    def release_held(self) -> None:
+        for fd in self._held:
+            storage.unlock(fd)
+        self._held.clear()
 
     def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
         if run.fresh or row is None or not remote.ranged or remote.size is None:

@@ -16,27 +16,35 @@ from pathlib import Path
 
 from . import lifecycle, storage
 from .errors import ConflictError, SegdlError
+from .files import Files
+from .journal import Journal
+from .limits import Limits
 from .request import Request, request_from_spec
 from .results import FileResult
+from .scheduler import Scheduler
 
 
 class Commands:
-    def __init__(self, c) -> None:
-        self.c = c  # the Coordinator
+    def __init__(self, files: Files, journal: Journal, sched: Scheduler, limits: Limits, on_result, *,
+                 jobs: "Jobs", intake: "Intake", dispatch: "Dispatch", finishing: "Finishing",
+                 control: "Control") -> None:
+        self.files, self.journal, self.sched, self.limits, self.on_result = files, journal, sched, limits, on_result
+        self.jobs, self.intake, self.dispatch, self.finishing, self.control = jobs, intake, dispatch, finishing, control
 
     def add(self, requests: list[Request], *, dest: Path, collection: str | None = None,
             source: dict | None = None, connections: int | None = None, priority: int = 0,
             reuse: int | None = None) -> dict:
-        job = self.c.add_job(requests, dest=dest, collection=collection, source=source,
-                             connections=connections, register=True, priority=priority, reuse=reuse,
-                             origin="serve")
-        ids = [r.id for r in self.c.queue if r.job is job] + [r.id for r in self.c.runs.values() if r.job is job]
+        job = self.jobs.add(requests, dest=dest, collection=collection, source=source,
+                            connections=connections, register=True, priority=priority, reuse=reuse,
+                            origin="serve")
+        ids = ([r.id for r in self.files.queued() if r.job is job]
+               + [r.id for r in self.files.runs.values() if r.job is job])
         return {"job": job.id, "files": sorted(i for i in ids if i)}
 
     def _find(self, fid: int):
-        run = self.c.runs.get(fid) or self.c.intake.find_waiting(fid)
+        run = self.files.runs.get(fid) or self.files.find_waiting(fid)
         if run is None:
-            if self.c.journal.file(fid) is None:
+            if self.journal.file(fid) is None:
                 raise LookupError(f"no file {fid}")
             raise ConflictError(f"file {fid} is not running (see its state); only a running or queued file changes")
         return run
@@ -49,76 +57,73 @@ class Commands:
         run = self._find(fid)
         if paused is not None and run.state not in (lifecycle.QUEUED, lifecycle.DOWNLOADING, lifecycle.PAUSED):
             raise ConflictError(f"file {fid} is {run.state}: it cannot pause or resume now")
-        with self.c.journal.atomic():
+        with self.journal.atomic():
             if priority is not None and priority != run.priority:
-                self.c.intake.reprioritise(run, priority)
-                self.c.sched.set_priority(fid, priority)
-                self.c.journal.update_file(fid, priority=priority)
+                self.intake.reprioritise(run, priority)
+                self.sched.set_priority(fid, priority)
+                self.journal.update_file(fid, priority=priority)
             if max_speed is not None and max_speed != run.speed_cap:
                 run.speed_cap = max_speed
-                self.c._limits_dirty = True
-                self.c.journal.update_file(fid, max_speed=max_speed or None)
+                self.limits.changed()
+                self.journal.update_file(fid, max_speed=max_speed or None)
             if paused is not None and paused != run.paused:
                 if run.state == lifecycle.QUEUED:
                     run.paused = paused  # it starts paused
-                    self.c.journal.update_file(fid, paused=int(paused))
+                    self.journal.update_file(fid, paused=int(paused))
                 else:
-                    self.c.control.set_paused(run, paused)
+                    self.control.set_paused(run, paused)
 
     def cancel(self, fid: int, keep_partial: bool = False) -> dict:
         """Stop a file and forget it in this job: its transfers end, its
         part file goes (unless ``keep_partial``), its row says removed."""
         run = self._find(fid)
-        if self.c.finishing.finalizing(fid):
+        if self.finishing.finalizing(fid):
             raise ConflictError(f"file {fid} is verified and being renamed into place: it is done in a moment")
         if run.state == lifecycle.QUEUED:
-            self.c.intake.drop_waiting(run)
+            self.intake.drop_waiting(run)
         else:
-            if fid in self.c.sched.files:
-                self.c.dispatch.dispatch(self.c.sched.remove_file(fid))
-            self.c.dispatch.release(fid)
-        self.c.verifying.pop(fid, None)
-        self.c.awaiting_hash.discard(fid)
+            self.dispatch.drop_file(fid)
+            self.dispatch.release(fid)
+        self.finishing.forget(fid)
         part = run.part
         result = FileResult(run.request.url, str(run.final or run.provisional or ""), lifecycle.REMOVED,
                             run.remote.size if run.remote else None, error="cancelled")
-        run.job.results[run.index] = result
-        self.c.finishing.final(run, lifecycle.REMOVED)
-        self.c.journal.update_file(fid, state=lifecycle.REMOVED, error="cancelled", paused=0, speed=0)
-        self.c.finishing.retire(run, hold_lock=True)
+        self.files.set_result(run, result)
+        self.finishing.final(run, lifecycle.REMOVED)
+        self.journal.update_file(fid, state=lifecycle.REMOVED, error="cancelled", paused=0, speed=0)
+        self.finishing.retire(run, hold_lock=True)
         if part is not None and not keep_partial:
             try:
                 storage.remove(run.job.root, part)
             except SegdlError:
                 pass
-        self.c.on_result(result)
+        self.on_result(result)
         return {"id": fid, "state": lifecycle.REMOVED, "kept_partial": bool(keep_partial and part and part.exists())}
 
     def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None) -> dict:
         """The service's limits (bytes/s, 0: none), at once, and in the
         journal: kept across a restart, and mirrored on the running jobs'
         rows, where another process's ``segdl limit`` writes them."""
-        if max_speed is not None:
-            self.c.limits["max_speed"] = max_speed or None
-        if max_file_speed is not None:
-            self.c.limits["max_file_speed"] = max_file_speed or None
-        self.c._limits_dirty = True
-        with self.c.journal.atomic():
-            self.c.journal.set_service_limits(self.c.limits["max_speed"] or 0, self.c.limits["max_file_speed"] or 0)
-            for job in self.c.jobs:  # so the journal's polling agrees
-                self.c.journal.update_job(job, **self.c.limits)
-        return {k: v or 0 for k, v in self.c.limits.items()}
+        self.limits.set(**{k: v for k, v in (("max_speed", max_speed), ("max_file_speed", max_file_speed))
+                           if v is not None})
+        self.limits.changed()
+        values = self.limits.values()
+        with self.journal.atomic():
+            self.journal.set_service_limits(values["max_speed"] or 0, values["max_file_speed"] or 0)
+            for job in self.files.jobs:  # so the journal's polling agrees
+                self.journal.update_job(job, **values)
+        return {k: v or 0 for k, v in values.items()}
 
     def retry(self, allowed=lambda dest: True, ids: set[int] | None = None) -> dict:
         """The failed files the journal knows (those of ``ids``, if given),
         again, as one new job per job they came from (its destination and
         collection), for those whose destination is ``allowed``."""
-        jobs = {j["id"]: j for j in self.c.journal.all_jobs()}
+        jobs = {j["id"]: j for j in self.journal.all_jobs()}
         groups: dict[int, list] = {}
-        for row in self.c.journal.find_files(states=tuple(lifecycle.FAILURES)):
-            if self.c.holds(row["id"]) or (ids is not None and row["id"] not in ids):
+        for row in self.journal.find_files(states=tuple(lifecycle.FAILURES)):
+            if self.files.holds(row["id"]) or (ids is not None and row["id"] not in ids):
                 continue
-            if Path(row["path"]) in self.c.targets or not allowed(Path(row["path"]).parent):
+            if self.files.writer_of(Path(row["path"])) is not None or not allowed(Path(row["path"]).parent):
                 continue
             groups.setdefault(row["job_id"], []).append(row)
         added = []

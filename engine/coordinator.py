@@ -5,50 +5,48 @@ Its loop: probe a few files ahead (in a thread), activate them (journal row
 first, then the preallocated part file), ask the :class:`Scheduler` for
 actions and send them to workers, apply the workers' events, commit durable
 progress, verify finished files (in a thread), emit progress snapshots.
+
+The state has owners, each with a small interface: the run's files and
+jobs (:class:`Files`), the connection slots (:class:`Scheduler`), the
+limits (:class:`Limits`), the journal writer (:class:`Journal`), the
+worker processes (:class:`Workers`).  The parts are given the owners (and
+the peer parts) they need, never the coordinator.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import queue
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import multiprocess
 
-from . import lifecycle, storage
 from .activation import Activation
 from .commands import Commands
 from .control import Control
 from .dispatch import Dispatch
-from .errors import (
-    SegdlError,
-)
+from .errors import SegdlError
 from .existing import Existing
-from .filerun import FileRun, JobRun
+from .filerun import JobRun
+from .files import Files
 from .finishing import Finishing
-from .intake import PROBE_AHEAD, PROBE_STREAMS, Intake
+from .intake import Intake
+from .jobs import Jobs
 from .journal import Journal
-from .messages import (
-    Durable,
-    Finished,
-    Stop,
-    Wakeup,
-)
+from .limits import Limits
 from .progress import Snapshot
 from .ranges import MiB
 from .reports import Reports
-from .request import Request, Settings, job_spec
+from .request import Request, Settings
 from .restarts import Restarts
 from .results import FileResult, Results
 from .scheduler import Scheduler
-from .verify import Digests
-from .worker import WorkerSettings, run_worker
+from .worker import WorkerSettings
+from .workers import Workers
 
 
 def worker_settings(s: Settings, slots: int) -> WorkerSettings:
@@ -90,12 +88,10 @@ class Coordinator:
         self.on_progress = on_progress
         self.on_message = on_message or (lambda m: None)
         self.on_result = on_result or (lambda r: None)
-        self.ctx = multiprocess.get_context("fork")
+        self._results: list[FileResult] = []  # told once the turn that made them is committed
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # (function, future) from other threads
         self.stopping = False
         self.started_up = False
-        self.serving = False  # a long-running service (serve()), not a batch (run())
-        self.ended: list[JobRun] = []  # jobs whose last file is final, to record at the end of the turn
 
     # ------------------------------------------------------------ public
 
@@ -108,185 +104,129 @@ class Coordinator:
         try:
             job = self.add_job(requests, collection=collection, source=source)
             self._loop(until=self._finished)
-            self._end_jobs()
+            self.jobs.end_finished()
         finally:
             self._shutdown()
         return Results(r for r in job.results if r is not None)
 
     def start(self, files_at_once: int | None = None) -> None:
-        """Start the workers and the loop's state.  ``files_at_once``: how
+        """Start the workers and the loop's parts.  ``files_at_once``: how
         many files this engine will run together at most (default -j)."""
         s = self.s
-        self.runs: dict[int, FileRun] = {}  # file id -> run
-        self.jobs: dict[int, JobRun] = {}  # running jobs
-        self.targets: dict[Path, int] = {}  # final path -> the job writing it (until that job ends)
-        self.queue: deque[FileRun] = deque()
-        self.queued_ids: dict[int, FileRun] = {}  # registered files not started yet
-        self.job_history: list[JobRun] = []  # for progress snapshots
         files_at_once = max(1, min(s.concurrent_files, files_at_once or s.concurrent_files))
         total = max(1, min(s.max_connections, s.connections * files_at_once))
         # A file's segments all go to one worker (see Scheduler), so more
         # workers than files at once would only sit idle.
-        workers = max(1, min(s.workers, total, files_at_once))
-        self.slots = min(total, s.connections * math.ceil(files_at_once / workers))
-        self.buffer_size = int(min(s.transfer.buffer_size, max(64 * 1024, s.buffer_budget // total)))
-        self.options = replace(s.transfer, buffer_size=self.buffer_size)
-        self.sched = Scheduler(workers, self.slots, total=total, min_split=s.min_split, retry=s.retry,
-                               max_per_host=s.max_per_host or max(s.connections, 32))
-        self.tokens: dict[str, str | None] = {}  # credential -> "Authorization: ..." (memory only)
-        self.started = time.monotonic()
-        self.events = self.ctx.Queue()
-        self.orders = [self.ctx.Queue() for _ in range(workers)]
-        wsettings = worker_settings(s, self.slots)
+        count = max(1, min(s.workers, total, files_at_once))
+        slots = min(total, s.connections * math.ceil(files_at_once / count))
+        buffer_size = int(min(s.transfer.buffer_size, max(64 * 1024, s.buffer_budget // total)))
+        options = replace(s.transfer, buffer_size=buffer_size)
+        # The owners of the run's state.
+        self.files = files = Files()
+        self.sched = sched = Scheduler(count, slots, total=total, min_split=s.min_split, retry=s.retry,
+                                       max_per_host=s.max_per_host or max(s.connections, 32))
+        self.limits = limits = Limits(s.max_speed, s.max_file_speed)
         # Load libcurl (pycurl) before forking: the workers inherit it
         # instead of each loading it again (~70 ms of CPU apiece at the
         # start).  No libcurl handle exists yet; each process makes its own.
-        from .net import ProbeFeed, Prober
+        from . import net  # noqa: F401
 
-        self.procs = [
-            self.ctx.Process(target=run_worker, args=(i, self.orders[i], self.events, wsettings, os.getpid()),
-                             name=f"segdl-worker-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for p in self.procs:
-            p.start()
-        # Probes stream on a thread of their own (connections kept); the
-        # resolver's probes (a mirror list) on another, in batches.
-        self.probes = ProbeFeed(concurrency=PROBE_AHEAD, streams=PROBE_STREAMS, wake=lambda: self.events.put(Wakeup()))
-        self.prober_aux = ThreadPoolExecutor(1, thread_name_prefix="segdl-resolve")
-        self.resolve_client = Prober()
-        self.resolving: dict[int, tuple[int, Future]] = {}
-        self._limits_dirty = True
-        self.last_demand = 0.0
-        self.last_control = 0.0
-        self.last_heartbeat = self.last_durable = 0.0
-        self.last_workers_check = 0.0
-        self.last_prune = time.monotonic()
-        self.limits = {"max_speed": s.max_speed or None, "max_file_speed": s.max_file_speed or None}
-        self.verifier = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
-        # Files already on disk are hashed apart, so a re-run over many large
-        # files does not hold up verifying and renaming fresh downloads.
-        self.hasher = ThreadPoolExecutor(1, thread_name_prefix="segdl-hash")
-        self.held_locks: list[int] = []  # of failed files, released at shutdown
-        self.probing_runs: dict[int, FileRun] = {}  # being probed, by their ProbeOrder key
-        self.probe_dropped: set[int] = set()  # keys of runs taken out of the queue while being probed
-        self.ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
-        self.verifying: dict[int, Future] = {}
-        self.tracked: dict[int, int] = {}  # file id -> the worker hashing it as it is written
-        self.awaiting_hash: set[int] = set()  # complete files whose worker is finishing their digest
-        self.notices: set[str] = set()
-        self.verified: list[tuple[int, Digests]] = []  # to mark verified and rename, in one batch
-        self.hashes: dict[tuple, Future] = {}  # existing files being hashed
-        self.hashing: list[tuple[FileRun, dict | None, Future]] = []  # runs waiting for them
-        self.finalizing: dict[int, tuple[Digests, Future]] = {}
-        self.pending_done: dict[int, int] = {}
-        self.last_snapshot = 0.0
-        self.intake, self.existing, self.activation = Intake(self), Existing(self), Activation(self)
-        self.dispatch, self.reports, self.restarts = Dispatch(self), Reports(self), Restarts(self)
-        self.finishing, self.control = Finishing(self), Control(self)
-        self.commands = Commands(self)
+        self.workers = workers = Workers(multiprocess.get_context("fork"), count, worker_settings(s, slots))
+        journal, say = self.journal, self.on_message
+        # The parts, each given the owners it needs; then the peers they call.
+        self.intake = Intake(files, journal, sched, workers, s, options, say)
+        self.existing = Existing(files, journal, workers, say)
+        self.activation = Activation(files, journal, sched, s, say)
+        self.dispatch = Dispatch(files, sched, workers, limits, s, options)
+        self.reports = Reports(files, journal, sched, workers, limits, say)
+        self.restarts = Restarts(files, sched, workers, s, options, say)
+        self.finishing = Finishing(files, journal, workers, self._results.append)
+        self.control = Control(files, journal, sched, workers, limits, s, say, self.on_progress)
+        self.jobs = Jobs(files, journal, self.intake, limits, s)
+        self.intake.activation, self.intake.existing = self.activation, self.existing
+        self.intake.dispatch, self.intake.finishing = self.dispatch, self.finishing
+        self.existing.activation, self.existing.finishing = self.activation, self.finishing
+        self.activation.intake, self.activation.existing = self.intake, self.existing
+        self.activation.control, self.activation.finishing = self.control, self.finishing
+        self.dispatch.control, self.dispatch.finishing = self.control, self.finishing
+        self.reports.dispatch, self.reports.restarts, self.reports.finishing = \
+            self.dispatch, self.restarts, self.finishing
+        self.restarts.dispatch = self.dispatch
+        self.finishing.activation, self.finishing.dispatch, self.finishing.intake = \
+            self.activation, self.dispatch, self.intake
+        self.control.dispatch = self.dispatch
+        self.commands = Commands(files, journal, sched, limits, self._results.append, jobs=self.jobs,
+                                 intake=self.intake, dispatch=self.dispatch, finishing=self.finishing,
+                                 control=self.control)
         self.started_up = True
 
-    def add_job(self, requests: list[Request], *, dest: Path | None = None, collection: str | None = None,
-                source: dict | None = None, connections: int | None = None, force: bool | None = None,
-                register: bool = False, priority: int = 0, reuse: int | None = None,
-                origin: str | None = None) -> JobRun:
+    def add_job(self, requests: list[Request], **how) -> JobRun:
         """A new job for the loop (call it on the loop's thread: directly
-        before :meth:`run`'s loop, else through :meth:`submit`).
-        ``register``: give every file its journal row (and id) now, so it can
-        be paused, reprioritised or cancelled before it starts.  ``reuse``:
-        continue the journal's job of that id (a restarted service)."""
-        s = replace(self.s, dest=dest or self.s.dest, connections=connections or self.s.connections,
-                    force=self.s.force if force is None else force)
-        spec = job_spec(requests, s)
-        if source:
-            spec["source"] = source
-        if origin:
-            spec["origin"] = origin  # e.g. "serve": a restarted service continues it
-        if reuse is not None:
-            job_id = reuse
-            self.journal.update_job(job_id, state="running")
-        else:
-            job_id = self.journal.create_job(s.dest, spec, collection)
-        job = JobRun(job_id, Path(s.dest), s.connections, s.force, [None] * len(requests), collection,
-                     left=len(requests))
-        self.jobs[job_id] = job
-        self.job_history.append(job)
-        self.journal.update_job(job_id, pid=os.getpid(), heartbeat=time.time(),
-                                max_speed=self.limits["max_speed"], max_file_speed=self.limits["max_file_speed"])
-        runs = [FileRun(i, r, job, probe_retry=s.retry, priority=priority) for i, r in enumerate(requests)]
-        if register:
-            self.intake.register(runs, restore=reuse is not None)
-        self.intake.enqueue(runs)
-        if not requests:
-            self.job_ended(job)
-        return job
-
-    def job_ended(self, job: JobRun) -> None:
-        """The job's last file is final.  Recorded at the end of this turn
-        of the loop, after whatever else the turn writes of its files (a
-        failure's row, a cancelled file's state): ``job_ended`` is the
-        job's last event, and its counts are the files' final states."""
-        if job.id in self.jobs and job not in self.ended:
-            self.ended.append(job)
-
-    def _end_jobs(self) -> None:
-        while self.ended:
-            job = self.ended.pop(0)
-            if self.jobs.pop(job.id, None) is not None:
-                self.journal.finish_job(job.id)
-                for path in [p for p, j in self.targets.items() if j == job.id]:
-                    del self.targets[path]
-                job.root.close()
-
-    def holds(self, file_id: int) -> bool:
-        """Is a live run (started, or registered and waiting) on this row?"""
-        return file_id in self.runs or file_id in self.queued_ids
+        before :meth:`run`'s loop, else through :meth:`submit`); see
+        :meth:`Jobs.add`."""
+        return self.jobs.add(requests, **how)
 
     def submit(self, fn: Callable[["Coordinator"], object]) -> Future:
         """Run ``fn(self)`` on the loop's thread at its next turn (thread
         safe); the future holds what it returns or raises."""
         fut: Future = Future()
         self.inbox.put((fn, fut))
-        self.events.put(Wakeup())
+        self.workers.wake()
         return fut
 
     def serve(self) -> None:
         """Run the loop until :meth:`stop` (from any thread), between jobs
         too; then stop the workers."""
-        self.serving = True
+        self.control.as_service()
         try:
             self._loop(until=lambda: self.stopping)
-            self._end_jobs()
+            self.jobs.end_finished()
         finally:
             self._shutdown()
 
     def stop(self) -> None:
         self.stopping = True
         if self.started_up:
-            self.events.put(Wakeup())
+            self.workers.wake()
 
     # ------------------------------------------------------------ loop
 
     def _loop(self, until: Callable[[], bool]) -> None:
+        """The data path, once a turn: what the workers wrote and synced
+        (disk), applied with what clients asked; files verified; new input
+        (probes, files already here, files that start); the scheduler's
+        plan sent as transfers; all of it written to the journal in one
+        transaction (synced when it records files verified); then, that
+        commit made, those files renamed into place and the results told."""
+        first = True
         while True:
-            self._take_commands()
-            self.intake.start_probes()
-            self.intake.collect_probes()
-            self.finishing.collect_verifications()
-            self.intake.collect_hashes()
-            self.restarts.collect_resolutions()
-            self.control.poll_control()
-            self.dispatch.dispatch(self.sched.plan(time.monotonic()))
-            self.control.apply_limits()
+            reports = self.reports.wait(0.0 if first else 0.05)  # the one wait, no transaction open
+            first = False
+            self._take_commands()  # committed on their own: a client reads what it asked for
+            with self.journal.turn():
+                self.reports.apply(reports)
+                self.finishing.collect_verifications()
+                self.intake.start_probes()
+                self.intake.collect_probes()
+                self.intake.collect_hashes()
+                self.restarts.collect_resolutions()
+                self.control.poll_control()
+                self.dispatch.dispatch(self.sched.plan(time.monotonic()))
+                self.control.apply_limits()
+                self.control.heartbeat()
+                self.jobs.end_finished()
+            self.finishing.committed()
+            self._tell_results()
             if until():
                 break
-            self.reports.drain_events()
             self.control.snapshot()
-            self.control.heartbeat()
-            self._end_jobs()
-            self._check_workers()
+            self.workers.check()
         self.control.snapshot(force=True)
+
+    def _tell_results(self) -> None:
+        """Results of files whose state the last commit holds."""
+        while self._results:
+            self.on_result(self._results.pop(0))
 
     def _take_commands(self) -> None:
         while True:
@@ -302,72 +242,26 @@ class Coordinator:
                 fut.set_exception(e)
 
     def _finished(self) -> bool:
-        return (
-            not self.queue and not self.probing_runs and not self.ready and not self.hashing
-            and not self.verifying and not self.finalizing and not self.awaiting_hash and not self.verified
-            and all(lifecycle.is_final(r.state) for r in self.runs.values())
-        )
-
-    def active_count(self) -> int:
-        return sum(1 for r in self.runs.values() if r.state in lifecycle.ACTIVE)
-
-    def wake_on(self, fut: Future) -> Future:
-        """Have the loop look at ``fut`` as soon as it is done, instead of
-        at the next event or timeout."""
-        fut.add_done_callback(lambda _f: self.events.put(Wakeup()))
-        return fut
-
-    def _check_workers(self) -> None:
-        """A worker killed from outside (OOM killer, a crash in libcurl)
-        reports nothing: notice it, rather than wait for its segments."""
-        now = time.monotonic()
-        if now - self.last_workers_check < 0.5:
-            return
-        self.last_workers_check = now
-        for i, p in enumerate(self.procs):
-            if p.exitcode is not None:
-                raise SegdlError(f"worker {i} died (exit {p.exitcode}); run the same command again to continue")
-
-
-    # ------------------------------------------------------------ progress
-
+        return self.intake.idle() and self.finishing.idle() and self.files.all_final()
 
     # ------------------------------------------------------------ shutdown
 
     def _shutdown(self) -> None:
-        for q in self.orders:
-            q.put(Stop())
-        deadline = time.monotonic() + 10
         # Collect the last durable positions the workers report while stopping.
-        while any(p.is_alive() for p in self.procs) and time.monotonic() < deadline:
-            try:
-                ev = self.events.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            except (EOFError, OSError):
-                break
-            if isinstance(ev, (Durable, Finished)):
-                self.reports.claim(ev)
+        self.workers.stop(self.reports.last_words)
         try:
             self.reports.commit([])
         except SegdlError:
             pass
-        for p in self.procs:
-            p.join(timeout=1)
-            if p.is_alive():
-                p.kill()
-        self.probes.close()
-        self.prober_aux.shutdown(wait=False, cancel_futures=True)
-        self.resolve_client.close()  # now, or when its running probe ends
-        self.hasher.shutdown(wait=False, cancel_futures=True)
-        self.verifier.shutdown(wait=True, cancel_futures=True)
+        self.workers.reap()
+        self.intake.close()
+        self.restarts.close()
+        self.existing.close()
+        self.finishing.close()
         # Nothing writes any more (workers gone, renames done): release the
         # part files, wherever their runs are.
-        for run in [*self.runs.values(), *self.queue, *(r for r, _ in self.ready), *self.probing_runs.values(),
-                    *(r for r, _, _ in self.hashing)]:
+        for run in [*self.files.runs.values(), *self.files.queued(), *self.intake.held_runs()]:
             self.activation.unlock(run)
-        for fd in self.held_locks:
-            storage.unlock(fd)
-        self.held_locks.clear()
-        for job in self.jobs.values():
+        self.activation.release_held()
+        for job in self.files.jobs.values():
             job.root.close()

@@ -12,54 +12,66 @@ from .errors import (
     StorageError,
 )
 from .filerun import FileRun
+from .files import Files
+from .limits import Limits
 from .messages import (
     Cancel,
     Fetch,
-    Release,
     Shrink,
     Track,
 )
 from .naming import same_origin
-from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit
+from .request import Settings
+from .scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler
+from .verify import digest_bytes
+from .workers import Workers
 
 
 class Dispatch:
-    def __init__(self, c) -> None:
-        self.c = c  # the Coordinator: the run's shared state
+    """Sends the scheduler's actions; owns the credentials read for them."""
+
+    control: "Control"  # the peers, set by the coordinator once every part exists
+    finishing: "Finishing"
+
+    def __init__(self, files: Files, sched: Scheduler, workers: Workers, limits: Limits, settings: Settings,
+                 options) -> None:
+        self.files, self.sched, self.workers, self.limits = files, sched, workers, limits
+        self.s, self.options = settings, options
+        self._tokens: dict[str, str | None] = {}  # credential -> "Authorization: ..." (memory only)
 
     def dispatch(self, actions) -> None:
         if any(isinstance(a, Assign) for a in actions):
             # New connections start with their share already applied: a
             # connection that starts uncapped bursts (socket buffers).
-            self.c._limits_dirty = True
-            self.c.control.apply_limits(skip={a.segment for a in actions if isinstance(a, Assign)})
+            self.limits.changed()
+            self.control.apply_limits(skip={a.segment for a in actions if isinstance(a, Assign)})
         for a in actions:
             if isinstance(a, Assign):
-                seg = self.c.sched.segments[a.segment]
-                run = self.c.runs[seg.file]
-                self._track(run, a.worker)
+                seg = self.sched.segments[a.segment]
+                run = self.files.runs[seg.file]
+                if not self._carried(run):
+                    self._track(run, a.worker)
                 i = self._pick_source(run)
                 src = run.sources[i]
                 src.running += 1
                 run.source_of[a.segment] = i
                 remote = src.remote
-                self.c.orders[a.worker].put(
+                self.workers.send(a.worker,
                     Fetch(a.segment, run.id, remote.final_url, str(run.part), a.position, a.end,
                           remote.expect(), self.options_for(run, remote.final_url),
                           redirected=remote.redirected, max_speed=run.limit, written=self._write_probed(run, a),
                           ident=run.lock.ident if run.lock else None)
                 )
             elif isinstance(a, RequestSplit):
-                self.c.orders[a.worker].put(Shrink(a.segment, a.at, self.c.s.min_split))
+                self.workers.send(a.worker, Shrink(a.segment, a.at, self.s.min_split))
             elif isinstance(a, CancelSegment):
-                self.c.orders[a.worker].put(Cancel(a.segment))
+                self.workers.send(a.worker, Cancel(a.segment))
             elif isinstance(a, FileComplete):
-                self.c.finishing.complete(a.file)
+                self.finishing.complete(a.file)
             elif isinstance(a, FileFailed):
-                self.c.finishing.fail(a.file, a.error)
+                self.finishing.fail(a.file, a.error)
 
-    @staticmethod
-    def _write_probed(run: FileRun, a: Assign) -> int:
+    def _write_probed(self, run: FileRun, a: Assign) -> int:
         """Write the file's first bytes that its probe fetched, for the
         segment that starts with them (once: a retry asks the server
         again); the worker syncs them with the rest.  Returns how many."""
@@ -75,7 +87,17 @@ class Dispatch:
             storage.write_at(run.lock, first[a.position:min(len(first), a.end)], a.position)
         except StorageError:
             return 0  # the worker fetches them, and meets the trouble itself
+        if a.position == 0 and len(first) == a.end == run.remote.size:
+            # The whole file, written: its digests come from these bytes (a
+            # small file needs no worker to hash it, nor a turn to ask).
+            run.carried = digest_bytes(first, sha256=self.wants_sha256(run), git_sha1=bool(run.request.git_sha1))
         return min(len(first), a.end) - a.position
+
+    @staticmethod
+    def _carried(run: FileRun) -> bool:
+        """Does the file's probe carry all of it (one segment, written here)?"""
+        first = run.sources[0].remote.first_bytes if run.sources else b""
+        return bool(first) and len(first) == run.remote.size
 
     @staticmethod
     def _pick_source(run: FileRun) -> int:
@@ -97,8 +119,8 @@ class Dispatch:
         custom ones such as X-Api-Key) are not sent to another origin that a
         redirect led to, unless --location-trusted."""
         req = run.request
-        headers = self.c.options.headers + tuple(req.headers)
-        trusted = self.c.options.location_trusted
+        headers = self.options.headers + tuple(req.headers)
+        trusted = self.options.location_trusted
         if req.credential and (url is None or same_origin(url, req.url)):
             token = self._token(req.credential)
             if token:
@@ -106,35 +128,37 @@ class Dispatch:
                 trusted = False  # a hub's token goes to the hub only, whatever --location-trusted says
         if url is not None and not trusted and not same_origin(url, req.url, *req.mirrors):
             headers = ()  # not one header: a custom one may carry a key as Authorization does
-        if (headers == self.c.options.headers and trusted == self.c.options.location_trusted
+        if (headers == self.options.headers and trusted == self.options.location_trusted
                 and not req.hub):
-            return self.c.options
-        return replace(self.c.options, headers=headers, hub=req.hub, location_trusted=trusted)
+            return self.options
+        return replace(self.options, headers=headers, hub=req.hub, location_trusted=trusted)
 
     def _token(self, credential: str) -> str | None:
         """The Authorization header a credential name stands for, read from
         the environment once per job (a re-run reads it again); never
         journaled, never printed."""
-        if credential not in self.c.tokens:
+        if credential not in self._tokens:
             from .hubs.tokens import auth_header
 
-            self.c.tokens[credential] = auth_header(credential)
-        return self.c.tokens[credential]
+            self._tokens[credential] = auth_header(credential)
+        return self._tokens[credential]
 
     def _track(self, run: FileRun, worker: int) -> None:
         """Have the worker that gets the file's first connection hash it as
         it writes it (a file's segments all go to that worker)."""
-        if run.id in self.c.tracked:
+        if not self.workers.track(run.id, worker):
             return
-        self.c.tracked[run.id] = worker
-        on_disk = tuple((st.start, st.position) for key in self.c.sched.files[run.id].segments
-                        if (st := self.c.sched.segments[key]).position > st.start)
-        self.c.orders[worker].put(Track(run.id, str(run.part), run.remote.size, self.wants_sha256(run), on_disk))
+        on_disk = tuple((st.start, st.position) for key in self.sched.files[run.id].segments
+                        if (st := self.sched.segments[key]).position > st.start)
+        self.workers.send(worker, Track(run.id, str(run.part), run.remote.size, self.wants_sha256(run), on_disk))
+
+    def drop_file(self, fid: int) -> None:
+        """A file leaves the scheduler: what still runs of it is cancelled."""
+        if fid in self.sched.files:
+            self.dispatch(self.sched.remove_file(fid))
 
     def release(self, fid: int) -> None:
-        self.c.tracked.pop(fid, None)
-        for q in self.c.orders:
-            q.put(Release(fid))
+        self.workers.release(fid)
 
     @staticmethod
     def wants_sha256(run: FileRun) -> bool:

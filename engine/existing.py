@@ -5,7 +5,7 @@ from a copy downloaded elsewhere, or refused ("exists and differs").
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from . import lifecycle, storage
@@ -14,11 +14,14 @@ from .errors import (
     SegdlError,
 )
 from .filerun import FileRun
+from .files import Files
 from .http import RemoteInfo
+from .journal import Journal
 from .naming import part_path
 from .request import Request
 from .results import FileResult
 from .verify import Digests, digest_file, same_digest
+from .workers import Workers
 
 
 class Hashing(Exception):
@@ -31,8 +34,20 @@ class Hashing(Exception):
 
 
 class Existing:
-    def __init__(self, c) -> None:
-        self.c = c  # the Coordinator: the run's shared state
+    """Owns the hashing of files already on disk (one thread of its own, so
+    a re-run over many large files does not hold up verifying and renaming
+    fresh downloads)."""
+
+    activation: "Activation"  # the peers, set by the coordinator once every part exists
+    finishing: "Finishing"
+
+    def __init__(self, files: Files, journal: Journal, workers: Workers, on_message) -> None:
+        self.files, self.journal, self.workers, self.on_message = files, journal, workers, on_message
+        self._hashes: dict[tuple, Future] = {}  # (path, size, mtime, sha256?, git sha1?) -> its digests
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="segdl-hash")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def existing(self, run: FileRun, final: Path, remote: RemoteInfo | None) -> bool:
         """The final file exists: skip it, update it, or refuse to overwrite it.
@@ -44,7 +59,7 @@ class Existing:
         req = run.request
         if run.job.force or run.updating:
             return False
-        row = self.c.journal.file_by_path(final)
+        row = self.journal.file_by_path(final)
         st = final.stat()
         # One hash of the file per pass, whichever check needs it first
         # (each ready digest is handed out once).
@@ -58,28 +73,28 @@ class Existing:
         if row and row["state"] == "verified" and row["blake3"] and row["size"] == st.st_size:
             # A crash came between the rename and the journal's "done".
             if hashed().blake3 == row["blake3"]:
-                self.c.journal.update_file(row["id"], state="done", mtime=st.st_mtime)
-                row = self.c.journal.file_by_path(final)
+                self.journal.update_file(row["id"], state="done", mtime=st.st_mtime)
+                row = self.journal.file_by_path(final)
         ours = bool(row and row["state"] in lifecycle.COMPLETE and row["size"] == st.st_size
                     and row["mtime"] == st.st_mtime)
         if ours and self._expected(req, row):
-            why = self.c.activation.why_restart(row, remote) if remote is not None else None
+            why = self.activation.why_restart(row, remote) if remote is not None else None
             if why is None:
-                self.c.finishing.settle(run, FileResult(req.url, str(final), "skipped", st.st_size, row["blake3"], row["sha256"]))
+                self.finishing.settle(run, FileResult(req.url, str(final), "skipped", st.st_size, row["blake3"], row["sha256"]))
                 return True
-            self.c.on_message(f"{final.name}: {why} since it was downloaded; updating it")
+            self.on_message(f"{final.name}: {why} since it was downloaded; updating it")
             return False
         if ours and req.hub:
             # segdl wrote this file from a hub, and the hub now lists other
             # content for it (a branch moved on): replace it.
-            self.c.on_message(f"{final.name}: changed on the hub since it was downloaded; updating it")
+            self.on_message(f"{final.name}: changed on the hub since it was downloaded; updating it")
             run.updating = True
             return False
         if req.blake3 or req.sha256 or req.git_sha1:
             d = hashed()
             if same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256) and same_digest(req.git_sha1, d.git_sha1):
                 self._remember_done(run, final, d, st.st_size)
-                self.c.finishing.settle(run, FileResult(req.url, str(final), "skipped", st.st_size, d.blake3, d.sha256))
+                self.finishing.settle(run, FileResult(req.url, str(final), "skipped", st.st_size, d.blake3, d.sha256))
                 return True
         raise ExistsError(f"{final} exists and differs from the download; use --force to overwrite it")
 
@@ -98,20 +113,20 @@ class Existing:
         they are ready."""
         st = path.stat()
         key = (str(path), st.st_size, st.st_mtime_ns, sha256, git_sha1)
-        fut = self.c.hashes.get(key)
+        fut = self._hashes.get(key)
         if fut is None:
-            fut = self.c.hashes[key] = self.c.wake_on(self.c.hasher.submit(digest_file, path, sha256=sha256,
-                                                                      git_sha1=git_sha1))
+            fut = self._hashes[key] = self.workers.wake_on(self._pool.submit(digest_file, path, sha256=sha256,
+                                                                             git_sha1=git_sha1))
         if not fut.done():
             raise Hashing(fut)
-        del self.c.hashes[key]
+        del self._hashes[key]
         return fut.result()
 
     def link_known_copy(self, run: FileRun, final: Path) -> bool:
         """The same content (by expected digest) is already downloaded
         elsewhere, intact: hard-link it (or copy it) instead of fetching."""
         req = run.request
-        for row in self.c.journal.files_with_digest(req.blake3, req.sha256, req.git_sha1):
+        for row in self.journal.files_with_digest(req.blake3, req.sha256, req.git_sha1):
             src = Path(row["path"])
             try:
                 st = src.stat()
@@ -124,23 +139,23 @@ class Existing:
             if not self._expected(req, row):
                 continue  # it matches one digest the request expects, not all
             try:
-                self.c.targets[final] = run.job.id
+                self.files.claim_target(final, run.job.id)
                 run.final, run.part = final, part_path(final)
-                self.c.activation.lock(run)  # link_or_copy goes through the part file
+                self.activation.lock(run)  # link_or_copy goes through the part file
                 storage.link_or_copy(run.job.root, src, final)
             except SegdlError as e:
-                self.c.activation.unlock(run)
-                self.c.on_message(f"{final.name}: cannot reuse {src}: {e.message}")
+                self.activation.unlock(run)
+                self.on_message(f"{final.name}: cannot reuse {src}: {e.message}")
                 return False
             d = Digests(row["blake3"], row["sha256"], row["git_sha1"])
             self._remember_done(run, final, d, st.st_size, state="done")
-            self.c.on_message(f"{final.name}: same content as {src}; linked, not downloaded")
-            self.c.finishing.settle(run, FileResult(req.url, str(final), "done", st.st_size, d.blake3, d.sha256))
+            self.on_message(f"{final.name}: same content as {src}; linked, not downloaded")
+            self.finishing.settle(run, FileResult(req.url, str(final), "done", st.st_size, d.blake3, d.sha256))
             return True
         return False
 
     def _remember_done(self, run: FileRun, final: Path, d: Digests, size: int, state: str = "skipped") -> None:
-        self.c.journal.put_file(run.job.id, run.request.url, final, state=state, size=size,
+        self.journal.put_file(run.job.id, run.request.url, final, state=state, size=size,
                               blake3=d.blake3, sha256=d.sha256, git_sha1=d.git_sha1,
                               expected_git_sha1=run.request.git_sha1,
                               mtime=final.stat().st_mtime, error=None)

@@ -90,6 +90,9 @@ class FileRun:
     connect_s: float = 0.0
     tls_s: float = 0.0
     updating: bool = False  # its final file is segdl's and out of date: replace it
+    # The digests of the whole file, when its probe carried all of it and
+    # those bytes were written: no worker needs to hash it.
+    carried: "Digests | None" = None
 
     def move(self, state: str) -> None:
         """The one place a run changes state (see lifecycle.py)."""

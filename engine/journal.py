@@ -131,6 +131,14 @@ class Journal(StatusQueries, JournalQueries):
             with self.db.atomic(durable) as db:
                 yield db
 
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """The engine's loop: every write of one turn in one transaction,
+        one commit (synced if a write was ``durable``); see ``_Db.turn``."""
+        with journal_errors(self.path):
+            with self.db.turn():
+                yield
+
     # ------------------------------------------------------------- jobs
 
     def create_job(self, dest: Path, spec: dict[str, Any], collection: str | None = None) -> int:

@@ -19,6 +19,9 @@ class Db:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._turn = False  # a turn is open: every write joins its one transaction
+        self._sync = False  # ... and a write asked that its commit be synced
+        self._depth = 0  # savepoints open in the turn
 
     def query(self, sql: str, params=()) -> Iterator[dict[str, Any]]:
         cur = self.conn.execute(sql, params)
@@ -35,7 +38,13 @@ class Db:
     @contextmanager
     def atomic(self, durable: bool = False) -> Iterator["Db"]:
         """One transaction.  ``durable``: its COMMIT syncs the WAL, which
-        makes it and every commit before it survive a power cut."""
+        makes it and every commit before it survive a power cut.  Inside a
+        :meth:`turn` it is a savepoint of the turn's transaction (all of it
+        or none of it), and ``durable`` makes the turn's commit synced."""
+        if self._turn:
+            with self._savepoint(durable):
+                yield self
+            return
         if self.conn.in_transaction:
             if durable:
                 raise RuntimeError("a durable commit cannot be nested in a transaction")
@@ -55,6 +64,64 @@ class Db:
         finally:
             if durable:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
+
+    @contextmanager
+    def _savepoint(self, durable: bool) -> Iterator[None]:
+        if durable and not self._sync:
+            # SQLite fixes a transaction's safety level when it begins: what
+            # the turn wrote so far is committed, and the rest of the turn
+            # is one synced transaction (whose sync covers both).
+            if self._depth:
+                raise RuntimeError("a durable write cannot be nested in another write")
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self._sync = True
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")  # at the turn's first write, not before
+        name = f"w{self._depth}"
+        self._depth += 1
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+            self.conn.execute(f"RELEASE {name}")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute(f"ROLLBACK TO {name}")
+                self.conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            self._depth -= 1
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """One transaction for everything written inside (each write still
+        all or nothing, as a savepoint), committed once at the end, synced
+        when a write asked for it (then at most two commits: see
+        ``_savepoint``); begun at the first write, so a turn that writes
+        nothing costs nothing.  On an error the writes made so far
+        are committed (as separate commits would have been), then it is
+        raised."""
+        if self._turn or self.conn.in_transaction:
+            yield  # already in one: part of it
+            return
+        self._turn, self._sync = True, False
+        try:
+            yield
+        finally:
+            self._turn = False
+            try:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("COMMIT")
+                    except BaseException:
+                        if self.conn.in_transaction:
+                            self.conn.execute("ROLLBACK")
+                        raise
+            finally:
+                if self._sync:
+                    self._sync = False
+                    self.conn.execute("PRAGMA synchronous = NORMAL")
 
     def close(self) -> None:
         self.conn.close()

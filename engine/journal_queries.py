@@ -43,6 +43,23 @@ class JournalQueries:
                 f"SELECT id, paused FROM files WHERE job_id IN ({marks})", job_ids)}
             return (job[0] if job else {}), paused
 
+    def control_changes(self, job_ids: list[int], since: int) -> tuple[dict[str, Any], dict[int, int], int]:
+        """What other processes asked of running jobs: the limits (of the
+        oldest job), the paused flag of each of their files whose controls
+        changed after event ``since`` (the latest), and the last event
+        read.  It reads the event log from ``since`` on, so it costs what
+        changed, not the size of the jobs."""
+        marks = ", ".join("?" * len(job_ids))
+        with journal_errors(self.path):
+            last = list(self.db.query("SELECT COALESCE(MAX(seq), 0) AS n FROM events"))[0]["n"]
+            job = list(self.db.query(
+                f"SELECT max_speed, max_file_speed FROM jobs WHERE id IN ({marks}) ORDER BY id LIMIT 1", job_ids))
+            paused = {r["file_id"]: int(r["paused"] or 0) for r in self.db.query(
+                f"""SELECT file_id, json_extract(data, '$.paused') AS paused FROM events
+                    WHERE seq > ? AND seq <= ? AND kind = 'changed' AND job_id IN ({marks}) ORDER BY seq""",
+                [since, last, *job_ids])}
+            return (job[0] if job else {}), paused, last
+
     def resolve_targets(self, target: str) -> list[dict[str, Any]]:
         """Files matching TARGET: a file id, an absolute or relative path, a
         URL, or a collection name (every file of it)."""

@@ -5,7 +5,6 @@ committed to the journal, durable progress first.
 
 from __future__ import annotations
 
-import queue
 import time
 from dataclasses import replace
 
@@ -26,40 +25,54 @@ from .messages import (
     WorkerCrashed,
     Written,
 )
+from .files import Files
+from .journal import Journal
+from .limits import Limits
 from .naming import redact_url
+from .scheduler import Scheduler
+from .workers import Workers
 
 
 class Reports:
-    def __init__(self, c) -> None:
-        self.c = c  # the Coordinator: the run's shared state
+    """Owns the durable progress not yet committed, and the notices told."""
 
-    def drain_events(self) -> None:
-        timeout = 0.05
-        wake = self.c.sched.next_wakeup()
+    dispatch: "Dispatch"  # the peers, set by the coordinator once every part exists
+    restarts: "Restarts"
+    finishing: "Finishing"
+
+    def __init__(self, files: Files, journal: Journal, sched: Scheduler, workers: Workers, limits: Limits,
+                 on_message) -> None:
+        self.files, self.journal, self.sched, self.workers, self.limits = files, journal, sched, workers, limits
+        self.on_message = on_message
+        self._pending: dict[int, int] = {}  # segment id -> durable bytes from its start, to commit
+        self._notices: set[str] = set()
+
+    def wait(self, longest: float = 0.05) -> list:
+        """What the workers said, waiting up to ``longest`` seconds (less
+        when the scheduler has something due) for the first report; the
+        loop's one place to wait (no transaction is open then)."""
+        wake = self.sched.next_wakeup()
         if wake is not None:
-            timeout = max(0.0, min(timeout, wake - time.monotonic()))
-        try:
-            ev = self.c.events.get(timeout=timeout)
-        except queue.Empty:
+            longest = max(0.0, min(longest, wake - time.monotonic()))
+        return self.workers.reports(longest)
+
+    def apply(self, batch: list) -> None:
+        """Apply the workers' reports: to the scheduler, and to the journal
+        (durable progress and splits first, then what depends on them)."""
+        if not batch:
             return
-        batch = [ev]
-        while len(batch) < 1000:
-            try:
-                batch.append(self.c.events.get_nowait())
-            except queue.Empty:
-                break
         splits: list[tuple] = []
         finished: list[Finished] = []
         for ev in batch:
             if isinstance(ev, Written):
                 now = time.monotonic()
                 for seg, pos in ev.positions.items():
-                    self.c.sched.on_written(seg, pos, now)
+                    self.sched.on_written(seg, pos, now)
                     self._saw(seg, pos)
             elif isinstance(ev, Durable):
                 self.claim(ev)
             elif isinstance(ev, Shrunk):
-                tail = self.c.sched.on_shrunk(ev.segment, ev.end)
+                tail = self.sched.on_shrunk(ev.segment, ev.end)
                 if tail is not None:
                     splits.append((ev.segment, ev.end, tail[0], tail[1]))
             elif isinstance(ev, Finished):
@@ -69,11 +82,11 @@ class Reports:
             elif isinstance(ev, Wakeup):
                 pass
             elif isinstance(ev, Notice):
-                if ev.text not in self.c.notices:  # once per job, whichever worker says it
-                    self.c.notices.add(ev.text)
-                    self.c.on_message(ev.text)
+                if ev.text not in self._notices:  # once per job, whichever worker says it
+                    self._notices.add(ev.text)
+                    self.on_message(ev.text)
             elif isinstance(ev, Hashed):
-                self.c.finishing.hashed(ev)
+                self.finishing.hashed(ev)
             elif isinstance(ev, WorkerCrashed):
                 raise SegdlError(f"worker {ev.worker} crashed: {ev.message}")
         # Durable progress and splits reach the journal before anything
@@ -81,7 +94,13 @@ class Reports:
         self.commit(splits)
         for ev in finished:
             self._finished_segment(ev)
-        self.c.finishing.flush_verified()
+        self.finishing.flush_verified()
+
+    def last_words(self, ev) -> None:
+        """A report that came while the workers stopped: their last durable
+        positions count."""
+        if isinstance(ev, (Durable, Finished)):
+            self.claim(ev)
 
     def claim(self, ev: Durable | Finished) -> None:
         """Take the positions a worker vouches for as durable.  A Finished
@@ -93,17 +112,17 @@ class Reports:
             self._durable(ev.segment, ev.position)
 
     def _durable(self, seg: int, pos: int) -> None:
-        st = self.c.sched.segments.get(seg)
+        st = self.sched.segments.get(seg)
         if st is None:
             return
-        self.c.sched.on_durable(seg, pos)
-        self.c.pending_done[seg] = max(self.c.pending_done.get(seg, 0), st.position - st.start)
+        self.sched.on_durable(seg, pos)
+        self._pending[seg] = max(self._pending.get(seg, 0), st.position - st.start)
 
     def _saw(self, seg: int, pos: int) -> None:
-        st = self.c.sched.segments.get(seg)
+        st = self.sched.segments.get(seg)
         if st is None:
             return
-        run = self.c.runs.get(st.file)
+        run = self.files.runs.get(st.file)
         if run is None:
             return
         before = run.seen.get(seg, pos)
@@ -116,24 +135,24 @@ class Reports:
                 run.sources[i].received += pos - before
 
     def commit(self, splits: list[tuple]) -> None:
-        splits = [sp for sp in splits if sp[0] in self.c.sched.segments]  # its file may be gone
-        if not self.c.pending_done and not splits:
+        splits = [sp for sp in splits if sp[0] in self.sched.segments]  # its file may be gone
+        if not self._pending and not splits:
             return
-        tails = self.c.journal.record(self.c.pending_done, splits)
-        self.c.pending_done = {}
+        tails = self.journal.record(self._pending, splits)
+        self._pending = {}
         for seg, new_end, t_start, t_end in splits:
-            fid = self.c.sched.segments[seg].file
-            self.c.sched.add_segment(fid, tails[seg], t_start, t_end, 0)
-            self.c.runs[fid].seen[tails[seg]] = t_start
+            fid = self.sched.segments[seg].file
+            self.sched.add_segment(fid, tails[seg], t_start, t_end, 0)
+            self.files.runs[fid].seen[tails[seg]] = t_start
 
     def _finished_segment(self, ev: Finished) -> None:
-        st = self.c.sched.segments.get(ev.segment)
+        st = self.sched.segments.get(ev.segment)
         if st is None:  # a segment of a file that was dropped (restart)
-            for run in self.c.runs.values():
+            for run in self.files.runs.values():
                 run.draining.discard(ev.segment)
-            self.c.restarts.restart_drained()
+            self.restarts.restart_drained()
             return
-        run = self.c.runs[st.file]
+        run = self.files.runs[st.file]
         if ev.link is not None and ev.link.requests:
             run.conns.update((ev.worker, conn) for conn in ev.link.connections)
             run.protocols.add(ev.link.protocol)
@@ -148,23 +167,25 @@ class Reports:
                 healthy = [x for x in run.sources if not x.disabled and x is not src]
                 if src.failures >= 3 and healthy and not src.disabled:
                     src.disabled = True
-                    self.c.on_message(f"{run.final.name}: mirror {redact_url(src.url)} dropped after "
+                    self.on_message(f"{run.final.name}: mirror {redact_url(src.url)} dropped after "
                                     f"{src.failures} failures ({ev.error.message})")
             elif ev.outcome == "done":
                 src.failures = 0
-        self.c._limits_dirty = True
+        self.limits.changed()
+        if ev.outcome != "done":
+            run.carried = None  # fetched again: hashed from disk, not from what the probe carried
         if ev.outcome == "error" and isinstance(ev.error, (RemoteChangedError, RangeIgnoredError)):
-            self.c.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
-            self.c.restarts.restart(run, ev.error)
+            self.sched.on_finished(ev.segment, ev.position, "cancelled", None, time.monotonic())
+            self.restarts.restart(run, ev.error)
             return
         if ev.outcome == "error" and isinstance(ev.error, AccessExpiredError) and i is not None:
-            self.c.restarts.reresolve(run, i)
+            self.restarts.reresolve(run, i)
         if ev.outcome == "done" and st.end is None and ev.total is not None:
-            self.c.journal.update_file(run.id, size=ev.total)
+            self.journal.update_file(run.id, size=ev.total)
             run.remote = replace(run.remote, size=ev.total)
         if ev.outcome != "done" and not run.remote.ranged:
             run.done -= ev.position  # a plain stream starts over
             run.seen[ev.segment] = 0
-        self.c.dispatch.dispatch(self.c.sched.on_finished(ev.segment, ev.position, ev.outcome, ev.error,
+        self.dispatch.dispatch(self.sched.on_finished(ev.segment, ev.position, ev.outcome, ev.error,
                                               time.monotonic(), total=ev.total))
 

@@ -12,13 +12,34 @@ from .errors import (
     RemoteChangedError,
     SegdlError,
 )
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from .filerun import FileRun
+from .files import Files
 from .naming import redact_url
+from .request import Settings
+from .scheduler import Scheduler
+from .workers import Workers
 
 
 class Restarts:
-    def __init__(self, c) -> None:
-        self.c = c  # the Coordinator: the run's shared state
+    """Owns the re-resolutions in flight (one thread, its own connections)."""
+
+    dispatch: "Dispatch"  # the peer, set by the coordinator once every part exists
+
+    def __init__(self, files: Files, sched: Scheduler, workers: Workers, settings: Settings, options,
+                 on_message) -> None:
+        self.files, self.sched, self.workers, self.s, self.options = files, sched, workers, settings, options
+        self.on_message = on_message
+        self._resolving: dict[int, tuple[int, Future]] = {}  # file id -> (source index, its probe)
+        from .net import Prober
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="segdl-resolve")
+        self._client = Prober()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()  # now, or when its running probe ends
 
     def restart(self, run: FileRun, error: SegdlError) -> None:
         """Start a file over (it changed remotely, or ignores Range), once
@@ -26,14 +47,14 @@ class Restarts:
         if run.state == lifecycle.RESTARTING:
             return  # already starting over; its draining set stands
         run.restarts += 1
-        if run.restarts > self.c.s.restart_limit:
-            self.c.dispatch.dispatch(self.c.sched.fail_file(run.id, error))
+        if run.restarts > self.s.restart_limit:
+            self.dispatch.dispatch(self.sched.fail_file(run.id, error))
             return
         if isinstance(error, RangeIgnoredError):
             run.plain = True
         run.restart_reason = error
-        cancels = self.c.sched.remove_file(run.id)
-        self.c.dispatch.dispatch(cancels)
+        cancels = self.sched.remove_file(run.id)
+        self.dispatch.dispatch(cancels)
         run.draining = {c.segment for c in cancels}
         run.move(lifecycle.RESTARTING)
         self.restart_drained()
@@ -46,19 +67,19 @@ class Restarts:
         if run.resolving:
             return
         run.resolving = True
-        self.c.dispatch.dispatch(self.c.sched.pause_file(run.id))
+        self.dispatch.dispatch(self.sched.pause_file(run.id))
         src = run.sources[i]
-        self.c.on_message(f"{run.final.name}: {redact_url(src.remote.final_url)} expired; resolving it again")
-        fut = self.c.wake_on(self.c.prober_aux.submit(self.c.resolve_client.probe, [src.url], self.c.options,
-                                                   per_url={src.url: self.c.dispatch.options_for(run, src.url)}))
-        self.c.resolving[run.id] = (i, fut)
+        self.on_message(f"{run.final.name}: {redact_url(src.remote.final_url)} expired; resolving it again")
+        fut = self.workers.wake_on(self._pool.submit(self._client.probe, [src.url], self.options,
+                                                     per_url={src.url: self.dispatch.options_for(run, src.url)}))
+        self._resolving[run.id] = (i, fut)
 
     def collect_resolutions(self) -> None:
-        for fid, (i, fut) in list(self.c.resolving.items()):
+        for fid, (i, fut) in list(self._resolving.items()):
             if not fut.done():
                 continue
-            del self.c.resolving[fid]
-            run = self.c.runs.get(fid)
+            del self._resolving[fid]
+            run = self.files.runs.get(fid)
             if run is None or run.state not in (lifecycle.DOWNLOADING, lifecycle.PAUSED):
                 continue  # it ended or is starting over meanwhile
             run.resolving = False
@@ -68,7 +89,7 @@ class Restarts:
             except Exception as e:  # pragma: no cover - a bug in probing
                 got = DownloadError(f"cannot resolve {redact_url(src.url)} again: {e}")
             if isinstance(got, SegdlError):
-                self.c.dispatch.dispatch(self.c.sched.fail_file(fid, got))
+                self.dispatch.dispatch(self.sched.fail_file(fid, got))
                 continue
             old = src.remote
             if got.size != old.size or (old.etag and got.etag and got.etag != old.etag):
@@ -78,18 +99,18 @@ class Restarts:
                 continue
             src.remote = got
             if not run.paused:
-                self.c.sched.resume_file(fid)
+                self.sched.resume_file(fid)
 
     def restart_drained(self) -> None:
-        for fid, run in list(self.c.runs.items()):
+        for fid, run in list(self.files.runs.items()):
             if run.state == lifecycle.RESTARTING and not run.draining:
-                del self.c.runs[fid]
-                self.c.dispatch.release(fid)
-                self.c.targets.pop(run.final, None)
-                self.c.queue.appendleft(
+                self.files.drop(fid)
+                self.dispatch.release(fid)
+                self.files.free_target(run.final)
+                self.files.requeue(
                     FileRun(run.index, run.request, run.job, priority=run.priority, speed_cap=run.speed_cap,
                             paused=run.paused, restarts=run.restarts, plain=run.plain, fresh=True,
-                            restart_reason=run.restart_reason, probe_retry=self.c.s.retry, lock=run.lock,
+                            restart_reason=run.restart_reason, probe_retry=self.s.retry, lock=run.lock,
                             updating=run.updating)
                 )
                 run.lock = None  # the new run holds it now

@@ -199,16 +199,12 @@ class Syncer(_JobThread):
             handles = {id(h): h for h, _ in written.values()}
             handles.update((id(job[1]), job[1]) for job in batch if job[0] == "finish")
             self._name_durable(handles.values())
-            for h in handles.values():
-                if h.fd in self.poisoned:
-                    continue
-                try:
-                    storage.sync(h.fd)
-                except OSError as e:
-                    # Linux reports a writeback error once per descriptor:
-                    # a later sync on it may "succeed" over lost pages, so
-                    # nothing on it is ever reported durable again.
-                    self.poisoned[h.fd] = e.strerror or str(e)
+            failed = storage.sync_many([h.fd for h in handles.values() if h.fd not in self.poisoned])
+            for fd, e in failed.items():
+                # Linux reports a writeback error once per descriptor:
+                # a later sync on it may "succeed" over lost pages, so
+                # nothing on it is ever reported durable again.
+                self.poisoned[fd] = e.strerror or str(e)
             durable = {seg: pos for seg, (h, pos) in written.items() if h.fd not in self.poisoned}
             if durable:
                 self.events.put(Durable(self.index, durable))

@@ -52,6 +52,14 @@ def digest_file(path: Path, *, sha256: bool = False, git_sha1: bool = False) -> 
                        g.hexdigest() if g is not None else None)
 
 
+def digest_bytes(data: bytes, *, sha256: bool = False, git_sha1: bool = False) -> Digests:
+    """The digests of a whole file held in memory (a small file its probe
+    carried), as :func:`digest_file` gives them."""
+    return Digests(blake3.blake3(data).hexdigest(), hashlib.sha256(data).hexdigest() if sha256 else None,
+                   hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+                   if git_sha1 else None)
+
+
 def same_digest(expected: str | None, actual: str | None) -> bool:
     if expected is None:
         return True

@@ -1,0 +1,97 @@
+"""The coordinator's shape (issue 18): each part is given the owners of the
+state it needs (the run's files, the scheduler's slots, the limits, the
+journal, the workers) and its peers, never the coordinator; no part reads
+another's private names; the parts stay small."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from segdl.engine import coordinator as coordinator_module
+from segdl.engine.coordinator import Coordinator
+from segdl.engine.journal import Journal
+from segdl.engine.request import Settings
+
+ENGINE = Path(coordinator_module.__file__).parent
+PARTS = ("intake", "existing", "activation", "dispatch", "reports", "restarts", "finishing", "control",
+         "commands", "jobs")
+OWNERS = ("files", "workers", "limits")
+PART_ATTRS = ("intake", "existing", "activation", "dispatch", "reports", "restarts", "finishing", "control",
+              "commands", "jobs")
+
+
+def _tree(name: str) -> ast.Module:
+    return ast.parse((ENGINE / f"{name}.py").read_text())
+
+
+@pytest.fixture
+def engine(tmp_path):
+    journal = Journal(tmp_path / "journal.sqlite")
+    c = Coordinator(Settings(dest=tmp_path, workers=1), journal)
+    c.start(files_at_once=1)
+    try:
+        yield c
+    finally:
+        c._shutdown()
+        journal.close()
+
+
+def test_no_part_holds_the_coordinator(engine):
+    """Every part of a started engine, and every value it holds, is
+    something other than the coordinator."""
+    parts = [getattr(engine, a) for a in PART_ATTRS]
+    assert len({id(p) for p in parts}) == len(PART_ATTRS)
+    for part in parts:
+        held = vars(part)
+        assert held, type(part).__name__
+        for name, value in held.items():
+            assert not isinstance(value, Coordinator), f"{type(part).__name__}.{name} is the coordinator"
+        for name in inspect.signature(type(part).__init__).parameters:
+            assert name not in ("c", "coordinator", "engine"), f"{type(part).__name__}({name}=...)"
+
+
+def test_parts_are_wired_to_each_other_not_through_the_engine(engine):
+    """The peers a part calls are the engine's own parts (one of each)."""
+    assert engine.dispatch.finishing is engine.finishing
+    assert engine.finishing.dispatch is engine.dispatch
+    assert engine.intake.activation is engine.activation
+    assert engine.reports.restarts is engine.restarts
+    for part in (engine.intake, engine.activation, engine.dispatch, engine.reports, engine.finishing,
+                 engine.control, engine.commands):
+        assert part.files is engine.files
+    assert engine.control.limits is engine.limits and engine.dispatch.limits is engine.limits
+
+
+@pytest.mark.parametrize("name", PARTS + OWNERS)
+def test_no_part_reads_another_objects_private_names(name):
+    """``x._name`` only on ``self`` (or ``cls``): a part asks another part
+    or an owner through its methods."""
+    bad = []
+    for node in ast.walk(_tree(name)):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+            bad.append(f"{name}.py:{node.lineno} {ast.unparse(node)}")
+    assert bad == []
+
+
+@pytest.mark.parametrize("name", ("coordinator",) + PARTS + OWNERS)
+def test_parts_stay_small(name):
+    """No module over 400 lines, no class over 300."""
+    text = (ENGINE / f"{name}.py").read_text()
+    assert len(text.splitlines()) <= 400
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef):
+            assert node.end_lineno - node.lineno + 1 <= 300, node.name
+
+
+def test_the_coordinator_module_names_no_part_state():
+    """The coordinator keeps no run state of its own: no part reaches
+    ``self.c`` and the coordinator's attributes are the owners, the parts
+    and its inbox."""
+    for name in PARTS:
+        src = (ENGINE / f"{name}.py").read_text()
+        assert "self.c." not in src and "self.c =" not in src, name

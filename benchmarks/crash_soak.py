@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 
 from crashlib import crash_trial  # noqa: E402
 from servers import MiB, Nginx, blake3_file, write_deterministic_file  # noqa: E402

@@ -14,7 +14,7 @@ tenth trial instead cuts one 24 MiB file mid-download and measures the
 progress the journal lost against what a kill -9 leaves.
 
 Prints a summary (and writes it to --out): trials, cuts, the points cut,
-failures with the seed that replays each (tests/powercut.py
+failures with the seed that replays each (tests/support/powercut.py
 ``power_trial``), the worst re-download, the worst progress lost.
 """
 
@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 
 from powercut import Job, power_trial, progress_trial, unavailable  # noqa: E402
 from servers import PacedMirror  # noqa: E402

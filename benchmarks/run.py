@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests"))  # tests/servers.py: the Nginx helper
+sys.path.insert(0, str(REPO / "tests" / "support"))  # tests/support/servers.py: the Nginx helper
 
 from servers import Nginx  # noqa: E402
 from segbench import machine, report, runner  # noqa: E402
@@ -102,7 +102,7 @@ def skip_reason(case: Case, src_root: Path) -> str | None:
 def _pace_bytes(pace: str | None) -> int | None:
     if not pace:
         return None
-    from segdl.engine.bandwidth import parse_rate
+    from segdl.engine.rules.bandwidth import parse_rate
 
     return parse_rate(pace)
 

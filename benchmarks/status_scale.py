@@ -38,7 +38,7 @@ from segbench.cases import segdl_binary  # noqa: E402
 
 def build(journal: Path, n: int, dest: Path) -> dict[str, dict[str, int]]:
     """A journal of ``n`` files; returns the states it recorded per collection."""
-    from segdl.engine.journal import Journal
+    from segdl.engine.journal.writer import Journal
 
     j = Journal(journal)
     want: dict[str, dict[str, int]] = {}

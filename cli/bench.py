@@ -1,5 +1,5 @@
 """``segdl bench``: measure mirrors of one file and recommend ``-x`` and the
-mirrors to use.  Measuring is :mod:`segdl.engine.mirrorbench`'s job; this
+mirrors to use.  Measuring is :mod:`segdl.engine.doors.mirrorbench`'s job; this
 module parses options, runs it (against an embedded local mirror with
 ``--local``) and renders a table, JSON or a plot."""
 
@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from segdl.engine.errors import EXIT_DOWNLOAD_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from segdl.engine.values.errors import EXIT_DOWNLOAD_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
 from .console import cell, err, line, make_console, say, shown
 
 
 def _size(text: str, name: str) -> int:
-    from segdl.engine.bandwidth import parse_rate
+    from segdl.engine.rules.bandwidth import parse_rate
 
     try:
         return parse_rate(text)
@@ -94,7 +94,7 @@ def bench(
         except ImportError:
             say("--plot needs matplotlib: pip install 'segdl[bench]' (or pip install matplotlib)", "red")
             raise typer.Exit(EXIT_USAGE)
-    from segdl.engine.messages import TransferOptions
+    from segdl.engine.values.messages import TransferOptions
 
     options = TransferOptions(headers=tuple(header), insecure=insecure,
                               ca_cert=str(ca_cert) if ca_cert else None)
@@ -123,7 +123,7 @@ def _guarded(*args) -> int:
 
 
 def _run(urls, local, lsize, local_server, nbytes, counts, rounds, timeout, options, as_json, plot, quiet) -> int:
-    from segdl.engine import mirrorbench
+    from segdl.engine.doors import mirrorbench
 
     mirror = None
     try:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from segdl.engine.errors import EXIT_INTERRUPTED, EXIT_USAGE, SegdlError
+from segdl.engine.values.errors import EXIT_INTERRUPTED, EXIT_USAGE, SegdlError
 
 from .console import make_console, say
 from .options import (AllFilesOpt, AllVersionsOpt, ExcludeOpt, FormatOpt, HeaderOpt, HfCacheOpt, IncludeOpt,
@@ -17,7 +17,7 @@ from .options import (AllFilesOpt, AllVersionsOpt, ExcludeOpt, FormatOpt, Header
                       hub_args, rate_option)
 
 if TYPE_CHECKING:
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     from .hubs import HubArgs
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def run_job(requests: list[Request], settings: Settings, *, as_json: bool, quiet: bool, collection: str | None = None,
          source: dict | None = None) -> int:
     """Run a job with a live view (or JSON lines) and return the exit code."""
-    from segdl.engine import api
+    from segdl.engine.doors import api
 
     from .render import LiveView, print_json_line, summary_table
 
@@ -136,9 +136,9 @@ class GetOptions:
             p["as_json"], p["quiet"])
 
     def settings(self) -> "Settings":
-        from segdl.engine.messages import TransferOptions
-        from segdl.engine.request import Settings
-        from segdl.engine.retry import RetryPolicy
+        from segdl.engine.values.messages import TransferOptions
+        from segdl.engine.values.request import Settings
+        from segdl.engine.rules.retry import RetryPolicy
 
         c, t, d = self.connections, self.transfer, self.disk
         return Settings(
@@ -217,14 +217,14 @@ def run_get(o: GetOptions) -> int:
     urls = list(src.urls)
     refs: list[str] = []
     if any("://" in u for u in urls):
-        from segdl.engine.hubs import is_hub_ref  # light: no hub module loads for plain URLs
+        from segdl.engine.inputs.hubs import is_hub_ref  # light: no hub module loads for plain URLs
 
         refs = [u for u in urls if is_hub_ref(u)]
         urls = [u for u in urls if u not in refs]
     manifest_collection = None
     requests: list = []
     if src.input_file is not None:
-        from segdl.engine.manifest import load_input
+        from segdl.engine.inputs.manifest import load_input
 
         try:
             m = load_input(src.input_file)
@@ -238,7 +238,7 @@ def run_get(o: GetOptions) -> int:
     if (len(urls) + len(requests) > 1 or refs) and (src.out or src.blake3 or src.sha256):
         say("-o, --blake3 and --sha256 apply to a single URL", "red")
         raise typer.Exit(EXIT_USAGE)
-    from segdl.engine.request import Request
+    from segdl.engine.values.request import Request
 
     requests.extend(Request(u, src.out, src.blake3, src.sha256) for u in urls)
     settings = o.settings()

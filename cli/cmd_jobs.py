@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from segdl.engine.errors import EXIT_USAGE, SegdlError
+from segdl.engine.values.errors import EXIT_USAGE, SegdlError
 
 from .cmd_get import run_job
 from .console import say
@@ -16,7 +16,7 @@ from .options import HeaderOpt, JournalOpt, check_headers, fail, rate_option
 
 
 def _set_paused(target: str, journal: Optional[Path], paused: bool) -> int:
-    from segdl.engine import steer
+    from segdl.engine.doors import steer
 
     try:
         files = steer.targets(journal, target)
@@ -81,7 +81,7 @@ def resume(
     """
     if target is not None:
         raise typer.Exit(_set_paused(target, journal, False))
-    from segdl.engine import api
+    from segdl.engine.doors import api
 
     try:
         jobs = api.unfinished(journal)
@@ -95,7 +95,7 @@ def _rerun(jobs, journal, workers: Optional[int], headers: List[str], as_json: b
     """Run again (dest, requests, spec, collection) groups read from the journal,
     with the settings each job was started with (``workers`` and ``headers``
     given on this command line added)."""
-    from segdl.engine.request import missing_headers, settings_from_spec
+    from segdl.engine.values.request import missing_headers, settings_from_spec
 
     check_headers(headers)
     if not jobs:
@@ -137,7 +137,7 @@ def retry(
     Example:
       segdl retry loras
     """
-    from segdl.engine import api
+    from segdl.engine.doors import api
 
     try:
         jobs = api.failed(journal, collection)
@@ -168,7 +168,7 @@ def limit(
         fields["max_speed"] = rate_option(max_speed, "--max-speed") or None
     if max_file_speed is not None:
         fields["max_file_speed"] = rate_option(max_file_speed, "--max-file-speed") or None
-    from segdl.engine import steer
+    from segdl.engine.doors import steer
 
     from .serve import find_service
 

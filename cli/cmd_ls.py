@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from segdl.engine.errors import EXIT_USAGE, SegdlError
+from segdl.engine.values.errors import EXIT_USAGE, SegdlError
 
 from .console import say
 from .options import (AllFilesOpt, AllVersionsOpt, ExcludeOpt, FormatOpt, HfCacheOpt, IncludeOpt, JournalOpt,
@@ -48,7 +48,7 @@ def ls_cmd(
     if (ref is None) == (input_file is None):
         say("give a hub reference or -i FILE", "red")
         raise typer.Exit(EXIT_USAGE)
-    from segdl.engine.messages import TransferOptions
+    from segdl.engine.values.messages import TransferOptions
 
     from .hubs import ls as run_ls
 
@@ -56,7 +56,7 @@ def ls_cmd(
                      layout, token_env, collection)
     try:
         if ref is not None:
-            from segdl.engine.hubs import is_hub_ref
+            from segdl.engine.inputs.hubs import is_hub_ref
 
             if not is_hub_ref(ref):
                 say(f"{ref!r} is not a hub reference (hf://..., civitai://..., a CivitAI page URL)", "red")

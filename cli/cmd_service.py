@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from segdl.engine.errors import EXIT_USAGE, SegdlError
+from segdl.engine.values.errors import EXIT_USAGE, SegdlError
 
 from .console import say
 from .options import JournalOpt, fail, rate_option
@@ -41,7 +41,7 @@ def serve(
     Example:
       segdl serve -d ~/models --listen 127.0.0.1:8765
     """
-    from segdl.engine.request import Settings
+    from segdl.engine.values.request import Settings
 
     try:
         import sse_starlette  # noqa: F401
@@ -113,7 +113,7 @@ def ui(
     except ImportError:
         say("segdl ui needs its extra: pip install 'segdl[ui]'", "red")
         raise typer.Exit(EXIT_USAGE)
-    from segdl.engine.request import Settings
+    from segdl.engine.values.request import Settings
 
     from .ui import ClientError, run_ui
 

@@ -1,7 +1,7 @@
 """``segdl status``: a line per collection, or the files, from the journal.
 
 What a file shows as, and the figures (bytes, speed, ETA), come from
-:mod:`segdl.engine.status`; this renders them."""
+:mod:`segdl.engine.doors.status`; this renders them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from segdl.engine.errors import EXIT_USAGE, SegdlError
+from segdl.engine.values.errors import EXIT_USAGE, SegdlError
 
 from .console import line, make_console, say, shown
 from .options import JournalOpt, RayJournalsOpt, RayOpt, fail
@@ -52,8 +52,8 @@ def status(
         from . import raydrive
 
         raise typer.Exit(raydrive.status(address=ray, journals=ray_journals, collection=collection, as_json=as_json))
-    from segdl.engine import status as view
-    from segdl.engine.status import SHOWN_STATES
+    from segdl.engine.doors import status as view
+    from segdl.engine.doors.status import SHOWN_STATES
 
     unknown = [s for s in state if s not in SHOWN_STATES]
     if unknown:

@@ -33,7 +33,7 @@ FLAKY = "tokenizer.json"
 
 
 def _rate(text: str) -> int:
-    from segdl.engine.bandwidth import parse_rate
+    from segdl.engine.rules.bandwidth import parse_rate
 
     try:
         return parse_rate(text)
@@ -59,7 +59,7 @@ def demo(
     Example:
       segdl demo --keep /tmp/segdl-demo
     """
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     from .localmirror import FileServer, write_file
     from .cmd_get import run_job as _run
@@ -73,7 +73,7 @@ def demo(
         if not p.exists() or p.stat().st_size != size:  # kept: same bytes, same ETag, so a re-run resumes
             write_file(p, size, seed)
     try:
-        from segdl.engine.verify import digest_file
+        from segdl.engine.disk.verify import digest_file
 
         digests = {name: digest_file(mirror_root / name).blake3 for name in SAMPLE}
         with FileServer(mirror_root, rate=pace, fail_once={FLAKY}) as a, FileServer(mirror_root, rate=pace) as b:

@@ -1,5 +1,5 @@
 """``segdl get REF`` and ``segdl ls`` for hub references: options become
-:class:`~segdl.engine.hubs.listing.HubOptions`, a listing becomes a job, its
+:class:`~segdl.engine.inputs.hubs.listing.HubOptions`, a listing becomes a job, its
 problems are reported like failed files.  Imported only when a hub
 reference is given (``segdl get URL`` does not load it)."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from segdl.engine.errors import EXIT_OK, SegdlError
+from segdl.engine.values.errors import EXIT_OK, SegdlError
 
 from .console import cell, make_console, say, shown
 
@@ -32,8 +32,8 @@ class HubArgs:
     collection: Optional[str] = None
 
     def options(self, dest: Path, transfer):
-        from segdl.engine.hubs.listing import HubOptions
-        from segdl.engine.hubs.hf import cache_dir
+        from segdl.engine.inputs.hubs.listing import HubOptions
+        from segdl.engine.inputs.hubs.hf import cache_dir
 
         cache = None
         if self.hf_cache is not None:
@@ -70,7 +70,7 @@ def report_problems(listing, as_json: bool, ls: bool = False) -> int:
 def _journal(path: Optional[Path]):
     """The journal if there is one yet (opened to write: a journal of an
     older schema is brought up to date, as any command that writes does)."""
-    from segdl.engine.journal import Journal, default_path
+    from segdl.engine.journal.writer import Journal, default_path
 
     p = Path(path) if path is not None else default_path()
     if not p.exists():
@@ -84,7 +84,7 @@ def get_refs(refs: list[str], args: HubArgs, settings, journal_path, run: Callab
     the largest of its files' and its problems'."""
     from dataclasses import replace
 
-    from segdl.engine.hubs.presence import moved_note, presence
+    from segdl.engine.inputs.hubs.presence import moved_note, presence
 
     message = (lambda m: None) if quiet else say
     code = EXIT_OK
@@ -119,7 +119,7 @@ def finish(dest: Path, source: dict | None, message: Callable[[str], None]) -> i
     """After a job from a hub: the HF cache's snapshot links and ref."""
     if not source or not source.get("hf_cache"):
         return EXIT_OK
-    from segdl.engine.hubs.hfcache import link_snapshot
+    from segdl.engine.inputs.hubs.hfcache import link_snapshot
 
     try:
         n = link_snapshot(Path(dest), source)
@@ -133,12 +133,12 @@ def finish(dest: Path, source: dict | None, message: Callable[[str], None]) -> i
 
 def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path, transfer,
        journal_path, as_json: bool) -> int:
-    from segdl.engine.hubs.listing import Listing, resolve
-    from segdl.engine.hubs.presence import presence
+    from segdl.engine.inputs.hubs.listing import Listing, resolve
+    from segdl.engine.inputs.hubs.presence import presence
 
     code = EXIT_OK
     if input_file is not None:
-        from segdl.engine.manifest import load_input
+        from segdl.engine.inputs.manifest import load_input
 
         m = load_input(input_file)
         listing = Listing(str(input_file), "", dest, m.collection, m.requests)
@@ -156,7 +156,7 @@ def ls(ref: Optional[str], input_file: Optional[Path], args: HubArgs, dest: Path
         if j is not None:
             j.close()
     if as_json:
-        from segdl.engine.naming import hide_userinfo
+        from segdl.engine.inputs.naming import hide_userinfo
 
         for p in states:
             print(json.dumps({**p.as_dict(), "url": hide_userinfo(p.url)}, sort_keys=True))
@@ -209,7 +209,7 @@ def resolve_refs(refs: list[str], args: HubArgs, settings, as_json: bool, quiet:
     ``-d``), to be spread over the cluster like a manifest's; the exit code
     of the listings' problems.  ``--hf-cache`` needs one machine's cache
     and is refused here."""
-    from segdl.engine.errors import UsageError
+    from segdl.engine.values.errors import UsageError
 
     if args.hf_cache is not None:
         raise UsageError("--hf-cache lays files into one machine's cache; it does not go with --ray")
@@ -226,7 +226,7 @@ def resolve_refs(refs: list[str], args: HubArgs, settings, as_json: bool, quiet:
 def _list(ref: str, args: HubArgs, settings, as_json: bool, message):
     """One reference listed, its notes said and its problems reported:
     (the listing, or None when the hub refused it; the exit code so far)."""
-    from segdl.engine.hubs import resolve
+    from segdl.engine.inputs.hubs import resolve
 
     try:
         listing = resolve(ref, args.options(settings.dest, settings.transfer), message)

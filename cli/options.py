@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from segdl.engine.errors import EXIT_USAGE, SegdlError
+from segdl.engine.values.errors import EXIT_USAGE, SegdlError
 
 from .console import say
 
@@ -25,7 +25,7 @@ def fail(e: SegdlError) -> "typer.Exit":
 def rate_option(value: Optional[str], name: str) -> int:
     if value is None:
         return 0
-    from segdl.engine.bandwidth import parse_rate
+    from segdl.engine.rules.bandwidth import parse_rate
 
     try:
         return parse_rate(value)

@@ -12,9 +12,9 @@ from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from segdl.engine.cluster.report import ClusterProgress
-from segdl.engine.errors import EXIT_INTERRUPTED, SegdlError
-from segdl.engine.lifecycle import COMPLETE
-from segdl.engine.results import FileResult
+from segdl.engine.values.errors import EXIT_INTERRUPTED, SegdlError
+from segdl.engine.rules.lifecycle import COMPLETE
+from segdl.engine.values.results import FileResult
 
 from .console import cell, make_console, say, shown
 
@@ -89,7 +89,7 @@ def status(*, address, journals, collection, as_json: bool) -> int:
     from rich.table import Table
 
     from segdl.engine.cluster import driver
-    from segdl.engine.naming import redact_url
+    from segdl.engine.inputs.naming import redact_url
 
     try:
         rows = driver.status(address, journals)

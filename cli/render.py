@@ -20,9 +20,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from segdl.engine.lifecycle import ACTIVE
-from segdl.engine.progress import Snapshot
-from segdl.engine.results import FileResult, Results
+from segdl.engine.rules.lifecycle import ACTIVE
+from segdl.engine.rules.progress import Snapshot
+from segdl.engine.values.results import FileResult, Results
 
 from .console import cell, shown
 
@@ -94,7 +94,7 @@ def summary_table(results: Results, nodes: list[str] | None = None) -> Table:
 
 def result_line(result: FileResult) -> dict:
     """A result as its JSON line says it: credentials in its URL hidden."""
-    from segdl.engine.naming import hide_userinfo
+    from segdl.engine.inputs.naming import hide_userinfo
 
     return {**result.as_dict(), "url": hide_userinfo(result.url)}
 

@@ -25,7 +25,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def state_dir(journal: Path | None) -> Path:
-    from segdl.engine.journal import default_path
+    from segdl.engine.journal.writer import default_path
 
     return Path(journal or default_path()).parent
 
@@ -55,7 +55,7 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
     """Serve until SIGINT/SIGTERM.  ``say`` prints a line for the user."""
     import uvicorn
 
-    from segdl.engine.service import Service
+    from segdl.engine.doors.service import Service
 
     from .guard import load_or_create_token
     from .server import build_app
@@ -137,7 +137,7 @@ def clear_socket(path: Path) -> None:
     socket something listens on) stays, and the service does not start."""
     import stat
 
-    from segdl.engine.errors import UsageError
+    from segdl.engine.values.errors import UsageError
 
     try:
         st = os.lstat(path)

@@ -1,5 +1,5 @@
 """``segdl serve``: the engine's control API over HTTP (REST + server-sent
-events), a thin door onto :class:`segdl.engine.service.Service`, as ``get``
+events), a thin door onto :class:`segdl.engine.doors.service.Service`, as ``get``
 and ``ui`` are.
 
 Starlette and uvicorn, imported only here: 0.05 s each to import on this
@@ -25,12 +25,12 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from segdl.engine import validation
-from segdl.engine.errors import ConflictError, JournalError, SegdlError, StorageError, UsageError
-from segdl.engine.journal import EVENT_KINDS
-from segdl.engine.lifecycle import RECORDED
-from segdl.engine.service import EngineGone
-from segdl.engine.validation import FieldError
+from segdl.engine.doors import validation
+from segdl.engine.values.errors import ConflictError, JournalError, SegdlError, StorageError, UsageError
+from segdl.engine.journal.writer import EVENT_KINDS
+from segdl.engine.rules.lifecycle import RECORDED
+from segdl.engine.doors.service import EngineGone
+from segdl.engine.doors.validation import FieldError
 
 from .guard import NONCE, PROOF_PATH, Guard, proof
 from .webroutes import routes as web_routes

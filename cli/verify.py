@@ -37,9 +37,9 @@ def verify(
     """
     import json
 
-    from segdl.engine import reverify
-    from segdl.engine.errors import EXIT_HASH_MISMATCH, EXIT_USAGE, SegdlError
-    from segdl.engine.journal import Journal
+    from segdl.engine.doors import reverify
+    from segdl.engine.values.errors import EXIT_HASH_MISMATCH, EXIT_USAGE, SegdlError
+    from segdl.engine.journal.writer import Journal
 
     try:
         j = Journal(journal)

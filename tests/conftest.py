@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+SUPPORT_DIR = TESTS_DIR / "support"  # servers, helpers and harnesses, imported by name
+for _d in (TESTS_DIR, SUPPORT_DIR):
+    if str(_d) not in sys.path:
+        sys.path.insert(0, str(_d))
 
 from servers import MiB, FaultServer, Nginx, write_deterministic_file  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from segdl.engine.bandwidth import FLOOR, HEADROOM, KiB, MiB, demand, parse_rate, share
+from segdl.engine.rules.bandwidth import FLOOR, HEADROOM, KiB, MiB, demand, parse_rate, share
 
 
 @pytest.mark.parametrize("text, value", [

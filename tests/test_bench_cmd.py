@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from segdl.cli.bench import bench
 from segdl.cli.localmirror import LocalMirror, write_file
-from segdl.engine.messages import TransferOptions
-from segdl.engine.mirrorbench import (
+from segdl.engine.values.messages import TransferOptions
+from segdl.engine.doors.mirrorbench import (
     Measurement,
     Recommendation,
     knee,

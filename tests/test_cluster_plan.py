@@ -111,7 +111,7 @@ def test_a_batch_round_trips_and_a_node_job_reports_its_files(tmp_path):
     from servers import PacedMirror, blake3_file, write_deterministic_file
 
     from segdl.engine.cluster import nodejob
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     root = tmp_path / "root"
     root.mkdir()
@@ -149,7 +149,7 @@ def test_plain_get_loads_neither_ray_nor_the_cluster_code(tmp_path):
                            env={**__import__("os").environ, "SEGDL_JOURNAL": str(tmp_path / "j.sqlite")})
     assert p.returncode == 0, p.stderr[-2000:]
     modules = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "|" in line}
-    assert "segdl.engine.coordinator" in modules  # it did run the engine
+    assert "segdl.engine.run.coordinator" in modules  # it did run the engine
     assert not {m for m in modules if m == "ray" or m.startswith(("ray.", "segdl.engine.cluster", "segdl.cli.raydrive"))}
 
 
@@ -185,7 +185,7 @@ def test_the_cluster_modules_load_ray_only_when_they_connect():
 
 
 def test_a_failure_another_node_could_change_is_tried_elsewhere_a_refusal_is_not():
-    from segdl.engine.errors import EXIT_DOWNLOAD_FAILED, EXIT_HASH_MISMATCH, EXIT_STORAGE, StalledError
+    from segdl.engine.values.errors import EXIT_DOWNLOAD_FAILED, EXIT_HASH_MISMATCH, EXIT_STORAGE, StalledError
 
     for error in ("server answered HTTP 503", "connection closed early at byte 5 of [0, 9)",
                   StalledError("connection stalled (no data for 20 s)").message, "empty response body"):

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import SEGDL, json_lines, run_segdl
 from servers import MiB, blake3_file, write_deterministic_file
-from segdl.engine import errors
+from segdl.engine.values import errors
 
 
 @pytest.fixture(scope="module")

@@ -165,8 +165,8 @@ def test_serve_refuses_a_folder_that_leads_outside(mirror, outside, tmp_path):
 def test_the_portable_walk_refuses_the_same(outside, tmp_path):
     """Where the kernel has no openat2, the folders are opened one by one:
     the same refusals, on the same folders."""
-    from segdl.engine import confine
-    from segdl.engine.errors import UnsafePathError
+    from segdl.engine.disk import confine
+    from segdl.engine.values.errors import UnsafePathError
 
     root = tmp_path / "root"
     (root / "inner").mkdir(parents=True)
@@ -196,8 +196,8 @@ def test_a_part_file_swapped_while_it_downloads_is_neither_written_nor_renamed(o
     by name, or its rename, someone puts a symlink in its place: the
     worker refuses to write it, the rename refuses to move it, and the
     final name is not a symlink."""
-    from segdl.engine import confine, storage
-    from segdl.engine.errors import UnsafePathError
+    from segdl.engine.disk import confine, storage
+    from segdl.engine.values.errors import UnsafePathError
 
     root = tmp_path / "root"
     tree = confine.Root(root)

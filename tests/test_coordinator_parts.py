@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from segdl.engine import coordinator as coordinator_module
-from segdl.engine.coordinator import Coordinator
-from segdl.engine.journal import Journal
-from segdl.engine.request import Settings
+from segdl.engine.run import coordinator as coordinator_module
+from segdl.engine.run.coordinator import Coordinator
+from segdl.engine.journal.writer import Journal
+from segdl.engine.values.request import Settings
 
 ENGINE = Path(coordinator_module.__file__).parent
 PARTS = ("intake", "existing", "activation", "dispatch", "reports", "restarts", "finishing", "control",

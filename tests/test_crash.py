@@ -16,9 +16,9 @@ import pytest
 from crashlib import crash_trial, kill_tree
 from helpers import SEGDL, is_probe, journal_rows, json_lines, run_segdl
 from servers import blake3_file
-from segdl.engine.ranges import MiB
-from segdl.engine.request import Settings
-from segdl.engine.messages import TransferOptions
+from segdl.engine.rules.ranges import MiB
+from segdl.engine.values.request import Settings
+from segdl.engine.values.messages import TransferOptions
 
 
 def lag_bound(workers: int = 2) -> int:

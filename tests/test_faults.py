@@ -132,8 +132,8 @@ _API_SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
 from segdl.engine import download, Request, Settings
-from segdl.engine.messages import TransferOptions
-from segdl.engine.retry import RetryPolicy
+from segdl.engine.values.messages import TransferOptions
+from segdl.engine.rules.retry import RetryPolicy
 
 cfg = json.loads(sys.argv[1])
 paused = []
@@ -440,7 +440,7 @@ def test_stall_always_fails_bounded(srv, tmp_path):
 def test_stall_error_is_specific():
     import pycurl
 
-    from segdl.engine.errors import StalledError
+    from segdl.engine.values.errors import StalledError
     from segdl.engine.net import curl_error
 
     msg = "Operation too slow. Less than 1 bytes/sec transferred the last 2 seconds"

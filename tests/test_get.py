@@ -13,7 +13,7 @@ import pytest
 
 from helpers import is_probe, json_lines, run_segdl
 from servers import blake3_file, free_port, wait_for_port
-from segdl.engine import errors
+from segdl.engine.values import errors
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import pickle
 
 from hypothesis import given, strategies as st
 
-from segdl.engine import errors, messages
-from segdl.engine.http import ResponseHead, check_response, parse_content_range, remote_from_probe
-from segdl.engine.messages import Expect
+from segdl.engine.values import errors, messages
+from segdl.engine.rules.http import ResponseHead, check_response, parse_content_range, remote_from_probe
+from segdl.engine.values.messages import Expect
 
 
 def head(status, **headers):
@@ -107,7 +107,7 @@ def test_published_sha256_from_repr_digest_digest_and_linked_etag():
     import base64
     import hashlib
 
-    from segdl.engine.http import published_sha256
+    from segdl.engine.rules.http import published_sha256
 
     d = hashlib.sha256(b"abc").digest()
     b64 = base64.b64encode(d).decode()
@@ -128,7 +128,7 @@ def test_published_sha256_from_repr_digest_digest_and_linked_etag():
 
 @given(st.text(alphabet=st.characters(max_codepoint=255), max_size=200))
 def test_published_sha256_never_raises(value):
-    from segdl.engine.http import published_sha256
+    from segdl.engine.rules.http import published_sha256
 
     for name in ("Repr-Digest", "Digest", "X-Linked-ETag"):
         got = published_sha256(_head("HTTP/1.1 206 x", f"{name}: {value}".replace("\r", "").replace("\n", "")))

@@ -1,4 +1,4 @@
-"""CivitAI references against the local hub (tests/hubserver.py): models,
+"""CivitAI references against the local hub (tests/support/hubserver.py): models,
 versions, pasted page URLs, collections through the unofficial tRPC
 listing, selection flags, layouts, per-file errors, signed URLs that
 expire, and the token seen by the hub only."""

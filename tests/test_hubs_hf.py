@@ -1,4 +1,4 @@
-"""hf:// against the local hub (tests/hubserver.py): listing, downloads
+"""hf:// against the local hub (tests/support/hubserver.py): listing, downloads
 verified by sha256 / git blob sha1, the token seen by the hub and never
 by its CDN nor in the journal or output, re-runs, a moved branch, the HF
 cache as huggingface_hub reads it, errors and rate limits."""
@@ -359,7 +359,7 @@ def test_a_journal_of_the_schema_before_hubs_is_brought_up_to_date(hub, tmp_path
     hub.add_repo("org/model", {"a.json": (b"{}", False)})
     journal = tmp_path / "j.sqlite"
     assert run_segdl(["status"], journal).returncode in (0, 7)  # (7: no journal yet)
-    from segdl.engine.journal import Journal
+    from segdl.engine.journal.writer import Journal
 
     Journal(journal).close()
     con = sqlite3.connect(journal)

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segdl.engine import errors as E
-from segdl.engine.hubs import civitai, hf, is_hub_ref
-from segdl.engine.hubs.errors import civitai_error, hf_error
-from segdl.engine.hubs.fetch import next_link
-from segdl.engine.hubs.tokens import auth_header, hf_token
-from segdl.engine.manifest import check_path
-from segdl.engine.retry import parse_ratelimit
-from segdl.engine.verify import digest_file
+from segdl.engine.values import errors as E
+from segdl.engine.inputs.hubs import civitai, hf, is_hub_ref
+from segdl.engine.inputs.hubs.errors import civitai_error, hf_error
+from segdl.engine.inputs.hubs.fetch import next_link
+from segdl.engine.inputs.hubs.tokens import auth_header, hf_token
+from segdl.engine.inputs.manifest import check_path
+from segdl.engine.rules.retry import parse_ratelimit
+from segdl.engine.disk.verify import digest_file
 
 # ------------------------------------------------------------- references
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from segdl.engine.errors import SegdlError
-from segdl.engine.journal import Journal
+from segdl.engine.values.errors import SegdlError
+from segdl.engine.journal.writer import Journal
 
 
 def other_view(path: Path) -> sqlite3.Connection:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from segdl.engine import lifecycle as lc
-from segdl.engine.filerun import FileRun, JobRun
-from segdl.engine.request import Request
+from segdl.engine.rules import lifecycle as lc
+from segdl.engine.run.filerun import FileRun, JobRun
+from segdl.engine.values.request import Request
 
 
 def test_the_happy_paths():

@@ -11,12 +11,12 @@ from pathlib import Path, PurePosixPath
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from segdl.engine.errors import EXIT_USAGE, UsageError
-from segdl.engine.manifest import (
+from segdl.engine.values.errors import EXIT_USAGE, UsageError
+from segdl.engine.inputs.manifest import (
     Manifest, _Problem, _check_relative, load_input, parse_aria2_input, parse_input, parse_json_manifest,
 )
-from segdl.engine.naming import inside
-from segdl.engine.request import Request
+from segdl.engine.inputs.naming import inside
+from segdl.engine.values.request import Request
 
 H1 = "0123456789abcdef" * 4
 H2 = "fedcba9876543210" * 4

@@ -213,7 +213,7 @@ def test_the_ui_shows_names_verbatim(server, tmp_path):
     from segdl.cli.ui import sources
     from segdl.cli.ui.app import SegdlUI
     from segdl.cli.ui.client import local_engine
-    from segdl.engine.request import Settings
+    from segdl.engine.values.request import Settings
 
     dest, journal = tmp_path / "out", tmp_path / "journal.sqlite"
     dest.mkdir()

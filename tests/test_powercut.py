@@ -1,7 +1,7 @@
 """Power cuts, not only kill -9: segdl on a filesystem that forgets every
-write, name and rename that was not synced (tests/forgetfs.py), cut at
+write, name and rename that was not synced (tests/support/forgetfs.py), cut at
 random instants and at chosen operations, remounted (the kernel's caches
-go with the mount), checked by an oracle (tests/powercut.py), and run
+go with the mount), checked by an oracle (tests/support/powercut.py), and run
 again until the same command finishes."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from helpers import SEGDL, json_lines
 from powercut import (POINTS, ForgetfulMount, Job, check_after_cut, done_lines, power_trial, progress_trial,
                       segdl_env, unavailable)
 from servers import PacedMirror
-from segdl.engine.ranges import MiB
+from segdl.engine.rules.ranges import MiB
 
 why = unavailable()
 pytestmark = pytest.mark.skipif(why is not None, reason=why or "")

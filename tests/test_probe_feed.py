@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from segdl.engine.errors import SegdlError
-from segdl.engine.http import RemoteInfo
-from segdl.engine.messages import TransferOptions
+from segdl.engine.values.errors import SegdlError
+from segdl.engine.rules.http import RemoteInfo
+from segdl.engine.values.messages import TransferOptions
 from segdl.engine.net import ProbeFeed, ProbeOrder
 
 OPTS = TransferOptions(stall_timeout=10.0)

@@ -2,7 +2,7 @@
 
 from hypothesis import given, settings, strategies as st
 
-from segdl.engine.ranges import (
+from segdl.engine.rules.ranges import (
     CHUNK_FIRST, CHUNK_LATENCIES, CHUNK_MAX, CHUNK_MIN, CUT_AFTER_SECONDS, MiB, chunk_size, cut_pays,
     ByteRange, Running, choose_split, covers_exactly, plan_segments, range_spec, split_point,
 )

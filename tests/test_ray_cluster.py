@@ -108,7 +108,7 @@ def test_shard_mode_spreads_the_collection_and_status_sees_every_node(cluster, f
 
 def test_replicate_mode_puts_every_file_on_every_node(cluster, files, tmp_path):
     from segdl.engine.cluster import driver
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     names = files([2 * MiB, 1 * MiB, 512 * 1024])
     with PacedMirror(files.root, rate=8 * MiB) as m:
@@ -127,7 +127,7 @@ def test_the_per_host_cap_holds_across_the_cluster(cluster, files, tmp_path):
     mirror never serves more than 3 requests at once (probes included),
     though each node alone would open 4 per file."""
     from segdl.engine.cluster import driver
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     names = files([3 * MiB] * 8)
     with PacedMirror(files.root, rate=3 * MiB) as m:
@@ -148,7 +148,7 @@ def test_a_node_is_fed_while_it_runs_by_one_engine(cluster, files, tmp_path):
     started (every job its journal records, one per refill, is that
     process's), so nothing waits for a batch to end."""
     from segdl.engine.cluster import driver, plan
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     settings = Settings(dest=tmp_path / "out", workers=1, connections=1, concurrent_files=2)
     n = 2 * plan.ahead(settings.concurrent_files) + 40  # past what both nodes are given at first
@@ -185,8 +185,8 @@ def test_a_transient_failure_is_tried_on_the_other_node_a_404_is_not(cluster, tm
     a 503 fails there and is handed to the other node, where it succeeds;
     a 404 stays failed, asked once."""
     from segdl.engine.cluster import driver
-    from segdl.engine.request import Request, Settings
-    from segdl.engine.retry import RetryPolicy
+    from segdl.engine.values.request import Request, Settings
+    from segdl.engine.rules.retry import RetryPolicy
     from servers import FaultServer
 
     data = os.urandom(200 * 1024)
@@ -255,7 +255,7 @@ def test_a_killed_node_s_files_are_taken_over_from_its_journal(cluster, files, t
     shared disk, every file ends correct, and the bytes fetched twice stay
     within what the dead node had not made durable."""
     from segdl.engine.cluster import driver
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     names = files([12 * MiB] * 4)
     journals = tmp_path / "journals"
@@ -304,7 +304,7 @@ def test_a_file_whose_second_node_dies_too_fails_alone(cluster, files, tmp_path)
     files it had of its own go to C and end correct; the ones it had taken
     over from A have lost two nodes and fail, alone, with exit code 3."""
     from segdl.engine.cluster import driver
-    from segdl.engine.request import Request, Settings
+    from segdl.engine.values.request import Request, Settings
 
     cluster.add_node(**NODE)
     names = files([8 * MiB] * 6)

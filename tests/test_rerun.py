@@ -7,11 +7,11 @@ import json
 import sqlite3
 
 from helpers import json_lines, run_segdl
-from segdl.engine.messages import TransferOptions
-from segdl.engine.request import (
+from segdl.engine.values.messages import TransferOptions
+from segdl.engine.values.request import (
     Request, Settings, job_spec, missing_headers, request_from_spec, settings_from_spec,
 )
-from segdl.engine.retry import RetryPolicy
+from segdl.engine.rules.retry import RetryPolicy
 
 
 def _settings(**kw) -> Settings:

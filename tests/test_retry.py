@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from segdl.engine import errors
-from segdl.engine.retry import RetryPolicy, parse_retry_after
+from segdl.engine.values import errors
+from segdl.engine.rules.retry import RetryPolicy, parse_retry_after
 
 
 def test_increment_returns_new_policy_and_never_mutates():

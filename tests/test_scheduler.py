@@ -2,9 +2,9 @@
 
 import random
 
-from segdl.engine import errors
-from segdl.engine.retry import RetryPolicy
-from segdl.engine.scheduler import (
+from segdl.engine.values import errors
+from segdl.engine.rules.retry import RetryPolicy
+from segdl.engine.rules.scheduler import (
     Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler,
 )
 

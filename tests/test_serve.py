@@ -17,7 +17,7 @@ import pytest
 
 from helpers import SEGDL
 from servers import PacedMirror
-from segdl.engine.ranges import MiB
+from segdl.engine.rules.ranges import MiB
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")

@@ -19,7 +19,7 @@ import pytest
 
 from helpers import SEGDL
 from servers import FaultServer, PacedMirror
-from segdl.engine.ranges import KiB, MiB
+from segdl.engine.rules.ranges import KiB, MiB
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")

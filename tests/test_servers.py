@@ -1,4 +1,4 @@
-"""Self-tests for tests/servers.py: nginx wrapper and FaultServer faults."""
+"""Self-tests for tests/support/servers.py: nginx wrapper and FaultServer faults."""
 
 from __future__ import annotations
 

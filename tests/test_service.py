@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from servers import FaultServer, PacedMirror
-from segdl.engine.ranges import MiB
-from segdl.engine.request import Settings
-from segdl.engine.service import Service
+from segdl.engine.rules.ranges import MiB
+from segdl.engine.values.request import Settings
+from segdl.engine.doors.service import Service
 
 
 def wait(pred, timeout: float = 30, what: str = "") -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from helpers import json_lines, run_segdl
-from segdl.engine import lifecycle as lc
-from segdl.engine import status as view
-from segdl.engine.journal import Journal
-from segdl.engine.journal_schema import MIGRATION_SET, MIGRATION_STEPS
-from segdl.engine.journal_status import FileRow, JobRow, StateGroup
+from segdl.engine.rules import lifecycle as lc
+from segdl.engine.doors import status as view
+from segdl.engine.journal.writer import Journal
+from segdl.engine.journal.schema import MIGRATION_SET, MIGRATION_STEPS
+from segdl.engine.journal.status import FileRow, JobRow, StateGroup
 
 # ------------------------------------------------------------------ pure rules
 

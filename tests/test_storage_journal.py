@@ -11,8 +11,8 @@ import pytest
 
 from helpers import json_lines, run_segdl
 from servers import MiB, blake3_file, write_deterministic_file
-from segdl.engine import errors
-from segdl.engine.journal import Journal
+from segdl.engine.values import errors
+from segdl.engine.journal.writer import Journal
 
 
 @pytest.fixture

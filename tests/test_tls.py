@@ -345,7 +345,7 @@ def test_small_files_share_h2_connections_two_streams_each(test_ca, tmp_path, jo
     its file) go two at a time on a connection, so one's wait for its
     answer overlaps the other's body, on at most PROBE_AHEAD / 2
     connections; each still arrives whole and verified."""
-    from segdl.engine.intake import PROBE_AHEAD, PROBE_STREAMS
+    from segdl.engine.run.intake import PROBE_AHEAD, PROBE_STREAMS
 
     root = tmp_path / "small"
     root.mkdir()

@@ -25,9 +25,9 @@ from servers import PacedMirror, write_deterministic_file  # noqa: E402
 from segdl.cli.ui import fmt, sources  # noqa: E402
 from segdl.cli.ui.app import SegdlUI  # noqa: E402
 from segdl.cli.ui.client import attach, local_engine  # noqa: E402
-from segdl.engine.naming import part_path  # noqa: E402
-from segdl.engine.ranges import KiB, MiB  # noqa: E402
-from segdl.engine.request import Settings  # noqa: E402
+from segdl.engine.inputs.naming import part_path  # noqa: E402
+from segdl.engine.rules.ranges import KiB, MiB  # noqa: E402
+from segdl.engine.values.request import Settings  # noqa: E402
 
 SLOW = 512 * KiB  # bytes/s per connection: an 8 MiB file takes ~8 s over 2 connections
 SIZE = 8 * MiB

@@ -16,8 +16,8 @@ pytest.importorskip("textual")
 from servers import PacedMirror, write_deterministic_file  # noqa: E402
 from segdl.cli.ui.client import local_engine  # noqa: E402
 from segdl.cli.ui.live import LiveScreen  # noqa: E402
-from segdl.engine.ranges import KiB  # noqa: E402
-from segdl.engine.request import Settings  # noqa: E402
+from segdl.engine.rules.ranges import KiB  # noqa: E402
+from segdl.engine.values.request import Settings  # noqa: E402
 from textual.app import App  # noqa: E402
 from textual.widgets import DataTable  # noqa: E402
 

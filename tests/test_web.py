@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from servers import PacedMirror
-from segdl.engine.ranges import KiB, MiB
+from segdl.engine.rules.ranges import KiB, MiB
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -383,7 +383,7 @@ def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):
     """10,000 files in the journal: the page loads them in one answer,
     shows 200 rows a page, pages and filters; the times are printed (-s),
     not asserted."""
-    from segdl.engine.journal import Journal
+    from segdl.engine.journal.writer import Journal
 
     serve = Serve(tmp_path / "serve", "-x", "1")
     out = serve.out.resolve()

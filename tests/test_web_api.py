@@ -18,7 +18,7 @@ import pytest
 
 from helpers import SEGDL
 from servers import PacedMirror
-from segdl.engine.ranges import KiB, MiB
+from segdl.engine.rules.ranges import KiB, MiB
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -227,7 +227,7 @@ def test_segdl_verify_reports_ok_corrupt_and_missing_with_its_exit_code(serve, m
     assert r.returncode == 0 and "x.bin" in r.stdout and "y.bin" not in r.stdout
     r = run("no-such-collection")
     assert r.returncode == 2 and "no-such-collection" in r.stderr
-    from segdl.engine.journal import Journal
+    from segdl.engine.journal.writer import Journal
 
     j = Journal(serve.journal, readonly=True)
     try:

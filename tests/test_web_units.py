@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from segdl.cli.webauth import CODE_TTL, MAX_SESSIONS, SESSION_TTL, Sessions, from_this_origin
-from segdl.engine import bulk, reverify
-from segdl.engine.errors import UsageError
-from segdl.engine.validation import FieldError
-from segdl.engine.verify import digest_file
+from segdl.engine.doors import bulk, reverify
+from segdl.engine.values.errors import UsageError
+from segdl.engine.doors.validation import FieldError
+from segdl.engine.disk.verify import digest_file
 
 
 class Clock:

@@ -17,11 +17,11 @@ from hypothesis import given, settings, strategies as st
 
 from helpers import json_lines, run_segdl
 from servers import MiB, blake3_file, write_deterministic_file
-from segdl.engine import storage
-from segdl.engine.hashing import Extents, Hasher
-from segdl.engine.messages import Hashed
-from segdl.engine.ranges import ALIGNMENT, ALIGN_FROM, MAX_UNITS, covers_exactly, plan_units
-from segdl.engine.staging import ALIGN, FileHandle, StagePool, write_stage
+from segdl.engine.disk import storage
+from segdl.engine.disk.hashing import Extents, Hasher
+from segdl.engine.values.messages import Hashed
+from segdl.engine.rules.ranges import ALIGNMENT, ALIGN_FROM, MAX_UNITS, covers_exactly, plan_units
+from segdl.engine.disk.staging import ALIGN, FileHandle, StagePool, write_stage
 
 # Sizes that do not line up with a disk block, a staging buffer or a unit.
 ODD_SIZES = [0, 1, 4095, 4096, 4097, MiB + 1, 4 * MiB - 1, 9 * MiB + 4097]
@@ -211,7 +211,7 @@ def test_fallback_to_the_page_cache_where_direct_io_is_refused(make_nginx, odd_r
 
 
 def test_units_grow_with_the_servers_latency_per_request():
-    from segdl.engine.ranges import unit_for_latency
+    from segdl.engine.rules.ranges import unit_for_latency
 
     base = 4 * MiB
     assert unit_for_latency(0.0, base) == unit_for_latency(0.0003, base) == unit_for_latency(0.010, base) == base

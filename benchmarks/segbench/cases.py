@@ -23,11 +23,11 @@ from .datasets import GiB, KiB, MiB, Dataset
 
 @dataclass(frozen=True)
 class Mirror:
-    """An nginx configuration (see tests/servers.py ``Nginx``)."""
+    """An nginx configuration (see tests/support/servers.py ``Nginx``)."""
 
     limit_rate: str | None = None  # per request, e.g. "20m"
     echo_sleep_ms: int | None = None  # delay before every response
-    # Per connection, paced by the kernel, no burst (tests/servers.py
+    # Per connection, paced by the kernel, no burst (tests/support/servers.py
     # PacedMirror, not nginx), e.g. "5m".
     pace: str | None = None
 

@@ -1,7 +1,7 @@
 """Real-link cases (issue 17): what Hugging Face, CivitAI, GitHub releases
 and most mirrors look like from a client, on loopback.
 
-* **TLS, ALPN.**  nginx with a local CA (``tests/tlsca.py``), either
+* **TLS, ALPN.**  nginx with a local CA (``tests/support/tlsca.py``), either
   offering h2 and http/1.1 (``alpn="h2"``) or http/1.1 only (``"h1"``).
   The tools get the CA by their own flag (``command()`` in ``cases.py``);
   huggingface_hub by ``SSL_CERT_FILE`` (httpx2 reads it; the requests and
@@ -13,7 +13,7 @@ and most mirrors look like from a client, on loopback.
   streams, as a window- or policer-limited link is.  (nginx's
   ``limit_rate`` is per request, i.e. per stream, and could not do this.)
 * **Latency**: the echo module's ``echo_sleep`` before every response.
-* **A hub**: ``tests/hubserver.py`` (the Hugging Face API) behind a TLS +
+* **A hub**: ``tests/support/hubserver.py`` (the Hugging Face API) behind a TLS +
   h2 nginx front, whose LFS files redirect to a second host, a paced TLS
   nginx "CDN" with 20 ms before every response.  The hub publishes each
   LFS file's sha256 (``lfs.oid``, ``X-Linked-Etag``), so segdl verifies it.
@@ -54,7 +54,7 @@ PACED_SNDBUF = "128k"
 def _rate(text: str | None) -> int | None:
     if not text:
         return None
-    from segdl.engine.bandwidth import parse_rate
+    from segdl.engine.rules.bandwidth import parse_rate
 
     return parse_rate(text)
 
@@ -229,7 +229,7 @@ class HubMirror:
     cdn_sleep_ms: int = 20  # before every CDN response
 
     def describe(self) -> str:
-        return (f"hub API over TLS + h2 (nginx proxying tests/hubserver.py), LFS files "
+        return (f"hub API over TLS + h2 (nginx proxying tests/support/hubserver.py), LFS files "
                 f"redirected to a CDN on another host: TLS + h2, paced {_mib(self.pace)} per TCP "
                 f"connection, {self.cdn_sleep_ms} ms before every response")
 

@@ -214,7 +214,7 @@ def loopback_site(case: Case, ctx: "Context", nginx_cls) -> OneServerSite:
     ``echo_sleep_ms``) or, for ``pace``, segdl's ``PacedMirror``."""
     mirror = case.mirror
     if mirror.pace:
-        from segdl.engine.bandwidth import parse_rate
+        from segdl.engine.rules.bandwidth import parse_rate
         from servers import PacedMirror
 
         server = PacedMirror(ctx.src_root, parse_rate(mirror.pace))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segdl.engine.lifecycle import FINAL
+from segdl.engine.rules.lifecycle import FINAL
 
 from .client import ClientError, attach, local_engine
 
@@ -22,7 +22,7 @@ __all__ = ["ClientError", "run_ui"]
 def _plan(urls: list[str], input_file: Path | None, dest: Path, journal: Path | None, attached: bool,
           transfer=None):
     """(collection for the picker, or a job body to start at once, or neither)."""
-    from segdl.engine.hubs import is_hub_ref
+    from segdl.engine.inputs.hubs import is_hub_ref
 
     from . import sources
 
@@ -46,7 +46,7 @@ def _plan(urls: list[str], input_file: Path | None, dest: Path, journal: Path | 
 
 def run_ui(urls: list[str], input_file: Path | None, settings, *, attached: bool, dest_given: bool) -> int:
     """Run the UI until the user quits; the exit code."""
-    from segdl.engine.errors import SegdlError
+    from segdl.engine.values.errors import SegdlError
 
     from .app import SegdlUI
 

@@ -1,6 +1,6 @@
 """One small interface onto the engine for the terminal UI, whether it
 runs in this process (:class:`LocalClient` over a
-:class:`~segdl.engine.service.Service`) or in a running ``segdl serve``
+:class:`~segdl.engine.doors.service.Service`) or in a running ``segdl serve``
 (:class:`RemoteClient`, over its HTTP API).  The screens do not know
 which.  Both raise :class:`ClientError` with a message a person reads.
 """
@@ -28,7 +28,7 @@ class LocalClient:
         self.service = service
 
     def _call(self, fn, *args, **kwargs):
-        from segdl.engine.errors import SegdlError
+        from segdl.engine.values.errors import SegdlError
 
         try:
             return fn(*args, **kwargs)
@@ -134,8 +134,8 @@ def local_engine(settings, roots: list[Path]) -> Iterator[LocalClient]:
     """The engine running in this process while the UI does; when the UI
     quits it stops, and its jobs stay unfinished in the journal (``segdl
     resume`` or another ``segdl ui`` continues them)."""
-    from segdl.engine.errors import SegdlError
-    from segdl.engine.service import Service
+    from segdl.engine.values.errors import SegdlError
+    from segdl.engine.doors.service import Service
 
     try:
         service = Service(settings, roots)

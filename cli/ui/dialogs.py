@@ -44,7 +44,7 @@ class LimitDialog(ModalScreen):
                 yield Button("Cancel", id="cancel")
 
     def _answer(self, scope: str) -> None:
-        from segdl.engine.bandwidth import parse_rate
+        from segdl.engine.rules.bandwidth import parse_rate
 
         try:
             value = parse_rate(self.query_one("#rate", Input).value or "")

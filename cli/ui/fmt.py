@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from segdl.engine.lifecycle import COMPLETE, DOWNLOADING, FAILURES, REMOVED
+from segdl.engine.rules.lifecycle import COMPLETE, DOWNLOADING, FAILURES, REMOVED
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 

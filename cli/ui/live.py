@@ -15,7 +15,7 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from segdl.engine.lifecycle import COMPLETE, DOWNLOADING, FAILURES, FINAL, PAUSED, VERIFIED, VERIFYING
+from segdl.engine.rules.lifecycle import COMPLETE, DOWNLOADING, FAILURES, FINAL, PAUSED, VERIFIED, VERIFYING
 
 from ..console import shown
 from . import fmt

@@ -37,10 +37,10 @@ class Collection:
 
 
 def _presence(journal_path: Path | None, dest: Path, requests) -> list:
-    from segdl.engine.errors import SegdlError
-    from segdl.engine.hubs.presence import presence
-    from segdl.engine.journal import Journal, default_path
-    from segdl.engine.naming import filename_from_url
+    from segdl.engine.values.errors import SegdlError
+    from segdl.engine.inputs.hubs.presence import presence
+    from segdl.engine.journal.writer import Journal, default_path
+    from segdl.engine.inputs.naming import filename_from_url
 
     named = [r if r.path else replace(r, path=filename_from_url(r.url) or r.url) for r in requests]
     p = Path(journal_path) if journal_path is not None else default_path()
@@ -70,7 +70,7 @@ def _dest_field(dest: Path | None) -> dict:
 
 
 def from_urls(urls: list[str], dest: Path, journal_path: Path | None, *, attached: bool) -> Collection:
-    from segdl.engine.request import Request
+    from segdl.engine.values.request import Request
 
     body = {"urls": list(urls), **_dest_field(dest if attached else None)}
     return _collection(f"{len(urls)} URLs", body, [Request(u) for u in urls], dest, journal_path)
@@ -89,7 +89,7 @@ def input_body(path: Path) -> dict:
 
 
 def from_file(path: Path, dest: Path, journal_path: Path | None, *, attached: bool) -> Collection:
-    from segdl.engine.manifest import load_input
+    from segdl.engine.inputs.manifest import load_input
 
     m = load_input(path)  # its errors say where, before anything starts
     body = {**input_body(path), **_dest_field(dest if attached else None)}
@@ -99,8 +99,8 @@ def from_file(path: Path, dest: Path, journal_path: Path | None, *, attached: bo
 def from_ref(ref: str, dest: Path, journal_path: Path | None, *, attached: bool, transfer=None) -> Collection:
     """A hub reference, listed as the engine lists it (the same options,
     so the indexes ``select`` names are the engine's)."""
-    from segdl.engine.hubs import resolve
-    from segdl.engine.hubs.listing import HubOptions
+    from segdl.engine.inputs.hubs import resolve
+    from segdl.engine.inputs.hubs.listing import HubOptions
 
     listing = resolve(ref, HubOptions(dest=Path(dest).absolute(), transfer=transfer))
     body = {"ref": ref, **_dest_field(dest if attached else None)}

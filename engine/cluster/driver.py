@@ -16,10 +16,10 @@ from dataclasses import replace
 from collections import deque
 from typing import Callable
 
-from ..errors import ClusterError, DownloadError, UsageError
-from ..lifecycle import COMPLETE, FAILURES
-from ..request import Request, Settings
-from ..results import FileResult
+from ..values.errors import ClusterError, DownloadError, UsageError
+from ..rules.lifecycle import COMPLETE, FAILURES
+from ..values.request import Request, Settings
+from ..values.results import FileResult
 from . import plan
 from .report import ClusterProgress, ClusterResults, NodeProgress
 

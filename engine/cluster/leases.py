@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..bandwidth import demand, share
+from ..rules.bandwidth import demand, share
 
 
 @dataclass

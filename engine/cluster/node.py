@@ -105,7 +105,7 @@ class NodeEngine:
 
     def holdings(self, urls: list[str]) -> dict[str, str]:
         """url -> state of the files this node's journal has under its dest."""
-        from segdl.engine.journal import Journal
+        from segdl.engine.journal.writer import Journal
 
         if not self.journal.exists():
             return {}
@@ -118,7 +118,7 @@ class NodeEngine:
             j.close()
 
     def status_rows(self, journal: str | None = None) -> list[dict]:
-        from segdl.engine.journal import Journal
+        from segdl.engine.journal.writer import Journal
 
         path = Path(journal) if journal else self.journal
         if not path.exists():

@@ -157,7 +157,7 @@ class _Feed:
             elif "max_speed" in msg:
                 try:
                     if j is None:
-                        from segdl.engine.journal import Journal
+                        from segdl.engine.journal.writer import Journal
 
                         j = Journal(self.journal_path)
                     self._set_speed(j, int(msg["max_speed"]))
@@ -181,10 +181,10 @@ class _Feed:
 
 
 def main() -> int:
-    from segdl.engine.coordinator import Coordinator
-    from segdl.engine.errors import EXIT_INTERRUPTED, SegdlError
-    from segdl.engine.journal import Journal, default_path
-    from segdl.engine.lifecycle import ACTIVE
+    from segdl.engine.run.coordinator import Coordinator
+    from segdl.engine.values.errors import EXIT_INTERRUPTED, SegdlError
+    from segdl.engine.journal.writer import Journal, default_path
+    from segdl.engine.rules.lifecycle import ACTIVE
 
     # The control pipe gets a file of its own and stdin becomes /dev/null:
     # the engine's workers start by closing sys.stdin (multiprocessing's

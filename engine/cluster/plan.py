@@ -124,7 +124,7 @@ def try_elsewhere(status: str, exit_code: int, error: str | None) -> bool:
     download failure the engine gave up on after its retries (connection
     reset, stall, 5xx, a body cut short), not a hard HTTP answer (404,
     410...), a hash mismatch, a usage or disk problem."""
-    from ..errors import EXIT_DOWNLOAD_FAILED
+    from ..values.errors import EXIT_DOWNLOAD_FAILED
 
     return status == "failed" and exit_code == EXIT_DOWNLOAD_FAILED and not _HARD_HTTP.match(error or "")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..results import Results
+from ..values.results import Results
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pycurl
 
-from ..errors import DownloadError, SegdlError, StalledError, TransientError, UsageError
-from ..messages import LinkStats, TransferOptions
-from ..naming import redirect_headers
+from ..values.errors import DownloadError, SegdlError, StalledError, TransientError, UsageError
+from ..values.messages import LinkStats, TransferOptions
+from ..inputs.naming import redirect_headers
 
 # libcurl error codes worth retrying (connection-level trouble).
 _TRANSIENT_CODES = {

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pycurl
 
-from ..errors import TransientError
-from ..http import ResponseHead
-from ..messages import TransferOptions
+from ..values.errors import TransientError
+from ..rules.http import ResponseHead
+from ..values.messages import TransferOptions
 from .curl import _configure, _hop, _next_hop, curl_error
 
 @dataclass(frozen=True, slots=True)

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 
 import pycurl
 
-from ..errors import SegdlError, StalledError, TransientError
-from ..http import ResponseHead, check_response
-from ..messages import Fetch
-from ..ranges import chunk_size, cut_pays, range_spec
+from ..values.errors import SegdlError, StalledError, TransientError
+from ..rules.http import ResponseHead, check_response
+from ..values.messages import Fetch
+from ..rules.ranges import chunk_size, cut_pays, range_spec
 from .curl import _configure, _new_handle, _new_multi, curl_error, discard, link_after, origin
 from .transfer import LIMITED_BUFFER, Transfer, WriteGate
 
 if TYPE_CHECKING:
-    from ..staging import DiskSide, FileHandle
+    from ..disk.staging import DiskSide, FileHandle
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -14,10 +14,10 @@ from typing import Callable
 
 import pycurl
 
-from ..errors import DownloadError, SegdlError, TransientError
-from ..http import RemoteInfo, ResponseHead, parse_content_range, remote_from_probe
-from ..messages import TransferOptions
-from ..ranges import range_spec
+from ..values.errors import DownloadError, SegdlError, TransientError
+from ..rules.http import RemoteInfo, ResponseHead, parse_content_range, remote_from_probe
+from ..values.messages import TransferOptions
+from ..rules.ranges import range_spec
 from .curl import _TRANSIENT_CODES, _configure, _hop, _new_handle, _new_multi, _next_hop, curl_error
 
 #: The start of an error answer's body that is kept to read what it says.

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import pycurl
 
-from ..errors import BadResponseError, SegdlError
-from ..http import ResponseHead, check_response
-from ..messages import Fetch, LinkStats
-from ..staging import ALIGN
+from ..values.errors import BadResponseError, SegdlError
+from ..rules.http import ResponseHead, check_response
+from ..values.messages import Fetch, LinkStats
+from ..disk.staging import ALIGN
 
 if TYPE_CHECKING:
-    from ..staging import DiskSide, FileHandle, Stage
+    from ..disk.staging import DiskSide, FileHandle, Stage
 
 # Receive buffer of a speed-capped connection (see MultiDriver._issue).
 LIMITED_BUFFER = 64 * 1024

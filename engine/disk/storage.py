@@ -1,0 +1,392 @@
+"""The local disk: preallocated part files, positioned writes, batched
+fdatasync, and the final rename.  ``OSError`` becomes :class:`StorageError`
+here and nowhere else."""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from .confine import Root, ident
+from ..values.errors import SegdlError, StorageError, UnsafePathError
+from ..inputs.naming import PART_SUFFIX
+
+
+@contextmanager
+def disk_errors(what: str):
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StorageError(f"{what}: no space left on device") from e
+        if e.errno == errno.EDQUOT:
+            raise StorageError(f"{what}: disk quota exceeded") from e
+        raise StorageError(f"{what}: {e.strerror or e}") from e
+
+
+def make_dirs(folder: Path) -> None:
+    """``mkdir -p``, durably: each folder created here is fsynced into its
+    parent, top down.  Without it a power cut can take a new folder away
+    with every file in it, however well each file was synced (found by the
+    forgetful filesystem of tests/forgetfs.py)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # another process made it; it syncs it
+        fsync_dir(d.parent)
+
+
+class Held(NamedTuple):
+    """A part file taken by this process: its path, the descriptor that
+    holds its ``flock``, and what the file is (device, inode), so that
+    whoever opens it by name later can tell it is still the same file."""
+
+    path: Path
+    fd: int
+    ident: tuple[int, int]
+
+
+def lock_part(root: Root, part: Path) -> Held:
+    """Create or open ``part`` under ``root`` (never through a symlink, see
+    confine.py) and take it for this process: an exclusive ``flock``, held
+    through its descriptor until :func:`unlock`.  Two segdl processes (two
+    terminals, a nightly sync overlapping the last one) never write one
+    part file; a killed process's lock goes with it.  Raises
+    :class:`BusyError` if another process holds it, :class:`UnsafePathError`
+    if the name leads outside ``root`` or is not a regular file."""
+    import fcntl
+
+    from ..values.errors import BusyError
+
+    with disk_errors(f"cannot create {part}"):
+        fd, st = root.open_file(part, os.O_RDWR | os.O_CREAT)
+    if st.st_nlink != 1:
+        os.close(fd)
+        raise _linked(part)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BusyError(f"another segdl process is downloading {part.name.removesuffix(PART_SUFFIX)} "
+                        f"into {part.parent}; wait for it or stop it, then run this again") from None
+    except OSError:
+        pass  # a filesystem without flock (some network mounts): unlocked, as before
+    return Held(part, fd, ident(st))
+
+
+def _linked(part: Path) -> UnsafePathError:
+    # A hard link to a file elsewhere: writing it would write that file.
+    return UnsafePathError(f"{part} has another name (a hard link), so writing it would change a file "
+                           "elsewhere; remove it and run again")
+
+
+PREALLOCATE_FROM = 1024 * 1024  # bytes: smaller part files are sized, not preallocated
+
+
+def prepare(held: Held, size: int | None, *, keep: bool) -> None:
+    """Reserve ``size`` bytes for the part file ``held``.
+
+    ``keep``: an existing part file of the right size is resumed as it is.
+    Anything else starts empty.  Space is reserved with posix_fallocate, so
+    a full disk is found now, not half-way through the download.
+
+    No fsync here: the journal claims no byte of this file until an
+    fdatasync of its data (which also persists its size), and a worker's
+    syncer fsyncs the folder (the part file's name) before it reports the
+    file's first bytes durable (staging.Syncer).
+    """
+    with disk_errors(f"cannot create {held.path}"):
+        fd = held.fd
+        current = os.fstat(fd).st_size
+        if size is not None and size <= PREALLOCATE_FROM:
+            # A small file is not preallocated: its first write finds a full
+            # disk as early, and fallocate's extent work costs more than that
+            # write (20,000 files of 4 KiB).  Its part file is only sized.
+            if not keep or current != size:
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, size)
+            return
+        if not keep or (size is not None and current != size):
+            os.ftruncate(fd, 0)
+        if size:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                os.ftruncate(fd, size)  # a filesystem without fallocate
+
+
+def unlock(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def open_for_write(path: str, *, file: int = 0, direct: bool = True, expect: tuple[int, int] | None = None):
+    """Open a part file for the writers: a descriptor through the page cache
+    always, and one with ``O_DIRECT`` too where the file system takes it
+    (tmpfs and many FUSE or network file systems do not).  Returns a
+    :class:`~segdl.engine.disk.staging.FileHandle`; ``handle.direct`` is None
+    when direct I/O is off or refused.
+
+    The coordinator created and locked the file (:func:`lock_part`);
+    ``expect`` is what it is (device, inode).  Opened by name here, in
+    another process, it must still be that file: not a symlink, not
+    something put in its place or in place of a folder on the way."""
+    from .staging import FileHandle
+
+    flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # (a FIFO in its place must not block)
+    with disk_errors(f"cannot open {path}"):
+        fd, what = _open_same(path, flags, expect)
+    dfd = None
+    if direct and hasattr(os, "O_DIRECT"):
+        try:
+            dfd, _ = _open_same(path, flags | os.O_DIRECT, what)
+        except OSError as e:
+            if not direct_refused(e):
+                close_quietly(fd)
+                raise StorageError(f"cannot open {path}: {e.strerror or e}") from e
+        except SegdlError:
+            close_quietly(fd)
+            raise
+    return FileHandle(fd, dfd, path, file)
+
+
+def _open_same(path: str, flags: int, expect: tuple[int, int] | None) -> tuple[int, tuple[int, int]]:
+    """``path`` opened, and what it is; it must be ``expect`` if given."""
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafePathError(f"{path} is a symbolic link now, not the part file segdl made; "
+                                  "refusing to write it") from None
+        raise
+    what = ident(os.fstat(fd))
+    if expect is not None and what != expect:
+        close_quietly(fd)
+        raise UnsafePathError(f"{path} is not the part file segdl made any more (something was put in "
+                              "its place, or in place of a folder on its way); refusing to write it")
+    return fd, what
+
+
+def direct_refused(e: OSError) -> bool:
+    """The file system does not do O_DIRECT (as opposed to a disk error)."""
+    return e.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
+
+
+def close_quietly(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def write_error(path: str, e: OSError) -> StorageError:
+    if e.errno == errno.ENOSPC:
+        return StorageError(f"cannot write {path}: no space left on device")
+    return StorageError(f"cannot write {path}: {e.strerror or e}")
+
+
+def pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def write_at(held: Held, data: bytes, offset: int) -> None:
+    """``data`` at ``offset`` of a part file this process holds, through
+    the page cache (not synced: whoever claims it syncs first)."""
+    with disk_errors(f"cannot write {held.path}"):
+        pwrite_all(held.fd, data, offset)
+
+
+def sync(fd: int) -> None:
+    os.fdatasync(fd)
+
+
+def sync_many(fds: list[int]) -> dict[int, OSError]:
+    """fdatasync each descriptor, side by side when there are several (they
+    share the file system's journal commits); returns the ones that failed."""
+    def one(fd: int) -> OSError | None:
+        try:
+            os.fdatasync(fd)
+        except OSError as e:
+            return e
+        return None
+
+    results = _sync_pool().map(one, fds) if len(fds) > 1 else map(one, fds)
+    return {fd: e for fd, e in zip(fds, results) if e is not None}
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int] | None]]
+                  ) -> list[SegdlError | None]:
+    """Move verified part files to their final names, durably: each is
+    fsynced (fdatasync need not persist timestamps, and the journal records
+    the final file's mtime to recognise it on a re-run), renamed, and then
+    each folder is fsynced once, not once per file.
+
+    An item is (root, part, final, size, ident): the part file must still
+    be the one downloaded (``ident``), reached under ``root`` without a
+    symlink; the rename takes the folder's descriptor, and the final name
+    is checked to hold that file after it (something swapped in between is
+    removed again), so it never ends up a symlink.  Returns, per item, None
+    or the error that stopped it (the others go on)."""
+    folders: dict[tuple[int, Path], int] = {}
+
+    def one(item) -> SegdlError | None:
+        root, part, final, size, expect = item
+        try:
+            with disk_errors(f"cannot rename {part} to {final}"):
+                _finalize(root, folders[(id(root), part.parent)], part, final, size, expect)
+        except SegdlError as e:
+            return e
+        return None
+
+    try:
+        opened: dict[tuple[int, Path], SegdlError] = {}
+        for root, part, final, _, _ in items:
+            key = (id(root), part.parent)
+            if key not in folders and key not in opened:
+                try:
+                    with disk_errors(f"cannot rename {part} to {final}"):
+                        folders[key] = root.folder(part.parent)
+                except SegdlError as e:
+                    opened[key] = e
+        todo = [x for x in items if (id(x[0]), x[1].parent) in folders]
+        # Each file's fsync waits for the file system's journal: many at
+        # once share its commits (20,000 files of 4 KiB: see
+        # benchmarks/many_files.py), so a batch goes through a small pool.
+        done = dict(zip(map(id, todo), _sync_pool().map(one, todo) if len(todo) > 1 else map(one, todo)))
+        out = [opened[(id(x[0]), x[1].parent)] if id(x) not in done else done[id(x)] for x in items]
+    finally:
+        for dfd in folders.values():
+            try:
+                os.fsync(dfd)
+            except OSError:
+                pass
+            os.close(dfd)
+    return out
+
+
+_POOL = None
+
+
+def _sync_pool():
+    """Threads for fsyncs made side by side (made once, on first use)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(8, thread_name_prefix="segdl-fsync")
+    return _POOL
+
+
+def _finalize(root: Root, folder: int, part: Path, final: Path, size: int | None,
+              expect: tuple[int, int] | None) -> None:
+    fd, st = root.open_at(folder, part.name, os.O_RDWR)
+    try:
+        if expect is not None and ident(st) != expect:
+            raise UnsafePathError(f"{part} is not the part file segdl downloaded any more (something was put "
+                                  "in its place); it is not renamed")
+        if st.st_nlink != 1:
+            raise _linked(part)
+        if size is not None and st.st_size != size:
+            os.ftruncate(fd, size)
+        os.fsync(fd)  # the mtime the journal records, too
+    finally:
+        os.close(fd)
+    os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+    landed = os.stat(final.name, dir_fd=folder, follow_symlinks=False)
+    if ident(landed) != ident(st):
+        os.unlink(final.name, dir_fd=folder)  # swapped in between: it does not stay under the final name
+        raise UnsafePathError(f"{part} was replaced while it was renamed; {final} is not written")
+
+
+def link_or_copy(root: Root, src: Path, final: Path) -> None:
+    """Put ``src``'s content at ``final`` (under ``root``): a hard link when
+    both are on one filesystem, else a copy; through a part file, so
+    ``final`` is never half there."""
+    from ..inputs.naming import part_path
+
+    part = part_path(final)
+    with disk_errors(f"cannot copy {src} to {final}"):
+        folder = root.folder(final.parent, create=True)
+        try:
+            try:
+                os.unlink(part.name, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            try:
+                os.link(src, part.name, dst_dir_fd=folder)  # (to what a symlink there points at)
+            except OSError:
+                _copy_into(root, folder, src, part.name)
+            os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _copy_into(root: Root, folder: int, src: Path, name: str) -> None:
+    import shutil
+
+    fd, _ = root.open_at(folder, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        with open(src, "rb") as f, os.fdopen(os.dup(fd), "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove(root: Root, path: Path) -> None:
+    """Remove the file ``path`` under ``root`` (a symlink there is removed,
+    never what it points to; a folder on the way must not lead out)."""
+    with disk_errors(f"cannot remove {path}"):
+        try:
+            folder = root.folder(path.parent)
+        except FileNotFoundError:
+            return
+        try:
+            os.unlink(path.name, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(folder)
+
+
+def file_size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,129 @@
+"""Check finished files against the journal again: ``segdl verify`` and the
+web page's "re-verify" both come here.
+
+Each file the journal has done (or skipped, because it was here) is hashed
+again at disk speed (:func:`~.verify.digest_file`: blake3 on every core,
+through a sliding memory map) and compared with the digest the journal
+recorded when it was verified:
+
+* ``ok``: same bytes;
+* ``corrupt``: other bytes (or another size);
+* ``missing``: no file at its path;
+* ``unchecked``: the journal has no digest for it (nothing to compare).
+
+:func:`record` writes what was found: a corrupt file is moved aside
+(``NAME.corrupt``), and a corrupt or missing file becomes
+``hash_mismatch`` with an error saying so, so ``segdl retry`` (or the
+page's retry, ``POST /retry``) fetches it again; an ``ok`` file keeps its
+row as it is.  Choosing, hashing and recording are apart, so the service
+hashes off its loop and records on it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..values.errors import StorageError
+from ..rules.lifecycle import COMPLETE, HASH_MISMATCH
+from .validation import an_id, listing
+from ..disk.verify import digest_file, same_digest
+
+OK, CORRUPT, MISSING, UNCHECKED = "ok", "corrupt", "missing", "unchecked"
+REQUEST = {"ids": listing(an_id, 10000)}  # POST /verify
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    id: int
+    path: str
+    result: str  # ok | corrupt | missing | unchecked
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def finished(journal) -> list[dict]:
+    """Every finished file in the journal, with its job's collection."""
+    names = {j["id"]: j["collection"] for j in journal.all_jobs()}
+    return [{**r, "collection": names.get(r["job_id"])} for r in journal.find_files(states=tuple(COMPLETE))]
+
+
+def choose(rows: list[dict], targets: list[str]) -> list[dict]:
+    """The finished files among ``rows`` (the journal's) that ``targets``
+    name: a collection's name, a file's path, or a folder holding files
+    (paths resolved from here).  No targets: every finished file.  Raises
+    LookupError naming a target that matches nothing."""
+    done = [r for r in rows if r["state"] in COMPLETE]
+    if not targets:
+        return done
+    out: dict[int, dict] = {}
+    by_collection: dict[str, list[dict]] = {}
+    for r in done:
+        if r.get("collection"):
+            by_collection.setdefault(r["collection"], []).append(r)
+    for t in targets:
+        hits = list(by_collection.get(t, []))
+        if not hits:
+            p = Path(os.path.abspath(t))
+            hits = [r for r in done if Path(r["path"]) == p or Path(r["path"]).is_relative_to(p)]
+        if not hits:
+            raise LookupError(f"no finished file or collection matches {t!r}")
+        out.update((r["id"], r) for r in hits)
+    return [out[k] for k in sorted(out)]
+
+
+def check(row: dict) -> Outcome:
+    """Hash one finished file again and compare it with its row."""
+    path = row["path"]
+    if not os.path.isfile(path):
+        return Outcome(row["id"], path, MISSING, "no file at its path")
+    if not row.get("blake3"):
+        return Outcome(row["id"], path, UNCHECKED, "the journal has no digest for it")
+    size = os.path.getsize(path)
+    if row.get("size") is not None and size != row["size"]:
+        return Outcome(row["id"], path, CORRUPT, f"{size} bytes, the journal says {row['size']}")
+    try:
+        got = digest_file(Path(path)).blake3
+    except StorageError as e:
+        return Outcome(row["id"], path, MISSING, e.message)
+    if not same_digest(row["blake3"], got):
+        return Outcome(row["id"], path, CORRUPT, f"blake3 {got[:16]}..., the journal says {row['blake3'][:16]}...")
+    return Outcome(row["id"], path, OK)
+
+
+def record(journal, outcomes: list[Outcome]) -> int:
+    """Write the bad outcomes to the journal (one transaction): the file
+    becomes ``hash_mismatch``, which retry fetches again.  A corrupt file
+    is first moved aside to ``NAME.corrupt`` (nothing is deleted), so the
+    fetch can put the good one in its place.  Returns how many rows
+    changed."""
+    bad = [o for o in outcomes if o.result in (CORRUPT, MISSING)]
+    notes = {o.id: _move_aside(o.path) if o.result == CORRUPT else "" for o in bad}
+    with journal.atomic():
+        for o in bad:
+            journal.update_file(o.id, state=HASH_MISMATCH,
+                                error=f"{o.result} on disk (verify): {o.detail}{notes[o.id]}")
+    return len(bad)
+
+
+def _move_aside(path: str) -> str:
+    aside = f"{path}.corrupt"
+    n = 1
+    while os.path.lexists(aside):
+        aside = f"{path}.corrupt.{n}"
+        n += 1
+    try:
+        os.rename(path, aside)
+    except OSError as e:
+        return f"; left in place ({e.strerror})"
+    return f"; moved aside to {os.path.basename(aside)}"
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, int]:
+    counts = {OK: 0, CORRUPT: 0, MISSING: 0, UNCHECKED: 0}
+    for o in outcomes:
+        counts[o.result] += 1
+    return counts

@@ -1,0 +1,442 @@
+"""The engine as a long-running service: one :class:`Coordinator` loop on a
+thread of its own that keeps running between jobs, and takes jobs and
+changes from any thread at any moment.  ``segdl serve`` (HTTP) and
+``segdl ui`` (Textual) are thin doors onto it.
+
+* Commands (add a job, change or cancel a file, limits, retry) run on the
+  loop's thread (``Coordinator.submit``) and answer when done.
+* Reads (jobs, files, events) come from the journal, over a read-only
+  connection per calling thread: the journal is the service's memory, so
+  jobs and their history outlive it, and a restarted service continues the
+  jobs that had not ended.
+* Destinations must lie under the configured roots.
+* Requests are checked whole (:mod:`.validation`) before anything is
+  applied; lists are read in one read transaction with the number of the
+  last event they include, so a client subscribes from exactly there.
+* One service per journal: a second is refused while the first runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from . import validation
+from ..run.coordinator import Coordinator
+from ..values.errors import JournalError, UsageError
+from ..journal.writer import Journal, default_path
+from ..inputs.naming import hide_userinfo
+from ..values.request import Request, Settings, request_from_spec
+
+COMMAND_TIMEOUT = 30.0  # seconds a command may wait for the loop
+
+
+class EngineGone(Exception):
+    """The engine's loop cannot take commands (it stopped, or is stuck)."""
+PROGRESS_EVERY = 0.33  # seconds
+
+
+class Service:
+    def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
+        self.lock = _hold(Path(settings.journal) if settings.journal else default_path())
+        try:
+            self._open(settings, roots, on_message)
+        except BaseException:
+            os.close(self.lock)
+            raise
+
+    def _open(self, settings: Settings, roots: list[Path], on_message) -> None:
+        self.journal = Journal(settings.journal, handed_over=True)  # the loop's (the only writer)
+        self.journal_path = self.journal.path
+        # The limits set over the API hold across a restart, unless the
+        # command line gives others.  Progress events a few times a second
+        # per file (the heartbeat's).
+        kept = self.journal.service_limits()
+        self.s = replace(settings, dest=Path(os.path.abspath(settings.dest)),
+                         progress_interval=min(settings.progress_interval, PROGRESS_EVERY),
+                         max_speed=settings.max_speed or kept["max_speed"],
+                         max_file_speed=settings.max_file_speed or kept["max_file_speed"])
+        self.roots = [Path(os.path.realpath(r)) for r in roots] or [Path(os.path.realpath(self.s.dest))]
+        self.engine = Coordinator(self.s, self.journal, on_message=on_message)
+        self.local = threading.local()
+        self.thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    # ------------------------------------------------------------ lifetime
+
+    def start(self) -> None:
+        self.engine.start()
+        self.journal.set_service_limits(self.s.max_speed or 0, self.s.max_file_speed or 0)
+        resumed = self._unfinished_jobs()
+        self.thread = threading.Thread(target=self._serve, name="segdl-engine", daemon=True)
+        self.thread.start()
+        for job in resumed:
+            self._command(lambda c, job=job: c.commands.add(job["requests"], dest=job["dest"],
+                                                            collection=job["collection"], reuse=job["id"]))
+
+    def _serve(self) -> None:
+        try:
+            self.engine.serve()
+        except BaseException as e:  # reported by every later command
+            self.failure = e
+
+    def stop(self) -> None:
+        self.engine.stop()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.journal.close()
+        if self.lock >= 0:
+            os.close(self.lock)  # (the lock file stays: removing it would race the next service's)
+            self.lock = -1
+
+    def _unfinished_jobs(self) -> list[dict]:
+        """Jobs the journal says were running when the service (or a
+        ``segdl get``) stopped: they continue, under their own ids."""
+        from ..rules.lifecycle import FINAL
+
+        out = []
+        for job in self.journal.all_jobs():
+            if job["state"] == "finished" or job["spec"].get("origin") != "serve":
+                continue  # (a `segdl get` stopped with Ctrl-C is for `segdl resume`)
+            if job["pid"] and job["pid"] != os.getpid() and _alive(job["pid"]):
+                continue  # another process runs it right now
+            if not self._under_roots(Path(job["dest"])):
+                continue
+            ended = {r["url"] for r in self.journal.files(job["id"]) if r["state"] in FINAL}
+            reqs = [request_from_spec(e) for e in job["spec"].get("requests", []) if e["url"] not in ended]
+            if not reqs:
+                self.journal.finish_job(job["id"])
+                continue
+            out.append({"id": job["id"], "requests": reqs, "dest": Path(job["dest"]),
+                        "collection": job["collection"]})
+        return out
+
+    def _under_roots(self, path: Path) -> bool:
+        path = Path(os.path.realpath(path))
+        return any(path == r or path.is_relative_to(r) for r in self.roots)
+
+    def _command(self, fn):
+        if self.failure is not None or (self.thread is not None and not self.thread.is_alive()):
+            raise EngineGone(f"the engine stopped: {self.failure or 'its thread ended'}")
+        fut = self.engine.submit(fn)
+        try:
+            return fut.result(timeout=COMMAND_TIMEOUT)
+        except TimeoutError:
+            fut.cancel()  # not run later, if it has not started
+            raise EngineGone(f"the engine did not answer within {COMMAND_TIMEOUT:.0f} s") from None
+
+    # ------------------------------------------------------------ commands
+
+    def add_job(self, body: dict) -> dict:
+        """A job from ``{"urls": [...]}``, ``{"manifest": {...}}``,
+        ``{"aria2": "input file text"}`` or ``{"ref": "hf://..."}``, with
+        optional ``dest`` (under a root), ``collection``, ``connections``,
+        ``priority`` and ``select`` (the paths or indexes of the files to
+        take, for a collection).  Everything is checked before the job is
+        added; a null field is an absent one."""
+        if isinstance(body, dict):
+            body = {k: v for k, v in body.items() if v is not None}
+        body = validation.fields(body, validation.JOB)
+        dest = self.destination(body.get("dest"))
+        requests, collection, source = self._requests(body, dest)
+        requests = _select(requests, body.get("select"))
+        if not requests:
+            raise UsageError("the job has no files")
+        connections = body.get("connections")
+        priority = body.get("priority", 0)
+        if body.get("collection"):
+            collection = body["collection"]
+        elif source is None:  # a manifest's or an aria2 file's own name: the client's input too
+            collection = validation.name("collection", collection)
+        else:  # a hub listing's name
+            collection = validation.clean_name(collection)
+        return self._command(lambda c: c.commands.add(requests, dest=dest, collection=collection, source=source,
+                                                      connections=connections, priority=priority))
+
+    def _requests(self, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
+        given = [k for k in ("urls", "manifest", "aria2", "ref") if k in body]
+        if len(given) != 1:
+            raise UsageError("give exactly one of urls, manifest, aria2, ref")
+        kind = given[0]
+        try:
+            return self._parse(kind, body, dest)
+        except validation.FieldError:
+            raise
+        except UsageError as e:  # the manifest's own checks: "urls: files[2].url: ..."
+            raise validation.FieldError(kind, e.message, prefixed=True) from None
+
+    def _parse(self, kind: str, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
+        from ..inputs.manifest import parse_input
+
+        if kind == "urls":  # checked as a manifest's URLs are
+            m = parse_input(json.dumps({"files": [{"url": u} for u in body["urls"]]}), source="urls")
+            return list(m.requests), None, None
+        if kind == "manifest":
+            m = parse_input(json.dumps(body["manifest"]), source="manifest")
+            return list(m.requests), m.collection, None
+        if kind == "aria2":
+            m = parse_input(body["aria2"], source="aria2")
+            return list(m.requests), m.collection, None
+        from ..inputs.hubs import is_hub_ref, resolve
+        from ..inputs.hubs.listing import HubOptions
+
+        ref = body["ref"]
+        if not is_hub_ref(ref):
+            raise UsageError("ref is a hub reference (hf://..., civitai://..., a CivitAI page URL)")
+        listing = resolve(ref, HubOptions(dest=dest, transfer=self.s.transfer))
+        return list(listing.requests), listing.collection, listing.source
+
+    def destination(self, dest) -> Path:
+        """``dest`` (default: the first root) if it lies under a root."""
+        if dest is None:
+            own = Path(os.path.realpath(self.s.dest))
+            return own if self._under_roots(own) else self.roots[0]
+        if not isinstance(dest, str) or not dest or "\0" in dest:
+            raise validation.FieldError("dest", "must be a folder path")
+        path = Path(os.path.realpath(os.path.join(self.roots[0], dest)))
+        if not self._under_roots(path):
+            raise validation.FieldError("dest", f"{dest} is outside the folders this service may write "
+                                                f"({', '.join(str(r) for r in self.roots)})")
+        return path
+
+    def set_file(self, fid: int, **fields) -> dict:
+        """Pause or resume a file, change its priority or its speed limit
+        (``validation.FILE_CHANGE``); answers the file as GET does."""
+        fields = validation.fields(fields, validation.FILE_CHANGE, at_least_one=True)
+        self._known(fid)
+        self._command(lambda c: c.commands.set_file(fid, **fields))
+        return self.file(fid)
+
+    def cancel(self, fid: int, keep_partial: bool = False) -> dict:
+        self._known(fid)
+        answer = self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
+        return {**self.file(fid), "kept_partial": answer["kept_partial"]}
+
+    def set_limits(self, **limits) -> dict:
+        limits = validation.fields(limits, validation.LIMITS, at_least_one=True)
+        return self._command(lambda c: c.commands.set_limits(**limits))
+
+    def retry(self, **body) -> dict:
+        """The failed files again (only those of ``ids``, if given)."""
+        ids = validation.fields(body, {"ids": validation.listing(validation.an_id, validation.MAX_PAGE)}).get("ids")
+        return self._command(lambda c: c.commands.retry(self._under_roots, None if ids is None else set(ids)))
+
+    def bulk(self, body) -> dict:
+        """Many files at once (engine/bulk.py): checked whole, applied in one command."""
+        from . import bulk
+
+        ids, change, cancel, keep = bulk.plan(body)
+        return self._command(lambda c: bulk.apply(c.commands, ids, change, cancel, keep))
+
+    def review(self, body) -> dict:
+        """What a job of ``body`` (as :meth:`add_job` takes) would fetch, and what of it is here."""
+        from .review import REVIEW, review
+
+        body = validation.fields({k: v for k, v in body.items() if v is not None}
+                                 if isinstance(body, dict) else body, REVIEW)
+        dest = self.destination(body.get("dest"))
+        requests, collection, _ = self._requests(body, dest)
+        j = self._reader()
+        with j.reading():
+            return review(j, dest, requests, body.get("collection") or collection)
+
+    def reverify(self, body) -> dict:
+        """Hash the finished files ``ids`` again (engine/reverify.py), here;
+        record what is corrupt or missing on the loop."""
+        from . import reverify
+
+        ids = set(validation.fields(body, reverify.REQUEST, at_least_one=True)["ids"])
+        rows = [r for r in reverify.finished(self._reader()) if r["id"] in ids and self._under_roots(Path(r["path"]))]
+        outcomes = [reverify.check(r) for r in rows]
+        self._command(lambda c: reverify.record(c.journal, outcomes))
+        return {"files": [o.as_dict() for o in outcomes], "summary": reverify.summary(outcomes)}
+
+    def finished_path(self, fid: int) -> Path:
+        """Where a finished file is, for a client to read it: only a done
+        file, only under a root (its real path: not through a link out)."""
+        f = self.file(fid)
+        path = Path(os.path.realpath(f["path"]))
+        from ..rules.lifecycle import COMPLETE
+
+        if f["state"] not in COMPLETE or not path.is_file() or not self._under_roots(path):
+            raise LookupError(f"file {fid} is not a finished file under this service's folders")
+        return path
+
+    @staticmethod
+    def _known(fid) -> None:
+        if not isinstance(fid, int) or isinstance(fid, bool) or not 1 <= fid <= validation.MAX_ID:
+            raise LookupError(f"no file {fid}")
+
+    # ------------------------------------------------------------ reads
+
+    def _reader(self) -> Journal:
+        j = getattr(self.local, "journal", None)
+        if j is None:
+            j = self.local.journal = Journal(self.journal_path, readonly=True)
+        return j
+
+    def list_jobs(self) -> dict:
+        """Every job with its files counted by state, and ``seq``: the
+        last event this answer includes."""
+        j = self._reader()
+        with j.reading():
+            seq = j.last_event()
+            jobs, counts = j.all_jobs(), j.job_counts()
+        return {"jobs": [_job_view(r, counts.get(r["id"], {})) for r in jobs], "seq": seq}
+
+    def jobs(self) -> list[dict]:
+        return self.list_jobs()["jobs"]
+
+    def job(self, jid: int) -> dict:
+        if not 1 <= jid <= validation.MAX_ID:
+            raise LookupError(f"no job {jid}")
+        j = self._reader()
+        with j.reading():
+            row, counts = j.job(jid), j.job_counts(jid)
+        if row is None:
+            raise LookupError(f"no job {jid}")
+        return _job_view(row, counts.get(jid, {}))
+
+    def list_files(self, states: tuple[str, ...] = (), job: int | None = None, after: int = 0,
+                   limit: int = validation.DEFAULT_PAGE) -> dict:
+        """A page of files in id order (after the id ``after``), with
+        ``seq`` (the last event it includes) and ``next`` (the ``after`` of
+        the next page, or null)."""
+        j = self._reader()
+        with j.reading():
+            seq = j.last_event()
+            rows = j.find_files(states, job, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"files": [_file_view(r) for r in rows], "seq": seq, "next": rows[-1]["id"] if more else None}
+
+    def files(self, state: str | None = None, job: int | None = None) -> list[dict]:
+        """Every file (page after page), for the terminal UI."""
+        out, after = [], 0
+        while True:
+            page = self.list_files((state,) if state else (), job, after, validation.MAX_PAGE)
+            out += page["files"]
+            if page["next"] is None:
+                return out
+            after = page["next"]
+
+    def file(self, fid: int) -> dict:
+        self._known(fid)
+        row = self._reader().file(fid)
+        if row is None:
+            raise LookupError(f"no file {fid}")
+        return _file_view(row)
+
+    def events_since(self, seq: int, kinds: tuple[str, ...] = ()) -> list[dict]:
+        events = self._reader().events_since(seq, kinds=kinds)
+        for ev in events:
+            if isinstance(ev["data"].get("url"), str):
+                ev["data"]["url"] = hide_userinfo(ev["data"]["url"])  # (the journal's triggers wrote it whole)
+        return events
+
+    def last_event(self) -> int:
+        return self._reader().last_event()
+
+    def describe(self) -> dict:
+        """What a client needs to know of this service: where jobs may go
+        (roots, the default folder), the limits now (as the journal keeps
+        them, with ``seq``, the last event this answer includes)."""
+        from importlib.metadata import version
+
+        j = self._reader()
+        with j.reading():
+            seq, limits = j.last_event(), j.service_limits()
+        return {"version": version("segdl"), "roots": [str(r) for r in self.roots], "dest": str(self.roots[0]),
+                "limits": limits, "pid": os.getpid(), "seq": seq}
+
+
+def _file_view(row: dict) -> dict:
+    """A file as every answer and event names its fields (README, "segdl
+    serve"): limits are integers, 0 for none; ``speed`` is 0 unless it is
+    downloading; bytes on disk (durable, ``bytes_done``) lag what has
+    arrived (``received``); a URL's ``user:password@`` stays in the
+    journal (0600) only."""
+    return {"id": row["id"], "job": row["job_id"], "url": hide_userinfo(row["url"] or ""), "path": row["path"],
+            "state": row["state"], "size": row["size"], "bytes_done": row["bytes_done"],
+            "received": row["received"] or 0,
+            "speed": (row["speed"] or 0) if row["state"] == "downloading" else 0, "paused": bool(row["paused"]),
+            "priority": row["priority"], "max_speed": row["max_speed"] or 0, "blake3": row["blake3"],
+            "sha256": row["sha256"], "error": row["error"], "exit_code": row["exit_code"], "updated": row["updated"],
+            "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None}
+
+
+def _job_view(row: dict, counts: dict[str, int]) -> dict:
+    """A job: its files (rows in the journal, as GET /files?job= lists
+    them) counted by state, as its ``job_ended`` event counts them."""
+    spec = row["spec"]
+    out = {"id": row["id"], "created": row["created"], "dest": row["dest"], "collection": row["collection"],
+           "state": row["state"], "files": sum(counts.values()), "counts": counts,
+           "requested": len(spec.get("requests", []))}
+    if spec.get("source"):
+        out["source"] = {k: v for k, v in spec["source"].items() if k in ("key", "ref", "commit", "hub")}
+    return out
+
+
+def _select(requests: list[Request], select: list | None) -> list[Request]:
+    """The requests ``select`` names (checked: paths, URLs or indexes)."""
+    if select is None:
+        return requests
+    by_name: dict[str, list[Request]] = {}
+    for r in requests:
+        for key in {r.path, r.url} - {None}:
+            by_name.setdefault(key, []).append(r)
+    out = []
+    for i, item in enumerate(select):
+        if isinstance(item, int):
+            if item >= len(requests):
+                raise validation.FieldError(f"select[{i}]", f"the job has {len(requests)} files, no index {item}")
+            out.append(requests[item])
+        elif item in by_name:
+            out.extend(by_name[item])
+        else:
+            raise validation.FieldError(f"select[{i}]", f"no file {item!r} in the job")
+    return list(dict.fromkeys(out))
+
+
+def _hold(journal: Path) -> int:
+    """The journal's service lock (a ``flock`` on a file beside it), held
+    while the service runs: a second service on the same journal would
+    resume the same jobs and hide the first from the CLI."""
+    import fcntl
+
+    from ..disk.storage import disk_errors, make_dirs
+
+    path = journal.with_name(journal.name + ".service")
+    with disk_errors(f"cannot create {path}"):
+        make_dirs(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            pid = os.pread(fd, 32, 0).decode().strip()
+        except (OSError, UnicodeDecodeError):
+            pid = "?"
+        os.close(fd)
+        raise JournalError(f"another segdl service (segdl serve or segdl ui, pid {pid or '?'}) runs on the "
+                           f"journal {journal}: use that one (segdl ui --attach; segdl pause, resume and limit "
+                           "go through it), stop it first, or give another --journal") from None
+    except OSError:
+        pass  # a filesystem without flock: unguarded, as before
+    with disk_errors(f"cannot write {path}"):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

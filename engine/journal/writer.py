@@ -1,0 +1,301 @@
+"""The journal of jobs, files (sub-resources) and segments: opening it,
+and every write.
+
+Rules this module keeps for everyone:
+
+* Every write goes through :meth:`Journal.atomic` (one transaction).
+* A segment's ``done`` only ever records bytes that an ``fdatasync`` has
+  already made durable; callers hand in positions they got from a
+  :class:`~segdl.engine.values.messages.Durable` or ``Finished`` event.
+* WAL with ``synchronous=NORMAL``: a power cut may lose the last commits,
+  never corrupt the file; since data is synced *before* each commit, an
+  older journal state always claims less than is on disk, never more.
+  Two kinds of commit are synced (``durable``): the heartbeat, once a
+  second, which bounds the progress a power cut can lose; and a file's
+  ``verified``, which must be on disk before its part file is renamed.
+* The schema is versioned with sqlite-utils ``Migrations``; a journal that
+  carries migrations this segdl does not know is refused, not guessed at.
+
+The journal is five modules, the only ones that talk to SQLite: this
+one opens the journal and writes to it; ``journal_db.py`` is the
+connection (one transaction helper, SQLite's errors named);
+``journal_schema.py`` the schema, its migrations and triggers;
+``journal_queries.py`` (the engine's reads) and ``journal_status.py``
+(``status``'s summary and listing, as frozen values) the reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..values.errors import JournalError
+from .queries import JournalQueries
+from .db import Db, journal_errors
+from .schema import EVENT_KINDS, MIGRATION_STEPS, bring_up_to_date
+from .status import StatusQueries
+
+__all__ = ["EVENT_KINDS", "MIGRATION_STEPS", "Journal", "default_path"]
+
+
+def default_path() -> Path:
+    env = os.environ.get("SEGDL_JOURNAL")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "segdl" / "journal.sqlite"
+
+
+def _private(path: Path) -> bool:
+    """Make the journal only its owner can read (0600): it keeps the URLs
+    as they were given, ``user:password@`` too.  A new one is created so
+    (SQLite gives its -wal and -shm the database's mode); an older one and
+    its -wal and -shm are made so.  True when it is new (or still empty)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        empty = False
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                st = os.stat(p)
+                empty = empty or (p == path and st.st_size == 0)
+                if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                    os.chmod(p, st.st_mode & 0o700)
+            except OSError:
+                pass  # not there (-wal, -shm), or not ours to change
+        return empty
+    os.close(fd)
+    return True
+
+
+class Journal(StatusQueries, JournalQueries):
+    def __init__(self, path: Path | str | None = None, *, readonly: bool = False,
+                 handed_over: bool = False) -> None:
+        """``handed_over``: made on one thread, then used on another (one at
+        a time), as the service's engine journal is."""
+        self.path = Path(path) if path is not None else default_path()
+        self.readonly = readonly
+        with journal_errors(self.path):
+            if readonly:
+                if not self.path.exists():
+                    raise JournalError(f"no journal at {self.path}")
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+            else:
+                from ..disk.storage import make_dirs
+
+                make_dirs(self.path.parent)
+                new = _private(self.path)
+                conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=not handed_over)
+            conn.isolation_level = None  # transactions are explicit (Db.atomic)
+            self.db = Db(conn)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                if new:
+                    self._sync_creation()
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.execute("PRAGMA foreign_keys = ON")
+            self._check_schema()
+
+    def _sync_creation(self) -> None:
+        """A new journal's file and name, made durable before anything is
+        committed to it.  SQLite syncs the folder for the WAL it creates,
+        never for the database file itself: after a power cut the WAL could
+        be there without the database it belongs to."""
+        from ..disk.storage import fsync_dir
+
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self.path.parent)
+
+    def _check_schema(self) -> None:
+        bring_up_to_date(self.db, self.path, self.readonly)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def atomic(self, durable: bool = False) -> Iterator[Db]:
+        """The one transaction helper every write goes through.  Commits
+        are not synced (``synchronous=NORMAL``) unless ``durable``; a
+        durable one makes every earlier commit durable too."""
+        with journal_errors(self.path):
+            with self.db.atomic(durable) as db:
+                yield db
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """The engine's loop: every write of one turn in one transaction,
+        one commit (synced if a write was ``durable``); see ``_Db.turn``."""
+        with journal_errors(self.path):
+            with self.db.turn():
+                yield
+
+    # ------------------------------------------------------------- jobs
+
+    def create_job(self, dest: Path, spec: dict[str, Any], collection: str | None = None) -> int:
+        with self.atomic() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (created, dest, collection, spec, state) VALUES (?, ?, ?, ?, 'running')",
+                [time.time(), str(dest), collection, json.dumps(spec)],
+            )
+            return cur.lastrowid
+
+    def finish_job(self, job_id: int) -> None:
+        with self.atomic() as db:
+            db.execute("UPDATE jobs SET state = 'finished', pid = NULL WHERE id = ?", [job_id])
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        with self.atomic() as db:
+            db.execute(
+                f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                [*fields.values(), job_id],
+            )
+
+    def heartbeat(self, job_ids: list[int], live: dict[int, tuple[float, int, list | None]],
+                  durable: bool = True) -> None:
+        """Live numbers for ``status``: file id -> (speed, received bytes,
+        per-mirror stats).  Once a second; ``durable`` (every
+        ``Settings.commit_interval``, 1 s by default) makes its commit the
+        synced one, which bounds the recorded progress a power cut loses."""
+        with self.atomic(durable=durable) as db:
+            now = time.time()
+            db.conn.executemany("UPDATE jobs SET heartbeat = ? WHERE id = ?", [(now, j) for j in job_ids])
+            if live:
+                db.conn.executemany(
+                    "UPDATE files SET speed = ?, received = ?, mirrors = ? WHERE id = ?",
+                    [(sp, rc, json.dumps(m) if m else None, fid) for fid, (sp, rc, m) in live.items()],
+                )
+
+    def drop_provisional(self, path: Path, keep: int) -> None:
+        """A file registered under the name its URL gave it started under
+        another (the server named it): its provisional row goes."""
+        with self.atomic() as db:
+            db.execute("""DELETE FROM files WHERE path = ? AND id != ? AND state = 'queued'
+                          AND NOT EXISTS (SELECT 1 FROM segments WHERE file_id = files.id)""", [str(path), keep])
+
+    def set_service_limits(self, max_speed: int, max_file_speed: int) -> None:
+        """The service's limits, kept across restarts (a ``limits`` event
+        when they change)."""
+        with self.atomic() as db:
+            db.execute("UPDATE limits SET max_speed = ?, max_file_speed = ? WHERE id = 1",
+                       [max_speed, max_file_speed])
+
+    def set_paused(self, file_ids: list[int], paused: bool) -> None:
+        with self.atomic() as db:
+            db.conn.executemany("UPDATE files SET paused = ? WHERE id = ?", [(int(paused), f) for f in file_ids])
+
+    # ------------------------------------------------------------- files
+
+    def put_file(self, job_id: int, url: str, path: Path, **fields: Any) -> int:
+        """Create the row for ``path`` (or take it over for this job)."""
+        now = time.time()
+        with self.atomic() as db:
+            existing = list(db.query("SELECT id FROM files WHERE path = ?", [str(path)]))
+            if existing:
+                fid = existing[0]["id"]
+                sets = {"job_id": job_id, "url": url, "updated": now, **fields}
+                db.execute(
+                    f"UPDATE files SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
+                    [*sets.values(), fid],
+                )
+                return fid
+            row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued",
+                   "created": now, "updated": now, **fields}
+            cur = db.execute(
+                f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                list(row.values()),
+            )
+            return cur.lastrowid
+
+    def update_file(self, file_id: int, *, durable: bool = False, **fields: Any) -> None:
+        fields["updated"] = time.time()
+        with self.atomic(durable) as db:
+            db.execute(
+                f"UPDATE files SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                [*fields.values(), file_id],
+            )
+
+    def mark_verified(self, items: list[tuple[int, str, str | None, str | None]]) -> None:
+        """(file id, blake3, sha256, git sha1) of files whose digests
+        matched: one synced commit, made before any of them is renamed
+        into place."""
+        now = time.time()
+        with self.atomic(durable=True) as db:
+            db.conn.executemany(
+                "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, git_sha1 = ?, updated = ? WHERE id = ?",
+                [(b3, sha, git, now, fid) for fid, b3, sha, git in items])
+
+    def mark_done(self, items: list[tuple[int, float, int]]) -> None:
+        """(file id, mtime, size) of files renamed into place."""
+        now = time.time()
+        with self.atomic() as db:
+            db.conn.executemany(
+                "UPDATE files SET state = 'done', mtime = ?, size = ?, updated = ? WHERE id = ?",
+                [(mtime, size, now, fid) for fid, mtime, size in items])
+
+    # ---------------------------------------------------------- segments
+
+    def replace_segments(self, file_id: int, ranges: list[tuple[int, int | None]], **file_fields: Any) -> list[int]:
+        """Start a file over: forget its segments, record a fresh plan and
+        the file's new facts, all in one transaction."""
+        with self.atomic() as db:
+            db.execute("DELETE FROM segments WHERE file_id = ?", [file_id])
+            ids = []
+            for start, end in ranges:
+                cur = db.execute(
+                    'INSERT INTO segments (file_id, start, "end", done) VALUES (?, ?, ?, 0)',
+                    [file_id, start, end],
+                )
+                ids.append(cur.lastrowid)
+            if file_fields:
+                file_fields["updated"] = time.time()
+                db.execute(
+                    f"UPDATE files SET {', '.join(f'{k} = ?' for k in file_fields)} WHERE id = ?",
+                    [*file_fields.values(), file_id],
+                )
+            return ids
+
+    def record(self, done: dict[int, int], splits: list[tuple[int, int, int, int]] = ()) -> dict[int, int]:
+        """One commit of durable progress and accepted splits.
+
+        ``done``: segment id -> durable bytes from its start.
+        ``splits``: (segment id, new end, tail start, tail end); returns
+        {segment id: tail segment id}.
+        """
+        tails: dict[int, int] = {}
+        with self.atomic() as db:
+            if done:
+                db.conn.executemany(
+                    "UPDATE segments SET done = MAX(done, ?) WHERE id = ?",
+                    [(d, sid) for sid, d in done.items()],
+                )
+            for sid, new_end, t_start, t_end in splits:
+                db.execute('UPDATE segments SET "end" = ? WHERE id = ?', [new_end, sid])
+                fid = list(db.query("SELECT file_id FROM segments WHERE id = ?", [sid]))[0]["file_id"]
+                cur = db.execute(
+                    'INSERT INTO segments (file_id, start, "end", done) VALUES (?, ?, ?, 0)',
+                    [fid, t_start, t_end],
+                )
+                tails[sid] = cur.lastrowid
+        return tails
+
+    # ------------------------------------------------------------ status
+
+    # ------------------------------------------------------------- events
+
+    def prune_progress(self, older_than: float) -> None:
+        """Progress events are many and only the latest of each file
+        matters after a while: drop the old ones (state events stay: they
+        are the history)."""
+        with self.atomic() as db:
+            db.execute("DELETE FROM events WHERE kind = 'progress' AND time < ?", [older_than])
+

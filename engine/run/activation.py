@@ -1,0 +1,167 @@
+"""Activation: a probed file becomes a download.  Its journal row and
+segment plan first, then its locked, preallocated part file; resumed where
+the journal says, or started over when the remote changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+from ..rules import lifecycle
+from ..disk import storage
+from ..values.errors import (
+    BusyError,
+    RemoteChangedError,
+    UsageError,
+)
+from .filerun import FileRun, Source
+from .files import Files
+from ..rules.http import RemoteInfo
+from ..journal.writer import Journal
+from ..inputs.naming import part_path, redact_url
+from ..rules.ranges import plan_units, unit_for_latency
+from ..values.request import Settings
+from ..rules.scheduler import Scheduler
+
+
+class Activation:
+    """Starts probed files, and owns their part files' locks: held while a
+    file runs, kept to the end of the engine for a failed file whose
+    cancelled transfers may still write."""
+
+    intake: "Intake"  # the peers, set by the coordinator once every part exists
+    existing: "Existing"
+    control: "Control"
+    finishing: "Finishing"
+
+    def __init__(self, files: Files, journal: Journal, sched: Scheduler, settings: Settings, on_message) -> None:
+        self.files, self.journal, self.sched, self.s, self.on_message = files, journal, sched, settings, on_message
+        self._held: list[int] = []  # locks of failed files, released at shutdown
+
+    def activate(self, run: FileRun, sources: list[Source]) -> None:
+        req = run.request
+        if run.plain:
+            sources = [Source(x.url, replace(x.remote, ranged=False)) for x in sources[:1]]
+        run.sources = sources
+        remote = sources[0].remote
+        # The server publishes the file's sha256 (Repr-Digest, Digest, a
+        # hub's X-Linked-ETag): the download is checked against it too.
+        run.published_sha256 = remote.sha256
+        if req.size is not None and remote.size is not None and req.size != remote.size:
+            raise RemoteChangedError(f"the server reports {remote.size} bytes, the manifest says {req.size}")
+        final = self.intake.target(run, remote)
+        owner = self.files.writer_of(final)
+        if owner is not None and owner != run.job.id and run.final != final:
+            raise BusyError(f"another job of this engine is downloading {final}; add it again when that ends")
+        if owner is not None and run.final != final:
+            raise UsageError(f"two downloads in this job would write {final}")
+        self.files.claim_target(final, run.job.id)
+        run.final, run.part, run.remote = final, part_path(final), remote
+        if run.provisional is not None and run.provisional != final:
+            self.intake.rename_provisional(run, final)
+        if final.exists():
+            run.job.root.check(final)  # not one outside the folder, through a symlink
+            if self.existing.existing(run, final, remote):
+                return
+        self.lock(run)  # before the journal or the part file is touched
+        row = self.journal.file_by_path(final)
+        # The row says what the run will be: paused if it was paused before
+        # it started, with its own priority and speed limit.
+        facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
+                     etag=remote.etag, last_modified=remote.last_modified,
+                     expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
+                     state="paused" if run.paused else "downloading", error=None, exit_code=None,
+                     paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
+        old = self.journal.segments(row["id"]) if row else []
+        resume = self._resumable(run, row, old, remote)
+        if resume:
+            fid = self.journal.put_file(run.job.id, req.url, final, **facts)
+            segments = old
+            storage.prepare(run.lock, remote.size, keep=True)
+        else:
+            if row and row["state"] not in lifecycle.COMPLETE and old:
+                why = run.restart_reason or self.why_restart(row, remote) or (
+                    None if row["ranged"] else "the server does not support ranges, so a partial download cannot continue")
+                if why:
+                    self.on_message(f"{final.name}: {why}; restarting from zero")
+            plan = (
+                [(r.start, r.end) for r in plan_units(remote.size, unit_for_latency(remote.latency, self.s.min_segment))]
+                if remote.ranged and remote.size is not None
+                else ([(0, remote.size)] if remote.size != 0 else [])
+            )
+            # The row's new facts and its fresh plan in one commit: no row
+            # pairs them with the old plan's progress, so a queued row's
+            # plan can be trusted (a retried file resumes) ...
+            with self.journal.atomic():
+                fid = self.journal.put_file(run.job.id, req.url, final, **facts)
+                ids = self.journal.replace_segments(fid, plan)
+            segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
+            storage.prepare(run.lock, remote.size, keep=False)  # ... then the bytes' home
+        self.files.forget_waiting(run.id)
+        run.id = fid
+        run.move("downloading")
+        run.started = time.monotonic()
+        self.files.start(run)
+        self.sched.add_file(fid, ranged=remote.ranged, max_connections=run.job.connections, priority=run.priority,
+                            host=urlsplit(remote.final_url).netloc.lower())
+        for seg in segments:
+            self.sched.add_segment(fid, seg["id"], seg["start"], seg["end"], seg["done"])
+            run.seen[seg["id"]] = seg["start"] + seg["done"]
+        run.done = sum(seg["done"] for seg in segments)
+        if run.paused:  # paused before it started (or before a restart)
+            run.paused = False
+            self.control.set_paused(run, True)
+        if self.sched.file_done(fid):
+            self.finishing.complete(fid)
+
+    def lock(self, run: FileRun) -> None:
+        if run.lock is not None and run.lock.path == run.part:
+            return  # kept across a restart
+        self.unlock(run)
+        try:
+            run.lock = storage.lock_part(run.job.root, run.part)
+        except BusyError:
+            run.busy = True
+            raise
+
+    @staticmethod
+    def unlock(run: FileRun) -> None:
+        if run.lock is not None:
+            storage.unlock(run.lock.fd)
+            run.lock = None
+
+    def hold_to_end(self, run: FileRun) -> None:
+        """Keep the file's part locked until the workers have stopped (its
+        cancelled transfers may still write)."""
+        if run.lock is not None:
+            self._held.append(run.lock.fd)
+            run.lock = None
+
+    def release_held(self) -> None:
+        for fd in self._held:
+            storage.unlock(fd)
+        self._held.clear()
+
+    def _resumable(self, run: FileRun, row: dict | None, segments: list[dict], remote: RemoteInfo) -> bool:
+        if run.fresh or row is None or not remote.ranged or remote.size is None:
+            return False
+        if row["state"] in lifecycle.COMPLETE or row["state"] == lifecycle.HASH_MISMATCH:
+            return False
+        if self.why_restart(row, remote) or not row["ranged"]:
+            return False
+        if storage.file_size(run.part) != remote.size:
+            return False
+        return bool(segments) or remote.size == 0
+
+    @staticmethod
+    def why_restart(row: dict, remote: RemoteInfo) -> str | None:
+        if row["size"] != remote.size:
+            return f"the remote size changed ({row['size']} -> {remote.size})"
+        if row["etag"] and remote.etag and row["etag"] != remote.etag:
+            return f"the remote ETag changed ({row['etag']} -> {remote.etag})"
+        if row["last_modified"] and remote.last_modified and row["last_modified"] != remote.last_modified:
+            return "the remote Last-Modified changed"
+        return None
+

@@ -1,0 +1,113 @@
+"""The runtime record of one file being worked on (a sub-resource of a job),
+and of each URL that serves it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..rules import lifecycle
+from ..disk.confine import Root
+from ..values.errors import SegdlError
+from ..rules.http import RemoteInfo
+from ..values.request import Request
+from ..values.results import FileResult
+from ..rules.retry import RetryPolicy
+from ..disk.storage import Held
+
+
+@dataclass(slots=True)
+class JobRun:
+    """One job (a batch of files added together) while the engine runs it:
+    where its files go and how, and their results in request order."""
+
+    id: int
+    dest: Path
+    connections: int  # per file
+    force: bool
+    results: list[FileResult | None]
+    collection: str | None = None
+    left: int = 0  # files not in a final state yet
+    # ``dest`` opened: every file of the job is written under it, never
+    # outside (see confine.py); closed when the job ends.
+    root: Root | None = None
+
+    def __post_init__(self) -> None:
+        if self.root is None:
+            self.root = Root(self.dest)
+
+    @property
+    def finished(self) -> bool:
+        return self.left <= 0
+
+
+@dataclass(slots=True)
+class FileRun:
+    """A file being worked on in this run."""
+
+    index: int
+    request: Request
+    job: JobRun
+    id: int = 0
+    final: Path | None = None
+    part: Path | None = None
+    remote: RemoteInfo | None = None
+    started: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    plain: bool = False  # forced to one plain stream (server ignores Range)
+    fresh: bool = False  # do not resume: start over
+    received: int = 0  # bytes taken off the wire in this run
+    snap: int = 0  # ``received`` at the last snapshot
+    done: int = 0  # bytes on disk (estimate, includes earlier runs)
+    seen: dict[int, int] = field(default_factory=dict)
+    speed: float = 0.0
+    state: str = lifecycle.QUEUED
+    draining: set[int] = field(default_factory=set)
+    restart_reason: SegdlError | None = None
+    sources: list["Source"] = field(default_factory=list)  # the URL and its mirrors
+    source_of: dict[int, int] = field(default_factory=dict)  # segment -> source index
+    paused: bool = False
+    priority: int = 0  # higher first: for intake and for connections
+    provisional: Path | None = None  # the row it was registered under before it started
+    speed_cap: int = 0  # bytes/s for the whole file, set live (0: the job's per-file limit)
+    resolving: bool = False  # re-resolving an expired signed URL
+    probe_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    not_before: float = 0.0  # do not probe before this (monotonic)
+    limit: int = 0  # bytes/s for each of its connections (0: none)
+    allotted: float = 0.0  # bytes/s for the whole file under the job's limit
+    allotted_at: float = 0.0  # when ``allotted`` last changed (monotonic)
+    demand: float | None = None  # what it can use, if less than allotted
+    lock: Held | None = None  # its part file, held with a flock
+    busy: bool = False  # another process downloads it: leave its journal row alone
+    # The sha256 the server publishes for this download (not the user's
+    # expectation: never journaled as one, learnt again by every probe).
+    published_sha256: str | None = None
+    # The network side of this run: (worker, connection id) pairs that
+    # carried its ranges, protocols spoken, connect and TLS seconds.
+    conns: set = field(default_factory=set)
+    protocols: set = field(default_factory=set)
+    connect_s: float = 0.0
+    tls_s: float = 0.0
+    updating: bool = False  # its final file is segdl's and out of date: replace it
+    # The digests of the whole file, when its probe carried all of it and
+    # those bytes were written: no worker needs to hash it.
+    carried: "Digests | None" = None
+
+    def move(self, state: str) -> None:
+        """The one place a run changes state (see lifecycle.py)."""
+        self.state = lifecycle.move(self.state, state)
+
+
+@dataclass(slots=True)
+class Source:
+    """One URL that serves a file: the original or a mirror."""
+
+    url: str
+    remote: RemoteInfo
+    failures: int = 0
+    disabled: bool = False
+    received: int = 0
+    running: int = 0
+    rate: float = 0.0  # bytes/s per connection, smoothed
+    snap: int = 0  # ``received`` at the last snapshot

@@ -1,0 +1,252 @@
+"""Finishing: a file whose segments are all durable is verified (the
+worker's in-stream digest, or a read from disk), recorded as verified
+(synced), renamed into place, and recorded done; or it fails, alone.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..disk import storage
+from ..values.errors import (
+    HashMismatchError,
+    SegdlError,
+    StorageError,
+)
+from ..rules import lifecycle
+from .filerun import FileRun
+from .files import Files
+from ..journal.writer import Journal
+from ..values.messages import (
+    Digest,
+    Hashed,
+)
+from ..values.results import FileResult
+from ..disk.verify import Digests, digest_file, same_digest
+from .workers import Workers
+
+
+class Finishing:
+    """Owns the files between their last byte and their end: waiting for a
+    worker's digest, hashed from disk, verified and not yet committed so,
+    being renamed into place."""
+
+    activation: "Activation"  # the peers, set by the coordinator once every part exists
+    dispatch: "Dispatch"
+    intake: "Intake"
+
+    def __init__(self, files: Files, journal: Journal, workers: Workers, on_result) -> None:
+        self.files, self.journal, self.workers, self.on_result = files, journal, workers, on_result
+        self._awaiting_hash: set[int] = set()  # complete files whose worker is finishing their digest
+        self._verifying: dict[int, Future] = {}  # hashed from disk
+        self._verified: list[tuple[int, Digests]] = []  # to mark verified and rename, in one batch
+        self._recorded: list[list[tuple[int, Digests]]] = []  # verified in this turn's commit, to rename after it
+        self._finalizing: dict[int, tuple[list, Future]] = {}  # batches being renamed
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
+
+    def idle(self) -> bool:
+        return not (self._awaiting_hash or self._verifying or self._verified or self._recorded or self._finalizing)
+
+    def forget(self, fid: int) -> None:
+        """A file cancelled while it was being verified."""
+        self._verifying.pop(fid, None)
+        self._awaiting_hash.discard(fid)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def complete(self, fid: int) -> None:
+        run = self.files.runs[fid]
+        run.move("verifying")
+        self.journal.update_file(fid, state="verifying")
+        worker = self.workers.tracker(fid)
+        if run.carried is not None:
+            self._verify(fid, run.carried)  # its probe carried it whole; the worker synced it
+        elif worker is not None and not run.request.git_sha1:
+            self.workers.send(worker, Digest(fid, run.remote.size))  # answered by a Hashed event
+            self._awaiting_hash.add(fid)
+        else:
+            self._digest_from_disk(run)
+        self.dispatch.release(fid)
+
+    def _digest_from_disk(self, run: FileRun) -> None:
+        self._verifying[run.id] = self.workers.wake_on(
+            # A git blob sha1 (a small file a hub keeps in git) is read back:
+            # the workers hash blake3 and sha256 only.
+            self._pool.submit(digest_file, run.part, sha256=self.dispatch.wants_sha256(run),
+                              git_sha1=bool(run.request.git_sha1)))
+
+    def hashed(self, ev: Hashed) -> None:
+        if ev.file not in self._awaiting_hash:
+            return  # the file ended or restarted meanwhile
+        self._awaiting_hash.discard(ev.file)
+        run = self.files.runs[ev.file]
+        if ev.blake3 is None:
+            self._digest_from_disk(run)  # the worker did not see every byte
+            return
+        self._verify(ev.file, Digests(ev.blake3, ev.sha256))
+
+    def collect_verifications(self) -> None:
+        for fid, fut in list(self._verifying.items()):
+            if not fut.done():
+                continue
+            del self._verifying[fid]
+            try:
+                d: Digests = fut.result()
+            except SegdlError as e:
+                self.fail(fid, e)
+                continue
+            self._verify(fid, d)
+        self.flush_verified()
+        self._collect_finalizations()
+
+    def _verify(self, fid: int, d: Digests) -> None:
+        """Compare a finished file's digests with what is expected; rename
+        it into place (off the loop) when they agree."""
+        run = self.files.runs[fid]
+        req = run.request
+        if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
+                and same_digest(run.published_sha256, d.sha256) and same_digest(req.git_sha1, d.git_sha1)):
+            if req.blake3 and not same_digest(req.blake3, d.blake3):
+                want, got = f"blake3 {req.blake3}", d.blake3
+            elif not same_digest(req.sha256, d.sha256):
+                want, got = f"sha256 {req.sha256}", d.sha256
+            elif not same_digest(req.git_sha1, d.git_sha1):
+                want, got = f"git blob sha1 {req.git_sha1} (listed by the hub)", d.git_sha1
+            else:
+                want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
+            err = HashMismatchError(
+                f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"
+            )
+            self.journal.update_file(fid, state="hash_mismatch", blake3=d.blake3, sha256=d.sha256,
+                                     error=err.message, exit_code=err.exit_code)
+            self._end(run, "hash_mismatch", err, d)
+            return
+        # The digest is recorded before the rename: a crash between the
+        # two leaves a final file that the next run recognises by it.
+        self._verified.append((fid, d))
+
+    def flush_verified(self) -> None:
+        """Files verified on this turn of the loop: their 'verified' goes
+        into the turn's commit, which is then synced (durable before any
+        rename: after a power cut a final file without it would look like
+        someone else's, "exists and differs"); their renames wait for
+        :meth:`committed`."""
+        if not self._verified:
+            return
+        batch, self._verified = self._verified, []
+        self.journal.mark_verified([(fid, d.blake3, d.sha256, d.git_sha1) for fid, d in batch])
+        self._recorded.append(batch)
+
+    def committed(self) -> None:
+        """The turn's synced commit holds the files verified in it: rename
+        them into place, in one job off the loop (one fsync per folder)."""
+        for batch in self._recorded:
+            batch = [(fid, d) for fid, d in batch if fid in self.files.runs]
+            if not batch:
+                continue
+            runs = [self.files.runs[fid] for fid, _ in batch]
+            fut = self.workers.wake_on(self._pool.submit(
+                storage.finalize_many, [(r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None)
+                                        for r in runs]))
+            self._finalizing[batch[0][0]] = (batch, fut)
+        self._recorded.clear()
+
+    def _collect_finalizations(self) -> None:
+        for key, (batch, fut) in list(self._finalizing.items()):
+            if not fut.done():
+                continue
+            del self._finalizing[key]
+            done = []
+            for (fid, d), error in zip(batch, fut.result()):
+                run = self.files.runs.get(fid)
+                if run is None:
+                    continue  # it ended meanwhile
+                try:
+                    if error is not None:
+                        raise error
+                    st = run.final.stat()
+                except (SegdlError, OSError) as e:
+                    self.fail(fid, e if isinstance(e, SegdlError) else StorageError(str(e)))
+                    continue
+                done.append((fid, d, st))
+            self.journal.mark_done([(fid, st.st_mtime, st.st_size) for fid, _, st in done])
+            for fid, d, _ in done:
+                self._end(self.files.runs[fid], "done", None, d)
+
+    def finalizing(self, fid: int) -> bool:
+        """Is the file verified and being renamed into place right now?"""
+        return any(fid == f for f, _ in self._verified) or any(fid == f for b in self._recorded for f, _ in b) or any(
+            fid == f for batch, _ in self._finalizing.values() for f, _ in batch)
+
+    def fail(self, fid: int, error: SegdlError) -> None:
+        run = self.files.runs.get(fid)
+        if run is None or run.state in lifecycle.FAILURES or run.state == lifecycle.DONE:
+            return
+        self.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
+        self._end(run, error.status, error, None)  # cancels what still runs of it ...
+        self.dispatch.release(fid)  # ... before its descriptor is closed
+
+    def _end(self, run: FileRun, status: str, error: SegdlError | None, d: Digests | None) -> None:
+        self.final(run, status)
+        size = run.remote.size if run.remote else None
+        self.files.set_result(run, FileResult(
+            run.request.url, str(run.final), status, size,
+            d.blake3 if d else None, d.sha256 if d else None,
+            error.message if error else None, error.exit_code if error else 0,
+            round(time.monotonic() - run.started, 3), run.received,
+            len(run.conns), ",".join(sorted(p for p in run.protocols if p)) or None,
+            round(run.connect_s * 1000, 1), round(run.tls_s * 1000, 1),
+        ))
+        self.retire(run)
+        self.on_result(run.job.results[run.index])
+
+    def retire(self, run: FileRun, hold_lock: bool = False) -> None:
+        """A file in its final state leaves the working sets, so the loop's
+        cost follows the files in flight, not the size of the job."""
+        if hold_lock or run.state in (lifecycle.FAILED, lifecycle.REMOVED):
+            # Its cancelled transfers may still write: keep the part file
+            # locked until the workers have stopped (end of the job).
+            self.activation.hold_to_end(run)
+        self.activation.unlock(run)
+        if run.id and self.files.drop(run.id, run):
+            self.dispatch.drop_file(run.id)
+
+    def settle(self, run: FileRun, result: FileResult) -> None:
+        self.final(run, result.status)
+        self.files.set_result(run, result)
+        self.retire(run)
+        self._record_failure(run, result)
+        self.on_result(result)
+
+    def _record_failure(self, run: FileRun, result: FileResult) -> None:
+        if run.busy:
+            return  # the row is the other process's
+        if result.status == "failed" and run.id:
+            if self.files.runs.get(run.id, run) is not run:
+                return  # the row is another live run's (the same target in another job)
+            self.journal.update_file(run.id, state="failed", error=result.error, exit_code=result.exit_code)
+        elif result.status == "failed":
+            # Failed before it had a row (at its first request): record it,
+            # so status shows it and ``segdl retry`` finds it.
+            try:
+                path = run.final or self.intake.target(run, None)
+            except SegdlError:
+                return  # an invalid target: nothing to retry
+            row = self.journal.file_by_path(path)
+            if row and (row["state"] in lifecycle.COMPLETE or self.files.holds(row["id"])):
+                return
+            self.journal.put_file(run.job.id, run.request.url, path, state="failed", error=result.error,
+                                  exit_code=result.exit_code, expected_blake3=run.request.blake3,
+                                  expected_sha256=run.request.sha256, expected_git_sha1=run.request.git_sha1)
+
+    def final(self, run: FileRun, status: str) -> None:
+        """A file reaches a final state; its job ends with its last file."""
+        was_final = lifecycle.is_final(run.state)
+        run.move(status)
+        self.files.forget_waiting(run.id)
+        if not was_final:
+            run.job.left -= 1
+            if run.job.finished:
+                self.files.job_ended(run.job)

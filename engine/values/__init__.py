@@ -1,0 +1,1 @@
+"""Values that cross a boundary (a process, a door): requests and settings, messages, results, errors."""

@@ -52,6 +52,7 @@ class _Probe:
     options: TransferOptions | None = None
     hops: int = 0  # redirects followed here (not by libcurl)
     big: bool = False  # the file is at least PROBE_BIG: its body is not waited for
+    began: float = field(default_factory=time.monotonic)  # when it was launched (its deadline counts from it)
 
     def on_header(self, line: bytes) -> None:
         self.head.feed(line)
@@ -107,12 +108,15 @@ class _ProbeSet:
     def __init__(self, streams: int = 1, per_host: int = 0) -> None:
         self.multi, self.share = _new_multi(streams, per_host)
         self.active: dict[pycurl.Curl, _Probe] = {}
-        self.began: dict[pycurl.Curl, float] = {}
 
     def close(self) -> None:
+        self.drop_all()
+        self.multi.close()
+
+    def drop_all(self) -> None:
+        """End every probe in flight, reporting nothing."""
         for c in list(self.active):
             self._end(c)
-        self.multi.close()
 
     def launch(self, url: str, options: TransferOptions, with_data: bool) -> RemoteInfo | SegdlError | None:
         """Start probing ``url``; an error if it cannot even start."""
@@ -130,12 +134,10 @@ class _ProbeSet:
         c.setopt(pycurl.TIMEOUT_MS, int(max(1.0, options.stall_timeout) * 1000 * 3))
         self.multi.add_handle(c)
         self.active[c] = p
-        self.began[c] = time.monotonic()
         return None
 
     def _end(self, c: pycurl.Curl) -> None:
         self.active.pop(c)
-        self.began.pop(c, None)
         self.multi.remove_handle(c)
         c.close()  # its connection stays in the multi's pool
 
@@ -196,7 +198,7 @@ class _ProbeSet:
                 # waited for).  Keep what came: a worker fetches the rest.
                 done.append((p.url, _probe_result(p)))
                 self._end(c)
-            elif now - self.began[c] > deadline:
+            elif now - p.began > deadline:
                 done.append((p.url, TransientError("probe timed out")))
                 self._end(c)
         return done
@@ -256,8 +258,7 @@ class Prober:
                 if probes.active:
                     probes.wait(0.05)
         finally:
-            for c in list(probes.active):
-                probes._end(c)
+            probes.drop_all()
         return results
 
 

@@ -178,6 +178,8 @@ class Intake:
                 continue  # settled without the network
             for h in hosts:
                 per_host[h] = per_host.get(h, 0) + 1
+                if cap:  # held against the cap until its findings are taken
+                    self.sched.reserved[h] = self.sched.reserved.get(h, 0) + 1
             batch.append(run)
         self.files.put_back(held)  # first again, in their order
         for run in later:
@@ -191,9 +193,6 @@ class Intake:
             orders.append(ProbeOrder(id(run), urls, tuple(self.dispatch.options_for(run, u) for u in urls),
                                      frozenset(urls[:1]) if fresh else frozenset()))
             self._probing[id(run)] = run
-            if cap:
-                for h in _hosts(run):
-                    self.sched.reserved[h] = self.sched.reserved.get(h, 0) + 1
         self._probes.add(orders)
 
     def _fresh_target(self, run: FileRun) -> bool:

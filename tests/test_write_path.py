@@ -281,3 +281,30 @@ def test_many_slow_connections_finish(make_nginx, tmp_path):
                   tmp_path / "j.sqlite", timeout=90)
     assert p.returncode == 0, p.stderr
     assert json_lines(p)[0]["blake3"] == blake3_file(root / "slow.bin") == blake3_file(tmp_path / "out" / "slow.bin")
+
+
+def test_a_process_forked_after_a_side_by_side_sync_syncs_side_by_side_too(tmp_path):
+    """A fork copies only the forking thread: a worker forked after the
+    coordinator used its fsync pool (a service's second job) once waited
+    forever on the parent's pool, whose threads it does not have."""
+    import multiprocess
+
+    fds = [os.open(tmp_path / f"f{i}", os.O_CREAT | os.O_RDWR) for i in range(3)]
+    try:
+        assert storage.sync_many(fds) == {}  # the pool, with its threads, in this process
+
+        def child(out):
+            out.put(storage.sync_many(fds))
+
+        results = multiprocess.get_context("fork").Queue()
+        p = multiprocess.get_context("fork").Process(target=child, args=(results,))
+        p.start()
+        try:
+            assert results.get(timeout=20) == {}
+        finally:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    finally:
+        for fd in fds:
+            os.close(fd)

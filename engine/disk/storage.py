@@ -302,8 +302,21 @@ def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int
 _POOL = None
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool has no threads here (a fork
+    copies only the forking thread), and a job given to it would wait
+    forever.  A worker forked after the coordinator synced side by side
+    (a service's later job, a restarted worker) makes its own."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _sync_pool():
-    """Threads for fsyncs made side by side (made once, on first use)."""
+    """Threads for fsyncs made side by side (made once per process, on
+    first use)."""
     global _POOL
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor

@@ -171,6 +171,25 @@ SEND_STEP = 256 * 1024  # bytes per sendfile call
 PACED_SNDBUF = 128 * 1024  # send buffer of a paced connection
 
 
+SAME_MOMENT = 0.02  # seconds: see FileServer.concurrency
+
+
+def peak_overlap(spans: list[tuple[float, float]], since: float, grace: float) -> int:
+    """The most of ``spans`` (start, end) open at one moment after
+    ``since``, each ending ``grace`` seconds early."""
+    marks = []
+    for start, end in spans:
+        end = end - grace
+        if end > max(start, since):
+            marks += [(max(start, since), 1), (end, -1)]
+    marks.sort()  # at one moment, an end (-1) before a start
+    most = now = 0
+    for _, step in marks:
+        now += step
+        most = max(most, now)
+    return most
+
+
 class FileServer:
     """The files under ``root`` on ``http://127.0.0.1:PORT/NAME``.
 
@@ -207,17 +226,31 @@ class FileServer:
     def reset_log(self) -> None:
         with self._httpd.lock:
             self._httpd.log.clear()
-            self._httpd.peak_requests = self._httpd.in_flight
+            self._httpd.spans.clear()
+            self._httpd.since = time.monotonic()
             self._httpd.peak_connections = len(self._httpd.conns)
 
-    def concurrency(self) -> dict[str, int]:
+    def concurrency(self, grace: float = SAME_MOMENT) -> dict[str, int]:
         """The most requests being served at once, and the most connections
         open at once, since the start or :meth:`reset_log`.  A request
-        counts from its headers to its last byte, as nginx's ``limit_conn``
-        counts connections: an idle keep-alive connection is not one."""
+        counts from its headers to its last byte acknowledged, as nginx's
+        ``limit_conn`` counts connections: an idle keep-alive connection is
+        not one.
+
+        The server sees a request end when it sees its last byte
+        acknowledged, a poll and a thread wake-up after the client had it
+        and went on; a request that began within ``grace`` seconds of
+        another's end does not count as beside it."""
         with self._httpd.lock:
-            return {"requests": self._httpd.peak_requests, "connections": self._httpd.peak_connections,
-                    "in_flight": self._httpd.in_flight}
+            now = time.monotonic()
+            spans = [*self._httpd.spans, *((t, now) for t, _ in self._httpd.open_spans.values())]
+            return {"requests": peak_overlap(spans, self._httpd.since, grace),
+                    "connections": self._httpd.peak_connections, "in_flight": self._httpd.in_flight}
+
+    def serving(self) -> list[str]:
+        """The paths of the requests being served now (one per request)."""
+        with self._httpd.lock:
+            return sorted(p for _, p in self._httpd.open_spans.values())
 
     def start(self) -> "FileServer":
         self._httpd = _Server((HOST, 0), _Handler)
@@ -263,7 +296,10 @@ class _Server(http.server.ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: dict[str, int] = {}
         self.log: list[dict] = []
-        self.in_flight = self.peak_requests = self.peak_connections = 0
+        self.in_flight = self.peak_connections = 0
+        self.spans: list[tuple[float, float]] = []  # requests served: (headers in, last byte acknowledged)
+        self.open_spans: dict[int, tuple[float, str]] = {}  # requests being served: their start, path
+        self.since = 0.0  # spans count from here (reset_log)
         super().__init__(*args, **kwargs)
 
     def close_all(self) -> None:
@@ -319,15 +355,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _counted(self, head: bool) -> None:
         srv = self.server
+        key = threading.get_ident()
         with srv.lock:
             srv.in_flight += 1
-            srv.peak_requests = max(srv.peak_requests, srv.in_flight)
+            srv.open_spans[key] = (time.monotonic(), "/" + self.path.split("?", 1)[0].lstrip("/"))
         try:
             self._serve(head)
             self._drain()
         finally:
             with srv.lock:
                 srv.in_flight -= 1
+                srv.spans.append((srv.open_spans.pop(key)[0], time.monotonic()))
 
     def _drain(self, limit: float = 30.0) -> None:
         """Wait until the kernel has sent what ``sendfile`` queued (paced,

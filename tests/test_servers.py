@@ -556,3 +556,19 @@ def test_nginx_proxy_passes_requests_through(fault_server, tmp_path):
         entries = srv.access_log_entries(wait_for=2)
     assert [e["status"] for e in entries] == [206, 302]
     assert [r["range"] for r in fault_server.requests("blob")][:1] == ["bytes=10-19"]
+
+
+def test_peak_overlap_counts_requests_at_one_moment_not_a_hand_over():
+    from segdl.cli.localmirror import peak_overlap
+
+    three = [(0.0, 1.0), (0.5, 1.5), (0.9, 2.0)]
+    assert peak_overlap(three, 0.0, 0.0) == 3
+    # A fourth that begins as one ends: the client had the last byte and
+    # went on; the server saw the acknowledgement a poll later.
+    assert peak_overlap([*three, (0.995, 1.8)], 0.0, 0.02) == 3
+    assert peak_overlap([*three, (0.995, 1.8)], 0.0, 0.0) == 4
+    # Beside one another for longer than that: counted.
+    assert peak_overlap([*three, (0.95, 1.8)], 0.0, 0.02) == 4
+    # Only what is open after `since`; a span shorter than the grace is none.
+    assert peak_overlap(three, 1.6, 0.0) == 1
+    assert peak_overlap([(0.0, 0.01)], 0.0, 0.02) == 0

@@ -127,3 +127,29 @@ def ui(
     except SegdlError as e:
         raise fail(e)
     raise typer.Exit(code)
+
+
+def login(journal: Optional[Path] = JournalOpt) -> None:
+    """Print a fresh login URL for the page of the segdl serve running on
+    this journal.
+
+    A login code works once, within 10 minutes. When the one segdl serve
+    printed has expired, or another browser needs one, this asks the
+    service for a new code (with its token, over the connection that
+    proved it is the service) and prints the URL to open.
+    """
+    from .serve import NotTheService, find_service
+
+    remote = find_service(journal)
+    if remote is None:
+        say("no segdl serve runs on this journal (start one: segdl serve)", "red")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        status, answer = remote.call("POST", "/login-codes", {})
+    except (NotTheService, OSError) as e:
+        say(f"segdl serve did not answer: {e}", "red")
+        raise typer.Exit(EXIT_USAGE)
+    if status != 200:
+        say(f"segdl serve: {answer.get('error', status)}", "red")
+        raise typer.Exit(EXIT_USAGE)
+    say(f"open the page: {answer['url']} (the code works once, for {answer['expires_in'] / 60:.0f} minutes)", None)

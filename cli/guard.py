@@ -134,6 +134,7 @@ class Guard:
             if by_cookie and (origin is None or headers.get(CSRF_HEADER.decode()) != b"1"):
                 return await _refuse(send, 403, "a change made with the page's session needs its Origin and "
                                                 "the header X-Segdl-Request: 1")
+        scope.setdefault("state", {})["auth"] = "session" if by_cookie else "token"
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return await _refuse(send, 413, f"the body is limited to {self.max_body} bytes")

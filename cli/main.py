@@ -3,7 +3,7 @@ renders what comes back.  Engine errors become a one-line message and the
 documented exit code.
 
 The commands live by group: ``cmd_get`` (get), ``cmd_jobs`` (pause,
-resume, retry, limit), ``cmd_status``, ``cmd_ls``, ``cmd_service`` (serve,
+resume, retry, limit), ``cmd_status``, ``cmd_ls``, ``cmd_service`` (serve, login,
 ui), ``bench`` and ``demo``; the options they share in ``options``.  This
 module makes the app and registers them, in the order ``--help`` lists."""
 
@@ -16,7 +16,7 @@ import typer
 from .cmd_get import get
 from .cmd_jobs import limit, pause, resume, retry
 from .cmd_ls import ls_cmd
-from .cmd_service import serve, ui
+from .cmd_service import login, serve, ui
 from .cmd_status import status
 
 # Each command imports the engine parts and rich only when it runs: ``segdl
@@ -35,7 +35,7 @@ app = typer.Typer(
 for _command in (get, pause, resume, status):
     app.command()(_command)
 app.command(name="ls")(ls_cmd)
-for _command in (retry, limit, serve, ui):
+for _command in (retry, limit, serve, login, ui):
     app.command()(_command)
 
 from .bench import bench as _bench  # noqa: E402  (imports its engine part lazily)

@@ -33,6 +33,7 @@ from segdl.engine.doors.service import EngineGone
 from segdl.engine.doors.validation import FieldError
 
 from .guard import NONCE, PROOF_PATH, Guard, proof
+from .webauth import SECURITY_HEADERS
 from .webroutes import routes as web_routes
 
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -86,7 +87,14 @@ async def _body(request: HttpRequest) -> dict:
                 raise UsageError("the body has a string with an unpaired surrogate (\\ud800-\\udfff)") from None
     if not isinstance(body, dict):
         raise UsageError("the body must be a JSON object")
+    for key in sorted(body.keys() & _NOT_FIELDS):
+        raise FieldError(key, "unknown field")
     return body
+
+
+# Names a body's fields must not take: the handlers pass a body on as
+# keyword arguments, after these.
+_NOT_FIELDS = frozenset({"self", "fid"})
 
 
 # ---------------------------------------------------------------- queries
@@ -267,7 +275,9 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str], where
         return _error(exc.status_code, message, headers=exc.headers)
 
     async def server_error(request: HttpRequest, exc: Exception):
-        return _error(500, f"internal error ({type(exc).__name__}); this is a bug in segdl, please report it")
+        # Starlette answers this outside Guard: the page's headers go on here.
+        return _error(500, f"internal error ({type(exc).__name__}); this is a bug in segdl, please report it",
+                      headers={k.decode(): v.decode() for k, v in SECURITY_HEADERS})
 
     routes = [
         Route("/service", describe, methods=["GET"]),
@@ -284,7 +294,7 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str], where
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(PROOF_PATH, prove, methods=["GET"]),
         *web_routes(service, sessions, guarded=guarded, call=call, body=_body, query=_query, error=_error,
-                    announce=announce),
+                    announce=announce, where=where),
     ]
     middleware = [Middleware(Guard, token=token, hosts=hosts, origins=origins, sessions=sessions)]
     return Starlette(routes=routes, middleware=middleware,

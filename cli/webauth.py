@@ -108,14 +108,18 @@ class Sessions:
                 del table[k]
 
     def session_of(self, cookie_header: bytes | None) -> str | None:
-        """This service's session id in a Cookie header, if any."""
+        """This service's session id in a Cookie header, if any: a valid
+        one first.  Another page on 127.0.0.1 (any port) may plant a cookie
+        of the same name with a longer Path, which the browser then sends
+        first; it must not push the real session out."""
         if not cookie_header:
             return None
+        found = []
         for part in cookie_header.decode("latin-1").split(";"):
             name, sep, value = part.strip().partition("=")
             if sep and name == self.cookie:
-                return value
-        return None
+                found.append(value)
+        return next((v for v in found if self.valid(v)), found[0] if found else None)
 
     def set_cookie(self, session: str) -> str:
         return (f"{self.cookie}={session}; Path=/; HttpOnly; SameSite=Strict; "

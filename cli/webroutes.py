@@ -19,7 +19,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .webauth import LOGIN_PATH, LOGOUT_PATH
+from .webauth import CODE_TTL, LOGIN_PATH, LOGOUT_PATH
 
 WEB = Path(__file__).with_name("web")
 JS = "text/javascript; charset=utf-8"
@@ -32,8 +32,9 @@ def _static(name: str) -> Response:
                     headers={"cache-control": "no-cache"})
 
 
-def routes(service, sessions, *, guarded, call, body, query, error, announce) -> list[Route]:
-    """``announce()`` prints a fresh login URL (after one is used)."""
+def routes(service, sessions, *, guarded, call, body, query, error, announce, where: str = "") -> list[Route]:
+    """``announce()`` prints a fresh login URL (after one is used);
+    ``where`` is the service's URL."""
 
     async def page(request: HttpRequest):
         return _static("index.html")
@@ -64,6 +65,18 @@ def routes(service, sessions, *, guarded, call, body, query, error, announce) ->
         return JSONResponse({"ok": True}, headers={"set-cookie": sessions.clear_cookie()})
 
     @guarded
+    async def login_code(request: HttpRequest):
+        """A fresh login URL, for ``segdl login`` (with the token: a page's
+        session cannot make codes for other browsers)."""
+        query(request, {})
+        if sessions is None:
+            return error(409, "this service listens on a Unix socket: a browser cannot open it")
+        if request.state.auth != "token":
+            return error(403, "a login code needs the token (segdl login), not a page's session")
+        return JSONResponse({"url": f"{where}{LOGIN_PATH}?code={sessions.new_code()}", "expires_in": CODE_TTL},
+                            headers={"cache-control": "no-store"})
+
+    @guarded
     async def content(request: HttpRequest):
         """A finished file, as a download (never shown as a page)."""
         from starlette.responses import FileResponse
@@ -92,4 +105,5 @@ def routes(service, sessions, *, guarded, call, body, query, error, announce) ->
             Route("/verify", verify, methods=["POST"]), Route("/files/{id:int}/content", content, methods=["GET"]),
             Route("/", page, methods=["GET"]), Route("/web/{name}", asset, methods=["GET"]),
             Route("/favicon.ico", favicon, methods=["GET"]),
-            Route(LOGIN_PATH, login, methods=["GET"]), Route(LOGOUT_PATH, logout, methods=["POST"])]
+            Route(LOGIN_PATH, login, methods=["GET"]), Route(LOGOUT_PATH, logout, methods=["POST"]),
+            Route("/login-codes", login_code, methods=["POST"])]

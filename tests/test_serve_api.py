@@ -111,6 +111,10 @@ def test_bad_input_is_a_400_naming_the_field_and_applies_nothing(serve, slow):
             assert (status, answer.get("field")) == (400, field), (change, answer)
         f = serve.file(fid)  # nothing of a refused request was applied
         assert (f["priority"], f["paused"], f["max_speed"]) == (0, False, 0), f
+    # A field named like a handler's own argument is unknown too, not a 500.
+    for path, change in ((f"/files/{running}", {"fid": 1}), ("/limits", {"self": 1}), ("/retry", {"self": 1})):
+        status, answer = serve.call("POST" if path == "/retry" else "PATCH", path, change)
+        assert (status, answer.get("field")) == (400, next(iter(change))), (path, answer)
     for huge in ({"max_speed": 10**23}, {"max_speed": 1, "max_file_speed": True}):
         status, answer = serve.call("PATCH", "/limits", huge)
         assert status == 400 and answer["field"] in huge, answer

@@ -108,6 +108,35 @@ def test_a_login_code_works_once_and_its_cookie_reads_only_from_this_origin(serv
     assert send(serve, "GET", "/", {})[0] == 401  # no session, no token: not even the page
 
 
+def test_segdl_login_prints_a_fresh_code_and_only_the_token_makes_one(serve):
+    """An expired code, or a second browser: `segdl login` asks the service
+    (with its token) for a new one.  A page's session cannot mint codes."""
+    until(lambda: login_urls(serve), 10)
+    printed = login_urls(serve)[-1]
+    out = subprocess.run([*SEGDL, "login", "--journal", str(serve.journal)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    fresh = LOGIN.findall(out.stdout + out.stderr)
+    assert len(fresh) == 1 and fresh[0] != printed
+    assert serve.token() not in out.stdout + out.stderr
+    status, headers, _ = send(serve, "GET", fresh[0].split(str(serve.port), 1)[1])
+    assert status == 303 and "HttpOnly" in headers["set-cookie"]
+    cookie = headers["set-cookie"].split(";")[0]
+    origin = f"http://{serve.host}:{serve.port}"
+    with_session = {"Cookie": cookie, "Sec-Fetch-Site": "same-origin", "Origin": origin, "X-Segdl-Request": "1"}
+    assert send(serve, "POST", "/login-codes", with_session)[0] == 403
+    assert send(serve, "POST", "/login-codes", {})[0] == 401
+    assert send(serve, "GET", fresh[0].split(str(serve.port), 1)[1])[0] == 403  # used up
+    assert printed not in fresh  # the printed one still works, once
+    assert send(serve, "GET", printed.split(str(serve.port), 1)[1])[0] == 303
+
+
+def test_segdl_login_without_a_service_says_so(tmp_path):
+    out = subprocess.run([*SEGDL, "login", "--journal", str(tmp_path / "j.sqlite")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "no segdl serve runs" in out.stdout + out.stderr
+
+
 def test_a_change_with_the_cookie_needs_the_header_and_the_own_origin(serve):
     until(lambda: login_urls(serve), 10)
     cookie = log_in(serve)

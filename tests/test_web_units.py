@@ -65,6 +65,9 @@ def test_the_cookie_is_this_ports_own_and_is_read_only_by_its_name():
     assert s.session_of(f"a=b; segdl_session_8765={session}; c=d".encode()) == session
     assert s.session_of(f"segdl_session_9999={session}".encode()) is None  # another port's service
     assert s.session_of(None) is None
+    # A cookie of the same name planted by a page on another port (sent
+    # first, for its longer Path) does not push the real session out.
+    assert s.session_of(f"segdl_session_8765=planted; segdl_session_8765={session}".encode()) == session
     assert "Max-Age=0" in s.clear_cookie()
 
 

@@ -244,10 +244,14 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str], where
         if since is None:
             since = service.last_event()
         kinds = q.get("kinds", ())
+        # A page's stream ends with its session (logged out, expired); a
+        # script's token holds as long as the service runs.
+        session = (sessions.session_of(request.headers.get("cookie", "").encode("latin-1"))
+                   if request.state.auth == "session" else None)
 
         async def stream():
             nonlocal since
-            while True:
+            while session is None or sessions.valid(session):
                 batch = service.events_since(since, kinds=kinds)
                 for ev in batch:
                     since = ev["seq"]

@@ -131,6 +131,25 @@ def test_segdl_login_prints_a_fresh_code_and_only_the_token_makes_one(serve):
     assert send(serve, "GET", printed.split(str(serve.port), 1)[1])[0] == 303
 
 
+def test_the_pages_event_stream_ends_with_its_session(serve):
+    until(lambda: login_urls(serve), 10)
+    cookie = log_in(serve)
+    origin = f"http://{serve.host}:{serve.port}"
+    conn = http.client.HTTPConnection(serve.host, serve.port, timeout=15)
+    try:
+        conn.request("GET", "/events?since=0", headers={"Cookie": cookie, "Sec-Fetch-Site": "same-origin"})
+        resp = conn.getresponse()
+        assert resp.status == 200  # the stream is open
+        status, _, _ = send(serve, "POST", "/logout", {"Cookie": cookie, "Sec-Fetch-Site": "same-origin",
+                                                       "Origin": origin, "X-Segdl-Request": "1"})
+        assert status == 200
+        deadline = time.monotonic() + 10
+        while resp.fp.readline():  # bounded: the socket times out after 15 s
+            assert time.monotonic() < deadline, "the stream outlived the session"
+    finally:
+        conn.close()
+
+
 def test_segdl_login_without_a_service_says_so(tmp_path):
     out = subprocess.run([*SEGDL, "login", "--journal", str(tmp_path / "j.sqlite")], capture_output=True,
                          text=True, timeout=60)

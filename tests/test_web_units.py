@@ -121,3 +121,25 @@ def test_verify_picks_by_collection_file_or_folder_and_finds_what_changed(tmp_pa
     assert got == {1: "ok", 2: "corrupt", 3: "missing", 4: "unchecked"}
     assert reverify.summary([reverify.check(r) for r in rows[:4]]) == {"ok": 1, "corrupt": 1, "missing": 1,
                                                                       "unchecked": 1}
+
+
+def test_a_corrupt_file_is_moved_aside_only_under_its_jobs_folder(tmp_path):
+    """verify's rename goes from the job's folder down: a folder swapped for
+    a symlink to elsewhere since the download moves nothing there."""
+    from segdl.engine.doors.reverify import _move_aside
+
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    (dest / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (dest / "sub" / "f.bin").write_bytes(b"bad")
+    assert "moved aside to f.bin.corrupt" in _move_aside(str(dest / "sub" / "f.bin"), str(dest))
+    assert (dest / "sub" / "f.bin.corrupt").read_bytes() == b"bad"
+    (dest / "sub" / "f.bin").write_bytes(b"bad again")
+    assert "f.bin.corrupt.1" in _move_aside(str(dest / "sub" / "f.bin"), str(dest))
+
+    (outside / "f.bin").write_bytes(b"someone else's")
+    (dest / "sub").rename(dest / "old")
+    (dest / "sub").symlink_to(outside)
+    note = _move_aside(str(dest / "sub" / "f.bin"), str(dest))
+    assert note.startswith("; left in place"), note
+    assert sorted(p.name for p in outside.iterdir()) == ["f.bin"]

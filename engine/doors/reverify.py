@@ -25,7 +25,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..values.errors import StorageError
+from ..disk.confine import Root
+from ..values.errors import StorageError, UnsafePathError
 from ..rules.lifecycle import COMPLETE, HASH_MISMATCH
 from .validation import an_id, listing
 from ..disk.verify import digest_file, same_digest
@@ -40,15 +41,20 @@ class Outcome:
     path: str
     result: str  # ok | corrupt | missing | unchecked
     detail: str = ""
+    dest: str | None = None  # its job's folder (not shown)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["dest"]
+        return out
 
 
 def finished(journal) -> list[dict]:
     """Every finished file in the journal, with its job's collection."""
-    names = {j["id"]: j["collection"] for j in journal.all_jobs()}
-    return [{**r, "collection": names.get(r["job_id"])} for r in journal.find_files(states=tuple(COMPLETE))]
+    jobs = {j["id"]: j for j in journal.all_jobs()}
+    return [{**r, "collection": jobs[r["job_id"]]["collection"] if r["job_id"] in jobs else None,
+             "dest": jobs[r["job_id"]]["dest"] if r["job_id"] in jobs else None}
+            for r in journal.find_files(states=tuple(COMPLETE))]
 
 
 def choose(rows: list[dict], targets: list[str]) -> list[dict]:
@@ -84,13 +90,14 @@ def check(row: dict) -> Outcome:
         return Outcome(row["id"], path, UNCHECKED, "the journal has no digest for it")
     size = os.path.getsize(path)
     if row.get("size") is not None and size != row["size"]:
-        return Outcome(row["id"], path, CORRUPT, f"{size} bytes, the journal says {row['size']}")
+        return Outcome(row["id"], path, CORRUPT, f"{size} bytes, the journal says {row['size']}", row.get("dest"))
     try:
         got = digest_file(Path(path)).blake3
     except StorageError as e:
         return Outcome(row["id"], path, MISSING, e.message)
     if not same_digest(row["blake3"], got):
-        return Outcome(row["id"], path, CORRUPT, f"blake3 {got[:16]}..., the journal says {row['blake3'][:16]}...")
+        return Outcome(row["id"], path, CORRUPT, f"blake3 {got[:16]}..., the journal says {row['blake3'][:16]}...",
+                       row.get("dest"))
     return Outcome(row["id"], path, OK)
 
 
@@ -101,7 +108,7 @@ def record(journal, outcomes: list[Outcome]) -> int:
     fetch can put the good one in its place.  Returns how many rows
     changed."""
     bad = [o for o in outcomes if o.result in (CORRUPT, MISSING)]
-    notes = {o.id: _move_aside(o.path) if o.result == CORRUPT else "" for o in bad}
+    notes = {o.id: _move_aside(o.path, o.dest) if o.result == CORRUPT else "" for o in bad}
     with journal.atomic():
         for o in bad:
             journal.update_file(o.id, state=HASH_MISMATCH,
@@ -109,17 +116,35 @@ def record(journal, outcomes: list[Outcome]) -> int:
     return len(bad)
 
 
-def _move_aside(path: str) -> str:
-    aside = f"{path}.corrupt"
-    n = 1
-    while os.path.lexists(aside):
-        aside = f"{path}.corrupt.{n}"
-        n += 1
+def _move_aside(path: str, dest: str | None) -> str:
+    """Rename the file to NAME.corrupt in its folder, reached from its
+    job's folder (confine.Root): a folder swapped for a symlink since the
+    download cannot move a file elsewhere."""
+    root = Root(dest or os.path.dirname(path))
     try:
-        os.rename(path, aside)
+        folder = root.folder(Path(path).parent)
+    except (UnsafePathError, OSError) as e:
+        return f"; left in place ({getattr(e, 'message', None) or e.strerror})"
+    try:
+        name = os.path.basename(path)
+        aside, n = f"{name}.corrupt", 1
+        while _exists_at(folder, aside):
+            aside, n = f"{name}.corrupt.{n}", n + 1
+        os.rename(name, aside, src_dir_fd=folder, dst_dir_fd=folder)
     except OSError as e:
         return f"; left in place ({e.strerror})"
-    return f"; moved aside to {os.path.basename(aside)}"
+    finally:
+        os.close(folder)
+        root.close()
+    return f"; moved aside to {aside}"
+
+
+def _exists_at(folder: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, int]:

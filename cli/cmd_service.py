@@ -130,13 +130,16 @@ def ui(
 
 
 def login(journal: Optional[Path] = JournalOpt) -> None:
-    """Print a fresh login URL for the page of the segdl serve running on
-    this journal.
+    """Print a fresh login URL for the page of segdl serve.
 
     A login code works once, within 10 minutes. When the one segdl serve
     printed has expired, or another browser needs one, this asks the
-    service for a new code (with its token, over the connection that
-    proved it is the service) and prints the URL to open.
+    service on this journal for a new code (with its token, over the
+    connection that proved it is the service) and prints the URL to open.
+
+    \b
+    Example:
+      segdl login
     """
     from .serve import NotTheService, find_service
 

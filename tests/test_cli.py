@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from helpers import SEGDL, json_lines, run_segdl
 from segdl.cli.main import app
 
-COMMANDS = ["get", "ls", "status", "pause", "resume", "retry", "limit", "serve", "bench", "demo", "verify"]
+COMMANDS = ["get", "ls", "status", "pause", "resume", "retry", "limit", "serve", "login", "bench", "demo", "verify"]
 
 
 def test_every_command_is_listed_and_has_help():

@@ -12,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from segdl.engine.values.errors import EXIT_USAGE, UsageError
-from segdl.engine.inputs.manifest import (
-    Manifest, _Problem, _check_relative, load_input, parse_aria2_input, parse_input, parse_json_manifest,
-)
+from segdl.engine.inputs.checks import Problem, check_relative
+from segdl.engine.inputs.manifest import Manifest, load_input, parse_aria2_input, parse_input, parse_json_manifest
 from segdl.engine.inputs.naming import inside
 from segdl.engine.values.request import Request
 
@@ -310,10 +309,10 @@ def test_aria2_dir_spellings(folder, path):
 ])
 def test_check_relative_normalises(raw, normal):
     if normal is None:
-        with pytest.raises(_Problem, match="does not end in a file name"):
-            _check_relative(raw)
+        with pytest.raises(Problem, match="does not end in a file name"):
+            check_relative(raw)
     else:
-        assert _check_relative(raw) == normal
+        assert check_relative(raw) == normal
 
 
 @pytest.mark.parametrize("paths, match", [
@@ -399,7 +398,7 @@ def assert_safe(m: Manifest) -> None:
         parts = PurePosixPath(p).parts
         assert ".." not in parts and not PurePosixPath(p).is_absolute()
         assert not any(ord(c) < 32 or ord(c) == 127 for c in p)
-        assert _check_relative(p) == p  # already normal
+        assert check_relative(p) == p  # already normal
         inside(Path("/dest"), p)  # the engine's own guard agrees
         assert p not in seen
         seen.add(p)

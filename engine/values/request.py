@@ -156,3 +156,12 @@ def missing_headers(spec: dict, given: tuple[str, ...] = ()) -> list[str]:
             have.add(n.lower())
             out.append(n)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What an input file asks for: an optional collection name (a label
+    for the job in the journal) and the files, in file order."""
+
+    collection: str | None
+    requests: tuple[Request, ...]

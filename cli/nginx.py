@@ -19,13 +19,12 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Callable
 
+from .nginxconf import ECHO_MODULE, LOCALHOST, parse_log_line, render_config
+
 NGINX_BIN = "/usr/sbin/nginx"
-ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
-LOCALHOST = "127.0.0.1"
 SO_MAX_PACING_RATE = getattr(socket, "SO_MAX_PACING_RATE", 47)  # Linux, bytes/s
 
 
@@ -61,27 +60,6 @@ def wait_for_port(port: int, timeout: float = 10.0,
 
 class NginxError(RuntimeError):
     pass
-
-
-# Tab-separated; the parser below depends on this order.
-_LOG_FIELDS = (
-    ("msec", "$msec"),
-    ("method", "$request_method"),
-    ("uri", "$request_uri"),
-    ("status", "$status"),
-    ("bytes_sent", "$bytes_sent"),
-    ("body_bytes_sent", "$body_bytes_sent"),
-    ("range", "$http_range"),
-    ("connection", "$connection"),
-    ("connection_requests", "$connection_requests"),
-    ("request_time", "$request_time"),
-    ("completion", "$request_completion"),
-    ("if_range", "$http_if_range"),
-    ("protocol", "$server_protocol"),
-    ("ssl_reused", "$ssl_session_reused"),
-)
-_LOG_INTS = {"status", "bytes_sent", "body_bytes_sent", "connection", "connection_requests"}
-_LOG_FLOATS = {"msec", "request_time"}
 
 
 class Nginx:
@@ -212,87 +190,7 @@ class Nginx:
 
     # -- config -------------------------------------------------------------
     def render_config(self, port: int) -> str:
-        wd = self._wd
-        listen = f"{LOCALHOST}:{port}"
-        if self.tls is not None:
-            listen += " ssl"
-            if self.http2:
-                listen += " http2"
-        if self.sndbuf:
-            listen += f" sndbuf={self.sndbuf}"
-        log_format = "\\t".join(var for _, var in _LOG_FIELDS)
-        lines = []
-        if self.echo_sleep_ms is not None:
-            lines.append(f"load_module {ECHO_MODULE};")
-        lines += [
-            "daemon off;",
-            # nginx 1.22 without a master process segfaults on an inherited
-            # listening socket (ngx_single_process_cycle); with one worker
-            # the master only forks it and waits.
-            f"master_process {'on' if self.pace else 'off'};",
-            *self._user_directive(),
-            "worker_processes 1;",
-            f"pid {wd}/nginx.pid;",
-            "error_log stderr notice;",
-            "events { worker_connections 4096; }",
-            "http {",
-            f"    client_body_temp_path {wd}/tmp/body;",
-            f"    proxy_temp_path {wd}/tmp/proxy;",
-            f"    fastcgi_temp_path {wd}/tmp/fastcgi;",
-            f"    uwsgi_temp_path {wd}/tmp/uwsgi;",
-            f"    scgi_temp_path {wd}/tmp/scgi;",
-            "    types { }",
-            "    default_type application/octet-stream;",
-            f"    log_format segdl \"{log_format}\";",
-            f"    access_log {wd}/access.log segdl;",
-            "    sendfile on;",
-            "    tcp_nopush on;",
-            "    keepalive_requests 100000;",
-            "    keepalive_timeout 65;",
-            "    etag on;",
-            "    open_file_cache off;",
-            "    server_tokens off;",
-        ]
-        if self.limit_rate:
-            lines.append(f"    limit_rate {self.limit_rate};")
-        if self.extra_http:
-            lines.append(self.extra_http)
-        lines += [
-            "    server {",
-            f"        listen {listen};",
-            "        server_name localhost;",
-            f"        root {self.root};",
-        ]
-        if self.tls is not None:
-            cert, key = self.tls
-            lines += [
-                f"        ssl_certificate {cert};",
-                f"        ssl_certificate_key {key};",
-                # Resumable sessions, as CDNs offer (nginx's default keeps
-                # none, so no client could resume).
-                "        ssl_session_cache shared:SEGDL_TLS:4m;",
-            ]
-        if self.proxy is not None:
-            lines += [
-                "        location / {",
-                f"            proxy_pass {self.proxy};",
-                "            proxy_http_version 1.1;",
-                "            proxy_set_header Host $http_host;",
-                "            proxy_redirect off;",
-                "        }",
-            ]
-        elif self.echo_sleep_ms is not None:
-            secs = f"{self.echo_sleep_ms / 1000:.3f}"
-            lines += [
-                f"        location / {{ echo_sleep {secs}; echo_exec @file; }}",
-                "        location @file { }",
-            ]
-        else:
-            lines.append("        location / { }")
-        if self.extra_server:
-            lines.append(self.extra_server)
-        lines += ["    }", "}", ""]
-        return "\n".join(lines)
+        return render_config(self, port, self._wd, self._user_directive())
 
     def _user_directive(self) -> list[str]:
         """A master process started as root hands its worker to ``nobody``,
@@ -439,27 +337,6 @@ class Nginx:
             return self._final_log
         return self.access_log_path.read_text(errors="replace")
 
-    @staticmethod
-    def _parse_line(line: str) -> dict:
-        parts = line.split("\t")
-        entry: dict = {}
-        for (key, _), raw in zip(_LOG_FIELDS, parts):
-            value: object = raw
-            if key in _LOG_INTS:
-                value = int(raw) if raw.isdigit() else None
-            elif key in _LOG_FLOATS:
-                try:
-                    value = float(raw)
-                except ValueError:
-                    value = None
-            elif key == "completion":
-                value = raw == "OK"
-            elif raw == "-" or raw == "":
-                value = None
-            entry[key] = value
-        entry["path"] = urllib.parse.unquote(str(entry.get("uri") or "").split("?", 1)[0])
-        return entry
-
     def access_log_entries(self, wait_for: int = 0, timeout: float = 5.0) -> list[dict]:
         """Parsed access-log lines, oldest first.
 
@@ -479,9 +356,9 @@ class Nginx:
         for _ in range(10_000):
             lines = [l for l in self._raw_log().splitlines() if l.strip()]
             if len(lines) >= wait_for or time.monotonic() >= deadline:
-                return [self._parse_line(l) for l in lines]
+                return [parse_log_line(l) for l in lines]
             time.sleep(0.02)
-        return [self._parse_line(l) for l in lines]
+        return [parse_log_line(l) for l in lines]
 
     def reset_access_log(self) -> None:
         """Truncate the access log (nginx appends with O_APPEND, so this is safe)."""

@@ -40,6 +40,13 @@ PROGRESS_EVERY = 0.33  # seconds
 
 
 class Service:
+    """The engine on a thread behind the commands a client may give
+    (``segdl serve``'s routes, the terminal UI): one method per command,
+    each checking its input and running on the engine's loop.  About 310
+    lines: it is the API's surface, one short method per endpoint, with
+    the checks in validation.py and the larger answers in bulk.py,
+    review.py and reverify.py."""
+
     def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
         self.lock = _hold(Path(settings.journal) if settings.journal else default_path())
         try:

@@ -61,7 +61,8 @@ def demo(
     """
     from segdl.engine.values.request import Request, Settings
 
-    from .localmirror import FileServer, write_file
+    from .fileserver import FileServer
+    from .localmirror import write_file
     from .cmd_get import run_job as _run
 
     pace = _rate(rate)

@@ -77,7 +77,7 @@ def test_get_refuses_a_symlink_in_place_of_a_part_file(mirror, outside, tmp_path
 
 
 def test_serve_refuses_a_symlink_in_place_of_a_part_file(mirror, outside, tmp_path):
-    from test_serve import Serve
+    from serving import Serve
 
     serve = Serve(tmp_path, "-x", "2")
     serve.out.mkdir(parents=True)
@@ -137,7 +137,7 @@ def test_get_refuses_a_folder_that_leads_outside(mirror, outside, tmp_path):
 
 
 def test_serve_refuses_a_folder_that_leads_outside(mirror, outside, tmp_path):
-    from test_serve import Serve
+    from serving import Serve
 
     serve = Serve(tmp_path, "-x", "2")
     serve.out.mkdir(parents=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -164,24 +163,12 @@ def test_bench_shows_mirror_urls(server):
 
 def test_serve_says_where_its_token_is(tmp_path):
     pytest.importorskip("uvicorn")
+    from serving import Serve
+
     state = tmp_path / "state [v2] \x1b[31m"
-    log = tmp_path / "serve.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([*SEGDL, "serve", "-d", str(tmp_path / "out"), "--journal", str(state / "j.sqlite")],
-                                stderr=f, stdout=subprocess.DEVNULL, env={**os.environ, **WIDE})
-    try:
-        deadline = time.monotonic() + 30
-        while "token in" not in log.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    text = log.read_text(errors="replace")
+    serve = Serve(tmp_path, journal=state / "j.sqlite", env=WIDE).start()
+    serve.stop()
+    text = serve.log()
     assert "\x1b" not in text
     assert f"token in {shown(str(state / 'serve.token'))}" in text, text
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -134,7 +133,7 @@ class Squatter:
 
 
 def test_a_stale_serve_json_never_hands_the_token_to_another_listener(tmp_path):
-    from test_serve import Serve
+    from serving import Serve
 
     with FaultServer() as mirror:
         mirror.add("a.bin", os.urandom(100_000))
@@ -178,7 +177,7 @@ def _mode(p: Path) -> int:
 
 
 def test_credentials_in_urls_stay_in_a_private_journal(tmp_path):
-    from test_serve import Serve, read_events
+    from serving import Serve, read_events
 
     with FaultServer() as mirror:
         mirror.add("y.bin", os.urandom(200_000))

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +24,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("sse_starlette")
 
-from test_serve import Serve, read_events  # noqa: E402
+from serving import Serve, read_events  # noqa: E402
 
 SLOW = 256 * KiB  # bytes/s per connection: a file of 8 MiB runs for half a minute
 

@@ -559,7 +559,7 @@ def test_nginx_proxy_passes_requests_through(fault_server, tmp_path):
 
 
 def test_peak_overlap_counts_requests_at_one_moment_not_a_hand_over():
-    from segdl.cli.localmirror import peak_overlap
+    from segdl.cli.fileserver import peak_overlap
 
     three = [(0.0, 1.0), (0.5, 1.5), (0.9, 2.0)]
     assert peak_overlap(three, 0.0, 0.0) == 3

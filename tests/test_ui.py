@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -289,24 +288,12 @@ def test_a_adds_a_url_and_r_retries_the_failures(fast, where):
 
 def test_attach_drives_a_running_segdl_serve(slow, tmp_path):
     pytest.importorskip("uvicorn")
-    journal, out = tmp_path / "state" / "journal.sqlite", tmp_path / "out"
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([*SEGDL, "serve", "-d", str(out), "--journal", str(journal), "--workers", "1",
-                             "-x", "2"], stderr=log, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not (journal.parent / "serve.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "segdl serve did not start"
-            time.sleep(0.05)
-        from segdl.cli.ui.client import ClientError
+    from serving import Serve
 
-        while True:
-            try:
-                client = attach(journal)
-                break
-            except ClientError:
-                assert time.monotonic() < deadline, "segdl serve does not answer"
-                time.sleep(0.05)
+    serve = Serve(tmp_path, "--workers", "1", "-x", "2").start()
+    journal = serve.journal
+    try:
+        client = attach(journal)
 
         async def scenario():
             app = SegdlUI(client, body={"urls": [slow.url("a.bin")]}, poll=0.2)
@@ -319,15 +306,10 @@ def test_attach_drives_a_running_segdl_serve(slow, tmp_path):
                 await pilot.press("q")
 
         run(scenario)
-        assert proc.poll() is None, "quitting an attached UI stops nothing"
+        assert serve.proc.poll() is None, "quitting an attached UI stops nothing"
         assert state(journal, 1)[0] == "paused"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        serve.stop()
 
 
 # ------------------------------------------------------------ snapshots

@@ -35,7 +35,7 @@ pytest.importorskip("sse_starlette")
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-from test_serve import Serve  # noqa: E402
+from serving import Serve  # noqa: E402
 from test_serve_api import until  # noqa: E402
 from test_web_api import login_urls  # noqa: E402
 

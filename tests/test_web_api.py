@@ -24,7 +24,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("sse_starlette")
 
-from test_serve import Serve  # noqa: E402
+from serving import Serve  # noqa: E402
 from test_serve_api import until  # noqa: E402
 
 LOGIN = re.compile(r"(http://\S+/login\?code=[A-Za-z0-9_-]+)")

@@ -883,7 +883,7 @@ class PacedMirror:
     reset_access_log, context manager)."""
 
     def __init__(self, root, rate: int) -> None:
-        from segdl.cli.localmirror import FileServer
+        from segdl.cli.fileserver import FileServer
 
         self.server = FileServer(Path(root), rate=rate)
 

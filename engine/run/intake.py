@@ -219,7 +219,7 @@ class Intake:
             elif not lifecycle.is_final(run.state):
                 self._ready.append((run, found))
         while self._ready and self.files.active_count() < self.s.concurrent_files:
-            run, found = self._ready.popleft()
+            run, found = self._take_ready()
             try:
                 self.activation.activate(run, self._sources(run, found))
             except Hashing as h:
@@ -235,6 +235,15 @@ class Intake:
                         self.files.requeue(run, first=False)
                         continue
                 self.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+
+    def _take_ready(self) -> tuple[FileRun, dict]:
+        """The probed file to start next: the highest priority, then the
+        oldest (as the queue orders them), so a file whose priority changed
+        after its probe starts in its new place (at most PROBE_AHEAD wait)."""
+        best = max(range(len(self._ready)), key=lambda i: (self._ready[i][0].priority, -(self._ready[i][0].id or 0)))
+        item = self._ready[best]
+        del self._ready[best]
+        return item
 
     def _shown(self, run: FileRun) -> str:
         """The path a result reports: the target, as far as it is known."""

@@ -287,7 +287,7 @@ def test_another_local_origin_can_neither_read_nor_change_anything(browser, serv
     assert page.evaluate("document.cookie") == ""  # HttpOnly
     assert token not in page.content() and "code=" not in page.url
     for asset in ("/web/app.js", "/web/util.js", "/web/downloads.js", "/web/add.js", "/web/library.js",
-                  "/web/store.js", "/web/app.css"):
+                  "/web/formats.js", "/web/store.js", "/web/app.css"):
         assert token not in page.request.get(f"http://{serve.host}:{serve.port}{asset}").text()
 
     # A file name with markup is shown as text.

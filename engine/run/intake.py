@@ -37,6 +37,15 @@ PROBE_AHEAD = 32  # files probed ahead of need (or being probed)
 PROBE_STREAMS = 2
 
 
+def next_to_start(ready: list[FileRun]) -> int:
+    """Which of the probed files waiting for room starts next (its index):
+    the highest priority, then the oldest (the lowest id), as the queue and
+    the web page order them, so a file whose priority changed after its
+    probe starts in its new place; one without an id yet last of its
+    priority.  (At most PROBE_AHEAD wait.)"""
+    return max(range(len(ready)), key=lambda i: (ready[i].priority, -(ready[i].id or float("inf"))))
+
+
 class Intake:
     """Owns the files between the queue and their start: the probes in
     flight (a stream, on a thread of its own), the probed files waiting
@@ -237,10 +246,7 @@ class Intake:
                 self.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
 
     def _take_ready(self) -> tuple[FileRun, dict]:
-        """The probed file to start next: the highest priority, then the
-        oldest (as the queue orders them), so a file whose priority changed
-        after its probe starts in its new place (at most PROBE_AHEAD wait)."""
-        best = max(range(len(self._ready)), key=lambda i: (self._ready[i][0].priority, -(self._ready[i][0].id or 0)))
+        best = next_to_start([run for run, _ in self._ready])
         item = self._ready[best]
         del self._ready[best]
         return item

@@ -5,8 +5,9 @@ a real paced mirror and the hub stand-in.
 A hub collection done here, one of whose files the hub then changes, and
 a job of URLs with one file cancelled and one a 404: the tabs count and
 filter them (here, not here, failed, changed upstream: the page reviews
-the hub collection again); a file is deleted from disk and the journal
-after its dialog; one click on the job fetches what of it is not here.
+the hub collection again, and a file fetched since as the hub has it
+leaves that tab); a file is deleted from disk and the journal after its
+dialog; one click on the job fetches what of it is not here.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
             assert serve.call("DELETE", f"/files/{big0}")[0] == 200  # cancelled: not here
             until(lambda: serve.call("GET", f"/jobs/{job['job']}")[1]["state"] == "finished", 30,
                   why="the job ends (late.bin: 404)")
-            changed = {**hub_files, "w-00002.safetensors": (os.urandom(100 * KiB), True)}
-            repo.commit(changed)  # the hub's branch moves: w-00002 is other content now
+            changed = {**hub_files, "w-00001.safetensors": (os.urandom(100 * KiB), True),
+                       "w-00002.safetensors": (os.urandom(100 * KiB), True)}
+            repo.commit(changed)  # the hub's branch moves: both weights are other content now
             ids = {n: f["id"] for n, f in files_by_name(serve).items()}
 
             page = browser.new_page()
@@ -75,10 +77,10 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
 
             # Changed upstream: the hub collection reviewed again (POST /review {job}).
             page.click("button.lib-tab[data-tab=changed]")
-            expect(page.locator("#message")).to_have_text("checked 1 collection(s) upstream: 1 file(s) changed")
-            expect(count("changed")).to_have_text("1")
-            expect(page.locator("#lib-rows tr")).to_have_count(1)
-            assert shown() == [ids["w-00002.safetensors"]]
+            expect(page.locator("#message")).to_have_text("checked 1 collection(s) upstream: 2 file(s) changed")
+            expect(count("changed")).to_have_text("2")
+            expect(page.locator("#lib-rows tr")).to_have_count(2)
+            assert shown() == sorted([ids["w-00001.safetensors"], ids["w-00002.safetensors"]])
             shot(page, tmp_path, "library-changed", docs=False)
 
             # Delete the changed file with its entry: the dialog first; Back keeps it.
@@ -92,9 +94,16 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
             page.click("#ask-ok")
             expect(page.locator("#message")).to_have_text("w-00002.safetensors: deleted")
             assert not target.exists() and serve.call("GET", f"/files/{ids['w-00002.safetensors']}")[0] == 404
-            expect(count("changed")).to_have_text("0")
+            expect(count("changed")).to_have_text("1")
             expect(count("here")).to_have_text("3")
+            # w-00001 fetched as the hub has it now: no longer what changed.
+            status, update = serve.call("POST", "/jobs", {"ref": "hf://org/model", "select": ["w-00001.safetensors"]})
+            assert status == 201, update
+            serve.wait_files(update["job"])
+            assert (serve.out / "w-00001.safetensors").read_bytes() == changed["w-00001.safetensors"][0]
+            expect(count("changed")).to_have_text("0")
             expect(page.locator("#lib-rows tr")).to_have_count(0)
+            expect(count("here")).to_have_text("3")
 
             # One click on the job of URLs: the cancelled and the failed file again.
             (mirror.root / "late.bin").write_bytes(b"late" * 1000)

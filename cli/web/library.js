@@ -7,7 +7,9 @@ import { retryFailed } from './downloads.js';
 
 const libSelected = new Set();  // ids ticked here
 const verified = new Map();     // id -> the last re-verify's result (also recorded in the journal)
-const upstream = { checked: false, changed: new Set() };  // the last "check upstream" (POST /review {job})
+// The last "check upstream" (POST /review {job}): id -> the file's blake3 then
+// (fetched again since, with other content, it is no longer what changed).
+const upstream = { checked: false, changed: new Map() };
 let libTab = 'here';
 
 const HERE = ['done', 'skipped'];
@@ -15,7 +17,7 @@ const TABS = {
   here: (f) => HERE.includes(f.state),
   missing: (f) => ['removed', 'queued', 'paused', 'downloading', 'verifying', 'verified'].includes(f.state),
   failed: (f) => f.state === 'failed' || f.state === 'hash_mismatch',
-  changed: (f) => HERE.includes(f.state) && upstream.changed.has(f.id),
+  changed: (f) => HERE.includes(f.state) && upstream.changed.has(f.id) && upstream.changed.get(f.id) === f.blake3,
 };
 
 function renderTabs() {
@@ -109,11 +111,11 @@ async function checkUpstream() {
     return say('no collection here comes from a hub: nothing upstream to compare with');
   }
   say(`checking ${newest.size} collection(s) upstream…`);
-  const changed = new Set();
+  const changed = new Map();
   for (const j of newest.values()) {
     const r = await act(() => api('POST', '/review', { job: j.id }));
     if (!r) return;
-    for (const f of r.files) if (f.state === 'changed' && f.id !== null) changed.add(f.id);
+    for (const f of r.files) if (f.state === 'changed' && f.id !== null && files.has(f.id)) changed.set(f.id, files.get(f.id).blake3);
   }
   upstream.changed = changed;
   upstream.checked = true;

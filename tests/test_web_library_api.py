@@ -31,6 +31,7 @@ def mirror(tmp_path):
     root.mkdir()
     (root / "small.bin").write_bytes(os.urandom(96 * KiB))
     (root / "mid.bin").write_bytes(os.urandom(1 * MiB))
+    (root / "slow.bin").write_bytes(os.urandom(1 * MiB))
     with PacedMirror(root, rate=256 * KiB) as m:
         m.root = root
         yield m
@@ -105,9 +106,10 @@ def test_a_job_again_names_its_rows_and_one_retry_fetches_what_of_it_is_not_here
 
 
 def test_erase_deletes_a_file_and_its_entry_and_cancels_a_running_one_first(serve, mirror):
-    status, job = serve.call("POST", "/jobs", {"urls": [mirror.url("small.bin"), mirror.url("mid.bin")]})
+    status, job = serve.call("POST", "/jobs", {"urls": [mirror.url(n) for n in ("small.bin", "mid.bin", "slow.bin")]})
     files = by_path(serve, job["job"])
-    small, mid = files["small.bin"]["id"], files["mid.bin"]["id"]
+    small, mid, slow = files["small.bin"]["id"], files["mid.bin"]["id"], files["slow.bin"]["id"]
+    assert serve.call("PATCH", f"/files/{slow}", {"paused": True})[0] == 200  # (the job stays running)
     assert serve.call("PATCH", f"/files/{mid}", {"max_speed": 32 * KiB})[0] == 200
     until(lambda: serve.file(small)["state"] == "done", 30)
     until(lambda: serve.file(mid)["received"] > 0, 30, why="mid.bin is under way")
@@ -133,6 +135,16 @@ def test_erase_deletes_a_file_and_its_entry_and_cancels_a_running_one_first(serv
     assert any(e["file"] == mid and e["event"] == "removed" and not e.get("deleted") for e in events)  # the cancel
     time.sleep(1)  # (a cancelled file's transfers end: nothing writes it again)
     assert not list(serve.out.glob("mid.bin*"))
+
+    # The job, still running, no longer asks for them: a restarted service
+    # continues it without fetching them again.
+    assert serve.call("GET", f"/jobs/{job['job']}")[1]["requested"] == 1
+    serve.stop()
+    serve.start()
+    until(lambda: serve.file(slow)["paused"], 10, why="the job continues, its paused file still paused")
+    time.sleep(2)
+    assert set(by_path(serve, job["job"])) == {"slow.bin"}
+    assert not list(serve.out.glob("mid.bin*")) and not (serve.out / "small.bin").exists()
 
 
 def test_erase_never_deletes_outside_the_roots_nor_through_a_folder_that_links_out(tmp_path):

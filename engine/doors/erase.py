@@ -1,7 +1,9 @@
 """Deleting a file together with its journal entry (``DELETE
 /files/{id}?erase=true``, the page's Library): its bytes on disk (the
 file, and its part file) and its row, which goes with a ``removed`` event
-that says ``deleted``.  A running or queued file is cancelled first.
+that says ``deleted``.  A running or queued file is cancelled first, and
+a job that has not ended stops asking for it (a restarted service would
+fetch it again otherwise).
 
 Only under one of the service's roots, and only as :class:`~..disk.confine.Root`
 reaches it: the file's folder is opened beneath the root (a folder on the
@@ -15,6 +17,7 @@ once its bytes have.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
@@ -50,13 +53,35 @@ def erase(commands, journal, fid: int, roots: list[Path]) -> dict:
                 commands.cancel(fid, keep_partial=True)  # (its part file goes below, from the checked folder)
             deleted = [name for name in (path.name, part_path(path).name)
                        if folder is not None and _unlink(folder, name, path)]
-            journal.delete_file(fid)
+            with journal.atomic():
+                _unrequest(journal, row)
+                journal.delete_file(fid)
         finally:
             if folder is not None:
                 os.close(folder)
     finally:
         root.close()
     return {"id": fid, "deleted": deleted}
+
+
+def _unrequest(journal, row: dict) -> None:
+    """A job that has not ended stops asking for the file: a restarted
+    service continues such a job with the requests that have no final row
+    yet, and would fetch an erased file again."""
+    job = journal.job(row["job_id"]) if row["job_id"] is not None else None
+    if job is None or job["state"] == "finished":
+        return
+    dest = Path(job["dest"])
+
+    def names_it(entry: dict) -> bool:
+        if entry.get("url") != row["url"]:
+            return False
+        return not entry.get("path") or os.path.abspath(dest / entry["path"]) == os.path.abspath(row["path"])
+
+    requests = job["spec"].get("requests", [])
+    kept = [e for e in requests if not names_it(e)]
+    if len(kept) != len(requests):
+        journal.update_job(job["id"], spec=json.dumps({**job["spec"], "requests": kept}))
 
 
 def _folder(root: Root, path: Path) -> int | None:

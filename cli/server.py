@@ -218,7 +218,11 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str], where
 
     @guarded
     async def delete_file(request: HttpRequest):
-        q = _query(request, {"keep_partial": _flag})
+        q = _query(request, {"keep_partial": _flag, "erase": _flag})
+        if q.get("erase"):
+            if "keep_partial" in q:
+                raise FieldError("keep_partial", "goes with a cancel; erase deletes the file and its data")
+            return JSONResponse(await call(service.erase, request.path_params["id"]))
         return JSONResponse(await call(service.cancel, request.path_params["id"],
                                        keep_partial=q.get("keep_partial", False)))
 

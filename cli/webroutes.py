@@ -24,7 +24,7 @@ from .webauth import CODE_TTL, LOGIN_PATH, LOGOUT_PATH
 WEB = Path(__file__).with_name("web")
 JS = "text/javascript; charset=utf-8"
 STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charset=utf-8",
-          **{f"{m}.js": JS for m in ("app", "util", "store", "downloads", "add", "library")}}
+          **{f"{m}.js": JS for m in ("app", "util", "store", "downloads", "add", "library", "formats")}}
 
 
 def _static(name: str) -> Response:

@@ -185,3 +185,19 @@ def test_connections_per_host_are_capped_across_files():
     assigns = [a for a in s.plan(0.0) if isinstance(a, Assign)]
     hosts = [("a" if s.segments[a.segment].file in (1, 2) else "b") for a in assigns]
     assert hosts.count("a") == 3 and hosts.count("b") == 3
+
+
+def test_a_probed_file_starts_by_priority_then_age_whatever_order_its_probe_came_back_in():
+    """Intake's rule for the files waiting for room (the page's drag to
+    reorder relies on it): the highest priority first, then the lowest id."""
+    from types import SimpleNamespace as Run
+
+    from segdl.engine.run.intake import next_to_start
+
+    ready = [Run(id=7, priority=0), Run(id=3, priority=0), Run(id=9, priority=2), Run(id=8, priority=2),
+             Run(id=1, priority=-1)]
+    order = []
+    while ready:
+        order.append(ready.pop(next_to_start(ready)).id)
+    assert order == [8, 9, 3, 7, 1]
+    assert next_to_start([Run(id=None, priority=0), Run(id=5, priority=0)]) == 1  # (no id yet: last of its rank)

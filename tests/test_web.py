@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from servers import PacedMirror
+from segdl.cli.fileserver import SEND_STEP
 from segdl.engine.rules.ranges import KiB, MiB
 
 pytest.importorskip("starlette")
@@ -170,7 +171,11 @@ def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirr
 
     received = until(settled, 20, why="big0's bytes stop arriving")
     time.sleep(2)  # (a paused file must not move: nothing to wait for)
-    assert sent(mirror, "big0.bin") == stopped and serve.file(big0)["received"] == received <= stopped
+    # (A request cut mid-body logs what it sent to within a step: the last
+    # sendfile call's bytes are lost with its error, fileserver.py.)
+    cut = sum(1 for e in mirror.access_log_entries() if e["path"] == "/big0.bin" and e["completion"] != "OK")
+    assert sent(mirror, "big0.bin") == stopped
+    assert serve.file(big0)["received"] == received <= stopped + cut * SEND_STEP
     row(page, "big0.bin").locator("button[data-act=toggle]").click()
     until(lambda: serve.file(big0)["received"] > received, 20, why="big0 moves again once resumed")
     expect(row(page, "big0.bin").locator("td").nth(2)).to_have_text("downloading")
@@ -287,7 +292,7 @@ def test_another_local_origin_can_neither_read_nor_change_anything(browser, serv
     assert page.evaluate("document.cookie") == ""  # HttpOnly
     assert token not in page.content() and "code=" not in page.url
     for asset in ("/web/app.js", "/web/util.js", "/web/downloads.js", "/web/add.js", "/web/library.js",
-                  "/web/store.js", "/web/app.css"):
+                  "/web/formats.js", "/web/store.js", "/web/app.css"):
         assert token not in page.request.get(f"http://{serve.host}:{serve.port}{asset}").text()
 
     # A file name with markup is shown as text.

@@ -2,6 +2,7 @@
 // dropped or picked) is reviewed by the service (POST /review: sizes, here
 // or not), the user picks, then the job starts with just those (select).
 import { $, act, api, el, say, size } from './util.js';
+import { precisionOf, tally, typeOf } from './formats.js';
 
 let reviewBody = null, reviewed = null;
 const picked = new Set();
@@ -34,10 +35,18 @@ async function review() {
   reviewBody = body; reviewed = r;
   picked.clear();
   for (const f of r.files) picked.add(f.index);
+  fillFilters();
   renderReview();
   $('review').hidden = false;
 }
-function ext(path) { const m = /\.([A-Za-z0-9]{1,12})$/.exec(path || ''); return m ? m[1].toLowerCase() : ''; }
+// The type and precision filters offer what this review's files have, with counts.
+function fillFilters() {
+  for (const [id, fn, all] of [['type-filter', (f) => typeOf(f.path), 'any type'], ['precision-filter', (f) => precisionOf(f.path), 'any precision']]) {
+    const sel = $(id);
+    sel.replaceChildren(el('option', { value: '', text: all }),
+      ...tally(reviewed.files, fn).map(([v, n]) => el('option', { value: v, text: `${v} (${n})` })));
+  }
+}
 function renderReview() {
   const body = $('review-rows');
   body.replaceChildren();
@@ -47,7 +56,8 @@ function renderReview() {
     box.addEventListener('change', () => { if (box.checked) picked.add(f.index); else picked.delete(f.index); reviewTotals(); });
     const here = { here: 'here', partial: `partly here (${size(f.done)})`, missing: 'not here', changed: 'changed upstream', corrupt: 'corrupt' }[f.state] || f.state;
     body.append(el('tr', { 'data-path': f.path }, el('td', {}, box), el('td', { class: 'name', text: f.path, title: f.url }),
-      el('td', { text: ext(f.path) }), el('td', { text: size(f.size) }), el('td', { class: f.state, text: here })));
+      el('td', { text: typeOf(f.path) }), el('td', { text: size(f.size) }), el('td', { class: f.state, text: here }),
+      el('td', { text: precisionOf(f.path) })));
   }
   reviewTotals();
 }
@@ -85,7 +95,10 @@ export function wireAdd(show) {
   $('sel-all').addEventListener('click', () => pick(() => true));
   $('sel-none').addEventListener('click', () => pick(() => false));
   $('sel-missing').addEventListener('click', () => pick((f) => f.state !== 'here'));
-  $('glob-apply').addEventListener('click', () => { const re = globRe($('glob').value.trim() || '*'); pick((f) => re.test(f.path)); });
+  $('glob-apply').addEventListener('click', () => {
+    const re = globRe($('glob').value.trim() || '*'), type = $('type-filter').value, precision = $('precision-filter').value;
+    pick((f) => re.test(f.path) && (!type || typeOf(f.path) === type) && (!precision || precisionOf(f.path) === precision));
+  });
   $('start').addEventListener('click', () => start(show));
   $('add-file').addEventListener('change', (e) => { if (e.target.files[0]) readFile(e.target.files[0]); });
   const drop = $('drop');

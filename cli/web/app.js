@@ -49,6 +49,7 @@ function fold(ev) {
     return;
   }
   if (!ev.file) return;
+  if (ev.kind === 'removed' && ev.deleted) { files.delete(ev.file); schedule(); return; }  // its row is gone (erased)
   const f = files.get(ev.file) || { id: ev.file, received: 0, bytes_done: 0, speed: 0, priority: 0, max_speed: 0, paused: false };
   for (const k of ['path', 'url', 'state', 'size', 'received', 'speed', 'paused', 'priority', 'max_speed', 'error', 'blake3']) {
     if (k in ev) f[k] = ev[k];

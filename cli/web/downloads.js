@@ -9,6 +9,8 @@ const rows = new Map();    // id -> <tr> on the current page
 const selected = new Set(); // ids ticked
 const speeds = [];         // the job's speed, one sample a second (chart)
 let page = 0;
+let dragged = null;        // the id of the row being dragged
+let keepFocus = null;      // the id of the row that moved by keys: focused again once drawn
 
 function shown() {
   const q = $('filter').value.trim().toLowerCase();
@@ -76,6 +78,8 @@ export function renderRows() {
     if (want !== tr) body.insertBefore(tr, want);
     prev = tr;
   }
+  if (keepFocus !== null && rows.has(keepFocus) && document.activeElement !== rows.get(keepFocus)) rows.get(keepFocus).focus();
+  keepFocus = null;
   $('selected-count').textContent = `${selected.size} selected`;
 }
 function cell(tr, i) { return tr.children[i]; }
@@ -95,12 +99,22 @@ function makeRow(id) {
       el('button', { type: 'button', 'data-act': 'retry', text: 'retry' }), ' ',
       el('button', { type: 'button', 'data-act': 'verify', text: 'verify', title: 'hash it again against the journal' })));
   tr.addEventListener('click', (e) => { const b = e.target.closest('button'); if (b) rowAction(id, b.dataset.act); });
+  tr.addEventListener('dragstart', (e) => { dragged = id; e.dataTransfer.effectAllowed = 'move'; e.dataTransfer.setData('text/plain', String(id)); });
+  tr.addEventListener('dragend', () => { dragged = null; for (const r of rows.values()) r.classList.remove('drop-above'); });
+  tr.addEventListener('dragover', (e) => { if (dragged !== null && dragged !== id) { e.preventDefault(); tr.classList.add('drop-above'); } });
+  tr.addEventListener('dragleave', () => tr.classList.remove('drop-above'));
+  tr.addEventListener('drop', (e) => {
+    e.preventDefault();
+    tr.classList.remove('drop-above');
+    if (dragged !== null && dragged !== id) reorder(dragged, id, 'above');
+  });
   return tr;
 }
 function patchRow(tr, f) {
   const running = ['queued', 'downloading', 'paused', 'verifying'].includes(f.state);
   const failed = f.state === 'failed' || f.state === 'hash_mismatch';
   tr.className = `state-${f.state}` + (selected.has(f.id) ? ' selected' : '');
+  tr.draggable = running;  // (dragged above another: started before it)
   cell(tr, 0).firstChild.checked = selected.has(f.id);
   set(cell(tr, 1).querySelector('.n'), name(f));
   cell(tr, 1).title = f.path || f.url || '';
@@ -139,6 +153,25 @@ async function rowAction(id, what) {
     const o = r && r.files[0];
     if (o) say(`${name(f)}: ${o.result}` + (o.detail ? ` (${o.detail})` : ''), o.result !== 'ok');
   }
+}
+// Drag (or Alt+Up/Down): a file goes above (or below) another by taking
+// a priority one past that file's; higher starts first (PATCH /files/{id}).
+const MAX_PRIORITY = 2 ** 31 - 1, MIN_PRIORITY = -(2 ** 31);
+export function priorityFor(moving, other, where) {
+  const p = other.priority || 0, own = moving.priority || 0;
+  if (where === 'above') return own > p ? null : Math.min(MAX_PRIORITY, p + 1);
+  return own < p ? null : Math.max(MIN_PRIORITY, p - 1);
+}
+async function reorder(id, otherId, where) {
+  const f = files.get(id), other = files.get(otherId);
+  if (!f || !other) return;
+  const priority = priorityFor(f, other, where);
+  if (priority === null) return;
+  const r = await act(() => api('PATCH', `/files/${id}`, { priority }));
+  if (!r) return;
+  files.set(id, { ...f, priority: r.priority });  // (its 'changed' event says the same)
+  keepFocus = id;
+  schedule();
 }
 async function bulk(what) {
   const ids = [...selected].filter((id) => files.has(id));
@@ -194,6 +227,12 @@ export function keys(e) {
   const tr = e.target.closest('tr[data-id]');
   if (!tr) return;
   const id = Number(tr.dataset.id);
+  if (e.altKey && (e.key === 'ArrowUp' || e.key === 'ArrowDown')) {
+    e.preventDefault();
+    const other = e.key === 'ArrowUp' ? tr.previousElementSibling : tr.nextElementSibling;
+    if (other && files.has(id)) reorder(id, Number(other.dataset.id), e.key === 'ArrowUp' ? 'above' : 'below');
+    return;
+  }
   if (e.key === 'ArrowDown' && tr.nextElementSibling) { e.preventDefault(); tr.nextElementSibling.focus(); }
   if (e.key === 'ArrowUp' && tr.previousElementSibling) { e.preventDefault(); tr.previousElementSibling.focus(); }
   if (e.key === ' ') { e.preventDefault(); rowAction(id, 'toggle'); }

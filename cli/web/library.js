@@ -1,21 +1,44 @@
-// Library: every file the journal knows, by tab (here, not here, failed),
-// and every job; re-verify (POST /verify, as segdl verify), fetch the
-// failed ones again, download a finished file.
-import { $, act, api, el, say, size } from './util.js';
+// Library: every file the journal knows, by tab (here, not here, failed,
+// changed upstream), with counts, and every job; re-verify (POST /verify,
+// as segdl verify), fetch the failed ones again, download a finished file.
+import { $, act, api, ask, el, name, say, size } from './util.js';
 import { files, jobs, schedule } from './store.js';
 import { retryFailed } from './downloads.js';
 
 const libSelected = new Set();  // ids ticked here
 const verified = new Map();     // id -> the last re-verify's result (also recorded in the journal)
+// The last "check upstream" (POST /review {job}): id -> the file's blake3 then
+// (fetched again since, with other content, it is no longer what changed).
+const upstream = { checked: false, changed: new Map() };
 let libTab = 'here';
 
+const HERE = ['done', 'skipped'];
+const TABS = {
+  here: (f) => HERE.includes(f.state),
+  missing: (f) => ['removed', 'queued', 'paused', 'downloading', 'verifying', 'verified'].includes(f.state),
+  failed: (f) => f.state === 'failed' || f.state === 'hash_mismatch',
+  changed: (f) => HERE.includes(f.state) && upstream.changed.has(f.id) && upstream.changed.get(f.id) === f.blake3,
+};
+
+function renderTabs() {
+  const counts = { here: 0, missing: 0, failed: 0, changed: 0 };
+  for (const f of files.values()) for (const [tab, test] of Object.entries(TABS)) if (test(f)) counts[tab]++;
+  for (const b of document.querySelectorAll('.lib-tab')) {
+    const t = b.dataset.tab;
+    const text = t === 'changed' && !upstream.checked ? '?' : String(counts[t]);
+    const c = b.querySelector('.count');
+    if (c.textContent !== text) c.textContent = text;
+  }
+}
+
 export function renderLibrary() {
-  const want = { here: ['done', 'skipped'], missing: ['removed', 'queued', 'paused', 'downloading'], failed: ['failed', 'hash_mismatch'] }[libTab];
+  renderTabs();
+  const want = TABS[libTab];
   const body = $('lib-rows');
   body.replaceChildren();
   let n = 0;
   for (const f of files.values()) {
-    if (!want.includes(f.state) || n++ >= 2000) continue;
+    if (!want(f) || n++ >= 2000) continue;
     const box = el('input', { type: 'checkbox', 'aria-label': 'select' });
     box.checked = libSelected.has(f.id);
     box.addEventListener('change', () => { if (box.checked) libSelected.add(f.id); else libSelected.delete(f.id); });
@@ -26,15 +49,41 @@ export function renderLibrary() {
       el('td', { text: (job && job.collection) || '' }), el('td', { text: size(f.size) }),
       el('td', { class: 'wrap' }, f.state, el('span', { class: 'err', text: f.error || '' })),
       el('td', { text: verified.get(f.id) || '' }),
-      el('td', {}, libTab === 'here' ? el('a', { href: `/files/${f.id}/content`, download: '', text: 'download' }) : '')));
+      el('td', { class: 'actions' },
+        HERE.includes(f.state) ? el('a', { href: `/files/${f.id}/content`, download: '', text: 'download' }) : '', ' ',
+        el('button', { type: 'button', 'data-act': 'erase', text: 'delete', title: 'delete it from disk and from the journal' }))));
   }
   const jb = $('job-rows');
   jb.replaceChildren();
   for (const j of [...jobs.values()].sort((a, b) => b.id - a.id)) {
-    jb.append(el('tr', {}, el('td', { text: String(j.id) }), el('td', { text: j.collection || '' }),
+    jb.append(el('tr', { 'data-job': String(j.id) }, el('td', { text: String(j.id) }), el('td', { text: j.collection || '' }),
       el('td', { text: j.dest }), el('td', { text: j.state }),
-      el('td', { text: Object.entries(j.counts || {}).map(([k, v]) => `${v} ${k}`).join(', ') })));
+      el('td', { text: Object.entries(j.counts || {}).map(([k, v]) => `${v} ${k}`).join(', ') }),
+      el('td', {}, el('button', { type: 'button', 'data-act': 'fetch-missing', text: 'Fetch what is missing',
+        title: 'its files that are not here (failed, cancelled, gone from disk) again' }))));
   }
+}
+// Delete a file from disk and its entry from the journal, once the dialog
+// says so (a running one is cancelled first).
+async function erase(id) {
+  const f = files.get(id);
+  if (!f) return;
+  const a = await ask(`Delete ${name(f)} from disk and forget it in the journal? This cannot be undone.`);
+  if (!a) return;
+  const r = await act(() => api('DELETE', `/files/${id}?erase=true`));
+  if (!r) return;
+  files.delete(id);
+  libSelected.delete(id);
+  say(`${name(f)}: deleted` + (r.deleted.length ? '' : ' (nothing was on disk)'));
+  schedule();
+}
+// One click: the job's files that are not here, again (POST /retry {job}).
+async function fetchMissing(id) {
+  const r = await act(() => api('POST', '/retry', { job: id }));
+  if (!r) return;
+  const n = r.jobs.reduce((a, j) => a + j.files.length, 0);
+  if (n) say(`job ${id}: fetching ${n} file(s) that were not here`);
+  else say(`job ${id}: every file is here (or still running)`);
 }
 async function reverify() {
   const ids = [...libSelected].filter((id) => ['done', 'skipped'].includes((files.get(id) || {}).state));
@@ -47,6 +96,33 @@ async function reverify() {
   schedule();
 }
 
+// Changed upstream: each hub collection's newest job reviewed again
+// against the hub's listing now; its files done here that the hub now
+// lists with other content.
+async function checkUpstream() {
+  const newest = new Map();  // source key -> the newest job from it
+  for (const j of jobs.values()) {
+    const key = j.source && j.source.ref ? j.source.key : null;
+    if (key && (!newest.has(key) || newest.get(key).id < j.id)) newest.set(key, j);
+  }
+  if (!newest.size) {
+    upstream.checked = true;
+    schedule();
+    return say('no collection here comes from a hub: nothing upstream to compare with');
+  }
+  say(`checking ${newest.size} collection(s) upstream…`);
+  const changed = new Map();
+  for (const j of newest.values()) {
+    const r = await act(() => api('POST', '/review', { job: j.id }));
+    if (!r) return;
+    for (const f of r.files) if (f.state === 'changed' && f.id !== null && files.has(f.id)) changed.set(f.id, files.get(f.id).blake3);
+  }
+  upstream.changed = changed;
+  upstream.checked = true;
+  say(`checked ${newest.size} collection(s) upstream: ${changed.size} file(s) changed`, false);
+  schedule();
+}
+
 export function wireLibrary() {
   for (const b of document.querySelectorAll('.lib-tab')) {
     b.addEventListener('click', () => {
@@ -54,9 +130,19 @@ export function wireLibrary() {
       for (const o of document.querySelectorAll('.lib-tab')) {
         if (o === b) o.setAttribute('aria-current', 'page'); else o.removeAttribute('aria-current');
       }
+      if (libTab === 'changed' && !upstream.checked) checkUpstream();
       schedule();
     });
   }
+  $('check-upstream').addEventListener('click', checkUpstream);
+  $('lib-rows').addEventListener('click', (e) => {
+    const b = e.target.closest('button[data-act=erase]');
+    if (b) erase(Number(b.closest('tr').dataset.id));
+  });
+  $('job-rows').addEventListener('click', (e) => {
+    const b = e.target.closest('button[data-act=fetch-missing]');
+    if (b) fetchMissing(Number(b.closest('tr').dataset.job));
+  });
   $('reverify').addEventListener('click', reverify);
   $('lib-retry').addEventListener('click', () => retryFailed());
   $('lib-all').addEventListener('change', (e) => {

@@ -10,6 +10,11 @@ space where it would go.  Nothing is downloaded; the journal is only read.
 * ``corrupt``: the journal's last word on the file at its path is that its
   bytes did not match (``hash_mismatch``, also what ``segdl verify``
   records for a file damaged on disk).
+
+Each file also names its journal row (``id``, or null): the page's
+Library marks its rows by it.  A job of the journal is reviewed again by
+its id (:func:`job_input`): a hub job against the hub's listing now, so
+what changed upstream since shows as ``changed``.
 """
 
 from __future__ import annotations
@@ -22,9 +27,25 @@ from pathlib import Path
 from ..inputs.hubs.presence import presence
 from ..rules.lifecycle import COMPLETE, HASH_MISMATCH
 from ..inputs.naming import filename_from_url, inside
-from .validation import JOB
+from ..values.request import request_from_spec
+from .validation import JOB, FieldError, an_id
 
-REVIEW = {k: JOB[k] for k in ("urls", "manifest", "aria2", "ref", "dest", "collection")}  # POST /review
+REVIEW = {**{k: JOB[k] for k in ("urls", "manifest", "aria2", "ref", "dest", "collection")},
+          "job": an_id}  # POST /review
+
+
+def job_input(body: dict, job: dict | None) -> tuple[str | None, list]:
+    """What ``{"job": ID}`` reviews: the job's hub reference (to resolve
+    again: the listing now), or else the requests it recorded.  ``job``:
+    its journal row, or None (LookupError).  Returns (ref, requests)."""
+    if len(body) > 1:
+        raise FieldError(sorted(set(body) - {"job"})[0], "job reviews a job of the journal again: it goes alone")
+    if job is None:
+        raise LookupError(f"no job {body['job']}")
+    ref = (job["spec"].get("source") or {}).get("ref")
+    if ref:
+        return ref, []
+    return None, [request_from_spec(e) for e in job["spec"].get("requests", [])]
 
 
 def review(journal, dest: Path, requests, collection: str | None) -> dict:
@@ -32,17 +53,18 @@ def review(journal, dest: Path, requests, collection: str | None) -> dict:
     # (A URL's file is named by its server when it arrives: until then, as
     # its URL names it, as the service and the terminal UI name it.)
     requests = [r if r.path else replace(r, path=filename_from_url(r.url) or "download") for r in requests]
+    rows = journal.files_by_path([inside(dest, r.path) for r in requests])
     files = []
     for i, (req, p) in enumerate(zip(requests, presence(journal, dest, requests))):
         state = p.state
+        row = rows.get(str(inside(dest, req.path)))
         if state != "here":
-            row = journal.file_by_path(inside(dest, req.path))
             if row is not None and row["state"] == HASH_MISMATCH:
                 state = "corrupt"
             elif row is not None and row["state"] in COMPLETE and p.hash and os.path.exists(row["path"]):
                 state = "changed"
         files.append({"index": i, "path": req.path, "url": p.url, "size": req.size, "hash": p.hash,
-                      "state": state, "done": p.done, "where": p.where})
+                      "state": state, "done": p.done, "where": p.where, "id": row["id"] if row else None})
     known = [f["size"] for f in files if f["size"] is not None]
     return {"dest": str(dest), "collection": collection, "free": free_space(dest), "files": files,
             "total": sum(known), "unknown_sizes": len(files) - len(known)}

@@ -222,14 +222,26 @@ class Service:
         answer = self._command(lambda c: c.commands.cancel(fid, keep_partial=keep_partial))
         return {**self.file(fid), "kept_partial": answer["kept_partial"]}
 
+    def erase(self, fid: int) -> dict:
+        """Delete a file from disk (under a root, reached safely) and from
+        the journal, cancelling it first if it runs (engine/erase.py)."""
+        from .erase import erase
+
+        self._known(fid)
+        return self._command(lambda c: erase(c.commands, c.journal, fid, self.roots))
+
     def set_limits(self, **limits) -> dict:
         limits = validation.fields(limits, validation.LIMITS, at_least_one=True)
         return self._command(lambda c: c.commands.set_limits(**limits))
 
     def retry(self, **body) -> dict:
-        """The failed files again (only those of ``ids``, if given)."""
-        ids = validation.fields(body, {"ids": validation.listing(validation.an_id, validation.MAX_PAGE)}).get("ids")
-        return self._command(lambda c: c.commands.retry(self._under_roots, None if ids is None else set(ids)))
+        """The failed files again (only those of ``ids``, if given); with
+        ``job``, every file of that job that is not here (failed, cancelled,
+        gone from disk)."""
+        body = validation.fields(body, validation.RETRY)
+        ids = body.get("ids")
+        return self._command(lambda c: c.commands.retry(self._under_roots, None if ids is None else set(ids),
+                                                        body.get("job")))
 
     def bulk(self, body) -> dict:
         """Many files at once (engine/bulk.py): checked whole, applied in one command."""
@@ -239,16 +251,28 @@ class Service:
         return self._command(lambda c: bulk.apply(c.commands, ids, change, cancel, keep))
 
     def review(self, body) -> dict:
-        """What a job of ``body`` (as :meth:`add_job` takes) would fetch, and what of it is here."""
-        from .review import REVIEW, review
+        """What a job of ``body`` (as :meth:`add_job` takes) would fetch, and
+        what of it is here; ``{"job": ID}``: a job of the journal again (a
+        hub job: against its listing now)."""
+        from .review import REVIEW, job_input, review
 
         body = validation.fields({k: v for k, v in body.items() if v is not None}
                                  if isinstance(body, dict) else body, REVIEW)
-        dest = self.destination(body.get("dest"))
-        requests, collection, _ = self._requests(body, dest)
+        if "job" in body:
+            job = self._reader().job(body["job"])
+            ref, requests = job_input(body, job)
+            dest, collection = Path(job["dest"]), job["collection"]
+            if not self._under_roots(dest):
+                raise LookupError(f"job {body['job']} is not under this service's folders")
+            if ref:
+                requests = self._requests({"ref": ref}, dest)[0]
+        else:
+            dest = self.destination(body.get("dest"))
+            requests, collection, _ = self._requests(body, dest)
+            collection = body.get("collection") or collection
         j = self._reader()
         with j.reading():
-            return review(j, dest, requests, body.get("collection") or collection)
+            return review(j, dest, requests, collection)
 
     def reverify(self, body) -> dict:
         """Hash the finished files ``ids`` again (engine/reverify.py), here;

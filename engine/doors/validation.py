@@ -135,6 +135,7 @@ JOB = {
 }
 FILE_CHANGE = {"paused": boolean, "priority": priority, "max_speed": speed}
 LIMITS = {"max_speed": speed, "max_file_speed": speed}
+RETRY = {"ids": listing(an_id, MAX_PAGE), "job": an_id}
 
 
 def fields(body: Any, table: dict[str, Check], *, at_least_one: bool = False) -> dict[str, Any]:

@@ -224,6 +224,12 @@ class Journal(StatusQueries, JournalQueries):
                 [*fields.values(), file_id],
             )
 
+    def delete_file(self, file_id: int) -> None:
+        """Forget a file: its row and its segments go (a ``removed`` event
+        with ``deleted`` says so)."""
+        with self.atomic() as db:
+            db.execute("DELETE FROM files WHERE id = ?", [file_id])
+
     def mark_verified(self, items: list[tuple[int, str, str | None, str | None]]) -> None:
         """(file id, blake3, sha256, git sha1) of files whose digests
         matched: one synced commit, made before any of them is renamed

@@ -12,6 +12,7 @@ a command applies all of a request or, when it raises, none of it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..rules import lifecycle
@@ -49,6 +50,11 @@ class Commands:
                 raise LookupError(f"no file {fid}")
             raise ConflictError(f"file {fid} is not running (see its state); only a running or queued file changes")
         return run
+
+    def running(self, fid: int) -> bool:
+        """The file runs or waits in this engine (it can be cancelled)."""
+        run = self.files.runs.get(fid) or self.files.find_waiting(fid)
+        return run is not None and not lifecycle.is_final(run.state)
 
     def set_file(self, fid: int, *, paused: bool | None = None, priority: int | None = None,
                  max_speed: int | None = None) -> None:
@@ -115,13 +121,19 @@ class Commands:
                 self.journal.update_job(job, **values)
         return {k: v or 0 for k, v in values.items()}
 
-    def retry(self, allowed=lambda dest: True, ids: set[int] | None = None) -> dict:
+    def retry(self, allowed=lambda dest: True, ids: set[int] | None = None, of_job: int | None = None) -> dict:
         """The failed files the journal knows (those of ``ids``, if given),
         again, as one new job per job they came from (its destination and
-        collection), for those whose destination is ``allowed``."""
+        collection), for those whose destination is ``allowed``.
+        ``of_job``: every file of that job that is not here instead
+        (:func:`not_here`)."""
         jobs = {j["id"]: j for j in self.journal.all_jobs()}
+        if of_job is not None and of_job not in jobs:
+            raise LookupError(f"no job {of_job}")
+        rows = (self.journal.find_files(states=tuple(lifecycle.FAILURES)) if of_job is None
+                else [r for r in self.journal.find_files(job_id=of_job) if not_here(r)])
         groups: dict[int, list] = {}
-        for row in self.journal.find_files(states=tuple(lifecycle.FAILURES)):
+        for row in rows:
             if self.files.holds(row["id"]) or (ids is not None and row["id"] not in ids):
                 continue
             if self.files.writer_of(Path(row["path"])) is not None or not allowed(Path(row["path"]).parent):
@@ -141,3 +153,11 @@ class Commands:
                 reqs.append(request_from_spec(entry, path=rel or entry.get("path")))
             added.append(self.add(reqs, dest=dest, collection=job["collection"]))
         return {"jobs": added}
+
+
+def not_here(row: dict) -> bool:
+    """A journal row whose file is not here: failed, a hash mismatch,
+    cancelled, or finished but gone from disk since."""
+    if row["state"] in lifecycle.FAILURES or row["state"] == lifecycle.REMOVED:
+        return True
+    return row["state"] in lifecycle.COMPLETE and not os.path.isfile(row["path"])

@@ -37,6 +37,15 @@ PROBE_AHEAD = 32  # files probed ahead of need (or being probed)
 PROBE_STREAMS = 2
 
 
+def next_to_start(ready: list[FileRun]) -> int:
+    """Which of the probed files waiting for room starts next (its index):
+    the highest priority, then the oldest (the lowest id), as the queue and
+    the web page order them, so a file whose priority changed after its
+    probe starts in its new place; one without an id yet last of its
+    priority.  (At most PROBE_AHEAD wait.)"""
+    return max(range(len(ready)), key=lambda i: (ready[i].priority, -(ready[i].id or float("inf"))))
+
+
 class Intake:
     """Owns the files between the queue and their start: the probes in
     flight (a stream, on a thread of its own), the probed files waiting
@@ -219,7 +228,7 @@ class Intake:
             elif not lifecycle.is_final(run.state):
                 self._ready.append((run, found))
         while self._ready and self.files.active_count() < self.s.concurrent_files:
-            run, found = self._ready.popleft()
+            run, found = self._take_ready()
             try:
                 self.activation.activate(run, self._sources(run, found))
             except Hashing as h:
@@ -235,6 +244,12 @@ class Intake:
                         self.files.requeue(run, first=False)
                         continue
                 self.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+
+    def _take_ready(self) -> tuple[FileRun, dict]:
+        best = next_to_start([run for run, _ in self._ready])
+        item = self._ready[best]
+        del self._ready[best]
+        return item
 
     def _shown(self, run: FileRun) -> str:
         """The path a result reports: the target, as far as it is known."""

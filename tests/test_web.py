@@ -36,7 +36,7 @@ pytest.importorskip("sse_starlette")
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-from serving import Serve  # noqa: E402
+from serving import Serve, serve_with_hub  # noqa: E402
 from test_serve_api import until  # noqa: E402
 from test_web_api import login_urls  # noqa: E402
 
@@ -337,51 +337,41 @@ def test_another_local_origin_can_neither_read_nor_change_anything(browser, serv
 
 
 def test_review_of_a_hub_repo_shows_sizes_filters_and_what_changed_upstream(browser, tmp_path, monkeypatch):
-    from hubserver import HubServer
-
     files = {"README.md": (b"# model\n", False), "config.json": (b'{"v": 1}\n', False),
              "w-00001.safetensors": (os.urandom(300 * KiB), True), "w-00002.safetensors": (os.urandom(200 * KiB), True)}
-    with HubServer() as hub:
-        repo = hub.add_repo("org/model", files)
-        monkeypatch.setenv("HF_ENDPOINT", hub.hub_url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        serve = Serve(tmp_path / "serve", "-x", "2", "-j", "4").start()
-        try:
-            until(lambda: login_urls(serve), 10)
-            page = browser.new_page()
-            log_in(page, serve)
-            page.click("button[data-view=add]")
-            page.fill("#add-text", "hf://org/model")
-            page.click("#review-btn")
-            expect(page.locator("#review-rows tr")).to_have_count(4)
-            big = page.locator('#review-rows tr[data-path="w-00001.safetensors"] td')
-            expect(big.nth(2)).to_have_text("safetensors")
-            expect(big.nth(3)).to_have_text("300.0 KiB")
-            page.click("#sel-none")
-            expect(page.locator("#review-total")).to_contain_text("0 of 4 files selected")
-            page.fill("#glob", "*.safetensors")
-            page.click("#glob-apply")
-            expect(page.locator("#review-total")).to_contain_text("2 of 4 files selected · 500.0 KiB")
-            page.click("#start")
-            expect(page.locator("#message")).to_contain_text("2 file(s)")
-            job = serve.call("GET", "/jobs")[1]["jobs"][0]["id"]
-            serve.wait_files(job)
+    with serve_with_hub(tmp_path, monkeypatch, files, "-x", "2", "-j", "4") as (repo, serve):
+        until(lambda: login_urls(serve), 10)
+        page = browser.new_page()
+        log_in(page, serve)
+        page.click("button[data-view=add]")
+        page.fill("#add-text", "hf://org/model")
+        page.click("#review-btn")
+        expect(page.locator("#review-rows tr")).to_have_count(4)
+        big = page.locator('#review-rows tr[data-path="w-00001.safetensors"] td')
+        expect(big.nth(2)).to_have_text("safetensors")
+        expect(big.nth(3)).to_have_text("300.0 KiB")
+        page.click("#sel-none")
+        expect(page.locator("#review-total")).to_contain_text("0 of 4 files selected")
+        page.fill("#glob", "*.safetensors")
+        page.click("#glob-apply")
+        expect(page.locator("#review-total")).to_contain_text("2 of 4 files selected · 500.0 KiB")
+        page.click("#start")
+        expect(page.locator("#message")).to_contain_text("2 file(s)")
+        job = serve.call("GET", "/jobs")[1]["jobs"][0]["id"]
+        serve.wait_files(job)
 
-            changed = dict(files)
-            changed["w-00002.safetensors"] = (os.urandom(200 * KiB), True)
-            repo.commit(changed)
-            page.click("button[data-view=add]")
-            page.click("#review-btn")
-            states = {n: page.locator(f'#review-rows tr[data-path="{n}"] td').nth(4) for n in files}
-            expect(states["w-00001.safetensors"]).to_have_text("here")
-            expect(states["w-00002.safetensors"]).to_have_text("changed upstream")
-            expect(states["README.md"]).to_have_text("not here")
-            page.click("#sel-missing")
-            expect(page.locator("#review-total")).to_contain_text("3 of 4 files selected")
-            shot(page, tmp_path, "review")
-        finally:
-            serve.stop()
+        changed = dict(files)
+        changed["w-00002.safetensors"] = (os.urandom(200 * KiB), True)
+        repo.commit(changed)
+        page.click("button[data-view=add]")
+        page.click("#review-btn")
+        states = {n: page.locator(f'#review-rows tr[data-path="{n}"] td').nth(4) for n in files}
+        expect(states["w-00001.safetensors"]).to_have_text("here")
+        expect(states["w-00002.safetensors"]).to_have_text("changed upstream")
+        expect(states["README.md"]).to_have_text("not here")
+        page.click("#sel-missing")
+        expect(page.locator("#review-total")).to_contain_text("3 of 4 files selected")
+        shot(page, tmp_path, "review")
 
 
 def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from helpers import SEGDL
@@ -142,3 +143,22 @@ def read_events(serve: Serve, until, timeout: float = 60, last_id: int | None = 
     finally:
         conn.close()
     raise AssertionError(f"events did not arrive in time: {[e['event'] for e in events]}")
+
+
+@contextmanager
+def serve_with_hub(tmp: Path, monkeypatch, files: dict, *args: str):
+    """A hub stand-in (hubserver.py) holding ``org/model`` with ``files``,
+    ``hf://`` pointed at it with no token, and a `segdl serve` (with
+    ``args``) started there; yields the repo and the serve, and stops both."""
+    from hubserver import HubServer
+
+    with HubServer() as hub:
+        repo = hub.add_repo("org/model", files)
+        monkeypatch.setenv("HF_ENDPOINT", hub.hub_url)
+        monkeypatch.setenv("HF_HOME", str(tmp / "hf-home"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        serve = Serve(tmp / "serve", *args).start()
+        try:
+            yield repo, serve
+        finally:
+            serve.stop()

@@ -20,6 +20,7 @@ def serve(
     root: List[Path] = typer.Option([], "--root", help="A folder jobs may write under (repeatable; default -d)."),
     dest: Path = typer.Option(Path("."), "-d", "--dir", help="The default folder for jobs."),
     allow_host: List[str] = typer.Option([], "--allow-host", help="Another Host header to accept (a name this machine is reached by)."),
+    public_url: Optional[str] = typer.Option(None, "--public-url", help="The address browsers open the page at, e.g. https://box.example.org behind a proxy that terminates TLS and passes the Host on (the page's cookie is then Secure there)."),
     allow_origin: List[str] = typer.Option([], "--allow-origin", hidden=True),
     connections: int = typer.Option(16, "-x", "--connections", min=1, max=1024, help="Connections per file."),
     max_connections: int = typer.Option(64, "--max-connections", min=1, max=4096, help="Connections for all jobs."),
@@ -61,6 +62,17 @@ def serve(
     if listen and socket_path:
         say("give --listen or --socket, not both", "red")
         raise typer.Exit(EXIT_USAGE)
+    if public_url is not None:
+        from .serve import parse_public_url
+
+        if socket_path:
+            say("--public-url is for the web page, which a Unix socket does not serve: use --listen", "red")
+            raise typer.Exit(EXIT_USAGE)
+        try:
+            parse_public_url(public_url)
+        except ValueError as e:
+            say(str(e), "red")
+            raise typer.Exit(EXIT_USAGE)
     if listen:
         try:
             parse_listen(listen)
@@ -77,7 +89,7 @@ def serve(
 
     try:
         code = run_service(settings, roots, listen=listen, socket_path=socket_path, allow_hosts=list(allow_host),
-                           say=lambda text: say(text, None))
+                           say=lambda text: say(text, None), public_url=public_url)
     except SegdlError as e:  # another service on this journal, a journal that cannot be used
         raise fail(e)
     raise typer.Exit(code)

@@ -50,9 +50,33 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def parse_public_url(url: str) -> tuple[str, str, int]:
+    """(scheme, host as a Host header names it, port) of ``--public-url``:
+    ``http(s)://HOST[:PORT]``, the address a browser opens (through a proxy
+    in front, or by another name), with no path, user or query."""
+    from urllib.parse import urlsplit
+
+    wrong = ValueError(f"--public-url wants http://HOST[:PORT] or https://HOST[:PORT] (no path), not {url!r}")
+    try:
+        p = urlsplit(url)
+        port = p.port
+    except ValueError:
+        raise wrong from None
+    if (p.scheme not in ("http", "https") or not p.hostname or "@" in p.netloc or p.path not in ("", "/")
+            or p.query or p.fragment):
+        raise wrong
+    return p.scheme, shown_host(p.hostname.lower()), port or {"http": 80, "https": 443}[p.scheme]
+
+
+def public_origin(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://{host}" + ("" if port == {"http": 80, "https": 443}[scheme] else f":{port}")
+
+
 def run_service(settings, roots: list[Path], *, listen: str | None, socket_path: Path | None,
-                allow_hosts: list[str], say) -> int:
-    """Serve until SIGINT/SIGTERM.  ``say`` prints a line for the user."""
+                allow_hosts: list[str], say, public_url: str | None = None) -> int:
+    """Serve until SIGINT/SIGTERM.  ``say`` prints a line for the user.
+    ``public_url``: where browsers reach it (another name, or a proxy in
+    front that terminates TLS: then the page's cookie is Secure there)."""
     import uvicorn
 
     from segdl.engine.doors.service import Service
@@ -87,9 +111,19 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
         if not is_loopback(host):
             say(f"warning: listening on {host}, not loopback: anyone who can reach it and has the token "
                 "can drive this service")
-        hosts = [*LOOPBACK_NAMES, *([shown_host(host)] if host not in ("0.0.0.0", "::") else [])]
-        origins = {f"http://{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+        hosts = [*LOOPBACK_NAMES, *([shown_host(host)] if host not in ("0.0.0.0", "::") else []), *allow_hosts]
+        # A change from a page may come from the page under each of these names.
+        origins = {f"http://{h.lower()}:{port}" for h in hosts}
     hosts = list(dict.fromkeys([*hosts, *allow_hosts]))
+    https_hosts: list[tuple[str, int]] = []
+    page_url = where.get("url")
+    if public_url is not None:
+        scheme, public_host, public_port = parse_public_url(public_url)
+        page_url = public_origin(scheme, public_host, public_port)
+        hosts.append(public_host)
+        origins.add(page_url)
+        if scheme == "https":
+            https_hosts.append((public_host, public_port))
     sock.listen(64)
     service.start()
     sessions = announce = None
@@ -99,10 +133,11 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
         sessions = Sessions(str(port))
 
         def announce() -> None:
-            say(f"open the page: {where['url']}{LOGIN_PATH}?code={sessions.new_code()} "
+            say(f"open the page: {page_url}{LOGIN_PATH}?code={sessions.new_code()} "
                 f"(the code works once, for {CODE_TTL / 60:.0f} minutes; a new one follows each login)")
     app = build_app(service, token=token, hosts=hosts, origins=origins, where=where.get("url") or where["socket"],
-                    sessions=sessions, announce=announce or (lambda: None))
+                    sessions=sessions, announce=announce or (lambda: None), page_url=page_url,
+                    https_hosts=https_hosts)
     info = state / "serve.json"
     fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -120,7 +155,9 @@ def run_service(settings, roots: list[Path], *, listen: str | None, socket_path:
             getattr(self, "_captured_signals", []).clear()
 
     try:
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        # (proxy_headers off: uvicorn would otherwise take X-Forwarded-Proto
+        # and -For from any client on 127.0.0.1 for the truth.)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, proxy_headers=False)
         Server(config).run(sockets=[sock])
     finally:
         try:

@@ -146,10 +146,13 @@ def _query(request: HttpRequest, allowed: dict) -> dict:
 
 
 def build_app(service, *, token: str, hosts: list[str], origins: set[str], where: str = "", sessions=None,
-              announce=lambda: None) -> Starlette:
+              announce=lambda: None, page_url: str | None = None,
+              https_hosts: list[tuple[str, int]] = ()) -> Starlette:
     """The app for ``service`` (a started :class:`Service`), listening at
     ``where`` (its URL or socket path, for the proof: see guard.py);
-    ``sessions`` (webauth.Sessions) serves the page and its logins."""
+    ``sessions`` (webauth.Sessions) serves the page and its logins, at
+    ``page_url`` (default ``where``); ``hosts``, ``origins`` and
+    ``https_hosts`` are guard.py's."""
 
     async def call(fn, *args, **kwargs):
         """A Service command (it waits for the engine's loop), off the event loop."""
@@ -302,8 +305,9 @@ def build_app(service, *, token: str, hosts: list[str], origins: set[str], where
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(PROOF_PATH, prove, methods=["GET"]),
         *web_routes(service, sessions, guarded=guarded, call=call, body=_body, query=_query, error=_error,
-                    announce=announce, where=where),
+                    announce=announce, where=page_url or where),
     ]
-    middleware = [Middleware(Guard, token=token, hosts=hosts, origins=origins, sessions=sessions)]
+    middleware = [Middleware(Guard, token=token, hosts=hosts, origins=origins, sessions=sessions,
+                             https_hosts=https_hosts)]
     return Starlette(routes=routes, middleware=middleware,
                      exception_handlers={HTTPException: http_error, Exception: server_error})

@@ -4,8 +4,12 @@ reaching the browser.
 ``segdl serve`` prints ``http://HOST:PORT/login?code=CODE``: the code is
 random, good for one use within :data:`CODE_TTL`, and unrelated to the
 token.  Opening it sets a session cookie (HttpOnly, SameSite=Strict, this
-port's own name) and redirects to ``/``, so the code leaves the address
-bar at once; a fresh code is printed for the next browser.
+port's own name; Secure when the request came over https, guard.py) on a
+small page that goes on to ``/`` by itself (a refresh: no script), so the
+code leaves the address bar at once; a fresh code is printed for the next
+browser.  Not a redirect: a link on another
+page (a notebook on another port) makes a navigation that stays foreign
+through redirects, and the cookie would not count on its last step.
 
 Cookies are not kept apart by port: every page on 127.0.0.1, whatever its
 port, is the *same site* as this service.  So a request that comes with
@@ -121,12 +125,13 @@ class Sessions:
                 found.append(value)
         return next((v for v in found if self.valid(v)), found[0] if found else None)
 
-    def set_cookie(self, session: str) -> str:
+    def set_cookie(self, session: str, secure: bool = False) -> str:
+        """``secure``: the request came over https (guard.py says when)."""
         return (f"{self.cookie}={session}; Path=/; HttpOnly; SameSite=Strict; "
-                f"Max-Age={int(SESSION_TTL)}")
+                f"Max-Age={int(SESSION_TTL)}" + ("; Secure" if secure else ""))
 
-    def clear_cookie(self) -> str:
-        return f"{self.cookie}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
+    def clear_cookie(self, secure: bool = False) -> str:
+        return f"{self.cookie}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0" + ("; Secure" if secure else "")
 
 
 def from_this_origin(headers: dict[str, bytes]) -> bool:

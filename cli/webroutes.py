@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .webauth import CODE_TTL, LOGIN_PATH, LOGOUT_PATH
@@ -27,6 +27,15 @@ STATIC = {"index.html": "text/html; charset=utf-8", "app.css": "text/css; charse
           **{f"{m}.js": JS for m in ("app", "util", "store", "downloads", "add", "library", "formats")}}
 
 
+# What GET /login answers once the code is good: no script (the CSP
+# allows none), a refresh to / and a link for a browser that ignores it.
+LANDING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0; url=/">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>segdl: logged in</title></head>
+<body><p>Logged in. <a href="/" id="continue">Open segdl</a></p></body></html>
+"""
+
+
 def _static(name: str) -> Response:
     return Response(WEB.joinpath(name).read_bytes(), media_type=STATIC[name],
                     headers={"cache-control": "no-cache"})
@@ -34,7 +43,7 @@ def _static(name: str) -> Response:
 
 def routes(service, sessions, *, guarded, call, body, query, error, announce, where: str = "") -> list[Route]:
     """``announce()`` prints a fresh login URL (after one is used);
-    ``where`` is the service's URL."""
+    ``where`` is the page's URL (the service's, or its ``--public-url``)."""
 
     async def page(request: HttpRequest):
         return _static("index.html")
@@ -55,14 +64,20 @@ def routes(service, sessions, *, guarded, call, body, query, error, announce, wh
             return error(403, "this login code is used up, expired or wrong: open the newest login URL "
                               "segdl serve printed")
         announce()
-        return RedirectResponse("/", status_code=303,
-                                headers={"set-cookie": sessions.set_cookie(session), "cache-control": "no-store"})
+        # Not a redirect: a navigation that began on another page (a link
+        # in a notebook at 127.0.0.1:8888) stays cross-origin through a
+        # redirect, so the browser would send the new cookie with neither
+        # SameSite=Strict nor Sec-Fetch-Site: same-origin, and the user
+        # would land logged out, the code spent.  This page's own
+        # navigation (a refresh, or its link) begins here, on this origin.
+        return HTMLResponse(LANDING, headers={"set-cookie": sessions.set_cookie(session, request.state.https),
+                                              "cache-control": "no-store"})
 
     async def logout(request: HttpRequest):
         if sessions is None:
             return JSONResponse({"ok": True})
         sessions.end(sessions.session_of(request.headers.get("cookie", "").encode("latin-1")))
-        return JSONResponse({"ok": True}, headers={"set-cookie": sessions.clear_cookie()})
+        return JSONResponse({"ok": True}, headers={"set-cookie": sessions.clear_cookie(request.state.https)})
 
     @guarded
     async def login_code(request: HttpRequest):

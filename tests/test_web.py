@@ -9,6 +9,9 @@ real paced mirror on 127.0.0.1.
   404 once the mirror has the file; re-verify after a byte is damaged on
   disk, then fetch it again.  Screenshots of the three views on the way
   (into docs/ when SEGDL_SCREENSHOTS=docs).
+* test_the_speed_chart_the_keys_and_a_notification_when_the_job_ends.
+* test_a_login_link_on_another_local_page_logs_in: the printed URL opened
+  from a link on a page of another local origin (same site, and cross-site).
 * test_another_local_origin_can_neither_read_nor_change_anything: a page
   on another port of 127.0.0.1 (the same *site*, so the browser sends the
   session cookie) tries fetch, a form post, an image and an EventSource.
@@ -88,10 +91,27 @@ def serve(tmp_path):
     s.stop()
 
 
+# Each Notification the page makes, recorded (the real one is still made):
+# a desktop notification is out of the page's reach to read back.
+NOTES = """window.notes = [];
+const Real = window.Notification;
+window.Notification = class extends Real {
+  constructor(title, options) { super(title, options); window.notes.push([title, (options || {}).body]); }
+};"""
+# Whether the chart has ink in its upper half (an idle chart is a flat line at the bottom).
+RISEN = """() => { const c = document.getElementById('chart');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, Math.floor(c.height / 2)).data;
+  for (let i = 3; i < d.length; i += 4) if (d[i]) return true;
+  return false; }"""
+
+
 def log_in(page, serve: Serve) -> None:
     url = login_urls(serve)[-1]
-    response = page.goto(url)
-    assert page.url == f"http://{serve.host}:{serve.port}/"  # the code is gone from the address bar
+    with page.expect_response(f"http://{serve.host}:{serve.port}/") as home:
+        page.goto(url)  # (its answer's own refresh goes on to /)
+    page.wait_for_url(f"http://{serve.host}:{serve.port}/")  # the code is gone from the address bar
+    response = home.value
+    assert response.status == 200
     csp = response.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -152,6 +172,7 @@ def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirr
     # Downloads: live rows.  Pause big0 and see its bytes stop at the mirror.
     expect(row(page, "big0.bin").locator("td").nth(2)).to_have_text("downloading")
     until(lambda: files_by_name(serve)["big0.bin"]["received"] > 0, 20, why="big0 moves")
+    until(lambda: page.evaluate(RISEN), 10, why="the chart has a sample of it")
     shot(page, tmp_path, "downloads")
     row(page, "big0.bin").locator("button[data-act=toggle]").click()
     expect(row(page, "big0.bin").locator("td").nth(2)).to_have_text("paused")
@@ -283,7 +304,60 @@ document.getElementById('f').submit(); done('form', 'submitted');
 </script></body></html>"""
 
 
-def test_another_local_origin_can_neither_read_nor_change_anything(browser, serve):
+class OtherOrigin(http.server.BaseHTTPRequestHandler):
+    """Another local web server (a notebook, say), reachable as 127.0.0.1 and
+    as localhost: ``/links`` is a page with a link to ``server.login``, any
+    other path the EVIL page aimed at ``server.target``."""
+
+    def do_GET(self):
+        if self.path == "/links":
+            body = f'<!doctype html><a id="login" href="{self.server.login}">segdl</a>'.encode()
+        else:
+            body = EVIL.replace("TARGET", self.server.target).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def other_origin(serve):
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtherOrigin)
+    other.target = f"http://{serve.host}:{serve.port}"
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        yield other
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+def test_a_login_link_on_another_local_page_logs_in(browser, serve, other_origin):
+    """The printed URL opened from a link on another local page: from
+    127.0.0.1:OTHER (the same site, another origin) and from
+    localhost:OTHER (another site).  The navigation stays foreign through
+    any redirect, so the cookie would not count on it (and, cross-site, not
+    be sent): the login answers with a page whose own navigation goes on."""
+    home = f"http://{serve.host}:{serve.port}/"
+    page = browser.new_page()
+    for n, host in enumerate(("127.0.0.1", "localhost")):
+        until(lambda: len(login_urls(serve)) == n + 1, 10, why="a fresh code follows each login")
+        other_origin.login = login_urls(serve)[-1]
+        page.goto(f"http://{host}:{other_origin.server_address[1]}/links")
+        page.click("#login")
+        page.wait_for_url(home)
+        expect(page.locator("#conn")).to_have_text("live")  # the page's own requests carry the session
+        expect(page.locator("#message")).to_be_hidden()
+        page.click("#logout")
+        expect(page.locator("#message")).to_contain_text("logged out")
+    assert page.goto(home).status == 401  # logged out: what was live was the session's
+
+
+def test_another_local_origin_can_neither_read_nor_change_anything(browser, serve, other_origin):
     page = browser.new_page()
     log_in(page, serve)
     # After login: no token and no code anywhere the page's scripts or a URL can reach.
@@ -303,29 +377,11 @@ def test_another_local_origin_can_neither_read_nor_change_anything(browser, serv
     expect(page.locator("#review-rows td.name")).to_have_text(evil_name)
     assert page.locator("#review-rows img").count() == 0 and page.title() == "segdl"
 
-    class Evil(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = EVIL.replace("TARGET", f"http://{serve.host}:{serve.port}").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
-    try:
-        evil = browser.new_page()
-        evil.goto(f"http://127.0.0.1:{other.server_address[1]}/")
-        until(lambda: len(json.loads(evil.locator("#out").text_content() or "{}")) == 6, 20,
-              why="the other origin's attempts all end")
-        got = json.loads(evil.locator("#out").text_content())
-    finally:
-        other.shutdown()
-        other.server_close()
+    evil = browser.new_page()
+    evil.goto(f"http://127.0.0.1:{other_origin.server_address[1]}/")
+    until(lambda: len(json.loads(evil.locator("#out").text_content() or "{}")) == 6, 20,
+          why="the other origin's attempts all end")
+    got = json.loads(evil.locator("#out").text_content())
     assert got["read"] == "blocked" and got["cors"] == "blocked" and got["img"] == "error" and got["es"] == "error"
     time.sleep(1)  # (the form post and the no-cors fetch were sent: let them land, if they could)
     status, svc = serve.call("GET", "/service")
@@ -372,6 +428,51 @@ def test_review_of_a_hub_repo_shows_sizes_filters_and_what_changed_upstream(brow
         page.click("#sel-missing")
         expect(page.locator("#review-total")).to_contain_text("3 of 4 files selected")
         shot(page, tmp_path, "review")
+
+
+def test_the_speed_chart_the_keys_and_a_notification_when_the_job_ends(browser, serve, mirror):
+    """The job's speed drawn from the event stream; space pauses and
+    resumes the focused row, Delete asks, then cancels; with notifications
+    allowed, the job's end comes as one, with its counts.  Sizes read as the
+    terminal UI writes them (1024 units, the same rounding)."""
+    from segdl.cli.ui import fmt
+
+    browser.grant_permissions(["notifications"], origin=f"http://{serve.host}:{serve.port}")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.add_init_script(NOTES)
+    log_in(page, serve)
+    expect(page.locator("#notify")).to_be_hidden()  # allowed already: nothing to ask
+    values = [0, 1, 1023, 1024, 1280, 1536, 300 * KiB, MiB - 1, 5 * 1024 * MiB + 1, 1 << 50]
+    assert page.evaluate("(vs) => import('/web/util.js').then((m) => vs.map(m.size))", values) == [
+        fmt.size(v) for v in values]
+
+    status, job = serve.call("POST", "/jobs", {"manifest": {"collection": "keys", "files": [
+        {"url": mirror.url("big0.bin")}, {"url": mirror.url("small0.bin")}]}})
+    assert status == 201, job
+    big0 = job["files"][0]
+    until(lambda: page.evaluate(RISEN), 20, why="the chart draws the job's speed")
+    expect(page.locator("#chart-label")).to_contain_text("now · peak")
+
+    r = row(page, "big0.bin")
+    expect(r.locator("td").nth(2)).to_have_text("downloading")
+    r.focus()
+    page.keyboard.press("Space")
+    expect(r.locator("td").nth(2)).to_have_text("paused")
+    assert serve.file(big0)["paused"] is True
+    page.keyboard.press("Space")
+    expect(r.locator("td").nth(2)).to_have_text("downloading")
+    assert serve.file(big0)["paused"] is False
+    assert page.evaluate("document.activeElement.dataset.id") == str(big0)
+    page.keyboard.press("Delete")
+    expect(page.locator("#ask-text")).to_have_text("Cancel big0.bin?")
+    page.click("#ask-ok")
+    until(lambda: serve.file(big0)["state"] == "removed", 15, why="Delete, then OK, cancels")
+
+    until(lambda: page.evaluate("window.notes.length") > 0, 30, why="a notification when the job ends")
+    assert page.evaluate("window.notes") == [["segdl: keys ended", "1 of 2 file(s) here, 1 cancelled"]]
+    assert errors == []
 
 
 def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):
@@ -432,7 +533,13 @@ def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):
         page.set_viewport_size({"width": 390, "height": 844})
         for view in ("downloads", "add", "library"):
             page.click(f"button[data-view={view}]")
-            assert page.evaluate("document.documentElement.scrollWidth") <= 390, view
+            assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth"), view
+        page.click("button[data-view=downloads]")
+        reach = [page.locator("#rows tr").first.locator("button[data-act=retry]"), page.locator("#logout"),
+                 page.locator("button[data-bulk=cancel]"), page.locator("#global-limit")]
+        for what in reach:  # every action within the screen's width
+            box = what.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, what
         page.click("button[data-view=downloads]")
         page.fill("#filter", "")
         page.emulate_media(color_scheme="dark")

@@ -49,8 +49,11 @@ def send(serve: Serve, method: str, path: str, headers: dict | None = None, body
 def log_in(serve: Serve) -> str:
     """A session cookie ("name=value"), from the newest printed URL."""
     url = login_urls(serve)[-1]
-    status, headers, _ = send(serve, "GET", url.split(str(serve.port), 1)[1])
-    assert status == 303 and headers["location"] == "/", (status, headers)
+    status, headers, body = send(serve, "GET", url.split(str(serve.port), 1)[1])
+    assert status == 200 and "location" not in headers, (status, headers)
+    # A page of this origin whose own navigation goes to / (no script: the CSP allows none).
+    assert b'<meta http-equiv="refresh" content="0; url=/">' in body and b"<script" not in body
+    assert headers["cache-control"] == "no-store"
     cookie = headers["set-cookie"]
     for attr in ("HttpOnly", "SameSite=Strict", "Path=/"):
         assert attr in cookie
@@ -120,7 +123,7 @@ def test_segdl_login_prints_a_fresh_code_and_only_the_token_makes_one(serve):
     assert len(fresh) == 1 and fresh[0] != printed
     assert serve.token() not in out.stdout + out.stderr
     status, headers, _ = send(serve, "GET", fresh[0].split(str(serve.port), 1)[1])
-    assert status == 303 and "HttpOnly" in headers["set-cookie"]
+    assert status == 200 and "HttpOnly" in headers["set-cookie"]
     cookie = headers["set-cookie"].split(";")[0]
     origin = f"http://{serve.host}:{serve.port}"
     with_session = {"Cookie": cookie, "Sec-Fetch-Site": "same-origin", "Origin": origin, "X-Segdl-Request": "1"}
@@ -128,7 +131,7 @@ def test_segdl_login_prints_a_fresh_code_and_only_the_token_makes_one(serve):
     assert send(serve, "POST", "/login-codes", {})[0] == 401
     assert send(serve, "GET", fresh[0].split(str(serve.port), 1)[1])[0] == 403  # used up
     assert printed not in fresh  # the printed one still works, once
-    assert send(serve, "GET", printed.split(str(serve.port), 1)[1])[0] == 303
+    assert send(serve, "GET", printed.split(str(serve.port), 1)[1])[0] == 200
 
 
 def test_the_pages_event_stream_ends_with_its_session(serve):
@@ -310,3 +313,66 @@ def test_a_finished_file_downloads_through_the_service_and_nothing_else_does(ser
     target.symlink_to(outside)
     status, _, body = send(serve, "GET", f"/files/{small}/content", token)
     assert status == 404 and b"not for the browser" not in body
+
+
+def test_allowed_names_and_the_public_url_pass_the_origin_check_and_only_https_gets_a_secure_cookie(tmp_path):
+    """`--allow-host box.test` (the service reached by another name) and
+    `--public-url https://segdl.test` (a proxy in front that terminates TLS
+    and passes the Host on), with requests sent as such a browser or proxy
+    sends them: a change from the page under either name passes the Origin
+    check, one from any other origin does not; the cookie is Secure only
+    over the public https URL, whatever X-Forwarded-Proto says."""
+    s = Serve(tmp_path, "--allow-host", "box.test", "--public-url", "https://segdl.test").start()
+    try:
+        public = re.compile(r"(https://segdl\.test/login\?code=[A-Za-z0-9_-]+)")
+        until(lambda: public.findall(s.log()), 10, why="the login URL names the public address")
+        token = {"Authorization": f"Bearer {s.token()}", "Content-Type": "application/json"}
+        box, other = f"box.test:{s.port}", f"box.test:{s.port + 1}"
+
+        def patch(host: str, headers: dict, speed: int) -> int:
+            body = json.dumps({"max_speed": speed}).encode()
+            return send(s, "PATCH", "/limits", {"Host": host, **headers}, body)[0]
+
+        assert patch(box, {**token, "Origin": f"http://{box}"}, 1000) == 200
+        assert patch("segdl.test", {**token, "Origin": "https://segdl.test"}, 2000) == 200
+        for origin in (f"http://evil.test:{s.port}", f"http://{other}", f"https://{box}", "http://segdl.test",
+                       f"http://box.test.evil.test:{s.port}", "https://segdl.test:8443", "null"):
+            assert patch(box, {**token, "Origin": origin}, 3) == 403, origin
+        assert patch("evil.test", token, 4) == 400  # (a name not allowed: the Host rule, first)
+        assert s.call("GET", "/service")[1]["limits"]["max_speed"] == 2000
+
+        def login(host: str, extra: dict | None = None) -> str:
+            until(lambda: len(public.findall(s.log())) > len(used), 10, why="a fresh code follows each login")
+            code = public.findall(s.log())[-1].rsplit("=", 1)[1]
+            used.append(code)
+            status, headers, _ = send(s, "GET", f"/login?code={code}", {"Host": host, **(extra or {})})
+            assert status == 200, status
+            return headers["set-cookie"]
+
+        used: list[str] = []
+        cookie = login("segdl.test")
+        assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        page = {"Cookie": cookie.split(";")[0], "Sec-Fetch-Site": "same-origin", "X-Segdl-Request": "1",
+                "Content-Type": "application/json"}
+        assert patch("segdl.test", {**page, "Origin": "https://segdl.test"}, 5000) == 200
+        assert patch("segdl.test", {**page, "Origin": "http://segdl.test"}, 6) == 403
+        status, headers, _ = send(s, "POST", "/logout", {"Host": "segdl.test", **page, "Origin": "https://segdl.test"})
+        assert status == 200 and "Max-Age=0" in headers["set-cookie"] and "; Secure" in headers["set-cookie"]
+        # Under the other name, plain http: no Secure, whatever a header claims.
+        cookie = login(box, {"X-Forwarded-Proto": "https", "Forwarded": "proto=https"})
+        assert "Secure" not in cookie and "HttpOnly" in cookie
+        page["Cookie"] = cookie.split(";")[0]
+        assert patch(box, {**page, "Origin": f"http://{box}"}, 7000) == 200
+        assert patch(box, {**page, "Origin": f"http://{other}"}, 9) == 403
+        assert s.call("GET", "/service")[1]["limits"]["max_speed"] == 7000
+    finally:
+        s.stop()
+
+
+def test_a_public_url_with_a_path_or_beside_a_socket_is_refused(tmp_path):
+    for args, said in ((["--public-url", "https://box.test/segdl"], "--public-url wants"),
+                       (["--public-url", "ftp://box.test"], "--public-url wants"),
+                       (["--public-url", "https://box.test", "--socket", str(tmp_path / "s")], "use --listen")):
+        out = subprocess.run([*SEGDL, "serve", "-d", str(tmp_path / "d"), "--journal", str(tmp_path / "j.sqlite"),
+                              *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and said in " ".join((out.stdout + out.stderr).split()), out.stderr

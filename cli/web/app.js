@@ -60,10 +60,17 @@ function fold(ev) {
   files.set(f.id, f);
   schedule();
 }
+// A desktop notification when a job ends, if the user allowed them (the
+// Notify me button asks, on its click).  Its counts are the event's.
 function notify(ev) {
   if (!('Notification' in window) || Notification.permission !== 'granted') return;
   const what = ev.collection || `job ${ev.job}`;
-  new Notification(`segdl: ${what} ended`, { body: `${ev.files} file(s), ${ev.failed} failed` });
+  const c = ev.counts || {};
+  const done = (c.done || 0) + (c.skipped || 0), failed = (c.failed || 0) + (c.hash_mismatch || 0);
+  new Notification(`segdl: ${what} ended`, {
+    tag: `segdl-job-${ev.job}`,
+    body: `${done} of ${ev.files} file(s) here` + (failed ? `, ${failed} failed` : '') + (c.removed ? `, ${c.removed} cancelled` : ''),
+  });
 }
 
 function render() {
@@ -93,7 +100,11 @@ function wire() {
   });
   if ('Notification' in window && Notification.permission === 'default') {
     $('notify').hidden = false;
-    $('notify').addEventListener('click', async () => { await Notification.requestPermission(); $('notify').hidden = true; });
+    $('notify').addEventListener('click', async () => {
+      const answer = await Notification.requestPermission();
+      $('notify').hidden = answer !== 'default';
+      say(answer === 'granted' ? 'a notification will come when a job ends' : 'notifications are not allowed', answer !== 'granted');
+    });
   }
 }
 

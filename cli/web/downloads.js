@@ -7,10 +7,9 @@ import { files, schedule, store } from './store.js';
 const PAGE = 200;          // rows on a page: 10,000 files stay smooth
 const rows = new Map();    // id -> <tr> on the current page
 const selected = new Set(); // ids ticked
-const speeds = [];         // the job's speed, one sample a second (chart)
+const speeds = [];         // the job's speed, one sample a second (the chart)
 let page = 0;
 let dragged = null;        // the id of the row being dragged
-let keepFocus = null;      // the id of the row that moved by keys: focused again once drawn
 
 function shown() {
   const q = $('filter').value.trim().toLowerCase();
@@ -41,23 +40,37 @@ export function renderTotals() {
   $('totals').textContent = `${files.size} files: ${parts.join(', ') || 'none yet'} · ${size(got)} of ${size(total)}`
     + (speed ? ` · ${rate(speed)}` : '') + (eta ? ` · ETA ${eta}` : '');
 }
+// The chart: the job's speed (the sum of the files' speeds, as their
+// progress events give them) once a second, the last SAMPLES seconds,
+// drawn at the screen's own pixel density in the page's accent colour.
+const SAMPLES = 300;
 export function sampleSpeed() {
   let s = 0;
   for (const f of files.values()) s += f.speed || 0;
   speeds.push(s);
-  if (speeds.length > 300) speeds.shift();
-  const c = $('chart');
-  if (!c || store.view !== 'downloads') return;
+  if (speeds.length > SAMPLES) speeds.shift();
+  if (store.view === 'downloads') drawChart();
+}
+function drawChart() {
+  const c = $('chart'), ratio = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(c.clientWidth * ratio)), h = Math.max(1, Math.round(c.clientHeight * ratio));
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
   const g = c.getContext('2d');
-  const w = c.width, h = c.height, top = Math.max(1, ...speeds);
+  const peak = Math.max(0, ...speeds), top = Math.max(1, peak), step = w / (SAMPLES - 1);
+  const x = (i) => w - (speeds.length - 1 - i) * step, y = (v) => h - ratio - (v / top) * (h - 2 * ratio);
   g.clearRect(0, 0, w, h);
-  g.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue('--accent') || '#1f6feb';
+  g.strokeStyle = g.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim() || '#1f6feb';
+  g.lineWidth = 1.5 * ratio;
   g.beginPath();
-  speeds.forEach((v, i) => {
-    const x = w - (speeds.length - 1 - i) * (w / 300), y = h - 2 - (v / top) * (h - 4);
-    if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
-  });
+  speeds.forEach((v, i) => (i ? g.lineTo(x(i), y(v)) : g.moveTo(x(i), y(v))));
   g.stroke();
+  g.lineTo(x(speeds.length - 1), h);
+  g.lineTo(x(0), h);
+  g.globalAlpha = 0.15;
+  g.fill();
+  g.globalAlpha = 1;
+  const now = speeds[speeds.length - 1] || 0;
+  set($('chart-label'), peak ? `${rate(now) || '0 B/s'} now · peak ${rate(peak)} in the last ${Math.ceil(speeds.length / 60)} min` : 'idle');
 }
 
 export function renderRows() {
@@ -67,6 +80,8 @@ export function renderRows() {
   const slice = list.slice(page * PAGE, page * PAGE + PAGE);
   $('page').textContent = `page ${page + 1} of ${pages} (${list.length} files)`;
   const body = $('rows');
+  // A row that moves (re-sorted, or by keys) would lose the focus: it keeps it.
+  const focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest('#rows tr[data-id]') : null;
   const keep = new Set(slice.map((f) => f.id));
   for (const [id, tr] of rows) if (!keep.has(id)) { tr.remove(); rows.delete(id); }
   let prev = null;
@@ -78,8 +93,7 @@ export function renderRows() {
     if (want !== tr) body.insertBefore(tr, want);
     prev = tr;
   }
-  if (keepFocus !== null && rows.has(keepFocus) && document.activeElement !== rows.get(keepFocus)) rows.get(keepFocus).focus();
-  keepFocus = null;
+  if (focused && focused.isConnected && document.activeElement !== focused) focused.focus();
   $('selected-count').textContent = `${selected.size} selected`;
 }
 function cell(tr, i) { return tr.children[i]; }
@@ -170,7 +184,6 @@ async function reorder(id, otherId, where) {
   const r = await act(() => api('PATCH', `/files/${id}`, { priority }));
   if (!r) return;
   files.set(id, { ...f, priority: r.priority });  // (its 'changed' event says the same)
-  keepFocus = id;
   schedule();
 }
 async function bulk(what) {

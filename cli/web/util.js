@@ -8,10 +8,17 @@ export function size(n) {
   if (n === null || n === undefined) return '?';
   let v = n;
   for (const u of UNITS) {
-    if (v < 1024 || u === 'TiB') return u === 'B' ? `${Math.floor(v)} B` : `${v.toFixed(1)} ${u}`;
+    if (v < 1024 || u === 'TiB') return u === 'B' ? `${Math.floor(v)} B` : `${tenths(v)} ${u}`;
     v /= 1024;
   }
   return '?';
+}
+// One decimal as Python's format rounds it (cli/ui/fmt.py): a tie goes to
+// the even digit (1280 B is "1.2 KiB" there; toFixed would say 1.3).
+function tenths(v) {
+  const t = v * 10, low = Math.floor(t);
+  const n = t - low === 0.5 ? (low % 2 === 0 ? low : low + 1) : Math.round(t);
+  return (n / 10).toFixed(1);
 }
 export const rate = (bps) => (bps ? `${size(bps)}/s` : '');
 export function duration(s) {

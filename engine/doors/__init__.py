@@ -1,1 +1,1 @@
-"""Doors onto the engine: the download API, the service and its request validation, status, bulk actions, review, re-verify, steering and the mirror benchmark."""
+"""Doors onto the engine: the download API, the service (with what a job's body names, the answers' fields, its one-service lock) and its request validation, status, bulk actions, review, re-verify, steering and the mirror benchmark."""

@@ -81,7 +81,7 @@ def _unrequest(journal, row: dict) -> None:
     requests = job["spec"].get("requests", [])
     kept = [e for e in requests if not names_it(e)]
     if len(kept) != len(requests):
-        journal.update_job(job["id"], spec=json.dumps({**job["spec"], "requests": kept}))
+        journal.set_job_spec(job["id"], {**job["spec"], "requests": kept})
 
 
 def _folder(root: Root, path: Path) -> int | None:

@@ -18,18 +18,21 @@ changes from any thread at any moment.  ``segdl serve`` (HTTP) and
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 from . import validation
+from .jobinput import requests_of, select
+from .servicelock import hold
+from .status import pid_exists
+from .views import file_view, job_view
 from ..run.coordinator import Coordinator
-from ..values.errors import JournalError, UsageError
+from ..values.errors import UsageError
 from ..journal.writer import Journal, default_path
 from ..inputs.naming import hide_userinfo
-from ..values.request import Request, Settings, request_from_spec
+from ..values.request import Settings, request_from_spec
 
 COMMAND_TIMEOUT = 30.0  # seconds a command may wait for the loop
 
@@ -42,13 +45,15 @@ PROGRESS_EVERY = 0.33  # seconds
 class Service:
     """The engine on a thread behind the commands a client may give
     (``segdl serve``'s routes, the terminal UI): one method per command,
-    each checking its input and running on the engine's loop.  About 310
+    each checking its input and running on the engine's loop.  About 360
     lines: it is the API's surface, one short method per endpoint, with
-    the checks in validation.py and the larger answers in bulk.py,
-    review.py and reverify.py."""
+    the checks in validation.py, what a job's body names in jobinput.py,
+    the answers' fields in views.py, the one-service lock in
+    servicelock.py, and the larger answers in bulk.py, review.py,
+    reverify.py and erase.py."""
 
     def __init__(self, settings: Settings, roots: list[Path], on_message=None) -> None:
-        self.lock = _hold(Path(settings.journal) if settings.journal else default_path())
+        self.lock = hold(Path(settings.journal) if settings.journal else default_path())
         try:
             self._open(settings, roots, on_message)
         except BaseException:
@@ -108,7 +113,7 @@ class Service:
         for job in self.journal.all_jobs():
             if job["state"] == "finished" or job["spec"].get("origin") != "serve":
                 continue  # (a `segdl get` stopped with Ctrl-C is for `segdl resume`)
-            if job["pid"] and job["pid"] != os.getpid() and _alive(job["pid"]):
+            if job["pid"] and job["pid"] != os.getpid() and pid_exists(job["pid"]):
                 continue  # another process runs it right now
             if not self._under_roots(Path(job["dest"])):
                 continue
@@ -148,8 +153,8 @@ class Service:
             body = {k: v for k, v in body.items() if v is not None}
         body = validation.fields(body, validation.JOB)
         dest = self.destination(body.get("dest"))
-        requests, collection, source = self._requests(body, dest)
-        requests = _select(requests, body.get("select"))
+        requests, collection, source = requests_of(body, dest, self.s.transfer)
+        requests = select(requests, body.get("select"))
         if not requests:
             raise UsageError("the job has no files")
         connections = body.get("connections")
@@ -162,39 +167,6 @@ class Service:
             collection = validation.clean_name(collection)
         return self._command(lambda c: c.commands.add(requests, dest=dest, collection=collection, source=source,
                                                       connections=connections, priority=priority))
-
-    def _requests(self, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
-        given = [k for k in ("urls", "manifest", "aria2", "ref") if k in body]
-        if len(given) != 1:
-            raise UsageError("give exactly one of urls, manifest, aria2, ref")
-        kind = given[0]
-        try:
-            return self._parse(kind, body, dest)
-        except validation.FieldError:
-            raise
-        except UsageError as e:  # the manifest's own checks: "urls: files[2].url: ..."
-            raise validation.FieldError(kind, e.message, prefixed=True) from None
-
-    def _parse(self, kind: str, body: dict, dest: Path) -> tuple[list[Request], str | None, dict | None]:
-        from ..inputs.manifest import parse_input
-
-        if kind == "urls":  # checked as a manifest's URLs are
-            m = parse_input(json.dumps({"files": [{"url": u} for u in body["urls"]]}), source="urls")
-            return list(m.requests), None, None
-        if kind == "manifest":
-            m = parse_input(json.dumps(body["manifest"]), source="manifest")
-            return list(m.requests), m.collection, None
-        if kind == "aria2":
-            m = parse_input(body["aria2"], source="aria2")
-            return list(m.requests), m.collection, None
-        from ..inputs.hubs import is_hub_ref, resolve
-        from ..inputs.hubs.listing import HubOptions
-
-        ref = body["ref"]
-        if not is_hub_ref(ref):
-            raise UsageError("ref is a hub reference (hf://..., civitai://..., a CivitAI page URL)")
-        listing = resolve(ref, HubOptions(dest=dest, transfer=self.s.transfer))
-        return list(listing.requests), listing.collection, listing.source
 
     def destination(self, dest) -> Path:
         """``dest`` (default: the first root) if it lies under a root."""
@@ -265,10 +237,10 @@ class Service:
             if not self._under_roots(dest):
                 raise LookupError(f"job {body['job']} is not under this service's folders")
             if ref:
-                requests = self._requests({"ref": ref}, dest)[0]
+                requests = requests_of({"ref": ref}, dest, self.s.transfer)[0]
         else:
             dest = self.destination(body.get("dest"))
-            requests, collection, _ = self._requests(body, dest)
+            requests, collection, _ = requests_of(body, dest, self.s.transfer)
             collection = body.get("collection") or collection
         j = self._reader()
         with j.reading():
@@ -316,7 +288,7 @@ class Service:
         with j.reading():
             seq = j.last_event()
             jobs, counts = j.all_jobs(), j.job_counts()
-        return {"jobs": [_job_view(r, counts.get(r["id"], {})) for r in jobs], "seq": seq}
+        return {"jobs": [job_view(r, counts.get(r["id"], {})) for r in jobs], "seq": seq}
 
     def jobs(self) -> list[dict]:
         return self.list_jobs()["jobs"]
@@ -329,7 +301,7 @@ class Service:
             row, counts = j.job(jid), j.job_counts(jid)
         if row is None:
             raise LookupError(f"no job {jid}")
-        return _job_view(row, counts.get(jid, {}))
+        return job_view(row, counts.get(jid, {}))
 
     def list_files(self, states: tuple[str, ...] = (), job: int | None = None, after: int = 0,
                    limit: int = validation.DEFAULT_PAGE) -> dict:
@@ -342,7 +314,7 @@ class Service:
             rows = j.find_files(states, job, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"files": [_file_view(r) for r in rows], "seq": seq, "next": rows[-1]["id"] if more else None}
+        return {"files": [file_view(r) for r in rows], "seq": seq, "next": rows[-1]["id"] if more else None}
 
     def files(self, state: str | None = None, job: int | None = None) -> list[dict]:
         """Every file (page after page), for the terminal UI."""
@@ -359,7 +331,7 @@ class Service:
         row = self._reader().file(fid)
         if row is None:
             raise LookupError(f"no file {fid}")
-        return _file_view(row)
+        return file_view(row)
 
     def events_since(self, seq: int, kinds: tuple[str, ...] = ()) -> list[dict]:
         events = self._reader().events_since(seq, kinds=kinds)
@@ -384,90 +356,3 @@ class Service:
                 "limits": limits, "pid": os.getpid(), "seq": seq}
 
 
-def _file_view(row: dict) -> dict:
-    """A file as every answer and event names its fields (README, "segdl
-    serve"): limits are integers, 0 for none; ``speed`` is 0 unless it is
-    downloading; bytes on disk (durable, ``bytes_done``) lag what has
-    arrived (``received``); a URL's ``user:password@`` stays in the
-    journal (0600) only."""
-    return {"id": row["id"], "job": row["job_id"], "url": hide_userinfo(row["url"] or ""), "path": row["path"],
-            "state": row["state"], "size": row["size"], "bytes_done": row["bytes_done"],
-            "received": row["received"] or 0,
-            "speed": (row["speed"] or 0) if row["state"] == "downloading" else 0, "paused": bool(row["paused"]),
-            "priority": row["priority"], "max_speed": row["max_speed"] or 0, "blake3": row["blake3"],
-            "sha256": row["sha256"], "error": row["error"], "exit_code": row["exit_code"], "updated": row["updated"],
-            "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None}
-
-
-def _job_view(row: dict, counts: dict[str, int]) -> dict:
-    """A job: its files (rows in the journal, as GET /files?job= lists
-    them) counted by state, as its ``job_ended`` event counts them."""
-    spec = row["spec"]
-    out = {"id": row["id"], "created": row["created"], "dest": row["dest"], "collection": row["collection"],
-           "state": row["state"], "files": sum(counts.values()), "counts": counts,
-           "requested": len(spec.get("requests", []))}
-    if spec.get("source"):
-        out["source"] = {k: v for k, v in spec["source"].items() if k in ("key", "ref", "commit", "hub")}
-    return out
-
-
-def _select(requests: list[Request], select: list | None) -> list[Request]:
-    """The requests ``select`` names (checked: paths, URLs or indexes)."""
-    if select is None:
-        return requests
-    by_name: dict[str, list[Request]] = {}
-    for r in requests:
-        for key in {r.path, r.url} - {None}:
-            by_name.setdefault(key, []).append(r)
-    out = []
-    for i, item in enumerate(select):
-        if isinstance(item, int):
-            if item >= len(requests):
-                raise validation.FieldError(f"select[{i}]", f"the job has {len(requests)} files, no index {item}")
-            out.append(requests[item])
-        elif item in by_name:
-            out.extend(by_name[item])
-        else:
-            raise validation.FieldError(f"select[{i}]", f"no file {item!r} in the job")
-    return list(dict.fromkeys(out))
-
-
-def _hold(journal: Path) -> int:
-    """The journal's service lock (a ``flock`` on a file beside it), held
-    while the service runs: a second service on the same journal would
-    resume the same jobs and hide the first from the CLI."""
-    import fcntl
-
-    from ..disk.storage import disk_errors, make_dirs
-
-    path = journal.with_name(journal.name + ".service")
-    with disk_errors(f"cannot create {path}"):
-        make_dirs(path.parent)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        try:
-            pid = os.pread(fd, 32, 0).decode().strip()
-        except (OSError, UnicodeDecodeError):
-            pid = "?"
-        os.close(fd)
-        raise JournalError(f"another segdl service (segdl serve or segdl ui, pid {pid or '?'}) runs on the "
-                           f"journal {journal}: use that one (segdl ui --attach; segdl pause, resume and limit "
-                           "go through it), stop it first, or give another --journal") from None
-    except OSError:
-        pass  # a filesystem without flock: unguarded, as before
-    with disk_errors(f"cannot write {path}"):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -27,7 +27,7 @@ HEARTBEAT_STALE = 10.0  # seconds: a job that has not written for this long is n
 SHOWN_STATES = (*lifecycle.RECORDED, INTERRUPTED)
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -37,7 +37,7 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def job_alive(job: JobRow, now: float, pid_exists: Callable[[int], bool] = _pid_exists) -> bool:
+def job_alive(job: JobRow, now: float, pid_exists: Callable[[int], bool] = pid_exists) -> bool:
     """A job is alive while it is running, wrote its heartbeat lately and
     its process (if recorded) exists."""
     if job.state != "running" or not job.heartbeat or now - job.heartbeat >= HEARTBEAT_STALE:

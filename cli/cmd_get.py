@@ -3,6 +3,8 @@ with a live view or JSON lines."""
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -211,6 +213,37 @@ def get(
     raise typer.Exit(run_get(GetOptions.parse(locals())))
 
 
+#: A manifest of this many bytes (about 10,000 aria2 entries; gzip: 100,000)
+#: gets its workers forked before it is read.  A smaller one would pay for
+#: it: its job is often of fewer files than -j, whose engine then stops the
+#: early workers and forks its own: two forks and a stop, for nothing.
+EARLY_WORKERS_FROM = 1 << 20
+
+
+def _big_manifest(path: Path) -> bool:
+    try:
+        return path.stat().st_size >= EARLY_WORKERS_FROM
+    except (OSError, ValueError):
+        return False  # load_input says what is wrong with it
+
+
+@contextmanager
+def _long_lived():
+    """Objects made inside live as long as the command (a manifest's
+    requests): Python's cyclic garbage collector is off while they are
+    made (it would scan them again and again as they pile up: a quarter
+    of reading 100,000 entries), and they are moved out of its sight
+    after (``gc.freeze``), so no later collection scans them either."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
+
+
 def run_get(o: GetOptions) -> int:
     """The requests ``o`` names, run here or on a Ray cluster; the exit code."""
     src = o.sources
@@ -226,8 +259,14 @@ def run_get(o: GetOptions) -> int:
     if src.input_file is not None:
         from segdl.engine.inputs.manifest import load_input
 
+        if o.cluster.address is None and _big_manifest(src.input_file):
+            # Before a manifest of thousands of files is read (see there).
+            from segdl.engine.run.coordinator import start_workers_early
+
+            start_workers_early(o.settings())
         try:
-            m = load_input(src.input_file)
+            with _long_lived():
+                m = load_input(src.input_file)
         except SegdlError as e:
             raise fail(e)
         requests.extend(m.requests)

@@ -95,3 +95,24 @@ def test_the_coordinator_module_names_no_part_state():
     for name in PARTS:
         src = (ENGINE / f"{name}.py").read_text()
         assert "self.c." not in src and "self.c =" not in src, name
+
+
+def test_workers_forked_before_a_manifest_is_read_serve_the_engine_that_matches_them(tmp_path):
+    """``segdl get -i`` forks its workers before it reads the manifest
+    (start_workers_early): an engine of that shape takes them; one of
+    another shape (fewer files than -j) stops them and forks its own."""
+    s = Settings(dest=tmp_path, workers=2, concurrent_files=4)
+    for files, same in ((None, True), (1, False)):
+        coordinator_module.start_workers_early(s)
+        early = coordinator_module._early[2]
+        journal = Journal(tmp_path / "journal.sqlite")
+        c = Coordinator(s, journal)
+        c.start(files_at_once=files)
+        try:
+            assert (c.workers is early) is same
+            if not same:
+                assert not any(p.is_alive() for p in early._procs)
+            assert coordinator_module._early is None
+        finally:
+            c._shutdown()
+            journal.close()

@@ -53,6 +53,50 @@ def test_big_file_many_segments_and_byte_accounting(nginx, nginx_root, tmp_path,
     assert sent - (300 << 20) < 30 << 20
 
 
+def test_a_large_file_of_a_list_is_probed_on_a_connection_its_ranges_take(nginx, nginx_root, tmp_path, journal):
+    """A file the manifest says is large (100 MiB or more) is probed by the
+    worker that fetches it: -x 4 is 4 connections in all, the probe's among
+    them.  A small file of the same list is still carried whole by the
+    probe feed (its "added" event says verified: no segments)."""
+    import json
+    import sqlite3
+
+    nginx.reset_access_log()
+    m = tmp_path / "m.json"
+    m.write_text(json.dumps({"files": [{"url": nginx.url("big.bin"), "path": "big.bin", "size": 300 << 20},
+                                       {"url": nginx.url("one.bin"), "path": "one.bin"}]}))
+    out = tmp_path / "out"
+    p = run_segdl(["get", "-i", m, "-d", out, "-x", "4", "--json"], journal)
+    assert p.returncode == 0, p.stderr
+    assert blake3_file(out / "big.bin") == blake3_file(nginx_root / "big.bin")
+    entries = [e for e in nginx.access_log_entries() if e["path"] == "/big.bin"]
+    [probe] = [e for e in entries if is_probe(e["range"])]
+    assert len({e["connection"] for e in entries}) == 4, entries
+    assert probe["connection"] in {e["connection"] for e in entries if e is not probe}
+    con = sqlite3.connect(journal)
+    try:
+        states = [json.loads(d)["state"] for (d,) in con.execute(
+            "SELECT e.data FROM events e JOIN files f ON f.id = e.file_id WHERE f.path LIKE '%one.bin' "
+            "AND e.kind IN ('added', 'state', 'finished') ORDER BY e.seq")]
+    finally:
+        con.close()
+    assert states == ["verified", "done"]
+
+
+def test_files_start_in_their_order_when_probes_answer_out_of_order(fault_server, tmp_path, journal):
+    """At -j 1 the second file's probe answers first (the first's server
+    waits 0.4 s before its answer): it still waits for the first, which
+    starts, and ends, first."""
+    import os
+
+    for name in ("first.bin", "second.bin"):
+        fault_server.add(name, os.urandom(3 * 1024 * 1024))
+    urls = [fault_server.url("/slowfirst/first.bin?delay=0.4"), fault_server.url("second.bin")]
+    p = run_segdl(["get", *urls, "-d", tmp_path / "out", "-j", "1", "--json"], journal)
+    assert p.returncode == 0, p.stderr
+    assert [Path(line["path"]).name for line in json_lines(p)] == ["first.bin", "second.bin"]
+
+
 def test_several_urls_in_one_job_and_rerun_skips(nginx, nginx_root, tmp_path, journal):
     out = tmp_path / "out"
     urls = [nginx.url(n) for n in ("zero.bin", "one.bin", "odd.bin")]
@@ -88,13 +132,21 @@ def test_404_fails_only_that_file_with_exit_3(nginx, tmp_path, journal):
     assert not (out / "missing.bin").exists() and (out / "one.bin").exists()
 
 
-def test_hash_mismatch_exit_4_keeps_data_out_of_final_name(nginx, tmp_path, journal):
+@pytest.mark.parametrize("name", ["odd.bin", "one.bin"])  # one.bin: its probe carries it whole
+def test_hash_mismatch_exit_4_keeps_data_out_of_final_name(nginx, tmp_path, journal, name):
+    import sqlite3
+
     out = tmp_path / "out"
-    p = run_segdl(["get", nginx.url("odd.bin"), "-d", out, "--json", "--blake3", "00" * 32], journal)
+    p = run_segdl(["get", nginx.url(name), "-d", out, "--json", "--blake3", "00" * 32], journal)
     assert p.returncode == errors.EXIT_HASH_MISMATCH == 4
     [line] = json_lines(p)
     assert line["status"] == "hash_mismatch" and "expected blake3" in line["error"]
-    assert not (out / "odd.bin").exists()
+    assert not (out / name).exists() and (out / f"{name}.segdl-part").exists()
+    con = sqlite3.connect(journal)
+    try:
+        assert con.execute("SELECT state FROM files").fetchall() == [("hash_mismatch",)]
+    finally:
+        con.close()
 
 
 def test_correct_hashes_pass(nginx, nginx_root, tmp_path, journal):
@@ -286,3 +338,32 @@ def test_rerun_over_a_verified_row_that_disagrees_ends(nginx, nginx_root, tmp_pa
     p = run_segdl(["get", "-i", m, "-d", out, "--json"], journal, timeout=60)
     assert p.returncode == 0, p.stderr
     assert json_lines(p)[0]["status"] == "skipped"
+
+
+def test_a_file_its_probe_carried_whole_has_no_segments_and_is_added_verified(nginx, nginx_root, tmp_path, journal):
+    """one.bin arrives whole with its probe: no segment plan, no worker, no
+    'downloading', its row written verified (with its digest) at its start;
+    odd.bin (over 1 MiB) downloads on its own connections.  Both end done,
+    the same bytes as the mirror's (the first state of each comes with its
+    "added" event)."""
+    import json
+    import sqlite3
+
+    out = tmp_path / "out"
+    p = run_segdl(["get", nginx.url("one.bin"), nginx.url("odd.bin"), "-d", out, "--json"], journal)
+    assert p.returncode == 0, p.stderr
+    for name in ("one.bin", "odd.bin"):
+        assert blake3_file(out / name) == blake3_file(nginx_root / name)
+    con = sqlite3.connect(journal)
+    try:
+        ids = dict(con.execute("SELECT path, id FROM files").fetchall())
+        one, odd = ids[str(out / "one.bin")], ids[str(out / "odd.bin")]
+        segs = dict(con.execute("SELECT file_id, COUNT(*) FROM segments GROUP BY file_id").fetchall())
+        states = {fid: [json.loads(d)["state"] for (d,) in con.execute(
+            "SELECT data FROM events WHERE file_id = ? AND kind IN ('added', 'state', 'finished') ORDER BY seq", [fid])]
+            for fid in (one, odd)}
+    finally:
+        con.close()
+    assert one not in segs and segs[odd] >= 1
+    assert states[one] == ["verified", "done"]
+    assert states[odd] == ["downloading", "verifying", "verified", "done"]

@@ -29,7 +29,7 @@ def _data(n: int, seed: int) -> bytes:
 
 CONTENT = {fid: _data(size, fid) for fid, size in {
     121: 300_000, 122: 120_000, 123: 50_000, 111: 70_000, 311: 10_000, 411: 10_000, 511: 10_000,
-    611: 10_000, 711: 20_000, 811: 5_000, 911: 4 * MiB}.items()}
+    611: 10_000, 711: 20_000, 811: 5_000, 911: 12 * MiB}.items()}
 
 
 def _file(fid, name, ftype="Model", primary=False, fmt="SafeTensor", blake=True):
@@ -142,8 +142,10 @@ def test_model_files_verified_token_on_the_hub_only(hub, tmp_path):
 
 
 def test_signed_url_that_expires_is_resolved_again(hub, tmp_path):
-    hub.signed_ttls = [0.3, 60.0]  # the first URL expires while the file downloads
-    hub.cdn_rate = 1 * MiB
+    # The first URL expires while the file downloads: its third segment
+    # (of 4 MiB, two at a time) asks for it seconds after it was signed.
+    hub.signed_ttls = [0.3, 60.0]
+    hub.cdn_rate = 2 * MiB
     out = tmp_path / "out"
     p = run_segdl(["get", "civitai://model/9", "-d", out, "-x", "2", "--json"], tmp_path / "j.sqlite", env=_env(hub))
     assert p.returncode == 0, p.stderr

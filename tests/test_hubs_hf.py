@@ -79,7 +79,7 @@ def test_repo_downloads_verified_with_the_token_on_the_hub_only(hub, tmp_path):
     # The journal pins the commit: every file URL carries it, and the job's source says it.
     sha = repo.branches["main"]
     assert all(f"/resolve/{sha}/" in r["url"] for r in lines)
-    spec = journal_rows(journal, "SELECT json_extract(spec, '$.source.commit') FROM jobs")
+    spec = journal_rows(journal, "SELECT json_extract(spec, '$.source.commit') FROM job_specs")
     assert spec == [(sha,)]
     # git blob sha1 of the files kept in git is recorded as verified
     gits = dict(journal_rows(journal, "SELECT path, git_sha1 FROM files WHERE git_sha1 IS NOT NULL"))

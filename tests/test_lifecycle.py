@@ -70,3 +70,14 @@ def test_the_groups_of_states_are_named_once():
                if p.name != "lifecycle.py"
                for n, line in enumerate(p.read_text().splitlines(), 1) if group.search(line)]
     assert not spelled, spelled
+
+
+def test_j_counts_downloading_files_and_finishing_ones_are_bounded_apart():
+    assert lc.may_start(0, 0, 1)
+    assert not lc.may_start(1, 0, 1)
+    # Files being verified and renamed do not hold -j slots ...
+    assert lc.may_start(15, 40, 16)
+    # ... up to their own bound, which grows with -j and has a floor.
+    assert not lc.may_start(0, lc.FINISHING_PER_FILE * 16, 16)
+    assert lc.may_start(0, lc.FINISHING_MIN - 1, 1)
+    assert not lc.may_start(0, lc.FINISHING_MIN, 1)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from segdl.engine.values.errors import EXIT_USAGE, UsageError
-from segdl.engine.inputs.checks import Problem, check_relative
+from segdl.engine.inputs.checks import Problem, _check_relative, check_relative, check_url
 from segdl.engine.inputs.manifest import Manifest, load_input, parse_aria2_input, parse_input, parse_json_manifest
 from segdl.engine.inputs.naming import inside
 from segdl.engine.values.request import Request
@@ -500,3 +500,25 @@ def test_property_aria2_line_soup(lines, eol):
 def test_property_aria2_dir_out(entries):
     text = "".join(f"{u}\n  dir={d}\n  out={o}\n" for u, d, o in entries)
     parses_safely(text)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.sampled_from("ab.-_/\\:1~ \u00e9\x00"), max_size=12), st.booleans())
+def test_plain_paths_take_a_short_cut_to_the_same_answer(path, folder):
+    """check_relative's fast path (already normal paths) answers what the
+    general rules answer, for paths made of the characters that matter."""
+    def answer(f):
+        try:
+            return f()
+        except Problem as e:
+            return ("problem", str(e))
+    assert answer(lambda: check_relative(path, folder=folder)) == answer(lambda: _check_relative(path, folder))
+
+
+def test_an_origin_seen_before_does_not_let_a_bad_url_through():
+    assert check_url("http://127.0.0.1:8080/a") == "http://127.0.0.1:8080/a"
+    assert check_url("http://127.0.0.1:8080/b?x=1") == "http://127.0.0.1:8080/b?x=1"  # the cached origin
+    for bad in ("http://127.0.0.1:80800/a", "http://127.0.0.1:0/a", "ftp://127.0.0.1:8080/a", "http:///a",
+                "http://127.0.0.1:8080/a b", "http://127.0.0.1:8080/\x01"):
+        with pytest.raises(Problem):
+            check_url(bad)

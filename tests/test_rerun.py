@@ -73,7 +73,7 @@ def test_retry_sends_headers_given_again_and_the_journal_never_held_them(fault_s
     assert line["status"] == "failed"
     assert b"s3cret" not in journal.read_bytes()
     con = sqlite3.connect(journal)
-    [(spec,)] = con.execute("SELECT spec FROM jobs").fetchall()
+    [(spec,)] = con.execute("SELECT spec FROM job_specs").fetchall()
     con.close()
     assert json.loads(spec)["settings"]["stall_timeout"] == 9  # the job's settings are kept
     n = len(fault_server.requests("h.bin"))

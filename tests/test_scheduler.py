@@ -37,6 +37,33 @@ def test_a_files_segments_stay_on_one_worker_and_files_spread_over_workers():
     assert again == [Assign(assigns[0].worker, 12, 200, 300)]
 
 
+def test_a_file_goes_to_the_worker_that_probed_it_unless_that_one_is_full():
+    """The worker that probed a file holds a connection for its first range:
+    its segments go there (not to the emptiest), while it has room; when it
+    has none before the file's first segment starts, the emptiest takes the
+    file, which then stays there."""
+    s = make()  # 2 workers x 2 slots
+    s.add_file(1, ranged=True, max_connections=2, worker=1)
+    s.add_segment(1, 10, 0, 100, 0)
+    s.add_segment(1, 11, 100, 200, 0)
+    assert {(a.segment, a.worker) for a in s.plan(0.0) if isinstance(a, Assign)} == {(10, 1), (11, 1)}
+    s.add_file(2, ranged=True, max_connections=2, worker=1)  # worker 1 is full now
+    s.add_segment(2, 20, 0, 100, 0)
+    assert [(a.segment, a.worker) for a in s.plan(0.0) if isinstance(a, Assign)] == [(20, 0)]
+    s.on_finished(10, 100, "done", None, 0.0)  # room on worker 1 again: file 2 stays on 0
+    s.add_segment(2, 21, 100, 200, 0)
+    assert [(a.segment, a.worker) for a in s.plan(0.0) if isinstance(a, Assign)] == [(21, 0)]
+
+
+def test_a_new_file_goes_to_the_worker_with_the_most_room_counting_promised_slots():
+    """Files probed on a worker and not started yet hold its slots in
+    promise: the next file goes elsewhere (the lowest worker on a tie)."""
+    s = make(workers=2, slots=4)
+    assert s.worker_for_new_file() == 0
+    assert s.worker_for_new_file({0: 3}) == 1
+    assert s.worker_for_new_file({0: 3, 1: 3}) == 0
+
+
 def test_job_wide_connection_total_holds_across_workers():
     s = Scheduler(2, 4, total=5, min_split=10, rng=random.Random(0))
     for f in (1, 2):
@@ -194,10 +221,12 @@ def test_a_probed_file_starts_by_priority_then_age_whatever_order_its_probe_came
 
     from segdl.engine.run.intake import next_to_start
 
-    ready = [Run(id=7, priority=0), Run(id=3, priority=0), Run(id=9, priority=2), Run(id=8, priority=2),
-             Run(id=1, priority=-1)]
+    ready = [Run(id=7, priority=0, index=0), Run(id=3, priority=0, index=1), Run(id=9, priority=2, index=2),
+             Run(id=8, priority=2, index=3), Run(id=1, priority=-1, index=4)]
     order = []
     while ready:
         order.append(ready.pop(next_to_start(ready)).id)
     assert order == [8, 9, 3, 7, 1]
-    assert next_to_start([Run(id=None, priority=0), Run(id=5, priority=0)]) == 1  # (no id yet: last of its rank)
+    # (no id yet: last of its rank; among those, in the job's order)
+    assert next_to_start([Run(id=None, priority=0, index=0), Run(id=5, priority=0, index=1)]) == 1
+    assert next_to_start([Run(id=None, priority=0, index=3), Run(id=None, priority=0, index=2)]) == 1

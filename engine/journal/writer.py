@@ -144,10 +144,15 @@ class Journal(StatusQueries, JournalQueries):
     def create_job(self, dest: Path, spec: dict[str, Any], collection: str | None = None) -> int:
         with self.atomic() as db:
             cur = db.execute(
-                "INSERT INTO jobs (created, dest, collection, spec, state) VALUES (?, ?, ?, ?, 'running')",
-                [time.time(), str(dest), collection, json.dumps(spec)],
+                "INSERT INTO jobs (created, dest, collection, state) VALUES (?, ?, ?, 'running')",
+                [time.time(), str(dest), collection],
             )
+            db.execute("INSERT INTO job_specs (job_id, spec) VALUES (?, ?)", [cur.lastrowid, json.dumps(spec)])
             return cur.lastrowid
+
+    def set_job_spec(self, job_id: int, spec: dict[str, Any]) -> None:
+        with self.atomic() as db:
+            db.execute("UPDATE job_specs SET spec = ? WHERE job_id = ?", [json.dumps(spec), job_id])
 
     def finish_job(self, job_id: int) -> None:
         with self.atomic() as db:
@@ -195,13 +200,18 @@ class Journal(StatusQueries, JournalQueries):
 
     # ------------------------------------------------------------- files
 
-    def put_file(self, job_id: int, url: str, path: Path, **fields: Any) -> int:
-        """Create the row for ``path`` (or take it over for this job)."""
+    def put_file(self, job_id: int, url: str, path: Path, row_id: int | None = 0, **fields: Any) -> int:
+        """Create the row for ``path`` (or take it over for this job).
+        ``row_id``: the caller has just read the path's row (its id, or None
+        when there is none), so it is not looked up again; 0 (no row has
+        it), the default: look it up here."""
         now = time.time()
         with self.atomic() as db:
-            existing = list(db.query("SELECT id FROM files WHERE path = ?", [str(path)]))
-            if existing:
-                fid = existing[0]["id"]
+            if row_id == 0:
+                existing = list(db.query("SELECT id FROM files WHERE path = ?", [str(path)]))
+                row_id = existing[0]["id"] if existing else None
+            if row_id is not None:
+                fid = row_id
                 sets = {"job_id": job_id, "url": url, "updated": now, **fields}
                 db.execute(
                     f"UPDATE files SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",

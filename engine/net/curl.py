@@ -39,7 +39,12 @@ _USAGE_CODES = {pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL}
 # reused by the next transfer when it ends; HTTP/2 is still negotiated and
 # used, one stream per connection.  Each multi's handles share TLS
 # sessions and DNS answers (CURLSH), so a further connection to a known
-# host resumes its TLS session instead of a full handshake.
+# host resumes its TLS session instead of a full handshake.  A file whose
+# ranges are sure to follow (a job of one file, a large one) is probed on
+# the multi of the worker that fetches it (MultiDriver.probe), over
+# HTTP/1.1 and without data, so that the probe's connection, back in the
+# pool, carries its first range: -x N is N connections, the probe's
+# among them.
 
 
 def _new_multi(streams: int = 1, per_host: int = 0) -> tuple[pycurl.CurlMulti, pycurl.CurlShare]:

@@ -15,6 +15,7 @@ from ..rules.http import ResponseHead, check_response
 from ..values.messages import Fetch
 from ..rules.ranges import chunk_size, cut_pays, range_spec
 from .curl import _configure, _new_handle, _new_multi, curl_error, discard, link_after, origin
+from .probe import PROBE_DEADLINE, ProbeOrder, _ProbeSet
 from .transfer import LIMITED_BUFFER, Transfer, WriteGate
 
 if TYPE_CHECKING:
@@ -44,8 +45,45 @@ class MultiDriver:
         # What each handle's connection showed on its last request: its
         # rate and latency, the sizes of a next segment's requests on it.
         self._pace: dict[pycurl.Curl, tuple[str, float, float]] = {}  # (origin, rate, latency)
+        # Probes of files whose ranges come here next, on the same multi:
+        # a probe's connection, kept in its pool, carries the first range.
+        self.probes = _ProbeSet(on=(self.multi, self.share))
+        self._probing: dict[int, tuple[ProbeOrder, dict]] = {}  # key -> (order, findings so far)
+        self._probed: list[tuple[int, dict]] = []  # findings complete, to report
+
+    def busy(self) -> bool:
+        return bool(self.transfers or self.probes.active)
+
+    def probe(self, order: ProbeOrder) -> None:
+        """Probe a file's URLs here, over HTTP/1.1 as its ranges will go,
+        and without data (a probe cut short in its body would close its
+        connection); :meth:`take_probed` gives what they found."""
+        got: dict = {}
+        self._probing[order.key] = (order, got)
+        for url, opts in zip(order.urls, order.options):
+            if url not in got:
+                failed = self.probes.launch(url, opts, False, http1=True, key=order.key)
+                if failed is not None:
+                    got[url] = failed
+        self._probe_check(order.key)
+
+    def take_probed(self) -> list[tuple[int, dict]]:
+        out, self._probed = self._probed, []
+        return out
+
+    def _probe_ended(self, key: int, url: str, found) -> None:
+        if key in self._probing:
+            self._probing[key][1][url] = found
+            self._probe_check(key)
+
+    def _probe_check(self, key: int) -> None:
+        order, got = self._probing[key]
+        if len(got) == len(set(order.urls)):
+            del self._probing[key]
+            self._probed.append((key, got))
 
     def close(self) -> None:
+        self.probes.close()
         for t in list(self.transfers.values()):
             self._detach(t)
         for c in self.idle:
@@ -206,7 +244,7 @@ class MultiDriver:
     def step(self, timeout: float) -> list[Outcome]:
         """Let libcurl move data for up to ``timeout`` seconds; return the
         transfers that ended."""
-        if self.transfers:
+        if self.busy():
             self.multi.select(timeout)
         else:
             time.sleep(timeout)
@@ -216,16 +254,18 @@ class MultiDriver:
         out: list[Outcome] = []
         while True:
             queued, ok, failed = self.multi.info_read()
-            for c in ok:
+            for c, code, msg in [(c, 0, "") for c in ok] + failed:
                 t = self._by_curl.get(c)
-                if t is not None and (o := self._finish(t, 0, "")) is not None:
-                    out.append(o)
-            for c, code, msg in failed:
-                t = self._by_curl.get(c)
-                if t is not None and (o := self._finish(t, code, msg)) is not None:
-                    out.append(o)
+                if t is not None:
+                    if (o := self._finish(t, code, msg)) is not None:
+                        out.append(o)
+                elif c in self.probes.active and (ended := self.probes.finished(c, code, msg)) is not None:
+                    self._probe_ended(ended[0].key, ended[0].url, ended[1])
             if not queued:
                 break
+        if self.probes.active:
+            for p, found in self.probes.overdue(PROBE_DEADLINE):
+                self._probe_ended(p.key, p.url, found)
         out.extend(self._cut_stalled())
         return out
 

@@ -35,6 +35,8 @@ PROBE_DATA_SECONDS = 0.5
 #: of the probe's answer is thrown away, at most PROBE_DATA: under 1% of
 #: such a file.
 PROBE_BIG = 100 * PROBE_DATA
+#: A probe that has not ended after this many seconds fails (retryable).
+PROBE_DEADLINE = 120.0
 
 
 @dataclass(slots=True)
@@ -53,6 +55,7 @@ class _Probe:
     hops: int = 0  # redirects followed here (not by libcurl)
     big: bool = False  # the file is at least PROBE_BIG: its body is not waited for
     began: float = field(default_factory=time.monotonic)  # when it was launched (its deadline counts from it)
+    key: int = 0  # the order it answers (a worker's probes)
 
     def on_header(self, line: bytes) -> None:
         self.head.feed(line)
@@ -88,7 +91,7 @@ class _Probe:
 
 
 def probe_many(
-    urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
+    urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = PROBE_DEADLINE,
     per_url: dict[str, TransferOptions] | None = None, with_data: frozenset[str] = frozenset(),
 ) -> dict[str, RemoteInfo | SegdlError]:
     """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at
@@ -105,28 +108,39 @@ class _ProbeSet:
     """Probes in flight on one multi handle: :meth:`launch` starts one,
     :meth:`pump` lets libcurl work and returns the ones that ended."""
 
-    def __init__(self, streams: int = 1, per_host: int = 0) -> None:
-        self.multi, self.share = _new_multi(streams, per_host)
+    def __init__(self, streams: int = 1, per_host: int = 0, *,
+                 on: tuple[pycurl.CurlMulti, pycurl.CurlShare] | None = None) -> None:
+        """``on``: the multi handle (and its share) of a worker's transfers,
+        whose connections the probes then leave for its ranges to reuse;
+        its owner drives it (see :meth:`finished`) and closes it."""
+        self._owned = on is None
+        self.multi, self.share = on if on is not None else _new_multi(streams, per_host)
         self.active: dict[pycurl.Curl, _Probe] = {}
 
     def close(self) -> None:
         self.drop_all()
-        self.multi.close()
+        if self._owned:
+            self.multi.close()
 
     def drop_all(self) -> None:
         """End every probe in flight, reporting nothing."""
         for c in list(self.active):
             self._end(c)
 
-    def launch(self, url: str, options: TransferOptions, with_data: bool) -> RemoteInfo | SegdlError | None:
-        """Start probing ``url``; an error if it cannot even start."""
+    def launch(self, url: str, options: TransferOptions, with_data: bool, *,
+               http1: bool = False, key: int = 0) -> RemoteInfo | SegdlError | None:
+        """Start probing ``url``; an error if it cannot even start.
+        ``http1``: over HTTP/1.1, as a worker's ranges go, so that its
+        connection can carry one of them next."""
         c = _new_handle(self.share)
-        p = _Probe(url, c, PROBE_DATA if with_data else 1, hub=options.hub, options=options)
+        p = _Probe(url, c, PROBE_DATA if with_data else 1, hub=options.hub, options=options, key=key)
         try:
             _configure(c, url, options)
         except pycurl.error as e:
             c.close()
             return curl_error(e.args[0], e.args[1])
+        if http1:
+            c.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
         c.setopt(pycurl.RANGE, range_spec(0, p.asked))
         c.setopt(pycurl.BUFFERSIZE, 16384 if p.asked == 1 else 256 * 1024)
         c.setopt(pycurl.HEADERFUNCTION, p.on_header)
@@ -161,47 +175,61 @@ class _ProbeSet:
             pass
         while True:
             queued, ok, failed = multi.info_read()
-            for c in ok:
-                p = self.active[c]
-                try:
-                    target = _next_hop(c, p.head.status, p.options, p.hops)
-                except SegdlError as e:
-                    done.append((p.url, e))
-                    self._end(c)
-                    continue
-                if target is None:
-                    done.append((p.url, _probe_result(p)))
-                    self._end(c)
-                    continue
-                p.hops += 1  # the same probe, on to where it was sent
-                multi.remove_handle(c)
-                _hop(c, p.url, target, p.options)
-                multi.add_handle(c)
-            for c, code, msg in failed:
-                p = self.active[c]
-                if code == pycurl.E_WRITE_ERROR and p.head.status in (200, 206):
-                    p.body.clear()  # no Range, or more than asked: no data
-                    done.append((p.url, _probe_result(p)))
-                elif p.asked > 1 and p.head.status == 206 and code in _TRANSIENT_CODES:
-                    # The answer was good and broke off in its body:
-                    # what it told and what arrived stand.
-                    done.append((p.url, _probe_result(p)))
-                else:
-                    done.append((p.url, curl_error(code, msg, stall_timeout=p.options.stall_timeout)))
-                self._end(c)
+            for c, code, msg in [(c, 0, "") for c in ok] + failed:
+                ended = self.finished(c, code, msg)
+                if ended is not None:
+                    done.append((ended[0].url, ended[1]))
             if not queued:
                 break
+        done += [(p.url, found) for p, found in self.overdue(deadline)]
+        return done
+
+    def finished(self, c: pycurl.Curl, code: int, msg: str) -> tuple[_Probe, RemoteInfo | SegdlError] | None:
+        """A probe's request ended (``code`` 0: well): what it found, or
+        None when it goes on to where a redirect sent it."""
+        p = self.active[c]
+        if code == 0:
+            try:
+                target = _next_hop(c, p.head.status, p.options, p.hops)
+            except SegdlError as e:
+                self._end(c)
+                return p, e
+            if target is None:
+                found = _probe_result(p)
+                self._end(c)
+                return p, found
+            p.hops += 1  # the same probe, on to where it was sent
+            self.multi.remove_handle(c)
+            _hop(c, p.url, target, p.options)
+            self.multi.add_handle(c)
+            return None
+        if code == pycurl.E_WRITE_ERROR and p.head.status in (200, 206):
+            p.body.clear()  # no Range, or more than asked: no data
+            found = _probe_result(p)
+        elif p.asked > 1 and p.head.status == 206 and code in _TRANSIENT_CODES:
+            # The answer was good and broke off in its body:
+            # what it told and what arrived stand.
+            found = _probe_result(p)
+        else:
+            found = curl_error(code, msg, stall_timeout=p.options.stall_timeout)
+        self._end(c)
+        return p, found
+
+    def overdue(self, deadline: float) -> list[tuple[_Probe, RemoteInfo | SegdlError]]:
+        """Probes whose body is slow to come (or not waited for), with what
+        they found, and those past ``deadline`` seconds, timed out."""
         now = time.monotonic()
+        out = []
         for c, p in list(self.active.items()):
             if p.body_overdue(now):
                 # Its answer is known; its body is slow to come (or not
                 # waited for).  Keep what came: a worker fetches the rest.
-                done.append((p.url, _probe_result(p)))
+                out.append((p, _probe_result(p)))
                 self._end(c)
             elif now - p.began > deadline:
-                done.append((p.url, TransientError("probe timed out")))
+                out.append((p, TransientError("probe timed out")))
                 self._end(c)
-        return done
+        return out
 
 
 class Prober:
@@ -225,7 +253,7 @@ class Prober:
                 self._busy.release()
 
     def probe(
-        self, urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = 120.0,
+        self, urls: list[str], options: TransferOptions, *, concurrency: int = 16, deadline: float = PROBE_DEADLINE,
         per_url: dict[str, TransferOptions] | None = None, with_data: frozenset[str] = frozenset(),
     ) -> dict[str, RemoteInfo | SegdlError]:
         """One ``GET`` with ``Range: bytes=0-0`` per URL, ``concurrency`` at once.
@@ -283,7 +311,7 @@ class ProbeFeed:
     once, its connections kept between probes.  ``wake`` is called (from
     that thread) whenever findings are ready to take."""
 
-    def __init__(self, *, concurrency: int = 16, deadline: float = 120.0, streams: int = 1,
+    def __init__(self, *, concurrency: int = 16, deadline: float = PROBE_DEADLINE, streams: int = 1,
                  wake: Callable[[], None] | None = None) -> None:
         self.concurrency = concurrency
         self.streams = streams

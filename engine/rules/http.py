@@ -209,6 +209,11 @@ class RemoteInfo:
     def expect(self) -> Expect:
         return Expect(self.size, self.etag, self.last_modified, self.ranged)
 
+    @property
+    def whole(self) -> bool:
+        """Did the probe bring every byte of the file (a small one)?"""
+        return bool(self.first_bytes) and len(self.first_bytes) == self.size
+
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 

@@ -58,3 +58,19 @@ def move(old: str, new: str) -> str:
 
 def is_final(state: str) -> bool:
     return state in FINAL
+
+
+#: Files past their last byte (verifying, waiting for their fsync and
+#: rename) that may wait beside ``-j`` downloading ones: this many per -j,
+#: at least FINISHING_MIN.  Each holds its part file open.
+FINISHING_PER_FILE = 4
+FINISHING_MIN = 64
+
+
+def may_start(downloading: int, verifying: int, files_at_once: int) -> bool:
+    """May one more file start?  ``-j`` counts files taking bytes off the
+    wire: a file being verified and renamed into place no longer holds a
+    slot, so many small files are not held back by their fsyncs, which
+    the finishing batches.  Those are bounded too, so a disk slower than
+    the network does not open a descriptor per file of the job."""
+    return downloading < files_at_once and verifying < max(FINISHING_MIN, FINISHING_PER_FILE * files_at_once)

@@ -47,6 +47,7 @@ class FileState:
     paused: bool = False
     priority: int = 0  # files of a higher priority get connections first
     worker: int | None = None  # the worker its segments go to (see take_worker)
+    preferred: bool = False  # ``worker`` is only wished for (its probe's), until a first segment goes there
     # Kept by Scheduler._set, so no query walks every segment of a file:
     running_keys: set[int] = field(default_factory=set)
     pending: int = 0
@@ -150,8 +151,13 @@ class Scheduler:
     # ------------------------------------------------------------ setup
 
     def add_file(self, file: int, *, ranged: bool, max_connections: int, host: str = "",
-                 priority: int = 0) -> None:
-        self.files[file] = FileState(file, ranged, max(1, max_connections), host, priority=priority)
+                 priority: int = 0, worker: int | None = None) -> None:
+        """``worker``: the one its segments go to (see take_worker), when
+        the caller has chosen already (the worker that probed it holds a
+        connection for its first range)."""
+        known = worker in self.free
+        self.files[file] = FileState(file, ranged, max(1, max_connections), host, priority=priority,
+                                     worker=worker if known else None, preferred=known)
 
     def set_priority(self, file: int, priority: int) -> None:
         f = self.files.get(file)
@@ -224,9 +230,15 @@ class Scheduler:
         worker); a new file goes to the worker with the most free slots."""
         if self.total_free <= 0:
             return None
-        if f.worker is None:
-            f.worker = max(self.free, key=lambda w: (self.free[w], -w))
+        if f.worker is None or (f.preferred and self.free[f.worker] <= 0):
+            f.worker = self.worker_for_new_file()  # (the worker it wished for is full: the emptiest)
         return f.worker if self.free[f.worker] > 0 else None
+
+    def worker_for_new_file(self, promised: dict[int, int] | None = None) -> int:
+        """The worker with the most free slots (the lowest, on a tie), less
+        the slots ``promised`` to files on their way to each worker."""
+        promised = promised or {}
+        return max(self.free, key=lambda w: (self.free[w] - promised.get(w, 0), -w))
 
     def _occupy(self, worker: int) -> None:
         self.free[worker] -= 1
@@ -276,7 +288,7 @@ class Scheduler:
                     continue  # its worker is full; other files may fit elsewhere
                 s = self.segments[key]
                 self._set(s, RUNNING)
-                s.worker = worker
+                s.worker, f.preferred = worker, False
                 s.rate = s.rate_at = None
                 self._occupy(worker)
                 per_host[f.host] = per_host.get(f.host, 0) + 1

@@ -19,6 +19,8 @@ from ..values.errors import (
 from .filerun import FileRun, Source
 from .files import Files
 from ..rules.http import RemoteInfo
+from ..disk.verify import digest_bytes
+from .finishing import mismatch
 from ..journal.writer import Journal
 from ..inputs.naming import part_path, redact_url
 from ..rules.ranges import plan_units, unit_for_latency
@@ -76,8 +78,12 @@ class Activation:
                      paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
         old = self.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
+        whole = self._carried_whole(run, remote) if not resume else None
+        if whole is not None:
+            self._start_carried(run, row, old, facts, whole)
+            return
         if resume:
-            fid = self.journal.put_file(run.job.id, req.url, final, **facts)
+            fid = self.journal.put_file(run.job.id, req.url, final, row_id=row["id"] if row else None, **facts)
             segments = old
             storage.prepare(run.lock, remote.size, keep=True)
         else:
@@ -95,17 +101,13 @@ class Activation:
             # pairs them with the old plan's progress, so a queued row's
             # plan can be trusted (a retried file resumes) ...
             with self.journal.atomic():
-                fid = self.journal.put_file(run.job.id, req.url, final, **facts)
+                fid = self.journal.put_file(run.job.id, req.url, final, row_id=row["id"] if row else None, **facts)
                 ids = self.journal.replace_segments(fid, plan)
             segments = [{"id": i, "start": a, "end": b, "done": 0} for i, (a, b) in zip(ids, plan)]
             storage.prepare(run.lock, remote.size, keep=False)  # ... then the bytes' home
-        self.files.forget_waiting(run.id)
-        run.id = fid
-        run.move("downloading")
-        run.started = time.monotonic()
-        self.files.start(run)
+        self._begin(run, fid)
         self.sched.add_file(fid, ranged=remote.ranged, max_connections=run.job.connections, priority=run.priority,
-                            host=urlsplit(remote.final_url).netloc.lower())
+                            host=urlsplit(remote.final_url).netloc.lower(), worker=run.probed_by)
         for seg in segments:
             self.sched.add_segment(fid, seg["id"], seg["start"], seg["end"], seg["done"])
             run.seen[seg["id"]] = seg["start"] + seg["done"]
@@ -115,6 +117,50 @@ class Activation:
             self.control.set_paused(run, True)
         if self.sched.file_done(fid):
             self.finishing.complete(fid)
+
+    @staticmethod
+    def _carried_whole(run: FileRun, remote: RemoteInfo) -> bytes | None:
+        """The whole file, when its probe carried every byte of it (a small
+        file) and it starts as it is (not paused)."""
+        return remote.first_bytes if remote.whole and not run.paused and run.lock is not None else None
+
+    def _start_carried(self, run: FileRun, row: dict | None, old: list, facts: dict, data: bytes) -> None:
+        """A small file its probe carried whole is verified at its start:
+        hashed from memory, written here, with no segment plan, no worker
+        and no sync of its own.  Its row goes straight to ``verified``, with
+        its digests, in this turn's synced commit: the commit a file
+        verified later would have made (the journal claims none of its
+        bytes: it has no segments, so a crash restarts it from zero, or
+        finds its final file by that digest).  The finishing fsyncs it
+        before its rename, as every file."""
+        d = digest_bytes(data, sha256=run.wants_sha256(), git_sha1=bool(run.request.git_sha1))
+        verified = mismatch(run, d) is None
+        if verified:  # recorded so in this turn's commit, which is synced, before its rename
+            facts = {**facts, "state": "verified", "blake3": d.blake3, "sha256": d.sha256, "git_sha1": d.git_sha1}
+        else:  # it fails as a file whose digest differs
+            facts = {**facts, "state": "verifying"}
+        run.take_first_bytes()
+        with storage.disk_errors(f"cannot write {run.part}"):  # first: a failed write leaves the row as it was
+            storage.pwrite_all(run.lock.fd, data, 0)  # (a longer leftover is cut before the rename)
+        with self.journal.atomic(durable=verified):
+            fid = self.journal.put_file(run.job.id, run.request.url, run.final, **facts,
+                                        row_id=row["id"] if row else None)
+            if old:
+                self.journal.replace_segments(fid, [])
+        self._begin(run, fid)
+        run.done = run.received = len(data)
+        if verified:
+            self.finishing.carried_verified(run, d)
+        else:
+            self.finishing.carried(run, d)
+
+    def _begin(self, run: FileRun, fid: int) -> None:
+        """The run, registered under its row, starts downloading."""
+        self.files.forget_waiting(run.id)
+        run.id = fid
+        run.move("downloading")
+        run.started = time.monotonic()
+        self.files.start(run)
 
     def lock(self, run: FileRun) -> None:
         if run.lock is not None and run.lock.path == run.part:

@@ -49,6 +49,55 @@ from .worker import WorkerSettings
 from .workers import Workers
 
 
+def _shape(s: Settings, files_at_once: int | None) -> tuple[int, int, int]:
+    """(connections in all, worker processes, connections per worker) for
+    ``files_at_once`` files together (at most -j; default -j)."""
+    files_at_once = max(1, min(s.concurrent_files, files_at_once or s.concurrent_files))
+    total = max(1, min(s.max_connections, s.connections * files_at_once))
+    # A file's segments all go to one worker (see Scheduler), so more
+    # workers than files at once would only sit idle.
+    count = max(1, min(s.workers, total, files_at_once))
+    return total, count, min(total, s.connections * math.ceil(files_at_once / count))
+
+
+def _fork_workers(count: int, ws: WorkerSettings) -> Workers:
+    # Load libcurl (pycurl) before forking: the workers inherit it
+    # instead of each loading it again (~70 ms of CPU apiece at the
+    # start).  No libcurl handle exists yet; each process makes its own.
+    from .. import net  # noqa: F401
+
+    return Workers(multiprocess.get_context("fork"), count, ws)
+
+
+_early: tuple[int, WorkerSettings, Workers] | None = None
+
+
+def start_workers_early(s: Settings) -> None:
+    """Fork the workers of a job of at least -j files now, before its
+    manifest is read.  Forked after, each worker maps the coordinator's heap
+    as it is then (100,000 requests: 85 MB a worker, counted in each one's
+    RSS, partly copied as reference counts change) though it never reads
+    it.  The next engine started with these settings takes them
+    (:meth:`Coordinator.start`); a job of fewer files stops them and forks
+    its own."""
+    global _early
+    _, count, slots = _shape(s, None)
+    ws = worker_settings(s, slots)
+    _early = (count, ws, _fork_workers(count, ws))
+
+
+def _take_early(count: int, ws: WorkerSettings) -> Workers | None:
+    global _early
+    early, _early = _early, None
+    if early is None:
+        return None
+    if early[:2] == (count, ws):
+        return early[2]
+    early[2].stop(lambda _ev: None)
+    early[2].reap()
+    return None
+
+
 def worker_settings(s: Settings, slots: int) -> WorkerSettings:
     """A worker's disk side for ``slots`` connections: one staging buffer
     each while they fill, what the hasher may hold ahead of its frontier,
@@ -113,12 +162,7 @@ class Coordinator:
         """Start the workers and the loop's parts.  ``files_at_once``: how
         many files this engine will run together at most (default -j)."""
         s = self.s
-        files_at_once = max(1, min(s.concurrent_files, files_at_once or s.concurrent_files))
-        total = max(1, min(s.max_connections, s.connections * files_at_once))
-        # A file's segments all go to one worker (see Scheduler), so more
-        # workers than files at once would only sit idle.
-        count = max(1, min(s.workers, total, files_at_once))
-        slots = min(total, s.connections * math.ceil(files_at_once / count))
+        total, count, slots = _shape(s, files_at_once)
         buffer_size = int(min(s.transfer.buffer_size, max(64 * 1024, s.buffer_budget // total)))
         options = replace(s.transfer, buffer_size=buffer_size)
         # The owners of the run's state.
@@ -126,12 +170,8 @@ class Coordinator:
         self.sched = sched = Scheduler(count, slots, total=total, min_split=s.min_split, retry=s.retry,
                                        max_per_host=s.max_per_host or max(s.connections, 32))
         self.limits = limits = Limits(s.max_speed, s.max_file_speed)
-        # Load libcurl (pycurl) before forking: the workers inherit it
-        # instead of each loading it again (~70 ms of CPU apiece at the
-        # start).  No libcurl handle exists yet; each process makes its own.
-        from .. import net  # noqa: F401
-
-        self.workers = workers = Workers(multiprocess.get_context("fork"), count, worker_settings(s, slots))
+        ws = worker_settings(s, slots)
+        self.workers = workers = _take_early(count, ws) or _fork_workers(count, ws)
         journal, say = self.journal, self.on_message
         # The parts, each given the owners it needs; then the peers they call.
         self.intake = Intake(files, journal, sched, workers, s, options, say)
@@ -149,8 +189,8 @@ class Coordinator:
         self.activation.intake, self.activation.existing = self.intake, self.existing
         self.activation.control, self.activation.finishing = self.control, self.finishing
         self.dispatch.control, self.dispatch.finishing = self.control, self.finishing
-        self.reports.dispatch, self.reports.restarts, self.reports.finishing = \
-            self.dispatch, self.restarts, self.finishing
+        self.reports.dispatch, self.reports.restarts, self.reports.finishing, self.reports.intake = \
+            self.dispatch, self.restarts, self.finishing, self.intake
         self.restarts.dispatch = self.dispatch
         self.finishing.activation, self.finishing.dispatch, self.finishing.intake = \
             self.activation, self.dispatch, self.intake

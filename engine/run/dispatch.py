@@ -75,12 +75,9 @@ class Dispatch:
         """Write the file's first bytes that its probe fetched, for the
         segment that starts with them (once: a retry asks the server
         again); the worker syncs them with the rest.  Returns how many."""
-        first = run.sources[0].remote.first_bytes if run.sources else b""
+        first = run.take_first_bytes()
         if not first:
             return 0
-        for src in run.sources:
-            src.remote = replace(src.remote, first_bytes=b"")  # (its memory goes now)
-        run.remote = run.sources[0].remote
         if a.end is None or a.position >= len(first) or run.lock is None:
             return 0
         try:
@@ -90,7 +87,7 @@ class Dispatch:
         if a.position == 0 and len(first) == a.end == run.remote.size:
             # The whole file, written: its digests come from these bytes (a
             # small file needs no worker to hash it, nor a turn to ask).
-            run.carried = digest_bytes(first, sha256=self.wants_sha256(run), git_sha1=bool(run.request.git_sha1))
+            run.carried = digest_bytes(first, sha256=run.wants_sha256(), git_sha1=bool(run.request.git_sha1))
         return min(len(first), a.end) - a.position
 
     @staticmethod
@@ -150,7 +147,7 @@ class Dispatch:
             return
         on_disk = tuple((st.start, st.position) for key in self.sched.files[run.id].segments
                         if (st := self.sched.segments[key]).position > st.start)
-        self.workers.send(worker, Track(run.id, str(run.part), run.remote.size, self.wants_sha256(run), on_disk))
+        self.workers.send(worker, Track(run.id, str(run.part), run.remote.size, run.wants_sha256(), on_disk))
 
     def drop_file(self, fid: int) -> None:
         """A file leaves the scheduler: what still runs of it is cancelled."""
@@ -159,8 +156,4 @@ class Dispatch:
 
     def release(self, fid: int) -> None:
         self.workers.release(fid)
-
-    @staticmethod
-    def wants_sha256(run: FileRun) -> bool:
-        return bool(run.request.sha256 or run.published_sha256)
 

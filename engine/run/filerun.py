@@ -4,7 +4,7 @@ and of each URL that serves it."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..rules import lifecycle
@@ -74,6 +74,7 @@ class FileRun:
     resolving: bool = False  # re-resolving an expired signed URL
     probe_retry: RetryPolicy = field(default_factory=RetryPolicy)
     not_before: float = 0.0  # do not probe before this (monotonic)
+    probe_sent: float = 0.0  # when its last probe went out (monotonic)
     limit: int = 0  # bytes/s for each of its connections (0: none)
     allotted: float = 0.0  # bytes/s for the whole file under the job's limit
     allotted_at: float = 0.0  # when ``allotted`` last changed (monotonic)
@@ -93,10 +94,26 @@ class FileRun:
     # The digests of the whole file, when its probe carried all of it and
     # those bytes were written: no worker needs to hash it.
     carried: "Digests | None" = None
+    probed_by: int | None = None  # the worker that probed it (its ranges go there too)
 
     def move(self, state: str) -> None:
         """The one place a run changes state (see lifecycle.py)."""
         self.state = lifecycle.move(self.state, state)
+
+    def take_first_bytes(self) -> bytes:
+        """The file's first bytes its probe fetched, once: every source
+        forgets them (their memory goes now)."""
+        first = self.sources[0].remote.first_bytes if self.sources else b""
+        if first:
+            for src in self.sources:
+                src.remote = replace(src.remote, first_bytes=b"")
+            self.remote = self.sources[0].remote
+        return first
+
+    def wants_sha256(self) -> bool:
+        """Is the file checked against a sha256 (the user's, or one the
+        server publishes)?"""
+        return bool(self.request.sha256 or self.published_sha256)
 
 
 @dataclass(slots=True)

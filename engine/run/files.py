@@ -170,8 +170,15 @@ class Files:
         """Is a live run (started, or registered and waiting) on this row?"""
         return file_id in self.runs or file_id in self._waiting_ids
 
-    def active_count(self) -> int:
-        return sum(1 for r in self.runs.values() if r.state in lifecycle.ACTIVE)
+    def may_start(self, files_at_once: int) -> bool:
+        """Is there room for one more file (``lifecycle.may_start``)?"""
+        downloading = verifying = 0
+        for r in self.runs.values():
+            if r.state == lifecycle.DOWNLOADING:
+                downloading += 1
+            elif r.state == lifecycle.VERIFYING:
+                verifying += 1
+        return lifecycle.may_start(downloading, verifying, files_at_once)
 
     def all_final(self) -> bool:
         return not self._queue and all(lifecycle.is_final(r.state) for r in self.runs.values())

@@ -42,11 +42,13 @@ class Finishing:
         self._verifying: dict[int, Future] = {}  # hashed from disk
         self._verified: list[tuple[int, Digests]] = []  # to mark verified and rename, in one batch
         self._recorded: list[list[tuple[int, Digests]]] = []  # verified in this turn's commit, to rename after it
+        self._recorded_now: list[tuple[int, Digests]] = []  # written verified by their activation in this turn
         self._finalizing: dict[int, tuple[list, Future]] = {}  # batches being renamed
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
 
     def idle(self) -> bool:
-        return not (self._awaiting_hash or self._verifying or self._verified or self._recorded or self._finalizing)
+        return not (self._awaiting_hash or self._verifying or self._verified or self._recorded_now or self._recorded
+                    or self._finalizing)
 
     def forget(self, fid: int) -> None:
         """A file cancelled while it was being verified."""
@@ -70,11 +72,27 @@ class Finishing:
             self._digest_from_disk(run)
         self.dispatch.release(fid)
 
+    def carried(self, run: FileRun, d: Digests) -> None:
+        """A small file its probe carried whole, written and hashed at its
+        start, whose digests did not match (its row says verifying): it
+        fails as any file whose digest differs."""
+        run.move("verifying")
+        self._verify(run.id, d)
+
+    def carried_verified(self, run: FileRun, d: Digests) -> None:
+        """A small file its probe carried whole, written and hashed at its
+        start, whose row was written as verified, with its digests, in
+        this turn's synced commit: renamed into place after that commit
+        (:meth:`committed`), as the files :meth:`flush_verified` records;
+        its fsync is the one before its rename."""
+        run.move("verifying")
+        self._recorded_now.append((run.id, d))  # renamed after this turn's commit
+
     def _digest_from_disk(self, run: FileRun) -> None:
         self._verifying[run.id] = self.workers.wake_on(
             # A git blob sha1 (a small file a hub keeps in git) is read back:
             # the workers hash blake3 and sha256 only.
-            self._pool.submit(digest_file, run.part, sha256=self.dispatch.wants_sha256(run),
+            self._pool.submit(digest_file, run.part, sha256=run.wants_sha256(),
                               git_sha1=bool(run.request.git_sha1)))
 
     def hashed(self, ev: Hashed) -> None:
@@ -105,20 +123,8 @@ class Finishing:
         """Compare a finished file's digests with what is expected; rename
         it into place (off the loop) when they agree."""
         run = self.files.runs[fid]
-        req = run.request
-        if not (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
-                and same_digest(run.published_sha256, d.sha256) and same_digest(req.git_sha1, d.git_sha1)):
-            if req.blake3 and not same_digest(req.blake3, d.blake3):
-                want, got = f"blake3 {req.blake3}", d.blake3
-            elif not same_digest(req.sha256, d.sha256):
-                want, got = f"sha256 {req.sha256}", d.sha256
-            elif not same_digest(req.git_sha1, d.git_sha1):
-                want, got = f"git blob sha1 {req.git_sha1} (listed by the hub)", d.git_sha1
-            else:
-                want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
-            err = HashMismatchError(
-                f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}"
-            )
+        err = mismatch(run, d)
+        if err is not None:
             self.journal.update_file(fid, state="hash_mismatch", blake3=d.blake3, sha256=d.sha256,
                                      error=err.message, exit_code=err.exit_code)
             self._end(run, "hash_mismatch", err, d)
@@ -142,6 +148,9 @@ class Finishing:
     def committed(self) -> None:
         """The turn's synced commit holds the files verified in it: rename
         them into place, in one job off the loop (one fsync per folder)."""
+        if self._recorded_now:
+            self._recorded.append(self._recorded_now)
+            self._recorded_now = []
         for batch in self._recorded:
             batch = [(fid, d) for fid, d in batch if fid in self.files.runs]
             if not batch:
@@ -177,7 +186,8 @@ class Finishing:
 
     def finalizing(self, fid: int) -> bool:
         """Is the file verified and being renamed into place right now?"""
-        return any(fid == f for f, _ in self._verified) or any(fid == f for b in self._recorded for f, _ in b) or any(
+        return any(fid == f for f, _ in (*self._verified, *self._recorded_now)) or any(
+            fid == f for b in self._recorded for f, _ in b) or any(
             fid == f for batch, _ in self._finalizing.values() for f, _ in batch)
 
     def fail(self, fid: int, error: SegdlError) -> None:
@@ -250,3 +260,21 @@ class Finishing:
             run.job.left -= 1
             if run.job.finished:
                 self.files.job_ended(run.job)
+
+
+def mismatch(run: FileRun, d: Digests) -> HashMismatchError | None:
+    """Why a file's digests ``d`` are not the ones expected of it (from
+    its request, a hub, or the server), or None when they all agree."""
+    req = run.request
+    if (same_digest(req.blake3, d.blake3) and same_digest(req.sha256, d.sha256)
+            and same_digest(run.published_sha256, d.sha256) and same_digest(req.git_sha1, d.git_sha1)):
+        return None
+    if req.blake3 and not same_digest(req.blake3, d.blake3):
+        want, got = f"blake3 {req.blake3}", d.blake3
+    elif not same_digest(req.sha256, d.sha256):
+        want, got = f"sha256 {req.sha256}", d.sha256
+    elif not same_digest(req.git_sha1, d.git_sha1):
+        want, got = f"git blob sha1 {req.git_sha1} (listed by the hub)", d.git_sha1
+    else:
+        want, got = f"sha256 {run.published_sha256} (published by the server)", d.sha256
+    return HashMismatchError(f"hash mismatch: expected {want}, got {got}; the data is left in {run.part}")

@@ -22,6 +22,8 @@ from .filerun import FileRun, Source
 from .files import Files
 from ..rules.http import RemoteInfo
 from ..net import ProbeOrder
+from ..net.probe import PROBE_BIG
+from ..values.messages import Probed
 from ..journal.writer import Journal
 from ..inputs.naming import choose_name, inside, part_path, redact_url
 from ..values.request import Settings
@@ -37,13 +39,70 @@ PROBE_AHEAD = 32  # files probed ahead of need (or being probed)
 PROBE_STREAMS = 2
 
 
+#: A probed file waits up to this long for a file ahead of it in the queue
+#: whose probe is still out, so files start in the queue's order (the order
+#: the web page shows) when probes answer out of order; a slow probe holds
+#: the others back no longer than this.
+HOLD_FOR_EARLIER = 1.0
+
+
+def _whole(found: dict) -> bool:
+    """Did a probe bring the whole file (which then takes no slot of -j)?"""
+    return any(isinstance(r, RemoteInfo) and r.whole for r in found.values())
+
+
+def start_rank(run: FileRun) -> tuple:
+    """The order files start in: the highest priority, then the oldest (the
+    lowest id), as the queue and the web page order them, so a file whose
+    priority changed after its probe starts in its new place; one without
+    an id yet last of its priority, in its job's order."""
+    return (run.priority, -(run.id or float("inf")), -run.index)
+
+
 def next_to_start(ready: list[FileRun]) -> int:
-    """Which of the probed files waiting for room starts next (its index):
-    the highest priority, then the oldest (the lowest id), as the queue and
-    the web page order them, so a file whose priority changed after its
-    probe starts in its new place; one without an id yet last of its
-    priority.  (At most PROBE_AHEAD wait.)"""
-    return max(range(len(ready)), key=lambda i: (ready[i].priority, -(ready[i].id or float("inf"))))
+    """Which of the probed files waiting for room starts next (its index).
+    (At most PROBE_AHEAD wait.)"""
+    return max(range(len(ready)), key=lambda i: start_rank(ready[i]))
+
+
+def sources_of(run: FileRun, found: dict, on_message) -> list[Source]:
+    """The URL and the mirrors that answered and agree with each other."""
+    urls = [run.request.url, *run.request.mirrors]
+    ok: list[Source] = []
+    first_error: SegdlError | None = None
+    for u in urls:
+        got = found.get(u) or DownloadError("no probe result")
+        if isinstance(got, SegdlError):
+            first_error = first_error or got
+            if u != run.request.url:
+                on_message(f"mirror {redact_url(u)} dropped: {got.message}")
+            continue
+        if ok:
+            ref = ok[0].remote
+            why = None
+            if got.size != ref.size:
+                why = f"size {got.size} differs from {ref.size}"
+            elif ref.etag and got.etag and got.etag != ref.etag:
+                why = f"ETag {got.etag} differs from {ref.etag}"
+            elif got.ranged != ref.ranged:
+                why = "Range support differs"
+            if why:
+                on_message(f"mirror {redact_url(u)} dropped: {why}")
+                continue
+        ok.append(Source(u, got))
+    if not ok:
+        raise first_error or DownloadError("no source answered")
+    return ok
+
+
+def probed_in_worker(run: FileRun) -> bool:
+    """Is ``run`` probed by the worker that will fetch it, on the connection
+    that then carries its first range, so that ``-x N`` is N connections in
+    all (as aria2's first connection goes on with the file)?  Yes for a job
+    of one file, or a file known to be large: its ranges come anyway.  No
+    for the files of a list: the probe feed probes them, two streams to a
+    connection, and brings a small file's bytes whole."""
+    return not run.plain and (len(run.job.results) == 1 or (run.request.size or 0) >= PROBE_BIG)
 
 
 class Intake:
@@ -64,6 +123,7 @@ class Intake:
         self._dropped: set[int] = set()  # keys of runs taken out of the queue while being probed
         self._ready: deque[tuple[FileRun, dict]] = deque()  # probed, waiting for room
         self._hashing: list[tuple[FileRun, dict | None, Future]] = []  # waiting for their existing file's hash
+        self._from_workers: list[tuple[int, dict]] = []  # findings of probes a worker made
         # One thread, with its own connections kept between probes.
         from ..net import ProbeFeed
 
@@ -102,7 +162,7 @@ class Intake:
             if row is not None and self.files.holds(row["id"]):
                 continue  # another job is on this file now: this one fails when it comes up
             if row is None:
-                run.id = self.journal.put_file(run.job.id, run.request.url, path, state="queued",
+                run.id = self.journal.put_file(run.job.id, run.request.url, path, row_id=None, state="queued",
                                                  priority=run.priority, expected_blake3=run.request.blake3,
                                                  expected_sha256=run.request.sha256)
             elif restore and row["job_id"] == run.job.id:
@@ -198,11 +258,33 @@ class Intake:
         orders = []
         for run in batch:
             urls = (run.request.url, *run.request.mirrors)
-            fresh = self._fresh_target(run)
-            orders.append(ProbeOrder(id(run), urls, tuple(self.dispatch.options_for(run, u) for u in urls),
-                                     frozenset(urls[:1]) if fresh else frozenset()))
+            options = tuple(self.dispatch.options_for(run, u) for u in urls)
+            run.probed_by = worker = self._probe_worker(run)  # (chosen before it joins those being probed)
             self._probing[id(run)] = run
+            run.probe_sent = now
+            if worker is not None:
+                self.workers.send(worker, ProbeOrder(id(run), urls, options))
+                continue
+            fresh = self._fresh_target(run)
+            orders.append(ProbeOrder(id(run), urls, options, frozenset(urls[:1]) if fresh else frozenset()))
         self._probes.add(orders)
+
+    def _probe_worker(self, run: FileRun) -> int | None:
+        """The worker that probes ``run`` (see :func:`probed_in_worker`), and
+        that its ranges then go to: the one with the most free slots once
+        the connections of the files probed there and not started yet are
+        counted.  None: the probe feed probes it."""
+        if not probed_in_worker(run):
+            return None
+        promised: dict[int, int] = {}
+        for r in [*self._probing.values(), *(r for r, _ in self._ready)]:
+            if r.probed_by is not None:
+                promised[r.probed_by] = promised.get(r.probed_by, 0) + r.job.connections
+        return self.sched.worker_for_new_file(promised)
+
+    def probed(self, ev: Probed) -> None:
+        """A worker's findings for a file it probed (see _probe_worker)."""
+        self._from_workers.append((ev.key, ev.found))
 
     def _fresh_target(self, run: FileRun) -> bool:
         """Nothing of the file is here yet (no final file, no part file): its
@@ -215,7 +297,8 @@ class Intake:
         return not final.exists() and not part_path(final).exists()
 
     def collect_probes(self) -> None:
-        for key, found in self._probes.take():
+        from_workers, self._from_workers = self._from_workers, []
+        for key, found in [*self._probes.take(), *from_workers]:
             run = self._probing.pop(key)
             reserved = self.sched.reserved
             for h in _hosts(run):
@@ -227,10 +310,17 @@ class Intake:
                 self._dropped.discard(key)  # taken out of the queue meanwhile
             elif not lifecycle.is_final(run.state):
                 self._ready.append((run, found))
-        while self._ready and self.files.active_count() < self.s.concurrent_files:
-            run, found = self._take_ready()
+        now = time.monotonic()
+        ahead = max((start_rank(r) for k, r in self._probing.items()
+                     if k not in self._dropped and now - r.probe_sent < HOLD_FOR_EARLIER), default=None)
+        while self._ready and self.files.may_start(self.s.concurrent_files):
+            best = next_to_start([r for r, _ in self._ready])
+            if ahead is not None and ahead > start_rank(self._ready[best][0]) and not _whole(self._ready[best][1]):
+                break  # a file ahead of it is still being probed: it starts first (one carried whole takes no slot)
+            run, found = self._ready[best]
+            del self._ready[best]
             try:
-                self.activation.activate(run, self._sources(run, found))
+                self.activation.activate(run, sources_of(run, found, self.on_message))
             except Hashing as h:
                 self._hashing.append((run, found, h.fut))
             except SegdlError as e:
@@ -245,12 +335,6 @@ class Intake:
                         continue
                 self.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
 
-    def _take_ready(self) -> tuple[FileRun, dict]:
-        best = next_to_start([run for run, _ in self._ready])
-        item = self._ready[best]
-        del self._ready[best]
-        return item
-
     def _shown(self, run: FileRun) -> str:
         """The path a result reports: the target, as far as it is known."""
         if run.final is not None:
@@ -259,35 +343,6 @@ class Intake:
             return str(self.target(run, None))
         except SegdlError:
             return run.request.path or run.request.url
-
-    def _sources(self, run: FileRun, found: dict) -> list[Source]:
-        """The URL and the mirrors that answered and agree with each other."""
-        urls = [run.request.url, *run.request.mirrors]
-        ok: list[Source] = []
-        first_error: SegdlError | None = None
-        for u in urls:
-            got = found.get(u) or DownloadError("no probe result")
-            if isinstance(got, SegdlError):
-                first_error = first_error or got
-                if u != run.request.url:
-                    self.on_message(f"mirror {redact_url(u)} dropped: {got.message}")
-                continue
-            if ok:
-                ref = ok[0].remote
-                why = None
-                if got.size != ref.size:
-                    why = f"size {got.size} differs from {ref.size}"
-                elif ref.etag and got.etag and got.etag != ref.etag:
-                    why = f"ETag {got.etag} differs from {ref.etag}"
-                elif got.ranged != ref.ranged:
-                    why = "Range support differs"
-                if why:
-                    self.on_message(f"mirror {redact_url(u)} dropped: {why}")
-                    continue
-            ok.append(Source(u, got))
-        if not ok:
-            raise first_error or DownloadError("no source answered")
-        return ok
 
     def target(self, run: FileRun, remote: RemoteInfo | None) -> Path:
         req = run.request

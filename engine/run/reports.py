@@ -19,6 +19,7 @@ from ..values.messages import (
     Durable,
     Finished,
     Hashed,
+    Probed,
     Notice,
     Shrunk,
     Wakeup,
@@ -39,6 +40,7 @@ class Reports:
     dispatch: "Dispatch"  # the peers, set by the coordinator once every part exists
     restarts: "Restarts"
     finishing: "Finishing"
+    intake: "Intake"
 
     def __init__(self, files: Files, journal: Journal, sched: Scheduler, workers: Workers, limits: Limits,
                  on_message) -> None:
@@ -87,6 +89,8 @@ class Reports:
                     self.on_message(ev.text)
             elif isinstance(ev, Hashed):
                 self.finishing.hashed(ev)
+            elif isinstance(ev, Probed):
+                self.intake.probed(ev)
             elif isinstance(ev, WorkerCrashed):
                 raise SegdlError(f"worker {ev.worker} crashed: {ev.message}")
         # Durable progress and splits reach the journal before anything

@@ -24,6 +24,7 @@ from ..values.messages import (
     Finished,
     Limit,
     Notice,
+    Probed,
     Release,
     Shrink,
     Shrunk,
@@ -77,7 +78,9 @@ def run_worker(index: int, orders, events, settings: WorkerSettings, parent_pid:
 
 class _Worker:
     def __init__(self, index, orders, events, settings: WorkerSettings, parent_pid: int) -> None:
-        from ..net import MultiDriver, WriteGate  # loaded by the coordinator before the fork
+        from ..net import MultiDriver, ProbeOrder, WriteGate  # loaded by the coordinator before the fork
+
+        self._probe_order = ProbeOrder
 
         self.index = index
         self.orders = orders
@@ -125,6 +128,8 @@ class _Worker:
             if done is not None:  # its bytes came with the order
                 t = done.transfer
                 self.finish(t, Finished(self.index, t.segment, t.position, "done"))
+        elif isinstance(order, self._probe_order):
+            self.driver.probe(order)
         elif isinstance(order, Shrink):
             self.events.put(Shrunk(self.index, order.segment, self.driver.shrink(order.segment, order.at, order.min_tail)))
         elif isinstance(order, Limit):
@@ -158,7 +163,7 @@ class _Worker:
         s = self.settings
         last_ckpt = last_report = time.monotonic()
         while True:
-            busy = bool(self.driver.transfers)
+            busy = self.driver.busy()
             try:
                 order = self.orders.get_nowait() if busy else self.orders.get(timeout=0.05)
             except queue.Empty:
@@ -180,10 +185,12 @@ class _Worker:
                 self._checkpoint()
                 last_ckpt = time.monotonic()
             self.driver.unpause()
-            for oc in self.driver.step(0.01) if self.driver.transfers else ():
+            for oc in self.driver.step(0.01) if self.driver.busy() else ():
                 t = oc.transfer
                 self.finish(t, Finished(self.index, t.segment, t.position, oc.outcome, oc.error,
                                         total=oc.total, final_url=oc.final_url, link=t.link))
+            for key, found in self.driver.take_probed():
+                self.events.put(Probed(self.index, key, found))
             now = time.monotonic()
             if now - last_ckpt >= s.checkpoint_seconds:
                 # A slow connection's partly filled buffer goes out too, so

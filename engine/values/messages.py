@@ -215,6 +215,17 @@ class Hashed:
 
 
 @dataclass(frozen=True, slots=True)
+class Probed:
+    """What a worker's probe of a file's URLs found (``key``: the order's),
+    each URL's RemoteInfo or error.  Its connection is kept in the
+    worker's pool, for the file's first range."""
+
+    worker: int
+    key: int
+    found: dict
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something a person may want to know (verbose output), e.g. that
     direct I/O is refused and writes go through the page cache."""

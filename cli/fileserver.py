@@ -219,27 +219,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with srv.lock:
             srv.in_flight += 1
             srv.open_spans[key] = (time.monotonic(), "/" + self.path.split("?", 1)[0].lstrip("/"))
+        ended = None
         try:
             self._serve(head)
-            self._drain()
+            ended = self._drain()
         finally:
             with srv.lock:
                 srv.in_flight -= 1
-                srv.spans.append((srv.open_spans.pop(key)[0], time.monotonic()))
+                srv.spans.append((srv.open_spans.pop(key)[0], ended or time.monotonic()))
 
-    def _drain(self, limit: float = 30.0) -> None:
+    def _drain(self, limit: float = 30.0) -> float:
         """Wait until the kernel has sent what ``sendfile`` queued (paced,
         it may hold megabytes): a request is in flight until its last byte
-        has left, which is what the concurrency log counts."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
+        has left, which is what the concurrency log counts.  Returns when
+        that was.  On a paced connection, that is the first look's queue at
+        the pace after it: a thread on a busy machine wakes up to look again
+        tens of milliseconds late, which the log would take for overlap with
+        the client's next request on another connection."""
+        first = time.monotonic()
+        due = None
+        while time.monotonic() < first + limit:
             try:
                 left = struct.unpack("i", fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
             except OSError:
-                return
+                break
+            now = time.monotonic()
             if left <= 0:
-                return
+                return now if due is None else min(now, due)
+            if due is None and self.server.rate:
+                due = now + left / self.server.rate
             time.sleep(0.005)
+        return time.monotonic()
 
     def _serve(self, head: bool) -> None:
         srv = self.server

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import is_probe, json_lines, run_segdl
+from helpers import cut_short, is_probe, json_lines, run_segdl
 from servers import blake3_file, free_port, wait_for_port
 from segdl.engine.values import errors
 
@@ -71,7 +71,7 @@ def test_a_large_file_of_a_list_is_probed_on_a_connection_its_ranges_take(nginx,
     assert blake3_file(out / "big.bin") == blake3_file(nginx_root / "big.bin")
     entries = [e for e in nginx.access_log_entries() if e["path"] == "/big.bin"]
     [probe] = [e for e in entries if is_probe(e["range"])]
-    assert len({e["connection"] for e in entries}) == 4, entries
+    assert 4 <= len({e["connection"] for e in entries}) <= 4 + cut_short(entries), entries
     assert probe["connection"] in {e["connection"] for e in entries if e is not probe}
     con = sqlite3.connect(journal)
     try:

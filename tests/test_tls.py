@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import is_probe, json_lines, run_segdl
+from helpers import cut_short, is_probe, json_lines, run_segdl
 from servers import ECHO_MODULE, LOCALHOST, MiB, Nginx, NginxError, blake3_file, write_deterministic_file
 from tlsca import TLSUnavailable, make_test_ca
 
@@ -217,7 +217,7 @@ def test_http2_ranges_get_a_connection_each(test_ca, tls_root, tmp_path, journal
     assert len(ranged) >= 4, ranged
     # Exactly 4 in all: the probe's connection carries a range next.
     [probe] = [e for e in entries if is_probe(e["range"])]
-    assert len({e["connection"] for e in entries}) == 4, entries
+    assert 4 <= len({e["connection"] for e in entries}) <= 4 + cut_short(entries), entries
     assert probe["connection"] in {e["connection"] for e in ranged}, entries
     assert _concurrent_streams(ranged) == 0, ranged  # no two ranges on one connection at once
     # 4 segments on 2 workers: 4 connections at once (multiplexed: 2, one a worker).
@@ -322,7 +322,9 @@ def test_http2_big_file_default_settings(h2_nginx, test_ca, nginx_root, tmp_path
     entries = [e for e in h2_nginx.access_log_entries(wait_for=2) if e["path"] == "/big.bin"]
     assert entries and {e["protocol"] for e in entries} == {"HTTP/1.1"}  # the probe, the ranges
     assert {e["status"] for e in entries} == {206}
-    assert len({e["connection"] for e in entries}) == 16  # -x16, the probe's connection among them
+    # -x16, the probe's connection among them (and, after a request cut
+    # short, which closes its connection, perhaps one more)
+    assert 16 <= len({e["connection"] for e in entries}) <= 16 + cut_short(entries)
 
 
 def test_new_connections_resume_the_tls_session(test_ca, tls_root, tmp_path, journal):

@@ -233,6 +233,21 @@ def test_an_old_journal_is_migrated_when_opened_and_keeps_its_rows(tmp_path):
         j.close()
 
 
+def test_on_sqlite_without_drop_column_a_new_journal_still_takes_jobs(tmp_path, monkeypatch):
+    """SQLite before 3.35 (Debian 11, Ubuntu 20.04) cannot drop a column:
+    m008 then leaves jobs.spec (NOT NULL) in place, empty, and a new job
+    must still be created, its spec kept in job_specs."""
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    j = Journal(tmp_path / "j.sqlite")
+    try:
+        job = j.create_job(tmp_path, {"requests": [{"url": "http://127.0.0.1:9/a"}]})
+        assert j.job(job)["spec"] == {"requests": [{"url": "http://127.0.0.1:9/a"}]}
+        left = [r[0] for r in j.db.conn.execute("SELECT spec FROM jobs")]
+        assert left == [""]  # the old column is there, and unused
+    finally:
+        j.close()
+
+
 # ------------------------------------------------------------------ ls at scale
 
 

@@ -118,6 +118,9 @@ class Journal(StatusQueries, JournalQueries):
 
     def _check_schema(self) -> None:
         bring_up_to_date(self.db, self.path, self.readonly)
+        # SQLite before 3.35 cannot drop a column: m008 left jobs.spec (NOT
+        # NULL, now unused), which a new job's row must then fill.
+        self._spec_column = any(r["name"] == "spec" for r in self.db.query("PRAGMA table_info(jobs)"))
 
     def close(self) -> None:
         self.db.close()
@@ -144,7 +147,9 @@ class Journal(StatusQueries, JournalQueries):
     def create_job(self, dest: Path, spec: dict[str, Any], collection: str | None = None) -> int:
         with self.atomic() as db:
             cur = db.execute(
-                "INSERT INTO jobs (created, dest, collection, state) VALUES (?, ?, ?, 'running')",
+                "INSERT INTO jobs (created, dest, collection, state) VALUES (?, ?, ?, 'running')"
+                if not self._spec_column else
+                "INSERT INTO jobs (created, dest, collection, state, spec) VALUES (?, ?, ?, 'running', '')",
                 [time.time(), str(dest), collection],
             )
             db.execute("INSERT INTO job_specs (job_id, spec) VALUES (?, ?)", [cur.lastrowid, json.dumps(spec)])

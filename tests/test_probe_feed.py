@@ -73,6 +73,23 @@ def test_a_file_with_mirrors_comes_out_once_all_answered(fault_server, feed):
     assert isinstance(found[missing], SegdlError) and "404" in str(found[missing])
 
 
+def test_a_bug_reading_one_answer_fails_that_probe_alone(fault_server, monkeypatch):
+    """A probe whose answer the code fails to read (a bug, not a server's
+    fault) ends as that URL's error, and the others are found as usual:
+    the probes a worker makes run this code, and an exception out of it
+    would end the worker, and every job with it."""
+    from segdl.engine.net import probe
+
+    good = fault_server.add("good.bin", b"g" * 2000)
+    bad = fault_server.add("bad.bin", b"b" * 2000)
+    real = probe._probe_result
+    monkeypatch.setattr(probe, "_probe_result",
+                        lambda p: (_ for _ in ()).throw(ValueError("boom")) if p.url == bad else real(p))
+    got = probe.probe_many([good, bad], OPTS, deadline=20.0)
+    assert got[good].size == 2000
+    assert isinstance(got[bad], SegdlError) and "boom" in str(got[bad])
+
+
 def test_one_url_for_two_files_is_probed_once(fault_server, feed):
     u = fault_server.add("same.bin", b"x" * 3000)
     feed.add([_order(1, u), _order(2, u)])
@@ -92,3 +109,20 @@ def test_close_does_not_wait_for_a_probe_in_flight(fault_server):
     f.close()
     assert not f._thread.is_alive()
     assert f.take() == []  # nothing came back for it
+
+
+def test_an_orders_findings_are_complete_once_each_of_its_urls_answered():
+    """The bookkeeping the feed and a worker's probes share: an order is
+    given back once every distinct URL of it has answered, whole; a URL
+    named twice answers once; an order still open can be failed whole."""
+    from segdl.engine.net.probe import Findings
+
+    f = Findings()
+    f.open(ProbeOrder(1, ("http://m/a", "http://m/a"), (None, None)))
+    assert f.found(1, "http://m/a", "info") == (1, {"http://m/a": "info"})
+    assert 1 not in f.waiting  # complete: given back once
+    f.open(ProbeOrder(2, ("http://m/b", "http://n/b"), (None, None)))
+    assert f.found(2, "http://n/b", "mirror") is None  # the other URL has not answered
+    f.open(ProbeOrder(3, ("http://m/c",), (None,)))
+    assert f.fail_all("gone") == [(2, {"http://m/b": "gone", "http://n/b": "gone"}), (3, {"http://m/c": "gone"})]
+    assert f.waiting == {}

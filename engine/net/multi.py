@@ -15,7 +15,7 @@ from ..rules.http import ResponseHead, check_response
 from ..values.messages import Fetch
 from ..rules.ranges import chunk_size, cut_pays, range_spec
 from .curl import _configure, _new_handle, _new_multi, curl_error, discard, link_after, origin
-from .probe import PROBE_DEADLINE, ProbeOrder, _ProbeSet
+from .probe import PROBE_DEADLINE, Findings, ProbeOrder, _ProbeSet
 from .transfer import LIMITED_BUFFER, Transfer, WriteGate
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class MultiDriver:
         # Probes of files whose ranges come here next, on the same multi:
         # a probe's connection, kept in its pool, carries the first range.
         self.probes = _ProbeSet(on=(self.multi, self.share))
-        self._probing: dict[int, tuple[ProbeOrder, dict]] = {}  # key -> (order, findings so far)
+        self._probing = Findings()
         self._probed: list[tuple[int, dict]] = []  # findings complete, to report
 
     def busy(self) -> bool:
@@ -58,29 +58,22 @@ class MultiDriver:
         """Probe a file's URLs here, over HTTP/1.1 as its ranges will go,
         and without data (a probe cut short in its body would close its
         connection); :meth:`take_probed` gives what they found."""
-        got: dict = {}
-        self._probing[order.key] = (order, got)
+        self._probing.open(order)
+        distinct: dict = {}  # (a URL given twice is probed once)
         for url, opts in zip(order.urls, order.options):
-            if url not in got:
-                failed = self.probes.launch(url, opts, False, http1=True, key=order.key)
-                if failed is not None:
-                    got[url] = failed
-        self._probe_check(order.key)
+            distinct.setdefault(url, opts)
+        for url, opts in distinct.items():
+            failed = self.probes.launch(url, opts, False, http1=True, key=order.key)
+            if failed is not None:
+                self._probe_ended(order.key, url, failed)
 
     def take_probed(self) -> list[tuple[int, dict]]:
         out, self._probed = self._probed, []
         return out
 
     def _probe_ended(self, key: int, url: str, found) -> None:
-        if key in self._probing:
-            self._probing[key][1][url] = found
-            self._probe_check(key)
-
-    def _probe_check(self, key: int) -> None:
-        order, got = self._probing[key]
-        if len(got) == len(set(order.urls)):
-            del self._probing[key]
-            self._probed.append((key, got))
+        if key in self._probing.waiting and (complete := self._probing.found(key, url, found)) is not None:
+            self._probed.append(complete)
 
     def close(self) -> None:
         self.probes.close()

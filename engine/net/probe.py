@@ -186,7 +186,20 @@ class _ProbeSet:
 
     def finished(self, c: pycurl.Curl, code: int, msg: str) -> tuple[_Probe, RemoteInfo | SegdlError] | None:
         """A probe's request ended (``code`` 0: well): what it found, or
-        None when it goes on to where a redirect sent it."""
+        None when it goes on to where a redirect sent it.  A bug in reading
+        the answer fails this probe alone: in a worker, it would otherwise
+        end the worker, and every job with it."""
+        try:
+            return self._finished(c, code, msg)
+        except Exception as e:  # (not SegdlError: _finished returns those)
+            p = self.active.get(c)
+            if p is None:
+                raise
+            if c in self.active:
+                self._end(c)
+            return p, DownloadError(f"probe failed: {e!r}")
+
+    def _finished(self, c: pycurl.Curl, code: int, msg: str) -> tuple[_Probe, RemoteInfo | SegdlError] | None:
         p = self.active[c]
         if code == 0:
             try:
@@ -300,6 +313,33 @@ class ProbeOrder:
     with_data: frozenset[str] = frozenset()  # URLs whose first PROBE_DATA bytes are kept
 
 
+class Findings:
+    """What the probes of each order (by its key) found so far: an order is
+    complete once every one of its URLs has answered."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, tuple[ProbeOrder, dict]] = {}  # key -> (order, findings so far)
+
+    def open(self, order: ProbeOrder) -> None:
+        self.waiting[order.key] = (order, {})
+
+    def found(self, key: int, url: str, result) -> tuple[int, dict] | None:
+        """Record what the probe of ``url`` for ``key`` found; the order's
+        key and findings when that completes it, else None."""
+        order, got = self.waiting[key]
+        got[url] = result
+        if len(got) < len(set(order.urls)):
+            return None
+        del self.waiting[key]
+        return key, got
+
+    def fail_all(self, error: SegdlError) -> list[tuple[int, dict]]:
+        """Every open order, ended with ``error`` for each of its URLs."""
+        out = [(key, {u: error for u in order.urls}) for key, (order, _) in self.waiting.items()]
+        self.waiting.clear()
+        return out
+
+
 class ProbeFeed:
     """Probes as a stream: orders go in at any time (:meth:`add`), and each
     file's findings come out (:meth:`take`) as soon as all its URLs have
@@ -320,7 +360,7 @@ class ProbeFeed:
         self._lock = threading.Lock()
         self._orders: deque[ProbeOrder] = deque()
         self._found: list[tuple[int, dict[str, RemoteInfo | SegdlError]]] = []
-        self._waiting: dict[int, tuple[ProbeOrder, dict]] = {}  # being probed (the thread's)
+        self._waiting = Findings()  # being probed (the thread's)
         self._open = 0  # orders added and not yet taken
         self._closing = False
         self._pipe = os.pipe()
@@ -374,22 +414,21 @@ class ProbeFeed:
     def _fail_all(self, error: SegdlError) -> None:
         with self._lock:
             failed = [(o.key, {u: error for u in o.urls}) for o in self._orders]
-            failed += [(key, {u: error for u in order.urls}) for key, (order, _) in self._waiting.items()]
+            failed += self._waiting.fail_all(error)
             self._orders.clear()
-            self._waiting.clear()
             self._found.extend(failed)
         if self._wake is not None:
             self._wake()
 
     def _serve(self, probes: _ProbeSet) -> None:
         todo: deque[tuple[ProbeOrder, str, TransferOptions]] = deque()
-        waiting = self._waiting  # key -> (order, findings so far)
+        waiting = self._waiting
         of_url: dict[str, list[int]] = {}  # URL in flight -> keys waiting for it
         while not self._closing:
             with self._lock:
                 while self._orders:
                     order = self._orders.popleft()
-                    waiting[order.key] = (order, {})
+                    waiting.open(order)
                     todo.extend((order, u, o) for u, o in zip(order.urls, order.options))
             ended: list[tuple[str, RemoteInfo | SegdlError]] = []
             while todo and len(probes.active) < self.concurrency:
@@ -406,11 +445,8 @@ class ProbeFeed:
             ready = []
             for url, found in ended:
                 for key in of_url.pop(url, ()):
-                    order, got = waiting[key]
-                    got[url] = found
-                    if len(got) == len(set(order.urls)):
-                        del waiting[key]
-                        ready.append((key, got))
+                    if (complete := waiting.found(key, url, found)) is not None:
+                        ready.append(complete)
             if ready:
                 with self._lock:
                     self._found.extend(ready)

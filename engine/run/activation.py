@@ -19,7 +19,6 @@ from ..values.errors import (
 from .filerun import FileRun, Source
 from .files import Files
 from ..rules.http import RemoteInfo
-from ..disk.verify import digest_bytes
 from .finishing import mismatch
 from ..journal.writer import Journal
 from ..inputs.naming import part_path, redact_url
@@ -133,7 +132,7 @@ class Activation:
         bytes: it has no segments, so a crash restarts it from zero, or
         finds its final file by that digest).  The finishing fsyncs it
         before its rename, as every file."""
-        d = digest_bytes(data, sha256=run.wants_sha256(), git_sha1=bool(run.request.git_sha1))
+        d = run.digests_of(data)
         verified = mismatch(run, d) is None
         if verified:  # recorded so in this turn's commit, which is synced, before its rename
             facts = {**facts, "state": "verified", "blake3": d.blake3, "sha256": d.sha256, "git_sha1": d.git_sha1}

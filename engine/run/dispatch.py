@@ -23,7 +23,6 @@ from ..values.messages import (
 from ..inputs.naming import same_origin
 from ..values.request import Settings
 from ..rules.scheduler import Assign, CancelSegment, FileComplete, FileFailed, RequestSplit, Scheduler
-from ..disk.verify import digest_bytes
 from .workers import Workers
 
 
@@ -87,7 +86,7 @@ class Dispatch:
         if a.position == 0 and len(first) == a.end == run.remote.size:
             # The whole file, written: its digests come from these bytes (a
             # small file needs no worker to hash it, nor a turn to ask).
-            run.carried = digest_bytes(first, sha256=run.wants_sha256(), git_sha1=bool(run.request.git_sha1))
+            run.carried = run.digests_of(first)
         return min(len(first), a.end) - a.position
 
     @staticmethod

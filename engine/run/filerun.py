@@ -15,6 +15,7 @@ from ..values.request import Request
 from ..values.results import FileResult
 from ..rules.retry import RetryPolicy
 from ..disk.storage import Held
+from ..disk.verify import Digests, digest_bytes
 
 
 @dataclass(slots=True)
@@ -93,7 +94,7 @@ class FileRun:
     updating: bool = False  # its final file is segdl's and out of date: replace it
     # The digests of the whole file, when its probe carried all of it and
     # those bytes were written: no worker needs to hash it.
-    carried: "Digests | None" = None
+    carried: Digests | None = None
     probed_by: int | None = None  # the worker that probed it (its ranges go there too)
 
     def move(self, state: str) -> None:
@@ -114,6 +115,11 @@ class FileRun:
         """Is the file checked against a sha256 (the user's, or one the
         server publishes)?"""
         return bool(self.request.sha256 or self.published_sha256)
+
+    def digests_of(self, data: bytes) -> Digests:
+        """The digests the file is checked by, of its bytes ``data`` (the
+        whole file, in memory: one its probe carried)."""
+        return digest_bytes(data, sha256=self.wants_sha256(), git_sha1=bool(self.request.git_sha1))
 
 
 @dataclass(slots=True)

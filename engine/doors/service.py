@@ -45,7 +45,7 @@ PROGRESS_EVERY = 0.33  # seconds
 class Service:
     """The engine on a thread behind the commands a client may give
     (``segdl serve``'s routes, the terminal UI): one method per command,
-    each checking its input and running on the engine's loop.  About 360
+    each checking its input and running on the engine's loop.  About 310
     lines: it is the API's surface, one short method per endpoint, with
     the checks in validation.py, what a job's body names in jobinput.py,
     the answers' fields in views.py, the one-service lock in

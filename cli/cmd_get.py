@@ -29,10 +29,11 @@ def run_job(requests: list[Request], settings: Settings, *, as_json: bool, quiet
     """Run a job with a live view (or JSON lines) and return the exit code."""
     from segdl.engine.doors import api
 
-    from .render import LiveView, print_json_line, summary_table
+    from .jsonlines import print_json_line
 
-    console = make_console(stderr=True)
-    interactive = console.is_terminal and not as_json and not quiet
+    # rich's live view loads only for a run that may show it.
+    console = make_console(stderr=True) if not (as_json or quiet) else None
+    interactive = console is not None and console.is_terminal
 
     def message(m: str) -> None:
         if not quiet:
@@ -40,6 +41,8 @@ def run_job(requests: list[Request], settings: Settings, *, as_json: bool, quiet
 
     try:
         if interactive:
+            from .render import LiveView
+
             with LiveView(console) as view:
                 results = api.download(requests, settings, collection=collection, source=source,
                                        on_progress=view.update, on_message=message)
@@ -52,6 +55,8 @@ def run_job(requests: list[Request], settings: Settings, *, as_json: bool, quiet
     except SegdlError as e:
         raise fail(e)
     if not as_json and not quiet:
+        from .render import summary_table
+
         make_console().print(summary_table(results))
     return results.exit_code
 

@@ -48,7 +48,7 @@ class ClusterView:
 
 
 def json_line(result: FileResult, node: str) -> None:
-    from .render import result_line
+    from .jsonlines import result_line
 
     sys.stdout.write(json.dumps({**result_line(result), "node": node}, sort_keys=True) + "\n")
     sys.stdout.flush()

@@ -3,10 +3,6 @@ imports this."""
 
 from __future__ import annotations
 
-import json
-import sys
-from typing import TextIO
-
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
@@ -22,7 +18,7 @@ from rich.table import Table
 
 from segdl.engine.rules.lifecycle import ACTIVE
 from segdl.engine.rules.progress import Snapshot
-from segdl.engine.values.results import FileResult, Results
+from segdl.engine.values.results import Results
 
 from .console import cell, shown
 
@@ -90,17 +86,3 @@ def summary_table(results: Results, nodes: list[str] | None = None) -> Table:
             *((cell(nodes[i]),) if nodes else ()),
         )
     return t
-
-
-def result_line(result: FileResult) -> dict:
-    """A result as its JSON line says it: credentials in its URL hidden."""
-    from segdl.engine.inputs.naming import hide_userinfo
-
-    return {**result.as_dict(), "url": hide_userinfo(result.url)}
-
-
-def print_json_line(result: FileResult, out: TextIO = sys.stdout) -> None:
-    """One file's result as one JSON line, flushed at once (a consumer can
-    act on each file as it ends)."""
-    out.write(json.dumps(result_line(result), sort_keys=True) + "\n")
-    out.flush()

@@ -115,3 +115,24 @@ def test_demo_downloads_and_verifies_a_sample_collection(tmp_path):
     # Run again: everything is there already and is skipped, nothing fetched.
     again = subprocess.run([*SEGDL, "demo", "--keep", str(keep), "-q"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("flag", ["-q", "--json"])
+def test_a_get_that_shows_no_live_view_loads_no_rich(tmp_path, flag):
+    """rich's live view, table and console are for a terminal: a quiet or
+    JSON run (scripts, benchmarks) does not pay their import (about 30 ms
+    of start-up).  -X importtime lists every module loaded."""
+    from servers import PacedMirror
+
+    (tmp_path / "one.bin").write_bytes(b"x" * 1000)
+    with PacedMirror(tmp_path, rate=0) as m:
+        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "segdl.cli.main", "get", m.url("one.bin"),
+                            "-d", str(tmp_path / "out"), "--journal", str(tmp_path / "j.sqlite"), flag],
+                           capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if "import time:" in line}
+    assert "segdl.engine.run.coordinator" in modules  # it did run the engine
+    assert not {x for x in modules if x == "rich" or x.startswith("rich.")}, sorted(modules)
+    if flag == "--json":
+        [line] = json_lines(p)
+        assert line["status"] == "done" and line["size"] == 1000

@@ -121,6 +121,7 @@ def test_an_orders_findings_are_complete_once_each_of_its_urls_answered():
     f.open(ProbeOrder(1, ("http://m/a", "http://m/a"), (None, None)))
     assert f.found(1, "http://m/a", "info") == (1, {"http://m/a": "info"})
     assert 1 not in f.waiting  # complete: given back once
+    assert f.found(1, "http://m/a", "late") is None  # a late answer for it is dropped
     f.open(ProbeOrder(2, ("http://m/b", "http://n/b"), (None, None)))
     assert f.found(2, "http://n/b", "mirror") is None  # the other URL has not answered
     f.open(ProbeOrder(3, ("http://m/c",), (None,)))

@@ -72,7 +72,7 @@ class MultiDriver:
         return out
 
     def _probe_ended(self, key: int, url: str, found) -> None:
-        if key in self._probing.waiting and (complete := self._probing.found(key, url, found)) is not None:
+        if (complete := self._probing.found(key, url, found)) is not None:
             self._probed.append(complete)
 
     def close(self) -> None:

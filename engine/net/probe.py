@@ -195,8 +195,7 @@ class _ProbeSet:
             p = self.active.get(c)
             if p is None:
                 raise
-            if c in self.active:
-                self._end(c)
+            self._end(c)
             return p, DownloadError(f"probe failed: {e!r}")
 
     def _finished(self, c: pycurl.Curl, code: int, msg: str) -> tuple[_Probe, RemoteInfo | SegdlError] | None:
@@ -325,7 +324,10 @@ class Findings:
 
     def found(self, key: int, url: str, result) -> tuple[int, dict] | None:
         """Record what the probe of ``url`` for ``key`` found; the order's
-        key and findings when that completes it, else None."""
+        key and findings when that completes it, else None (also for an
+        order no longer open: a late answer)."""
+        if key not in self.waiting:
+            return None
         order, got = self.waiting[key]
         got[url] = result
         if len(got) < len(set(order.urls)):

@@ -18,8 +18,9 @@ def result_line(result: FileResult) -> dict:
     return {**result.as_dict(), "url": hide_userinfo(result.url)}
 
 
-def print_json_line(result: FileResult, out: TextIO = sys.stdout) -> None:
+def print_json_line(result: FileResult, out: TextIO = sys.stdout, extra: dict | None = None) -> None:
     """One file's result as one JSON line, flushed at once (a consumer can
-    act on each file as it ends)."""
-    out.write(json.dumps(result_line(result), sort_keys=True) + "\n")
+    act on each file as it ends); ``extra``: fields it adds (``--ray``: the
+    node)."""
+    out.write(json.dumps({**result_line(result), **(extra or {})}, sort_keys=True) + "\n")
     out.flush()

@@ -48,10 +48,9 @@ class ClusterView:
 
 
 def json_line(result: FileResult, node: str) -> None:
-    from .jsonlines import result_line
+    from .jsonlines import print_json_line
 
-    sys.stdout.write(json.dumps({**result_line(result), "node": node}, sort_keys=True) + "\n")
-    sys.stdout.flush()
+    print_json_line(result, sys.stdout, {"node": node})
 
 
 def run(requests, settings, *, address, mode, journals, as_json: bool, quiet: bool, collection) -> int:

@@ -56,6 +56,8 @@ def parse_public_url(url: str) -> tuple[str, str, int]:
     in front, or by another name), with no path, user or query."""
     from urllib.parse import urlsplit
 
+    from .guard import DEFAULT_PORT
+
     wrong = ValueError(f"--public-url wants http://HOST[:PORT] or https://HOST[:PORT] (no path), not {url!r}")
     try:
         p = urlsplit(url)
@@ -65,11 +67,13 @@ def parse_public_url(url: str) -> tuple[str, str, int]:
     if (p.scheme not in ("http", "https") or not p.hostname or "@" in p.netloc or p.path not in ("", "/")
             or p.query or p.fragment):
         raise wrong
-    return p.scheme, shown_host(p.hostname.lower()), port or {"http": 80, "https": 443}[p.scheme]
+    return p.scheme, shown_host(p.hostname.lower()), port or DEFAULT_PORT[p.scheme]
 
 
 def public_origin(scheme: str, host: str, port: int) -> str:
-    return f"{scheme}://{host}" + ("" if port == {"http": 80, "https": 443}[scheme] else f":{port}")
+    from .guard import DEFAULT_PORT
+
+    return f"{scheme}://{host}" + ("" if port == DEFAULT_PORT[scheme] else f":{port}")
 
 
 def run_service(settings, roots: list[Path], *, listen: str | None, socket_path: Path | None,

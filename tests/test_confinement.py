@@ -72,6 +72,9 @@ def test_get_refuses_a_symlink_in_place_of_a_part_file(mirror, outside, tmp_path
     assert (root / "other.bin").read_bytes() == mirror._get_blob("other.bin").data
     untouched(outside)
     assert os.stat(outside / "precious.txt").st_nlink == 2  # the planted link is left alone
+    # gone.bin (64 KiB) came whole with its probe: its part file is written
+    # off the loop, with its rename, and refused there the same way.
+    assert not os.path.lexists(outside / "new.txt")
     for name in ("victim.bin", "gone.bin", "hard.bin"):
         assert not os.path.lexists(root / name)
 
@@ -211,12 +214,12 @@ def test_a_part_file_swapped_while_it_downloads_is_neither_written_nor_renamed(o
         part.symlink_to("../../outside/precious.txt")
         with pytest.raises(UnsafePathError):
             storage.open_for_write(str(part), expect=held.ident, direct=False)
-        [error] = storage.finalize_many([(tree, part, final, 4096, held.ident)])
+        [error] = storage.finalize_many([(tree, part, final, 4096, held.ident, None)])
         assert isinstance(error, UnsafePathError), error
         assert not os.path.lexists(final)
         part.unlink()
         part.write_bytes(b"someone else's")  # a regular file, but not the one downloaded
-        [error] = storage.finalize_many([(tree, part, final, 4096, held.ident)])
+        [error] = storage.finalize_many([(tree, part, final, 4096, held.ident, None)])
         assert isinstance(error, UnsafePathError) and not os.path.lexists(final)
     finally:
         storage.unlock(held.fd)
@@ -281,3 +284,61 @@ def test_serve_socket_never_removes_what_is_not_a_socket(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_small_files_written_with_their_rename_stay_under_the_root(outside, tmp_path):
+    """Files whose bytes came whole are created, locked, written, synced and
+    renamed in one batch (storage.finalize_many with data): each refused
+    one fails alone, the others land."""
+    import fcntl
+
+    from segdl.engine.disk import confine, storage
+    from segdl.engine.values.errors import BusyError, UnsafePathError
+
+    root = tmp_path / "root"
+    tree = confine.Root(root)
+    datas = {f"d/f{i}.bin": os.urandom(4096 + i) for i in range(6)}
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f1.bin.segdl-part").symlink_to("../../outside/precious.txt")
+    busy = os.open(root / "d" / "f2.bin.segdl-part", os.O_RDWR | os.O_CREAT)  # another downloader holds it
+    fcntl.flock(busy, fcntl.LOCK_EX)
+    try:
+        items = [(tree, root / (n + ".segdl-part"), root / n, len(d), None, d) for n, d in datas.items()]
+        results = storage.finalize_many(items)
+    finally:
+        os.close(busy)
+        tree.close()
+    for (name, data), result in zip(datas.items(), results):
+        if name == "d/f1.bin":
+            assert isinstance(result, UnsafePathError), result
+        elif name == "d/f2.bin":
+            assert isinstance(result, BusyError), result
+        else:
+            assert isinstance(result, os.stat_result), result
+            assert (root / name).read_bytes() == data and result.st_size == len(data)
+            assert not os.path.lexists(root / (name + ".segdl-part"))
+    assert not os.path.lexists(root / "d" / "f1.bin") and not os.path.lexists(root / "d" / "f2.bin")
+    untouched(outside)
+
+
+def test_one_syncfs_only_for_a_batch_on_one_trusted_file_system(tmp_path):
+    """A batch is synced by one syncfs when its files share a file system
+    whose syncfs is trusted (tmpfs here); files on two file systems are
+    fsynced one by one."""
+    from segdl.engine.disk import confine, storage
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm apart from the test folder")
+    here = Path(os.path.realpath(shm)) / f"segdl-test-{os.getpid()}"
+    a, b, c = confine.Root(here / "a"), confine.Root(here / "b"), confine.Root(tmp_path / "c")
+    try:
+        item = lambda r: (r, r.path / "x.segdl-part", r.path / "x", 1, None, b"x")  # noqa: E731
+        assert storage._one_file_system([item(a), item(b)] * 2) == a.fd()
+        assert storage._one_file_system([item(a), item(c)] * 2) is None
+    finally:
+        for r in (a, b, c):
+            r.close()
+        import shutil
+
+        shutil.rmtree(here, ignore_errors=True)

@@ -249,46 +249,79 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int] | None]]
-                  ) -> list[SegdlError | None]:
-    """Move verified part files to their final names, durably: each is
-    fsynced (fdatasync need not persist timestamps, and the journal records
-    the final file's mtime to recognise it on a re-run), renamed, and then
-    each folder is fsynced once, not once per file.
+def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int] | None, bytes | None]]
+                  ) -> list[SegdlError | os.stat_result]:
+    """Move verified part files to their final names, durably: each one's
+    data (and the mtime the journal records to recognise it on a re-run)
+    is made durable, then it is renamed, then each folder is fsynced once,
+    not once per file.
 
-    An item is (root, part, final, size, ident): the part file must still
-    be the one downloaded (``ident``), reached under ``root`` without a
-    symlink; the rename takes the folder's descriptor, and the final name
-    is checked to hold that file after it (something swapped in between is
-    removed again), so it never ends up a symlink.  Returns, per item, None
-    or the error that stopped it (the others go on)."""
+    The data of a batch of several files is made durable by one
+    ``syncfs`` of their file system, not by an fsync each: every fsync
+    waits for a commit of the file system's journal, and a file created
+    meanwhile waits with it (many small files: benchmarks/many_files.py).
+    A batch of few files is fsynced file by file.
+
+    An item is (root, part, final, size, ident, data).  ``data``: the
+    whole file, not written yet (a small file its probe carried): its part
+    file is created, locked and written here, off the coordinator's loop.
+    Otherwise the part file must still be the one downloaded (``ident``),
+    reached under ``root`` without a symlink.  The rename takes the
+    folder's descriptor, and the final name is checked to hold that file
+    after it (something swapped in between is removed again), so it never
+    ends up a symlink.  Returns, per item, the final file's stat or the
+    error that stopped it (the others go on)."""
+    out: list = []
+    for i in range(0, len(items), FINALIZE_CHUNK):
+        out += _finalize_chunk(items[i:i + FINALIZE_CHUNK])
+    return out
+
+
+#: Files finalized together: a written one keeps its part file open and
+#: locked until its rename.
+FINALIZE_CHUNK = 256
+
+
+def _finalize_chunk(items) -> list[SegdlError | os.stat_result]:
     folders: dict[tuple[int, Path], int] = {}
-
-    def one(item) -> SegdlError | None:
-        root, part, final, size, expect = item
-        try:
-            with disk_errors(f"cannot rename {part} to {final}"):
-                _finalize(root, folders[(id(root), part.parent)], part, final, size, expect)
-        except SegdlError as e:
-            return e
-        return None
-
+    held: list[int] = []
+    out: list = [None] * len(items)
+    whole = _one_file_system(items) if len(items) >= SYNCFS_MIN else None
     try:
-        opened: dict[tuple[int, Path], SegdlError] = {}
-        for root, part, final, _, _ in items:
-            key = (id(root), part.parent)
-            if key not in folders and key not in opened:
-                try:
-                    with disk_errors(f"cannot rename {part} to {final}"):
+        checked: list[tuple[int, tuple[int, int]]] = []
+        for i, (root, part, final, size, expect, data) in enumerate(items):
+            try:
+                if data is not None:
+                    h = lock_part(root, part)
+                    held.append(h.fd)
+                    with disk_errors(f"cannot write {part}"):
+                        os.ftruncate(h.fd, len(data))  # (a longer leftover part file is cut)
+                        pwrite_all(h.fd, data, 0)
+                        if whole is None:
+                            os.fsync(h.fd)
+                with disk_errors(f"cannot rename {part} to {final}"):
+                    key = (id(root), part.parent)
+                    if key not in folders:
                         folders[key] = root.folder(part.parent)
-                except SegdlError as e:
-                    opened[key] = e
-        todo = [x for x in items if (id(x[0]), x[1].parent) in folders]
-        # Each file's fsync waits for the file system's journal: many at
-        # once share its commits (20,000 files of 4 KiB: see
-        # benchmarks/many_files.py), so a batch goes through a small pool.
-        done = dict(zip(map(id, todo), _sync_pool().map(one, todo) if len(todo) > 1 else map(one, todo)))
-        out = [opened[(id(x[0]), x[1].parent)] if id(x) not in done else done[id(x)] for x in items]
+                    checked.append((i, h.ident if data is not None else
+                                    _ready(root, folders[key], part, size, expect, sync=whole is None)))
+            except SegdlError as e:
+                out[i] = e
+        if whole is not None and checked:
+            try:
+                with disk_errors("cannot sync the downloaded files"):
+                    _sync_fs(whole)
+            except SegdlError as e:
+                for i, _ in checked:
+                    out[i] = e
+                checked = []
+        for i, ino in checked:
+            root, part, final = items[i][:3]
+            try:
+                with disk_errors(f"cannot rename {part} to {final}"):
+                    out[i] = _rename(folders[(id(root), part.parent)], part, final, ino)
+            except SegdlError as e:
+                out[i] = e
     finally:
         for dfd in folders.values():
             try:
@@ -296,7 +329,99 @@ def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int
             except OSError:
                 pass
             os.close(dfd)
+        for fd in held:
+            unlock(fd)
     return out
+
+
+#: From how many files a batch is made durable by one ``syncfs``.
+SYNCFS_MIN = 4
+
+#: File systems whose ``syncfs`` makes every file's data and metadata
+#: durable (statfs magic numbers): ext2/3/4, XFS, Btrfs, F2FS, overlayfs
+#: (which syncs its upper file system), tmpfs (which keeps nothing anyway).
+#: On others (FUSE, whose syncfs need not reach the daemon's disk; network
+#: file systems) each file is fsynced.
+SYNCFS_TRUSTED = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x794C7630, 0x01021994})
+
+
+def _one_file_system(items) -> int | None:
+    """A descriptor to ``syncfs`` for the whole batch, when every item is
+    under roots on one file system that :data:`SYNCFS_TRUSTED` holds."""
+    if _syncfs is None:
+        return None
+    try:
+        fds = {root.fd() for root, *_ in items}
+        if len({os.fstat(fd).st_dev for fd in fds}) != 1:
+            return None
+        fd = next(iter(fds))
+        return fd if _fs_type(fd) in SYNCFS_TRUSTED else None
+    except (OSError, SegdlError):
+        return None  # each item meets its error on its own
+
+
+def _fs_type(fd: int) -> int | None:
+    """``fstatfs(fd).f_type``, the file system's magic number."""
+    import ctypes
+    import struct
+
+    buf = ctypes.create_string_buffer(512)  # (a struct statfs is 120 bytes)
+    if _libc.fstatfs(fd, buf) != 0:
+        return None
+    return struct.unpack_from("l", buf)[0] & 0xFFFFFFFF
+
+
+def _load_libc():
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+        libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    except (OSError, AttributeError):  # not Linux
+        return None, None
+    return libc, libc.syncfs
+
+
+_libc, _syncfs = _load_libc()
+
+
+def _sync_fs(fd: int) -> None:
+    """``syncfs(2)``: write out everything of the file system ``fd`` is on."""
+    import ctypes
+
+    if _syncfs(fd) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def _ready(root: Root, folder: int, part: Path, size: int | None, expect: tuple[int, int] | None,
+           *, sync: bool) -> tuple[int, int]:
+    """Check that the part file is still the one downloaded, cut it to its
+    size, and (``sync``) fsync it."""
+    fd, st = root.open_at(folder, part.name, os.O_RDWR)
+    try:
+        if expect is not None and ident(st) != expect:
+            raise UnsafePathError(f"{part} is not the part file segdl downloaded any more (something was put "
+                                  "in its place); it is not renamed")
+        if st.st_nlink != 1:
+            raise _linked(part)
+        if size is not None and st.st_size != size:
+            os.ftruncate(fd, size)
+        if sync:
+            os.fsync(fd)  # the mtime the journal records, too
+    finally:
+        os.close(fd)
+    return ident(st)
+
+
+def _rename(folder: int, part: Path, final: Path, ino: tuple[int, int]) -> os.stat_result:
+    os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+    landed = os.stat(final.name, dir_fd=folder, follow_symlinks=False)
+    if ident(landed) != ino:
+        os.unlink(final.name, dir_fd=folder)  # swapped in between: it does not stay under the final name
+        raise UnsafePathError(f"{part} was replaced while it was renamed; {final} is not written")
+    return landed
 
 
 _POOL = None
@@ -323,27 +448,6 @@ def _sync_pool():
 
         _POOL = ThreadPoolExecutor(8, thread_name_prefix="segdl-fsync")
     return _POOL
-
-
-def _finalize(root: Root, folder: int, part: Path, final: Path, size: int | None,
-              expect: tuple[int, int] | None) -> None:
-    fd, st = root.open_at(folder, part.name, os.O_RDWR)
-    try:
-        if expect is not None and ident(st) != expect:
-            raise UnsafePathError(f"{part} is not the part file segdl downloaded any more (something was put "
-                                  "in its place); it is not renamed")
-        if st.st_nlink != 1:
-            raise _linked(part)
-        if size is not None and st.st_size != size:
-            os.ftruncate(fd, size)
-        os.fsync(fd)  # the mtime the journal records, too
-    finally:
-        os.close(fd)
-    os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
-    landed = os.stat(final.name, dir_fd=folder, follow_symlinks=False)
-    if ident(landed) != ident(st):
-        os.unlink(final.name, dir_fd=folder)  # swapped in between: it does not stay under the final name
-        raise UnsafePathError(f"{part} was replaced while it was renamed; {final} is not written")
 
 
 def link_or_copy(root: Root, src: Path, final: Path) -> None:

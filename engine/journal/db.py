@@ -36,12 +36,18 @@ class Db:
         self.conn.executescript(sql)
 
     @contextmanager
-    def atomic(self, durable: bool = False) -> Iterator["Db"]:
+    def atomic(self, durable: bool = False, one: bool = False) -> Iterator["Db"]:
         """One transaction.  ``durable``: its COMMIT syncs the WAL, which
         makes it and every commit before it survive a power cut.  Inside a
         :meth:`turn` it is a savepoint of the turn's transaction (all of it
-        or none of it), and ``durable`` makes the turn's commit synced."""
+        or none of it), and ``durable`` makes the turn's commit synced.
+        ``one``: the block writes with one statement, which SQLite makes
+        all or nothing by itself: inside a turn, no savepoint."""
         if self._turn:
+            if one:
+                self._join(durable)
+                yield self
+                return
             with self._savepoint(durable):
                 yield self
             return
@@ -65,8 +71,8 @@ class Db:
             if durable:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
 
-    @contextmanager
-    def _savepoint(self, durable: bool) -> Iterator[None]:
+    def _join(self, durable: bool) -> None:
+        """Begin the turn's transaction at its first write (not before)."""
         if durable and not self._sync:
             # SQLite fixes a transaction's safety level when it begins: what
             # the turn wrote so far is committed, and the rest of the turn
@@ -78,7 +84,11 @@ class Db:
             self.conn.execute("PRAGMA synchronous = FULL")
             self._sync = True
         if not self.conn.in_transaction:
-            self.conn.execute("BEGIN IMMEDIATE")  # at the turn's first write, not before
+            self.conn.execute("BEGIN IMMEDIATE")
+
+    @contextmanager
+    def _savepoint(self, durable: bool) -> Iterator[None]:
+        self._join(durable)
         name = f"w{self._depth}"
         self._depth += 1
         self.conn.execute(f"SAVEPOINT {name}")

@@ -126,12 +126,13 @@ class Journal(StatusQueries, JournalQueries):
         self.db.close()
 
     @contextmanager
-    def atomic(self, durable: bool = False) -> Iterator[Db]:
+    def atomic(self, durable: bool = False, one: bool = False) -> Iterator[Db]:
         """The one transaction helper every write goes through.  Commits
         are not synced (``synchronous=NORMAL``) unless ``durable``; a
-        durable one makes every earlier commit durable too."""
+        durable one makes every earlier commit durable too.  ``one``: the
+        block writes with a single statement (see ``Db.atomic``)."""
         with journal_errors(self.path):
-            with self.db.atomic(durable) as db:
+            with self.db.atomic(durable, one) as db:
                 yield db
 
     @contextmanager
@@ -211,7 +212,7 @@ class Journal(StatusQueries, JournalQueries):
         when there is none), so it is not looked up again; 0 (no row has
         it), the default: look it up here."""
         now = time.time()
-        with self.atomic() as db:
+        with self.atomic(one=True) as db:  # (the SELECT writes nothing)
             if row_id == 0:
                 existing = list(db.query("SELECT id FROM files WHERE path = ?", [str(path)]))
                 row_id = existing[0]["id"] if existing else None
@@ -233,7 +234,7 @@ class Journal(StatusQueries, JournalQueries):
 
     def update_file(self, file_id: int, *, durable: bool = False, **fields: Any) -> None:
         fields["updated"] = time.time()
-        with self.atomic(durable) as db:
+        with self.atomic(durable, one=True) as db:
             db.execute(
                 f"UPDATE files SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
                 [*fields.values(), file_id],
@@ -242,7 +243,7 @@ class Journal(StatusQueries, JournalQueries):
     def delete_file(self, file_id: int) -> None:
         """Forget a file: its row and its segments go (a ``removed`` event
         with ``deleted`` says so)."""
-        with self.atomic() as db:
+        with self.atomic(one=True) as db:
             db.execute("DELETE FROM files WHERE id = ?", [file_id])
 
     def mark_verified(self, items: list[tuple[int, str, str | None, str | None]]) -> None:

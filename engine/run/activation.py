@@ -66,15 +66,13 @@ class Activation:
             run.job.root.check(final)  # not one outside the folder, through a symlink
             if self.existing.existing(run, final, remote):
                 return
-        self.lock(run)  # before the journal or the part file is touched
         row = self.journal.file_by_path(final)
-        # The row says what the run will be: paused if it was paused before
-        # it started, with its own priority and speed limit.
-        facts = dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
-                     etag=remote.etag, last_modified=remote.last_modified,
-                     expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
-                     state="paused" if run.paused else "downloading", error=None, exit_code=None,
-                     paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
+        if row is None and self._start_unwritten(run, remote):
+            return
+        if run.lock is None or run.lock.path != run.part:
+            self.lock(run)  # before the journal or the part file is touched
+            row = self.journal.file_by_path(final)
+        facts = self._facts(run, remote)
         old = self.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
         whole = self._carried_whole(run, remote) if not resume else None
@@ -118,10 +116,47 @@ class Activation:
             self.finishing.complete(fid)
 
     @staticmethod
+    def _facts(run: FileRun, remote: RemoteInfo) -> dict:
+        """What the file's row says at its start: paused if it was paused
+        before it started, with its own priority and speed limit."""
+        req = run.request
+        return dict(final_url=redact_url(remote.final_url), size=remote.size, ranged=int(remote.ranged),
+                    etag=remote.etag, last_modified=remote.last_modified,
+                    expected_blake3=req.blake3, expected_sha256=req.sha256, expected_git_sha1=req.git_sha1,
+                    state="paused" if run.paused else "downloading", error=None, exit_code=None,
+                    paused=int(run.paused), priority=run.priority, max_speed=run.speed_cap or None)
+
+    @staticmethod
     def _carried_whole(run: FileRun, remote: RemoteInfo) -> bytes | None:
         """The whole file, when its probe carried every byte of it (a small
         file) and it starts as it is (not paused)."""
         return remote.first_bytes if remote.whole and not run.paused and run.lock is not None else None
+
+    def _start_unwritten(self, run: FileRun, remote: RemoteInfo) -> bool:
+        """A new small file its probe carried whole, whose digests match:
+        its row goes in as verified in this turn's synced commit, and its
+        part file is created, locked, written and renamed after that commit
+        by the finishing, off the loop (many small files: most of a file's
+        cost is the kernel's).  No journal row has its path, so no other
+        process is downloading it (its lock comes before its row): one that
+        starts meanwhile and takes the part file first fails this file as
+        busy.  False when it is not such a file."""
+        if not remote.whole or run.paused:
+            return False
+        data = remote.first_bytes
+        d = run.digests_of(data)
+        if mismatch(run, d) is not None:
+            return False  # it fails as a file whose digest differs, from its part file
+        run.take_first_bytes()
+        facts = {**self._facts(run, remote), "state": "verified", "blake3": d.blake3, "sha256": d.sha256,
+                 "git_sha1": d.git_sha1}
+        with self.journal.atomic(durable=True, one=True):
+            fid = self.journal.put_file(run.job.id, run.request.url, run.final, **facts, row_id=None)
+        self._begin(run, fid)
+        run.done = run.received = len(data)
+        run.unwritten = data
+        self.finishing.carried_verified(run, d)
+        return True
 
     def _start_carried(self, run: FileRun, row: dict | None, old: list, facts: dict, data: bytes) -> None:
         """A small file its probe carried whole is verified at its start:

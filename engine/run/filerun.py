@@ -95,6 +95,9 @@ class FileRun:
     # The digests of the whole file, when its probe carried all of it and
     # those bytes were written: no worker needs to hash it.
     carried: Digests | None = None
+    # A small file carried whole and verified whose part file is not
+    # written yet: the finishing writes it with its rename, off the loop.
+    unwritten: bytes | None = None
     probed_by: int | None = None  # the worker that probed it (its ranges go there too)
 
     def move(self, state: str) -> None:

@@ -12,7 +12,6 @@ from ..disk import storage
 from ..values.errors import (
     HashMismatchError,
     SegdlError,
-    StorageError,
 )
 from ..rules import lifecycle
 from .filerun import FileRun
@@ -80,11 +79,12 @@ class Finishing:
         self._verify(run.id, d)
 
     def carried_verified(self, run: FileRun, d: Digests) -> None:
-        """A small file its probe carried whole, written and hashed at its
-        start, whose row was written as verified, with its digests, in
-        this turn's synced commit: renamed into place after that commit
+        """A small file its probe carried whole, hashed at its start, whose
+        row was written as verified, with its digests, in this turn's
+        synced commit: renamed into place after that commit
         (:meth:`committed`), as the files :meth:`flush_verified` records;
-        its fsync is the one before its rename."""
+        its sync is the one before its rename.  Its part file is written
+        then too (``run.unwritten``), when it was not at its start."""
         run.move("verifying")
         self._recorded_now.append((run.id, d))  # renamed after this turn's commit
 
@@ -156,9 +156,11 @@ class Finishing:
             if not batch:
                 continue
             runs = [self.files.runs[fid] for fid, _ in batch]
-            fut = self.workers.wake_on(self._pool.submit(
-                storage.finalize_many, [(r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None)
-                                        for r in runs]))
+            items = [(r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None, r.unwritten)
+                     for r in runs]
+            for r in runs:
+                r.unwritten = None  # (its bytes go with the job)
+            fut = self.workers.wake_on(self._pool.submit(storage.finalize_many, items))
             self._finalizing[batch[0][0]] = (batch, fut)
         self._recorded.clear()
 
@@ -168,18 +170,13 @@ class Finishing:
                 continue
             del self._finalizing[key]
             done = []
-            for (fid, d), error in zip(batch, fut.result()):
-                run = self.files.runs.get(fid)
-                if run is None:
+            for (fid, d), landed in zip(batch, fut.result()):
+                if fid not in self.files.runs:
                     continue  # it ended meanwhile
-                try:
-                    if error is not None:
-                        raise error
-                    st = run.final.stat()
-                except (SegdlError, OSError) as e:
-                    self.fail(fid, e if isinstance(e, SegdlError) else StorageError(str(e)))
+                if isinstance(landed, SegdlError):
+                    self.fail(fid, landed)
                     continue
-                done.append((fid, d, st))
+                done.append((fid, d, landed))
             self.journal.mark_done([(fid, st.st_mtime, st.st_size) for fid, _, st in done])
             for fid, d, _ in done:
                 self._end(self.files.runs[fid], "done", None, d)

@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--no-curl", action="store_true")
     ap.add_argument("--segdl-args", default="-j 16 --max-connections 16")
     a = ap.parse_args()
-    src = a.data / "src"
+    src = a.data / f"src-{a.size}"  # one per size: the names are the same
     names = make_files(src, a.files, a.size)
     segdl = str(Path(sys.executable).parent / "segdl")
     results: dict[str, list[dict]] = {"segdl": [], "curl -Z + sync": []}

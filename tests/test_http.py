@@ -1,6 +1,7 @@
 """Response validation and header parsing: pure, fuzzed."""
 
 import pickle
+from pathlib import Path
 
 from hypothesis import given, strategies as st
 
@@ -87,11 +88,15 @@ def test_messages_pickle_round_trip():
         messages.Written(0, {1: 5}), messages.Durable(0, {1: 5}), messages.Shrunk(0, 1, None),
         messages.Finished(0, 1, 5, "error", errors.TransientError("x", retry_after=1.0)),
         messages.WorkerCrashed(0, "boom"),
+        messages.Finalize(7, (("/tmp/d", Path("/tmp/d/x.segdl-part"), Path("/tmp/d/x"), 3, (1, 2), b"abc"),)),
+        messages.Finalized(1, 7, ((1.5, 3), errors.UnsafePathError("no"))),
     ]:
         back = pickle.loads(pickle.dumps(m))
         assert type(back) is type(m)
         if isinstance(m, messages.Finished):
             assert type(back.error) is errors.TransientError and back.error.retry_after == 1.0
+        elif isinstance(m, messages.Finalized):
+            assert back.results[0] == (1.5, 3) and type(back.results[1]) is errors.UnsafePathError
         else:
             assert back == m
 

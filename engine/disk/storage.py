@@ -250,7 +250,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int] | None, bytes | None]]
-                  ) -> list[SegdlError | os.stat_result]:
+                  ) -> list[SegdlError | tuple[float, int]]:
     """Move verified part files to their final names, durably: each one's
     data (and the mtime the journal records to recognise it on a re-run)
     is made durable, then it is renamed, then each folder is fsynced once,
@@ -269,8 +269,8 @@ def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int
     reached under ``root`` without a symlink.  The rename takes the
     folder's descriptor, and the final name is checked to hold that file
     after it (something swapped in between is removed again), so it never
-    ends up a symlink.  Returns, per item, the final file's stat or the
-    error that stopped it (the others go on)."""
+    ends up a symlink.  Returns, per item, the final file's (mtime, size)
+    or the error that stopped it (the others go on)."""
     out: list = []
     for i in range(0, len(items), FINALIZE_CHUNK):
         out += _finalize_chunk(items[i:i + FINALIZE_CHUNK])
@@ -282,7 +282,7 @@ def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int
 FINALIZE_CHUNK = 256
 
 
-def _finalize_chunk(items) -> list[SegdlError | os.stat_result]:
+def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
     folders: dict[tuple[int, Path], int] = {}
     held: list[int] = []
     out: list = [None] * len(items)
@@ -415,13 +415,13 @@ def _ready(root: Root, folder: int, part: Path, size: int | None, expect: tuple[
     return ident(st)
 
 
-def _rename(folder: int, part: Path, final: Path, ino: tuple[int, int]) -> os.stat_result:
+def _rename(folder: int, part: Path, final: Path, ino: tuple[int, int]) -> tuple[float, int]:
     os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
     landed = os.stat(final.name, dir_fd=folder, follow_symlinks=False)
     if ident(landed) != ino:
         os.unlink(final.name, dir_fd=folder)  # swapped in between: it does not stay under the final name
         raise UnsafePathError(f"{part} was replaced while it was renamed; {final} is not written")
-    return landed
+    return landed.st_mtime, landed.st_size
 
 
 _POOL = None

@@ -17,6 +17,7 @@ from ..values.errors import (
 )
 from ..values.messages import (
     Durable,
+    Finalized,
     Finished,
     Hashed,
     Probed,
@@ -89,6 +90,8 @@ class Reports:
                     self.on_message(ev.text)
             elif isinstance(ev, Hashed):
                 self.finishing.hashed(ev)
+            elif isinstance(ev, Finalized):
+                self.finishing.finalized(ev)
             elif isinstance(ev, Probed):
                 self.intake.probed(ev)
             elif isinstance(ev, WorkerCrashed):

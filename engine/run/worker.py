@@ -21,6 +21,8 @@ from ..values.messages import (
     Cancel,
     Digest,
     Fetch,
+    Finalize,
+    Finalized,
     Finished,
     Limit,
     Notice,
@@ -95,6 +97,7 @@ class _Worker:
         self.driver = MultiDriver(self.gate, self.disk)
         self.handles: dict[int, FileHandle] = {}
         self.checkpointed = 0  # gate.written at the last checkpoint
+        self._finisher = None  # a thread for Finalize orders, made on the first
 
     def notice(self, text: str) -> None:
         """Tell the coordinator something worth a line in verbose output, once."""
@@ -142,6 +145,12 @@ class _Worker:
             self.disk.hasher.track(order.file, order.path, order.size, order.sha256, order.on_disk)
         elif isinstance(order, Digest):
             self.disk.hasher.digest(order.file, order.size)
+        elif isinstance(order, Finalize):
+            if self._finisher is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._finisher = ThreadPoolExecutor(1, thread_name_prefix="segdl-finish")
+            self._finisher.submit(self.finalize, order)
         elif isinstance(order, Release):
             self.disk.hasher.forget(order.file)
             h = self.handles.pop(order.file, None)
@@ -156,6 +165,8 @@ class _Worker:
                 t = self.driver.cancel(seg)
                 self.finish(t, Finished(self.index, t.segment, t.position, "cancelled", link=t.link))
             self.disk.flush()
+            if self._finisher is not None:
+                self._finisher.shutdown(wait=True)  # a batch begun ends, and is reported
             return False
         return True
 
@@ -204,6 +215,27 @@ class _Worker:
                 if positions:
                     self.events.put(Written(self.index, positions))
                 last_report = now
+
+    def finalize(self, order: Finalize) -> None:
+        """Rename a batch of verified files into place (the finisher
+        thread): their kernel work, many small files' most, runs beside the
+        coordinator, not in its process."""
+        from ..disk.confine import Root
+
+        roots: dict[str, Root] = {}
+        try:
+            items = []
+            for root, *rest in order.items:
+                if root not in roots:
+                    roots[root] = Root(root)
+                items.append((roots[root], *rest))
+            results = tuple(storage.finalize_many(items))
+        except Exception as e:  # a bug: each file fails, rather than wait forever
+            results = (SegdlError(f"cannot finish the file: {type(e).__name__}: {e}"),) * len(order.items)
+        finally:
+            for r in roots.values():
+                r.close()
+        self.events.put(Finalized(self.index, order.batch, results))
 
     @property
     def unsynced(self) -> int:

@@ -23,6 +23,7 @@ class Workers:
         self._events = ctx.Queue()
         self._orders = [ctx.Queue() for _ in range(count)]
         self._tracked: dict[int, int] = {}  # file id -> the worker hashing it as it is written
+        self._finishers = 0  # Finalize orders sent (they go round the workers)
         self._last_check = 0.0
         self._procs = [
             ctx.Process(target=run_worker, args=(i, self._orders[i], self._events, settings, os.getpid()),
@@ -34,6 +35,11 @@ class Workers:
 
     def send(self, worker: int, order) -> None:
         self._orders[worker].put(order)
+
+    def next_finisher(self) -> int:
+        """The worker to rename the next batch of files into place."""
+        self._finishers += 1
+        return self._finishers % len(self._orders)
 
     def wake(self) -> None:
         """Have the loop look around now (from any thread)."""

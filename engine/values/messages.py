@@ -122,6 +122,17 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True)
+class Finalize:
+    """Move verified part files to their final names, durably
+    (``storage.finalize_many``), in the worker's process, not the
+    coordinator's: answer with :class:`Finalized`.  An item is (root
+    folder, part, final, size, ident, data)."""
+
+    batch: int
+    items: tuple
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     """The file is finished: close its descriptor."""
 
@@ -212,6 +223,16 @@ class Hashed:
     sha256: str | None
     read_back: int = 0  # bytes hashed from disk rather than from memory
     why: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    """Per item of a :class:`Finalize`, in its order: the final file's
+    (mtime, size), or the error that stopped it."""
+
+    worker: int
+    batch: int
+    results: tuple
 
 
 @dataclass(frozen=True, slots=True)

@@ -382,6 +382,32 @@ def test_one_request_per_small_file_and_no_byte_twice(make_nginx, tmp_path):
     assert len(per_file["mib1.bin"]) == 2  # the probe's MiB, then the last byte
 
 
+def test_a_file_or_part_file_already_there_is_probed_for_one_byte(make_nginx, tmp_path):
+    """A file's probe brings its bytes only where nothing of it was in the
+    target folder when the job first looked there (one listing a folder):
+    a final file or a part file already there is probed for one byte
+    first, as it was when each file was looked up on its own."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for i, name in enumerate(("a.bin", "b.bin", "c.bin")):
+        write_deterministic_file(root / name, 50_000, 70 + i)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "a.bin").write_bytes((root / "a.bin").read_bytes())
+    (out / "sub" / "c.bin.segdl-part").write_bytes(b"left over")
+    srv = make_nginx(root=root)
+    m = manifest(tmp_path, [{"url": srv.url(n), "path": f"sub/{n}"} for n in ("a.bin", "b.bin", "c.bin")])
+    p = run_segdl(["get", "-i", m, "-d", out, "--json"], tmp_path / "j.sqlite")
+    status = {Path(x["path"]).name: x["status"] for x in json_lines(p)}
+    assert status["b.bin"] == status["c.bin"] == "done", p.stderr
+    assert status["a.bin"] == "failed"  # there, not segdl's: left alone without --force
+    firsts = {}
+    for e in srv.access_log_entries(wait_for=4):
+        firsts.setdefault(e["path"].lstrip("/"), e["body_bytes_sent"])
+    assert firsts == {"a.bin": 1, "b.bin": 50_000, "c.bin": 1}, srv.access_log_entries()
+    assert (out / "sub" / "c.bin").read_bytes() == (root / "c.bin").read_bytes()
+
+
 def test_the_per_host_cap_holds_for_probes_too(tmp_path):
     """Files waiting to start are probed ahead of need; those requests
     count against --max-connections-per-host as transfers do (the mirror

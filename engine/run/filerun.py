@@ -3,6 +3,7 @@ and of each URL that serves it."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,10 +34,25 @@ class JobRun:
     # ``dest`` opened: every file of the job is written under it, never
     # outside (see confine.py); closed when the job ends.
     root: Root | None = None
+    # The names in each target folder when the job first looked there (a
+    # hint only: whether a file's probe may bring its bytes too).
+    listings: dict[Path, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.root is None:
             self.root = Root(self.dest)
+
+    def names_in(self, folder: Path) -> frozenset[str]:
+        """What ``folder`` held when the job first asked: one listing a
+        folder, not two stats a file (20,000 files)."""
+        names = self.listings.get(folder)
+        if names is None:
+            try:
+                names = frozenset(os.listdir(folder))
+            except OSError:
+                names = frozenset()  # not there yet (or not readable: each file finds out)
+            self.listings[folder] = names
+        return names
 
     @property
     def finished(self) -> bool:

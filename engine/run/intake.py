@@ -287,14 +287,16 @@ class Intake:
         self._from_workers.append((ev.key, ev.found))
 
     def _fresh_target(self, run: FileRun) -> bool:
-        """Nothing of the file is here yet (no final file, no part file): its
-        probe may fetch its first bytes too, which will not be wasted.  (A
-        file already here is probed for one byte, to see if it changed.)"""
+        """Nothing of the file was here when its job first looked (no final
+        file, no part file): its probe may fetch its first bytes too, which
+        will not be wasted.  (A file already here is probed for one byte, to
+        see if it changed.)  A hint: its start looks again."""
         try:
             final = self.target(run, None)
         except SegdlError:
             return False
-        return not final.exists() and not part_path(final).exists()
+        names = run.job.names_in(final.parent)
+        return final.name not in names and part_path(final).name not in names
 
     def collect_probes(self) -> None:
         from_workers, self._from_workers = self._from_workers, []

@@ -334,7 +334,7 @@ def test_one_syncfs_only_for_a_batch_on_one_trusted_file_system(tmp_path):
     a, b, c = confine.Root(here / "a"), confine.Root(here / "b"), confine.Root(tmp_path / "c")
     try:
         item = lambda r: (r, r.path / "x.segdl-part", r.path / "x", 1, None, b"x")  # noqa: E731
-        assert storage._one_file_system([item(a), item(b)] * 2) == a.fd()
+        assert storage._one_file_system([item(a), item(b)] * 2) in (a.fd(), b.fd())
         assert storage._one_file_system([item(a), item(c)] * 2) is None
     finally:
         for r in (a, b, c):

@@ -88,7 +88,7 @@ def test_messages_pickle_round_trip():
         messages.Written(0, {1: 5}), messages.Durable(0, {1: 5}), messages.Shrunk(0, 1, None),
         messages.Finished(0, 1, 5, "error", errors.TransientError("x", retry_after=1.0)),
         messages.WorkerCrashed(0, "boom"),
-        messages.Finalize(7, (("/tmp/d", Path("/tmp/d/x.segdl-part"), Path("/tmp/d/x"), 3, (1, 2), b"abc"),)),
+        messages.Finalize(7, ((("/tmp/d", (5, 6)), Path("/tmp/d/x.segdl-part"), Path("/tmp/d/x"), 3, (1, 2), b"abc"),)),
         messages.Finalized(1, 7, ((1.5, 3), errors.UnsafePathError("no"))),
     ]:
         back = pickle.loads(pickle.dumps(m))

@@ -273,12 +273,14 @@ def test_a_batch_of_small_files_is_never_reported_before_it_is_durable(small_fil
         assert r.cuts[0].startswith("half:after"), describe(r)
 
 
-def test_small_files_on_fuse_are_fsynced_one_by_one(small_files, tmp_path):
+def test_small_files_on_fuse_are_fsynced_one_by_one(small_files, tmp_path, monkeypatch):
     """A FUSE file system's syncfs need not reach its daemon's disk, so a
     batch of small files there is fsynced file by file (not by one syncfs,
-    as on ext4 or XFS): the daemon sees an fsync per file, and a cut after
-    the run loses none of them."""
+    as on ext4 or XFS): the daemon sees an fsync of each part file, and a
+    cut after the run loses none of them."""
     mirror, sources = small_files
+    trace = tmp_path / "ops.txt"
+    monkeypatch.setenv("FORGETFS_TRACE", str(trace))  # (the daemon's operations, one a line)
     fs = ForgetfulMount(tmp_path)
     fs.mount()
     try:
@@ -287,11 +289,43 @@ def test_small_files_on_fuse_are_fsynced_one_by_one(small_files, tmp_path):
         r = subprocess.run([*SEGDL, "get", *urls, "-d", str(out), "-q", "-j", "16", "--max-connections", "16"],
                            env=segdl_env(fs.mnt / "j.sqlite"), capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        counts = fs.command(cmd="stats")["counts"]
-        assert counts.get("fsync", 0) + counts.get("fdatasync", 0) >= len(sources), counts
+        synced = {os.path.basename(line.split(" ", 1)[1].strip()) for line in trace.read_text().splitlines()
+                  if line.split(" ", 1)[0] in ("fsync", "fdatasync") and line.strip().endswith(".segdl-part")}
+        assert synced == {n + ".segdl-part" for n in sources}, sorted(synced)[:5]
         fs.cut()
         fs.mount()
         for name, data in sources.items():
             assert (out / name).read_bytes() == data
     finally:
+        fs.unmount()
+
+
+def test_a_file_system_mounted_under_the_root_is_synced_file_by_file(tmp_path, monkeypatch):
+    """One syncfs covers the root's file system only: files of a batch on a
+    file system mounted under the root (the forgetful FUSE one here) are
+    fsynced one by one, and a cut after their rename loses none of them."""
+    from segdl.engine.disk import confine, storage
+
+    trace = tmp_path / "ops.txt"
+    monkeypatch.setenv("FORGETFS_TRACE", str(trace))
+    root = tmp_path / "root"
+    fs = ForgetfulMount(root)  # mounted at root/mnt
+    fs.mount()
+    tree = confine.Root(root)
+    try:
+        rng = random.Random(7)
+        names = ["a.bin", "b.bin", "c.bin", "mnt/d.bin", "mnt/e.bin"]
+        datas = {n: rng.randbytes(3000 + i) for i, n in enumerate(names)}
+        results = storage.finalize_many([(tree, root / (n + ".segdl-part"), root / n, len(d), None, d)
+                                         for n, d in datas.items()])
+        assert all(isinstance(r, tuple) for r in results), results
+        synced = {line.split(" ", 1)[1].strip() for line in trace.read_text().splitlines()
+                  if line.startswith("fsync ") and line.strip().endswith(".segdl-part")}
+        assert synced == {"/d.bin.segdl-part", "/e.bin.segdl-part"}, synced
+        fs.cut()
+        fs.mount()
+        for n, d in datas.items():
+            assert (root / n).read_bytes() == d
+    finally:
+        tree.close()
         fs.unmount()

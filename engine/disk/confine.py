@@ -111,6 +111,11 @@ class Root:
                 self._fd = os.open(self.path, _DIR)
             return self._fd
 
+    def identity(self) -> tuple[int, int]:
+        """What the root folder is (device, inode): another process that
+        opens it again by its path checks that it found the same one."""
+        return ident(os.fstat(self.fd()))
+
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:

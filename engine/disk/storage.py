@@ -284,37 +284,44 @@ FINALIZE_CHUNK = 256
 
 def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
     folders: dict[tuple[int, Path], int] = {}
-    held: list[int] = []
+    held: dict[int, int] = {}  # item -> its part file, written here, open and locked to its rename
     out: list = [None] * len(items)
     whole = _one_file_system(items) if len(items) >= SYNCFS_MIN else None
+    dev = os.fstat(whole).st_dev if whole is not None else None  # what one syncfs covers
     try:
         checked: list[tuple[int, tuple[int, int]]] = []
         for i, (root, part, final, size, expect, data) in enumerate(items):
             try:
                 if data is not None:
                     h = lock_part(root, part)
-                    held.append(h.fd)
+                    held[i] = h.fd
                     with disk_errors(f"cannot write {part}"):
                         os.ftruncate(h.fd, len(data))  # (a longer leftover part file is cut)
                         pwrite_all(h.fd, data, 0)
-                        if whole is None:
+                        if h.ident[0] != dev:  # (a file system mounted under the root is not synced with it)
                             os.fsync(h.fd)
+                    ino = h.ident
                 with disk_errors(f"cannot rename {part} to {final}"):
                     key = (id(root), part.parent)
                     if key not in folders:
                         folders[key] = root.folder(part.parent)
-                    checked.append((i, h.ident if data is not None else
-                                    _ready(root, folders[key], part, size, expect, sync=whole is None)))
+                    if data is None:
+                        ino = _ready(root, folders[key], part, size, expect, dev)
+                checked.append((i, ino))
             except SegdlError as e:
                 out[i] = e
-        if whole is not None and checked:
+        if dev is not None and any(ino[0] == dev for _, ino in checked):
             try:
-                with disk_errors("cannot sync the downloaded files"):
-                    _sync_fs(whole)
-            except SegdlError as e:
-                for i, _ in checked:
-                    out[i] = e
-                checked = []
+                _sync_fs(whole)
+            except OSError:  # a write error somewhere on the file system: whose, file by file
+                for i, ino in list(checked):
+                    root, part = items[i][:2]
+                    try:
+                        with disk_errors(f"cannot write {part}"):
+                            _fsync_part(held.get(i), root, folders[(id(root), part.parent)], part)
+                    except SegdlError as e:
+                        out[i] = e
+                        checked.remove((i, ino))
         for i, ino in checked:
             root, part, final = items[i][:3]
             try:
@@ -329,9 +336,20 @@ def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
             except OSError:
                 pass
             os.close(dfd)
-        for fd in held:
+        for fd in held.values():
             unlock(fd)
     return out
+
+
+def _fsync_part(fd: int | None, root: Root, folder: int, part: Path) -> None:
+    if fd is not None:
+        os.fsync(fd)
+        return
+    fd, _ = root.open_at(folder, part.name, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 #: From how many files a batch is made durable by one ``syncfs``.
@@ -396,9 +414,10 @@ def _sync_fs(fd: int) -> None:
 
 
 def _ready(root: Root, folder: int, part: Path, size: int | None, expect: tuple[int, int] | None,
-           *, sync: bool) -> tuple[int, int]:
+           synced_dev: int | None) -> tuple[int, int]:
     """Check that the part file is still the one downloaded, cut it to its
-    size, and (``sync``) fsync it."""
+    size, and fsync it unless it is on ``synced_dev``, the file system a
+    syncfs will sync."""
     fd, st = root.open_at(folder, part.name, os.O_RDWR)
     try:
         if expect is not None and ident(st) != expect:
@@ -408,7 +427,7 @@ def _ready(root: Root, folder: int, part: Path, size: int | None, expect: tuple[
             raise _linked(part)
         if size is not None and st.st_size != size:
             os.ftruncate(fd, size)
-        if sync:
+        if st.st_dev != synced_dev:
             os.fsync(fd)  # the mtime the journal records, too
     finally:
         os.close(fd)

@@ -232,6 +232,18 @@ class Journal(StatusQueries, JournalQueries):
             )
             return cur.lastrowid
 
+    def add_file(self, job_id: int, url: str, path: Path, **fields: Any) -> int | None:
+        """A new row for ``path``; None, and nothing written, when a row has
+        that path already (another process's, added since it was looked
+        up)."""
+        now = time.time()
+        row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued", "created": now,
+               "updated": now, **fields}
+        with self.atomic(one=True) as db:
+            cur = db.execute(f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}) "
+                             "ON CONFLICT(path) DO NOTHING", list(row.values()))
+            return cur.lastrowid if cur.rowcount == 1 else None
+
     def update_file(self, file_id: int, *, durable: bool = False, **fields: Any) -> None:
         fields["updated"] = time.time()
         with self.atomic(durable, one=True) as db:

@@ -44,7 +44,7 @@ class Activation:
     def activate(self, run: FileRun, sources: list[Source]) -> None:
         req = run.request
         if run.plain:
-            sources = [Source(x.url, replace(x.remote, ranged=False)) for x in sources[:1]]
+            sources = [Source(x.url, replace(x.remote, ranged=False, first_bytes=b"")) for x in sources[:1]]
         run.sources = sources
         remote = sources[0].remote
         # The server publishes the file's sha256 (Repr-Digest, Digest, a
@@ -141,17 +141,19 @@ class Activation:
         process is downloading it (its lock comes before its row): one that
         starts meanwhile and takes the part file first fails this file as
         busy.  False when it is not such a file."""
-        if not remote.whole or run.paused:
+        if not remote.whole or run.paused or run.lock is not None:
             return False
         data = remote.first_bytes
         d = run.digests_of(data)
         if mismatch(run, d) is not None:
             return False  # it fails as a file whose digest differs, from its part file
-        run.take_first_bytes()
         facts = {**self._facts(run, remote), "state": "verified", "blake3": d.blake3, "sha256": d.sha256,
                  "git_sha1": d.git_sha1}
         with self.journal.atomic(durable=True, one=True):
-            fid = self.journal.put_file(run.job.id, run.request.url, run.final, **facts, row_id=None)
+            fid = self.journal.add_file(run.job.id, run.request.url, run.final, **facts)
+        if fid is None:
+            return False  # another process's row has its path now: started as any file, its part locked first
+        run.take_first_bytes()
         self._begin(run, fid)
         run.done = run.received = len(data)
         run.unwritten = data

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..values.errors import (
+    BusyError,
     HashMismatchError,
     SegdlError,
 )
@@ -161,14 +162,20 @@ class Finishing:
             self._recorded_now = []
         for batch in self._recorded:
             batch = [(fid, d) for fid, d in batch if fid in self.files.runs]
-            here = [x for x in batch if len(self.files.runs[x[0]].unwritten or b"") > SEND_MAX]
-            there = [x for x in batch if len(self.files.runs[x[0]].unwritten or b"") <= SEND_MAX]
+            big = {fid for fid, _ in batch if len(self.files.runs[fid].unwritten or b"") > SEND_MAX}
+            here = [x for x in batch if x[0] in big]
+            there = [x for x in batch if x[0] not in big]
             if here:
                 self._finalizing_here[here[0][0]] = self.workers.wake_on(
                     self._pool.submit(_finalize_here, here[0][0], self._landing(here)))
             if there:
-                self.workers.send(self.workers.next_finisher(), Finalize(there[0][0], tuple(
-                    (str(root.path), *rest) for root, *rest in self._landing(there))))
+                roots: dict[int, tuple] = {}  # root -> (its path, its identity), once a batch
+                items = []
+                for root, *rest in self._landing(there):
+                    if id(root) not in roots:
+                        roots[id(root)] = (str(root.path), _identity(root))
+                    items.append((roots[id(root)], *rest))
+                self.workers.send(self.workers.next_finisher(), Finalize(there[0][0], tuple(items)))
         self._recorded.clear()
 
     def _landing(self, batch: list[tuple[int, Digests]]) -> list[tuple]:
@@ -215,7 +222,10 @@ class Finishing:
         run = self.files.runs.get(fid)
         if run is None or run.state in lifecycle.FAILURES or run.state == lifecycle.DONE:
             return
-        self.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
+        if isinstance(error, BusyError):
+            run.busy = True  # another process downloads it: its row is that process's now
+        if not run.busy:
+            self.journal.update_file(fid, state=error.status, error=error.message, exit_code=error.exit_code)
         self._end(run, error.status, error, None)  # cancels what still runs of it ...
         self.dispatch.release(fid)  # ... before its descriptor is closed
 
@@ -309,4 +319,17 @@ SEND_MAX = 64 * 1024
 
 
 def _finalize_here(key: int, items: list) -> Finalized:
-    return Finalized(-1, key, tuple(storage.finalize_many(items)))  # (-1: no worker)
+    try:
+        results = tuple(storage.finalize_many(items))
+    except Exception as e:  # a bug: these files fail, the others go on
+        results = (SegdlError(f"cannot finish the file: {type(e).__name__}: {e}"),) * len(items)
+    return Finalized(-1, key, results)  # (-1: no worker)
+
+
+def _identity(root) -> tuple[int, int] | None:
+    """The root folder's (device, inode), for the worker that opens it
+    again; None where it cannot be opened (each file meets that error)."""
+    try:
+        return root.identity()
+    except (OSError, SegdlError):
+        return None

@@ -295,6 +295,11 @@ class Intake:
             final = self.target(run, None)
         except SegdlError:
             return False
+        if run.restarts or run.lock is not None:
+            # Starting over in this job: its own part file is there now,
+            # after the listing (and a file forced to one plain stream
+            # takes no first bytes from a probe).
+            return not final.exists() and not part_path(final).exists()
         names = run.job.names_in(final.parent)
         return final.name not in names and part_path(final).name not in names
 

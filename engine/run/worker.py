@@ -219,23 +219,36 @@ class _Worker:
     def finalize(self, order: Finalize) -> None:
         """Rename a batch of verified files into place (the finisher
         thread): their kernel work, many small files' most, runs beside the
-        coordinator, not in its process."""
+        coordinator, not in its process.  Each root is opened again by its
+        path, and must be the folder the coordinator opened."""
         from ..disk.confine import Root
+        from ..values.errors import UnsafePathError
 
         roots: dict[str, Root] = {}
+        results: list = [None] * len(order.items)
+        todo: list[tuple[int, tuple]] = []
         try:
-            items = []
-            for root, *rest in order.items:
-                if root not in roots:
-                    roots[root] = Root(root)
-                items.append((roots[root], *rest))
-            results = tuple(storage.finalize_many(items))
-        except Exception as e:  # a bug: each file fails, rather than wait forever
-            results = (SegdlError(f"cannot finish the file: {type(e).__name__}: {e}"),) * len(order.items)
+            for n, ((path, want), *rest) in enumerate(order.items):
+                if path not in roots:
+                    roots[path] = Root(path)
+                try:
+                    moved = want is not None and roots[path].identity() != want
+                except OSError:
+                    moved = False  # each file meets the error itself
+                if moved:
+                    results[n] = UnsafePathError(f"{path} was replaced while segdl downloaded into it; "
+                                                 "nothing is renamed there")
+                else:
+                    todo.append((n, (roots[path], *rest)))
+            for (n, _), landed in zip(todo, storage.finalize_many([item for _, item in todo])):
+                results[n] = landed
+        except Exception as e:  # a bug: each file left fails, rather than wait forever
+            results = [x if x is not None else SegdlError(f"cannot finish the file: {type(e).__name__}: {e}")
+                       for x in results]
         finally:
             for r in roots.values():
                 r.close()
-        self.events.put(Finalized(self.index, order.batch, results))
+        self.events.put(Finalized(self.index, order.batch, tuple(results)))
 
     @property
     def unsynced(self) -> int:

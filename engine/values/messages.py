@@ -125,8 +125,8 @@ class Digest:
 class Finalize:
     """Move verified part files to their final names, durably
     (``storage.finalize_many``), in the worker's process, not the
-    coordinator's: answer with :class:`Finalized`.  An item is (root
-    folder, part, final, size, ident, data)."""
+    coordinator's: answer with :class:`Finalized`.  An item is ((root
+    folder, its (device, inode)), part, final, size, ident, data)."""
 
     batch: int
     items: tuple

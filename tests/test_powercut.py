@@ -52,6 +52,21 @@ def stable_seed(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
+def cut_then_check(fs: ForgetfulMount, base, sources: dict[str, bytes]) -> None:
+    """Cut the power, mount again: every file of ``sources`` is under ``base``, whole."""
+    fs.cut()
+    fs.mount()
+    for name, data in sources.items():
+        assert (base / name).read_bytes() == data
+
+
+def synced_parts(trace) -> set[str]:
+    """The part files the forgetful daemon saw fsynced (its paths, from
+    the FORGETFS_TRACE file)."""
+    ops = (line.strip().split(" ", 1) for line in trace.read_text().splitlines())
+    return {path for op, path in ops if op in ("fsync", "fdatasync") and path.endswith(".segdl-part")}
+
+
 @pytest.mark.parametrize("point", [name for name, _ in POINTS])
 def test_cut_at_each_point_then_the_same_command_finishes(collection, tmp_path, point):
     """One cut at each chosen point (random instants, half the collection
@@ -117,10 +132,7 @@ def test_both_write_paths_run_on_the_forgetful_filesystem(collection, tmp_path, 
         direct_opens = fs.command(cmd="stats")["counts"].get("open_direct", 0)
         assert (direct_opens > 0) == (mode == "direct"), direct_opens
         assert "O_DIRECT" not in r.stderr  # no fallback message: the file system took it
-        fs.cut()
-        fs.mount()
-        for name, data in sources.items():
-            assert (out / name).read_bytes() == data
+        cut_then_check(fs, out, sources)
     finally:
         fs.unmount()
 
@@ -289,13 +301,9 @@ def test_small_files_on_fuse_are_fsynced_one_by_one(small_files, tmp_path, monke
         r = subprocess.run([*SEGDL, "get", *urls, "-d", str(out), "-q", "-j", "16", "--max-connections", "16"],
                            env=segdl_env(fs.mnt / "j.sqlite"), capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        synced = {os.path.basename(line.split(" ", 1)[1].strip()) for line in trace.read_text().splitlines()
-                  if line.split(" ", 1)[0] in ("fsync", "fdatasync") and line.strip().endswith(".segdl-part")}
+        synced = {os.path.basename(p) for p in synced_parts(trace)}
         assert synced == {n + ".segdl-part" for n in sources}, sorted(synced)[:5]
-        fs.cut()
-        fs.mount()
-        for name, data in sources.items():
-            assert (out / name).read_bytes() == data
+        cut_then_check(fs, out, sources)
     finally:
         fs.unmount()
 
@@ -319,13 +327,9 @@ def test_a_file_system_mounted_under_the_root_is_synced_file_by_file(tmp_path, m
         results = storage.finalize_many([(tree, root / (n + ".segdl-part"), root / n, len(d), None, d)
                                          for n, d in datas.items()])
         assert all(isinstance(r, tuple) for r in results), results
-        synced = {line.split(" ", 1)[1].strip() for line in trace.read_text().splitlines()
-                  if line.startswith("fsync ") and line.strip().endswith(".segdl-part")}
+        synced = synced_parts(trace)
         assert synced == {"/d.bin.segdl-part", "/e.bin.segdl-part"}, synced
-        fs.cut()
-        fs.mount()
-        for n, d in datas.items():
-            assert (root / n).read_bytes() == d
+        cut_then_check(fs, root, datas)
     finally:
         tree.close()
         fs.unmount()

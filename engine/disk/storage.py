@@ -4,8 +4,10 @@ here and nowhere else."""
 
 from __future__ import annotations
 
+import ctypes  # (loaded by confine.py already)
 import errno
 import os
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -277,6 +279,32 @@ def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int
     return out
 
 
+_POOL = None
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool has no threads here (a fork
+    copies only the forking thread), and a job given to it would wait
+    forever.  A worker forked after the coordinator synced side by side
+    (a service's later job, a restarted worker) makes its own."""
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _sync_pool():
+    """Threads for fsyncs made side by side (made once per process, on
+    first use)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(8, thread_name_prefix="segdl-fsync")
+    return _POOL
+
+
 #: Files finalized together: a written one keeps its part file open and
 #: locked until its rename.
 FINALIZE_CHUNK = 256
@@ -380,9 +408,6 @@ def _one_file_system(items) -> int | None:
 
 def _fs_type(fd: int) -> int | None:
     """``fstatfs(fd).f_type``, the file system's magic number."""
-    import ctypes
-    import struct
-
     buf = ctypes.create_string_buffer(512)  # (a struct statfs is 120 bytes)
     if _libc.fstatfs(fd, buf) != 0:
         return None
@@ -390,8 +415,6 @@ def _fs_type(fd: int) -> int | None:
 
 
 def _load_libc():
-    import ctypes
-
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syncfs.argtypes = [ctypes.c_int]
@@ -406,8 +429,6 @@ _libc, _syncfs = _load_libc()
 
 def _sync_fs(fd: int) -> None:
     """``syncfs(2)``: write out everything of the file system ``fd`` is on."""
-    import ctypes
-
     if _syncfs(fd) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
@@ -441,32 +462,6 @@ def _rename(folder: int, part: Path, final: Path, ino: tuple[int, int]) -> tuple
         os.unlink(final.name, dir_fd=folder)  # swapped in between: it does not stay under the final name
         raise UnsafePathError(f"{part} was replaced while it was renamed; {final} is not written")
     return landed.st_mtime, landed.st_size
-
-
-_POOL = None
-
-
-def _forget_pool() -> None:
-    """In a forked child: the parent's pool has no threads here (a fork
-    copies only the forking thread), and a job given to it would wait
-    forever.  A worker forked after the coordinator synced side by side
-    (a service's later job, a restarted worker) makes its own."""
-    global _POOL
-    _POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _sync_pool():
-    """Threads for fsyncs made side by side (made once per process, on
-    first use)."""
-    global _POOL
-    if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(8, thread_name_prefix="segdl-fsync")
-    return _POOL
 
 
 def link_or_copy(root: Root, src: Path, final: Path) -> None:

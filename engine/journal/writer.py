@@ -224,24 +224,14 @@ class Journal(StatusQueries, JournalQueries):
                     [*sets.values(), fid],
                 )
                 return fid
-            row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued",
-                   "created": now, "updated": now, **fields}
-            cur = db.execute(
-                f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
-                list(row.values()),
-            )
-            return cur.lastrowid
+            return _insert_file(db, job_id, url, path, now, fields).lastrowid
 
     def add_file(self, job_id: int, url: str, path: Path, **fields: Any) -> int | None:
         """A new row for ``path``; None, and nothing written, when a row has
         that path already (another process's, added since it was looked
         up)."""
-        now = time.time()
-        row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued", "created": now,
-               "updated": now, **fields}
         with self.atomic(one=True) as db:
-            cur = db.execute(f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}) "
-                             "ON CONFLICT(path) DO NOTHING", list(row.values()))
+            cur = _insert_file(db, job_id, url, path, time.time(), fields, " ON CONFLICT(path) DO NOTHING")
             return cur.lastrowid if cur.rowcount == 1 else None
 
     def update_file(self, file_id: int, *, durable: bool = False, **fields: Any) -> None:
@@ -333,3 +323,11 @@ class Journal(StatusQueries, JournalQueries):
         with self.atomic() as db:
             db.execute("DELETE FROM events WHERE kind = 'progress' AND time < ?", [older_than])
 
+
+def _insert_file(db: Db, job_id: int, url: str, path: Path, now: float, fields: dict[str, Any], tail: str = ""):
+    """INSERT a file's row (queued unless ``fields`` say otherwise);
+    ``tail`` ends the statement (an ON CONFLICT clause)."""
+    row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued", "created": now, "updated": now,
+           **fields}
+    return db.execute(f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}){tail}",
+                      list(row.values()))

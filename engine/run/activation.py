@@ -69,9 +69,8 @@ class Activation:
         row = self.journal.file_by_path(final)
         if row is None and self._start_unwritten(run, remote):
             return
-        if run.lock is None or run.lock.path != run.part:
-            self.lock(run)  # before the journal or the part file is touched
-            row = self.journal.file_by_path(final)
+        if self.lock(run):  # before the journal or the part file is touched
+            row = self.journal.file_by_path(final)  # (again: it may have changed before the lock)
         facts = self._facts(run, remote)
         old = self.journal.segments(row["id"]) if row else []
         resume = self._resumable(run, row, old, remote)
@@ -198,15 +197,18 @@ class Activation:
         run.started = time.monotonic()
         self.files.start(run)
 
-    def lock(self, run: FileRun) -> None:
+    def lock(self, run: FileRun) -> bool:
+        """Take the run's part file (see storage.lock_part); False when it
+        already holds it (kept across a restart)."""
         if run.lock is not None and run.lock.path == run.part:
-            return  # kept across a restart
+            return False
         self.unlock(run)
         try:
             run.lock = storage.lock_part(run.job.root, run.part)
         except BusyError:
             run.busy = True
             raise
+        return True
 
     @staticmethod
     def unlock(run: FileRun) -> None:

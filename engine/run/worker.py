@@ -225,17 +225,18 @@ class _Worker:
         from ..values.errors import UnsafePathError
 
         roots: dict[str, Root] = {}
+        moved: dict[str, bool] = {}  # root -> not the folder the coordinator opened
         results: list = [None] * len(order.items)
         todo: list[tuple[int, tuple]] = []
         try:
             for n, ((path, want), *rest) in enumerate(order.items):
                 if path not in roots:
                     roots[path] = Root(path)
-                try:
-                    moved = want is not None and roots[path].identity() != want
-                except OSError:
-                    moved = False  # each file meets the error itself
-                if moved:
+                    try:
+                        moved[path] = want is not None and roots[path].identity() != want
+                    except OSError:
+                        moved[path] = False  # each file meets the error itself
+                if moved[path]:
                     results[n] = UnsafePathError(f"{path} was replaced while segdl downloaded into it; "
                                                  "nothing is renamed there")
                 else:

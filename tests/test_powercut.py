@@ -219,6 +219,18 @@ def test_eio_on_fdatasync_is_never_claimed_and_resumes(collection, tmp_path):
               6, "fdatasync failed")
 
 
+@pytest.mark.parametrize("files", ["collection", "small_files"])
+def test_eio_on_the_folders_fsync_claims_nothing_there(request, tmp_path, files):
+    """A name is durable only once its folder is fsynced.  When that fails,
+    no byte of a part file created there is claimed (the large files) and
+    no file renamed there is reported done (the small ones, carried whole
+    and renamed in batches): they fail (exit 6), and the same command then
+    finishes them."""
+    fault_run(request.getfixturevalue(files), tmp_path,
+              lambda fs: fs.command(cmd="fault", op="fsyncdir", match="out", nth=1, count=1000),
+              6, "cannot sync the folder")
+
+
 def test_disk_full_mid_file_fails_with_exit_6_and_resumes(collection, tmp_path):
     """A disk that overcommits (fallocate reserves nothing, as on
     thin-provisioned or copy-on-write storage) fills in the middle of a

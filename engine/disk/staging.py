@@ -172,13 +172,19 @@ class Syncer(_JobThread):
         """A part file's name is made durable (its folder fsynced) before
         any of its bytes is reported durable: a claim must not outlive the
         file it is about.  Once per file, one fsync per folder per batch."""
-        folders = set()
+        folders: dict[str, list] = {}
         for h in handles:
             if not h.named:
-                folders.add(os.path.dirname(h.path))
+                folders.setdefault(os.path.dirname(h.path), []).append(h)
+        for d, hs in folders.items():
+            try:
+                storage.fsync_dir(Path(d))
+            except OSError as e:  # their names may not survive: none of their bytes is ever claimed
+                for h in hs:
+                    self.poisoned[h.fd] = f"cannot sync the folder {d}: {e.strerror or e}"
+                continue
+            for h in hs:
                 h.named = True
-        for d in folders:
-            storage.fsync_dir(Path(d))
 
     def finish(self, handle: FileHandle, event: Finished) -> None:
         self.jobs.put(("finish", handle, event))

@@ -239,14 +239,12 @@ def sync_many(fds: list[int]) -> dict[int, OSError]:
 
 
 def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
+    """Make the names in the folder ``path`` durable.  Raises OSError when
+    that fails: a file just created or renamed there may then not survive
+    a power cut, and nothing may claim it did."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 
@@ -350,19 +348,24 @@ def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
                     except SegdlError as e:
                         out[i] = e
                         checked.remove((i, ino))
+        renamed: dict[tuple[int, Path], list[int]] = {}
         for i, ino in checked:
             root, part, final = items[i][:3]
             try:
                 with disk_errors(f"cannot rename {part} to {final}"):
                     out[i] = _rename(folders[(id(root), part.parent)], part, final, ino)
+                renamed.setdefault((id(root), part.parent), []).append(i)
             except SegdlError as e:
                 out[i] = e
+        for key, done in renamed.items():  # the new names, durable before any is reported done
+            try:
+                with disk_errors(f"cannot sync the folder {key[1]}"):
+                    os.fsync(folders[key])
+            except SegdlError as e:
+                for i in done:
+                    out[i] = e
     finally:
         for dfd in folders.values():
-            try:
-                os.fsync(dfd)
-            except OSError:
-                pass
             os.close(dfd)
         for fd in held.values():
             unlock(fd)

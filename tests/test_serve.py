@@ -295,4 +295,4 @@ def test_service_says_where_jobs_may_go(serve):
     status, info = serve.call("GET", "/service")
     assert status == 200
     assert info["dest"] == os.path.realpath(serve.out) and info["roots"] == [info["dest"]]
-    assert info["pid"] == serve.proc.pid and info["limits"] == {"max_speed": 0, "max_file_speed": 0}
+    assert info["pid"] == serve.proc.pid and info["limits"] == {"max_speed": 0, "max_file_speed": 0, "slow": False, "slow_before": None}

@@ -129,7 +129,7 @@ def test_bad_input_is_a_400_naming_the_field_and_applies_nothing(serve, slow):
     for huge in ({"max_speed": 10**23}, {"max_speed": 1, "max_file_speed": True}):
         status, answer = serve.call("PATCH", "/limits", huge)
         assert status == 400 and answer["field"] in huge, answer
-    assert serve.call("GET", "/service")[1]["limits"] == {"max_speed": 0, "max_file_speed": 0}
+    assert serve.call("GET", "/service")[1]["limits"] == {"max_speed": 0, "max_file_speed": 0, "slow": False, "slow_before": None}
     # ... and the service goes on taking work.
     status, body = serve.call("POST", "/jobs", {"urls": [slow.url("s2.bin")], "priority": 2**31 - 1})
     assert status == 201, body
@@ -263,8 +263,9 @@ def test_every_change_a_client_can_see_has_its_event(serve, slow):
 
     events = read_events(serve, seen, last_id=0, timeout=20)
     limits = [e for e in events if e["event"] == "limits"][-1]
-    assert (limits["max_speed"], limits["job"], limits["file"]) == (0, None, None)
-    assert serve.call("GET", "/service")[1]["limits"] == {"max_speed": 0, "max_file_speed": 500_000}
+    assert (limits["max_speed"], limits["job"], limits["file"], limits["slow"]) == (0, None, None, False)
+    assert serve.call("GET", "/service")[1]["limits"] == {"max_speed": 0, "max_file_speed": 500_000, "slow": False,
+                                                          "slow_before": None}
     for fid in (running, waiting):
         last = [e for e in events if e["event"] == "changed" and e["file"] == fid][-1]
         now = serve.file(fid)
@@ -361,10 +362,23 @@ def test_a_restart_keeps_paused_files_limits_and_each_files_speed(tmp_path, slow
         assert s.call("PATCH", f"/files/{capped}", {"max_speed": 64 * KiB, "priority": 5})[0] == 200
         limits = {"max_speed": 50 * MiB, "max_file_speed": 40 * MiB}
         assert s.call("PATCH", "/limits", limits)[0] == 200
+        # Slow mode, kept by the service (every client sees it), and across a restart.
+        status, slow = s.call("PATCH", "/limits", {"slow": True, "max_speed": 8 * MiB})
+        assert status == 200 and slow == {**limits, "max_speed": 8 * MiB, "slow": True, "slow_before": 50 * MiB}
         s.stop()
         assert s.proc.returncode == 0, s.log()
         s.start()
-        assert s.call("GET", "/service")[1]["limits"] == limits
+        assert s.call("GET", "/service")[1]["limits"] == slow
+        status, back = s.call("PATCH", "/limits", {"slow": False})
+        assert status == 200 and back == {**limits, "slow": False, "slow_before": None}
+        assert s.call("GET", "/service")[1]["limits"] == back
+        # A limit set meanwhile ends slow mode, and is the one kept.
+        assert s.call("PATCH", "/limits", {"slow": True, "max_speed": 8 * MiB})[0] == 200
+        status, now = s.call("PATCH", "/limits", {"max_speed": 5 * MiB})
+        assert status == 200 and (now["max_speed"], now["slow"], now["slow_before"]) == (5 * MiB, False, None)
+        assert s.call("PATCH", "/limits", {"slow": False})[1]["max_speed"] == 5 * MiB
+        status, answer = s.call("PATCH", "/limits", {"slow": True})
+        assert status == 400 and answer["field"] == "max_speed", answer
         # Its row says downloading from before: wait for the new run's figures.
         r0 = s.file(capped)["received"]
         until(lambda: s.file(capped)["received"] != r0, why="the limited file runs again")

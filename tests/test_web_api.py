@@ -234,14 +234,25 @@ def test_review_lists_what_is_here_missing_and_corrupt_and_the_free_space(serve,
     r = serve.call("POST", "/review", {"manifest": manifest})[1]
     assert [f["state"] for f in r["files"]] == ["here", "missing"]
 
-    # Damaged on disk: verify finds it, records it; the review then says corrupt.
+    fid = job["files"][0]
+    assert (serve.file(fid)["on_disk"], serve.file(fid)["checked"]) == (True, None)
+    status, v = serve.call("POST", "/verify", {"ids": job["files"]})
+    assert status == 200 and v["files"][0]["result"] == "ok"
+    checked = serve.file(fid)["checked"]
+    assert checked["result"] == "ok" and abs(checked["at"] - time.time()) < 60  # kept in the journal
+
+    # Damaged on disk: before any verify the review says corrupt (not as
+    # segdl left it), not "changed upstream" (the manifest is the same).
     target = serve.out / "a" / "small.bin"
     data = bytearray(target.read_bytes())
     data[1000] ^= 0xFF
     target.write_bytes(bytes(data))
+    r = serve.call("POST", "/review", {"manifest": manifest})[1]
+    assert [f["state"] for f in r["files"]] == ["corrupt", "missing"]
+    # Verify finds it, records it; the review still says corrupt.
     status, v = serve.call("POST", "/verify", {"ids": job["files"]})
     assert status == 200 and v["summary"]["corrupt"] == 1 and v["files"][0]["result"] == "corrupt"
-    assert serve.file(job["files"][0])["state"] == "hash_mismatch"
+    assert serve.file(fid)["state"] == "hash_mismatch" and serve.file(fid)["checked"]["result"] == "corrupt"
     r = serve.call("POST", "/review", {"manifest": manifest})[1]
     assert [f["state"] for f in r["files"]] == ["corrupt", "missing"]
     # ... and a retry of that one file fetches it again, whole.
@@ -250,6 +261,11 @@ def test_review_lists_what_is_here_missing_and_corrupt_and_the_free_space(serve,
     serve.wait_files(again["jobs"][0]["job"])
     assert target.read_bytes() == (mirror.root / "small.bin").read_bytes()
     assert Path(f"{target}.corrupt").read_bytes() == bytes(data)  # the damaged copy: moved aside, not lost
+    assert serve.file(fid)["checked"] is None  # (downloaded again: the old check no longer applies)
+    # Gone from disk: the journal still says done, the file says it is not here.
+    target.unlink()
+    assert (serve.file(fid)["state"], serve.file(fid)["on_disk"]) == ("done", False)
+    assert [f["on_disk"] for f in serve.call("GET", "/files")[1]["files"] if f["id"] == fid] == [False]
 
 
 def test_segdl_verify_reports_ok_corrupt_and_missing_with_its_exit_code(serve, mirror):

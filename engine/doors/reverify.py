@@ -14,14 +14,16 @@ recorded when it was verified:
 :func:`record` writes what was found: a corrupt file is moved aside
 (``NAME.corrupt``), and a corrupt or missing file becomes
 ``hash_mismatch`` with an error saying so, so ``segdl retry`` (or the
-page's retry, ``POST /retry``) fetches it again; an ``ok`` file keeps its
-row as it is.  Choosing, hashing and recording are apart, so the service
+page's retry, ``POST /retry``) fetches it again; every file checked keeps
+what was found and when (``checked``, ``checked_at``: until it is
+downloaded again).  Choosing, hashing and recording are apart, so the service
 hashes off its loop and records on it.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -102,17 +104,23 @@ def check(row: dict) -> Outcome:
 
 
 def record(journal, outcomes: list[Outcome]) -> int:
-    """Write the bad outcomes to the journal (one transaction): the file
-    becomes ``hash_mismatch``, which retry fetches again.  A corrupt file
-    is first moved aside to ``NAME.corrupt`` (nothing is deleted), so the
-    fetch can put the good one in its place.  Returns how many rows
-    changed."""
+    """Write the outcomes to the journal (one transaction): each file's
+    ``checked`` and ``checked_at``, and a bad one becomes
+    ``hash_mismatch``, which retry fetches again.  A corrupt file is first
+    moved aside to ``NAME.corrupt`` (nothing is deleted), so the fetch can
+    put the good one in its place.  Returns how many files were bad."""
     bad = [o for o in outcomes if o.result in (CORRUPT, MISSING)]
     notes = {o.id: _move_aside(o.path, o.dest) if o.result == CORRUPT else "" for o in bad}
+    now = time.time()
     with journal.atomic():
-        for o in bad:
-            journal.update_file(o.id, state=HASH_MISMATCH,
-                                error=f"{o.result} on disk (verify): {o.detail}{notes[o.id]}")
+        for o in outcomes:
+            if o.result == UNCHECKED:
+                continue
+            if o.id in notes:
+                journal.update_file(o.id, state=HASH_MISMATCH, checked=o.result, checked_at=now,
+                                    error=f"{o.result} on disk (verify): {o.detail}{notes[o.id]}")
+            else:
+                journal.update_file(o.id, checked=o.result, checked_at=now)
     return len(bad)
 
 

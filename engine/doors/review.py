@@ -5,11 +5,13 @@ space where it would go.  Nothing is downloaded; the journal is only read.
 
 * ``here``, ``partial``, ``missing``: as :func:`~.hubs.presence.presence`
   says (the same answer ``segdl ls`` gives);
-* ``changed``: the journal has the file done at its path, but the list
-  names other content for it now (the hub's hash differs);
+* ``changed``: the journal has the file done at its path, on disk as
+  segdl left it, but the list names other content for it now (the hub's
+  hash differs);
 * ``corrupt``: the journal's last word on the file at its path is that its
   bytes did not match (``hash_mismatch``, also what ``segdl verify``
-  records for a file damaged on disk).
+  records for a file damaged on disk), or the journal has it done but the
+  file on disk is not as segdl left it (another size or mtime).
 
 Each file also names its journal row (``id``, or null): the page's
 Library marks its rows by it.  A job of the journal is reviewed again by
@@ -24,7 +26,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from ..inputs.hubs.presence import presence
+from ..inputs.hubs.presence import intact, presence
 from ..rules.lifecycle import COMPLETE, HASH_MISMATCH
 from ..inputs.naming import filename_from_url, inside
 from ..values.request import request_from_spec
@@ -58,11 +60,14 @@ def review(journal, dest: Path, requests, collection: str | None) -> dict:
     for i, (req, p) in enumerate(zip(requests, presence(journal, dest, requests))):
         state = p.state
         row = rows.get(str(inside(dest, req.path)))
-        if state != "here":
-            if row is not None and row["state"] == HASH_MISMATCH:
+        if state != "here" and row is not None:
+            if row["state"] == HASH_MISMATCH:
                 state = "corrupt"
-            elif row is not None and row["state"] in COMPLETE and p.hash and os.path.exists(row["path"]):
-                state = "changed"
+            elif row["state"] in COMPLETE and os.path.exists(row["path"]):
+                # Done here, and not what the list names: the list names
+                # other content (upstream changed), or the file is not as
+                # segdl left it (changed on disk: damaged, or edited).
+                state = "changed" if intact(row) else "corrupt"
         files.append({"index": i, "path": req.path, "url": p.url, "size": req.size, "hash": p.hash,
                       "state": state, "done": p.done, "where": p.where, "id": row["id"] if row else None})
     known = [f["size"] for f in files if f["size"] is not None]

@@ -81,7 +81,9 @@ class Service:
 
     def start(self) -> None:
         self.engine.start()
-        self.journal.set_service_limits(self.s.max_speed or 0, self.s.max_file_speed or 0)
+        kept = self.journal.service_limits()  # (slow mode holds while the limit is the one it set)
+        self.journal.set_service_limits(self.s.max_speed or 0, self.s.max_file_speed or 0,
+                                        kept["slow_before"] if kept["max_speed"] == (self.s.max_speed or 0) else None)
         resumed = self._unfinished_jobs()
         self.thread = threading.Thread(target=self._serve, name="segdl-engine", daemon=True)
         self.thread.start()
@@ -204,6 +206,8 @@ class Service:
 
     def set_limits(self, **limits) -> dict:
         limits = validation.fields(limits, validation.LIMITS, at_least_one=True)
+        if limits.get("slow") and "max_speed" not in limits:
+            raise validation.FieldError("max_speed", "slow mode needs max_speed, the slow limit")
         return self._command(lambda c: c.commands.set_limits(**limits))
 
     def retry(self, **body) -> dict:

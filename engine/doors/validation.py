@@ -134,7 +134,7 @@ JOB = {
     "priority": priority, "select": listing(path_or_index),
 }
 FILE_CHANGE = {"paused": boolean, "priority": priority, "max_speed": speed}
-LIMITS = {"max_speed": speed, "max_file_speed": speed}
+LIMITS = {"max_speed": speed, "max_file_speed": speed, "slow": boolean}
 RETRY = {"ids": listing(an_id, MAX_PAGE), "job": an_id}
 
 

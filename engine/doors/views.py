@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 from ..inputs.naming import hide_userinfo
+from ..rules import lifecycle
+from ..run.commands import on_disk
 
 
 def file_view(row: dict) -> dict:
@@ -13,14 +15,18 @@ def file_view(row: dict) -> dict:
     serve"): limits are integers, 0 for none; ``speed`` is 0 unless it is
     downloading; bytes on disk (durable, ``bytes_done``) lag what has
     arrived (``received``); a URL's ``user:password@`` stays in the
-    journal (0600) only."""
+    journal (0600) only.  ``on_disk``: is a finished file still at its
+    path (null for the others); ``checked``: what the last re-verify
+    found, and when."""
     return {"id": row["id"], "job": row["job_id"], "url": hide_userinfo(row["url"] or ""), "path": row["path"],
             "state": row["state"], "size": row["size"], "bytes_done": row["bytes_done"],
             "received": row["received"] or 0,
             "speed": (row["speed"] or 0) if row["state"] == "downloading" else 0, "paused": bool(row["paused"]),
             "priority": row["priority"], "max_speed": row["max_speed"] or 0, "blake3": row["blake3"],
             "sha256": row["sha256"], "error": row["error"], "exit_code": row["exit_code"], "updated": row["updated"],
-            "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None}
+            "mirrors": json.loads(row["mirrors"]) if row.get("mirrors") else None,
+            "on_disk": on_disk(row) if row["state"] in lifecycle.COMPLETE else None,
+            "checked": {"result": row["checked"], "at": row["checked_at"]} if row.get("checked") else None}
 
 
 def job_view(row: dict, counts: dict[str, int]) -> dict:

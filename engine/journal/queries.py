@@ -233,12 +233,13 @@ class JournalQueries:
                 out.setdefault(r["job_id"], {})[r["state"]] = r["n"]
         return out
 
-    def service_limits(self) -> dict[str, int]:
-        """The limits a service last set (bytes/s, 0: none)."""
+    def service_limits(self) -> dict[str, Any]:
+        """The limits a service last set (bytes/s, 0: none), and its slow
+        mode: ``slow``, and ``slow_before``, the limit it puts back."""
         with journal_errors(self.path):
-            for r in self.db.query("SELECT max_speed, max_file_speed FROM limits WHERE id = 1"):
-                return r
-            return {"max_speed": 0, "max_file_speed": 0}
+            for r in self.db.query("SELECT max_speed, max_file_speed, slow_before FROM limits WHERE id = 1"):
+                return {**r, "slow": r["slow_before"] is not None}
+            return {"max_speed": 0, "max_file_speed": 0, "slow": False, "slow_before": None}
 
     def status_rows(self) -> list[dict[str, Any]]:
         with journal_errors(self.path):

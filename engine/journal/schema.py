@@ -355,3 +355,28 @@ def m008_job_specs(db) -> None:
         db.executescript("ALTER TABLE jobs DROP COLUMN spec;")
     else:  # (no DROP COLUMN before SQLite 3.35: the column stays, empty)
         db.executescript("UPDATE jobs SET spec = '';")
+
+
+@_migration
+def m009_checks_and_slow_mode(db) -> None:
+    """What the last re-verify (``segdl verify``, the page's) found of a
+    file, and when: ``ok``, ``corrupt`` or ``missing`` (cleared when the
+    file is downloaded again).  The service's slow mode: the limit to put
+    back when it ends (NULL: slow mode is off), so every client of the
+    service, and a restarted one, sees it; a ``limits`` event says so."""
+    db.executescript(
+        f"""
+        ALTER TABLE files ADD COLUMN checked TEXT;
+        ALTER TABLE files ADD COLUMN checked_at REAL;
+        ALTER TABLE limits ADD COLUMN slow_before INTEGER;
+        DROP TRIGGER events_limits;
+        CREATE TRIGGER events_limits AFTER UPDATE ON limits
+            WHEN NEW.max_speed IS NOT OLD.max_speed OR NEW.max_file_speed IS NOT OLD.max_file_speed
+                 OR NEW.slow_before IS NOT OLD.slow_before BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'limits', NULL, NULL,
+                json_object('max_speed', NEW.max_speed, 'max_file_speed', NEW.max_file_speed,
+                            'slow', json(CASE WHEN NEW.slow_before IS NULL THEN 'false' ELSE 'true' END),
+                            'slow_before', NEW.slow_before));
+        END;
+        """
+    )

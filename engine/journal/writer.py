@@ -193,12 +193,13 @@ class Journal(StatusQueries, JournalQueries):
             db.execute("""DELETE FROM files WHERE path = ? AND id != ? AND state = 'queued'
                           AND NOT EXISTS (SELECT 1 FROM segments WHERE file_id = files.id)""", [str(path), keep])
 
-    def set_service_limits(self, max_speed: int, max_file_speed: int) -> None:
-        """The service's limits, kept across restarts (a ``limits`` event
-        when they change)."""
+    def set_service_limits(self, max_speed: int, max_file_speed: int, slow_before: int | None = None) -> None:
+        """The service's limits, kept across restarts, and its slow mode
+        (``slow_before``: the limit it puts back; None: off).  A ``limits``
+        event when they change."""
         with self.atomic() as db:
-            db.execute("UPDATE limits SET max_speed = ?, max_file_speed = ? WHERE id = 1",
-                       [max_speed, max_file_speed])
+            db.execute("UPDATE limits SET max_speed = ?, max_file_speed = ?, slow_before = ? WHERE id = 1",
+                       [max_speed, max_file_speed, slow_before])
 
     def set_paused(self, file_ids: list[int], paused: bool) -> None:
         with self.atomic() as db:
@@ -263,7 +264,8 @@ class Journal(StatusQueries, JournalQueries):
         now = time.time()
         with self.atomic() as db:
             db.conn.executemany(
-                "UPDATE files SET state = 'done', mtime = ?, size = ?, updated = ? WHERE id = ?",
+                "UPDATE files SET state = 'done', mtime = ?, size = ?, updated = ?, checked = NULL, checked_at = NULL "
+                "WHERE id = ?",
                 [(mtime, size, now, fid) for fid, mtime, size in items])
 
     # ---------------------------------------------------------- segments

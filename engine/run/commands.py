@@ -107,19 +107,35 @@ class Commands:
         self.on_result(result)
         return {"id": fid, "state": lifecycle.REMOVED, "kept_partial": bool(keep_partial and part and part.exists())}
 
-    def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None) -> dict:
+    def set_limits(self, max_speed: int | None = None, max_file_speed: int | None = None,
+                   slow: bool | None = None) -> dict:
         """The service's limits (bytes/s, 0: none), at once, and in the
         journal: kept across a restart, and mirrored on the running jobs'
-        rows, where another process's ``segdl limit`` writes them."""
+        rows, where another process's ``segdl limit`` writes them.
+
+        ``slow``: True starts slow mode at ``max_speed``, remembering the
+        limit before; False ends it, putting that limit
+        back (or ``max_speed``, if given).  A new ``max_speed`` without
+        ``slow`` ends slow mode too: the limit set last is the one kept."""
+        before = self.journal.service_limits()["slow_before"]
+        if slow:
+            if before is None:
+                before = self.limits.values()["max_speed"] or 0
+        elif slow is False:
+            if max_speed is None and before is not None:
+                max_speed = before
+            before = None
+        elif max_speed is not None:
+            before = None
         self.limits.set(**{k: v for k, v in (("max_speed", max_speed), ("max_file_speed", max_file_speed))
                            if v is not None})
         self.limits.changed()
         values = self.limits.values()
         with self.journal.atomic():
-            self.journal.set_service_limits(values["max_speed"] or 0, values["max_file_speed"] or 0)
+            self.journal.set_service_limits(values["max_speed"] or 0, values["max_file_speed"] or 0, before)
             for job in self.files.jobs:  # so the journal's polling agrees
                 self.journal.update_job(job, **values)
-        return {k: v or 0 for k, v in values.items()}
+        return {**{k: v or 0 for k, v in values.items()}, "slow": before is not None, "slow_before": before}
 
     def retry(self, allowed=lambda dest: True, ids: set[int] | None = None, of_job: int | None = None) -> dict:
         """The failed files the journal knows (those of ``ids``, if given),
@@ -160,4 +176,10 @@ def not_here(row: dict) -> bool:
     cancelled, or finished but gone from disk since."""
     if row["state"] in lifecycle.FAILURES or row["state"] == lifecycle.REMOVED:
         return True
-    return row["state"] in lifecycle.COMPLETE and not os.path.isfile(row["path"])
+    return row["state"] in lifecycle.COMPLETE and not on_disk(row)
+
+
+def on_disk(row: dict) -> bool:
+    """Is the row's file at its path?  (Whether its bytes are still the
+    ones verified is for ``segdl verify`` to say.)"""
+    return os.path.isfile(row["path"])

@@ -45,7 +45,7 @@ def hash_label(req) -> str | None:
     return None
 
 
-def _intact(row: dict) -> bool:
+def intact(row: dict) -> bool:
     """The file the row describes is on disk as segdl left it."""
     try:
         st = os.stat(row["path"])
@@ -69,12 +69,12 @@ def presence(journal, dest: Path, requests) -> list[Presence]:
     for req, target in zip(requests, targets):
         label = hash_label(req)
         row = rows.get(str(target))
-        if row and row["state"] in COMPLETE and _intact(row) and _matches(req, row):
+        if row and row["state"] in COMPLETE and intact(row) and _matches(req, row):
             out.append(Presence(req.path, req.url, req.size, label, "here", row["size"]))
             continue
         if journal is not None and (req.blake3 or req.sha256 or req.git_sha1):
             twin = next((r for r in journal.files_with_digest(req.blake3, req.sha256, req.git_sha1)
-                         if _intact(r) and _matches(req, r)), None)
+                         if intact(r) and _matches(req, r)), None)
             if twin is not None:
                 out.append(Presence(req.path, req.url, req.size, label, "here", twin["size"], twin["path"]))
                 continue

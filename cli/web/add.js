@@ -1,11 +1,20 @@
 // Add: a list (URLs, a hub reference, an aria2 list, a manifest; pasted,
 // dropped or picked) is reviewed by the service (POST /review: sizes, here
 // or not), the user picks, then the job starts with just those (select).
-import { $, act, api, el, say, size } from './util.js';
+import { $, act, api, ask, el, say, size } from './util.js';
 import { precisionOf, tally, typeOf } from './formats.js';
 
-let reviewBody = null, reviewed = null;
+let reviewBody = null, reviewed = null, asked = 0;
 const picked = new Set();
+// No review: nothing shown, nothing that Start could launch (a refused
+// review must not leave the previous one's table and job behind).
+function forget() {
+  reviewBody = null; reviewed = null;
+  picked.clear();
+  $('review-rows').replaceChildren();
+  $('review-total').textContent = '';
+  $('review').hidden = true;
+}
 function bodyOf(text) {
   const t = text.trim();
   if (!t) throw new Error('paste URLs, a hub reference, an aria2 list or a manifest first');
@@ -27,10 +36,13 @@ function bodyOf(text) {
   return { urls: words, ...extra };
 }
 async function review() {
+  const mine = ++asked;  // (only the newest review's answer counts)
+  forget();
   let body;
   try { body = bodyOf($('add-text').value); } catch (e) { return say(e.message, true); }
-  const r = await act(() => api('POST', '/review', body));
-  if (!r) return;
+  let r;
+  try { r = await api('POST', '/review', body); } catch (e) { if (mine === asked) say(e.message, true); return; }
+  if (mine !== asked) return;
   say('');
   reviewBody = body; reviewed = r;
   picked.clear();
@@ -61,28 +73,42 @@ function renderReview() {
   }
   reviewTotals();
 }
-function reviewTotals() {
+// What the picked files add up to: {n, bytes, unknown, need (bytes still to fetch), short (need > free)}.
+function totals() {
   let n = 0, bytes = 0, unknown = 0, need = 0;
   for (const f of reviewed.files) {
     if (!picked.has(f.index)) continue;
     n++;
-    if (f.size === null) unknown++; else { bytes += f.size; if (f.state !== 'here') need += f.size - (f.done || 0); }
+    if (f.size === null) unknown++; else { bytes += f.size; if (f.state !== 'here') need += Math.max(0, f.size - (f.done || 0)); }
   }
+  return { n, bytes, unknown, need, short: reviewed.free !== null && need > reviewed.free };
+}
+function reviewTotals() {
+  const { n, bytes, unknown, need, short } = totals();
   const free = reviewed.free;
   $('review-total').textContent = `${n} of ${reviewed.files.length} files selected · ${size(bytes)}`
     + (unknown ? ` (+${unknown} of unknown size)` : '') + ` · to fetch ${size(need)} · free in ${reviewed.dest}: ${size(free)}`
-    + (free !== null && need > free ? ' · NOT ENOUGH SPACE' : '');
+    + (short ? ' · NOT ENOUGH SPACE' : '');
+  $('review-total').classList.toggle('bad', short);
 }
 function pick(fn) { picked.clear(); for (const f of reviewed.files) if (fn(f)) picked.add(f.index); renderReview(); }
 function globRe(g) { return new RegExp('^' + g.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$'); }
 async function start(show) {
+  if (!reviewed) return say('review a list first', true);
   if (!picked.size) return say('nothing selected', true);
+  const { need, short } = totals();
+  if (short) {  // (the sizes come from the list: it may be wrong, so the user decides)
+    const a = await ask(`Not enough space in ${reviewed.dest}: ${size(need)} to fetch, ${size(reviewed.free)} free. Start anyway?`);
+    if (!a) return say(`not started: not enough space in ${reviewed.dest}`, true);
+  }
   const body = { ...reviewBody };
   if (picked.size !== reviewed.files.length) body.select = [...picked].sort((a, b) => a - b);
-  const r = await act(() => api('POST', '/jobs', body));
+  $('start').disabled = true;  // (a second click while the first is on its way starts no second job)
+  let r;
+  try { r = await act(() => api('POST', '/jobs', body)); } finally { $('start').disabled = false; }
   if (!r) return;
   say(`job ${r.job} started: ${r.files.length} file(s)`);
-  $('review').hidden = true;
+  forget();
   show('downloads');
 }
 async function readFile(file) {

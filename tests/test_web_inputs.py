@@ -251,6 +251,14 @@ def test_the_folder_field_puts_the_job_under_the_root(web, mirror):
     expect(page.locator("#root")).to_have_text(str(web.out))
     page.click("#review-btn")
     expect(page.locator("#review-total")).to_contain_text(f"free in {web.out / 'sub' / 'dir'}: ")
+    # Editing the folder after the review takes the review away: Start
+    # would launch the folder shown no more.
+    page.fill("#add-dest", "sub/other")
+    expect(page.locator("#review")).to_be_hidden()
+    expect(page.locator("#message")).to_contain_text("review it again")
+    page.fill("#add-dest", "sub/dir")
+    page.click("#review-btn")
+    expect(page.locator("#review-total")).to_contain_text(f"free in {web.out / 'sub' / 'dir'}: ")
     page.click("#start")
     expect(page.locator("#message")).to_contain_text("1 file(s)")
     job = jobs(web)[-1]

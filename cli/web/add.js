@@ -114,6 +114,7 @@ async function start(show) {
 async function readFile(file) {
   if (file.size > 900 * 1024) return say(`${file.name} is larger than the API takes in one request (1 MiB)`, true);
   $('add-text').value = await file.text();
+  forget();
 }
 
 export function wireAdd(show) {
@@ -126,6 +127,11 @@ export function wireAdd(show) {
     pick((f) => re.test(f.path) && (!type || typeOf(f.path) === type) && (!precision || precisionOf(f.path) === precision));
   });
   $('start').addEventListener('click', () => start(show));
+  // A review is of the list and folder it was asked for: editing them
+  // takes it away (Start would launch what is no longer shown).
+  for (const id of ['add-text', 'add-dest', 'add-collection']) {
+    $(id).addEventListener('input', () => { if (reviewed) { forget(); say('the list changed: review it again'); } });
+  }
   $('add-file').addEventListener('change', (e) => { if (e.target.files[0]) readFile(e.target.files[0]); });
   const drop = $('drop');
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });

@@ -10,6 +10,9 @@ real paced mirror on 127.0.0.1.
   disk, then fetch it again.  Screenshots of the three views on the way
   (into docs/ when SEGDL_SCREENSHOTS=docs).
 * test_the_speed_chart_the_keys_and_a_notification_when_the_job_ends.
+* test_slow_mode_is_the_services: ticked or not, and the limit it puts
+  back, after a reload, in a second page and after a PATCH from elsewhere.
+* test_the_chart_spans_from_its_first_sample.
 * test_a_login_link_on_another_local_page_logs_in: the printed URL opened
   from a link on a page of another local origin (same site, and cross-site).
 * test_another_local_origin_can_neither_read_nor_change_anything: a page
@@ -473,7 +476,89 @@ def test_the_speed_chart_the_keys_and_a_notification_when_the_job_ends(browser, 
 
     until(lambda: page.evaluate("window.notes.length") > 0, 30, why="a notification when the job ends")
     assert page.evaluate("window.notes") == [["segdl: keys ended", "1 of 2 file(s) here, 1 cancelled"]]
+    # Space and Delete on a row that is not running: nothing to pause or cancel.
+    done = row(page, "small0.bin")
+    expect(done.locator("td").nth(2)).to_have_text("done")
+    done.focus()
+    page.keyboard.press("Delete")
+    expect(page.locator("#message")).to_have_text("small0.bin is done: nothing to cancel")
+    page.keyboard.press("Space")
+    expect(page.locator("#message")).to_have_text("small0.bin is done: nothing to pause or resume")
+    expect(page.locator("#ask")).not_to_be_visible()
+    assert serve.file(job["files"][1])["state"] == "done"
     assert errors == []
+
+
+def test_slow_mode_is_the_services(browser, serve):
+    """The service keeps slow mode and the limit to put back (its limits):
+    the box is ticked after a reload and in a second page; unticked, the
+    limit before it is back everywhere; a limit set from elsewhere while it
+    is on ends it, and keeps that limit."""
+    limits = lambda: serve.call("GET", "/service")[1]["limits"]  # noqa: E731
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    log_in(page, serve)
+    page.fill("#global-limit", "20M")
+    page.click("#limits button[type=submit]")
+    until(lambda: limits()["max_speed"] == 20 * MiB, 10)
+    expect(page.locator("#global-limit")).to_have_value("20M")
+    page.fill("#slow-rate", "256K")
+    page.check("#slow-mode")
+    until(lambda: limits()["max_speed"] == 256 * KiB and limits()["slow"] is True, 10)
+    assert limits()["slow_before"] == 20 * MiB
+    page.reload()
+    expect(page.locator("#conn")).to_have_text("live")
+    expect(page.locator("#slow-mode")).to_be_checked()
+    expect(page.locator("#global-limit")).to_have_value("256K")
+    other = browser.new_page()  # (the same browser: its session)
+    other.goto(f"http://{serve.host}:{serve.port}/")
+    expect(other.locator("#conn")).to_have_text("live")
+    expect(other.locator("#slow-mode")).to_be_checked()
+
+    page.uncheck("#slow-mode")
+    until(lambda: limits()["max_speed"] == 20 * MiB and limits()["slow"] is False, 10,
+          why="slow mode off puts back the limit before it")
+    expect(page.locator("#global-limit")).to_have_value("20M")
+    for p in (page, other):  # (the other page from the limits event)
+        expect(p.locator("#slow-mode")).not_to_be_checked()
+        expect(p.locator("#global-limit")).to_have_value("20M")
+
+    # On again; then a limit from elsewhere ends it, and stays.
+    other.check("#slow-mode")
+    expect(page.locator("#slow-mode")).to_be_checked()
+    expect(page.locator("#global-limit")).to_have_value("256K")
+    status, answer = serve.call("PATCH", "/limits", {"max_speed": 5 * MiB})
+    assert status == 200 and answer["slow"] is False, answer
+    for p in (page, other):
+        expect(p.locator("#slow-mode")).not_to_be_checked()
+        expect(p.locator("#global-limit")).to_have_value("5M")
+    page.check("#slow-mode")
+    until(lambda: limits()["slow"] is True, 10)
+    page.uncheck("#slow-mode")
+    until(lambda: limits()["max_speed"] == 5 * MiB and limits()["slow"] is False, 10, why="5M, not 20M, comes back")
+    assert errors == []
+
+
+# How much of the chart's width, from the right, has ink.
+INKED = """() => { const c = document.getElementById('chart');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let left = c.width;
+  for (let i = 3; i < d.length; i += 4) if (d[i]) left = Math.min(left, ((i - 3) / 4) % c.width);
+  return (c.width - left) / c.width; }"""
+
+
+def test_the_chart_spans_from_its_first_sample(browser, serve):
+    """Its time axis runs from the first sample (30 s at least) to now, up
+    to five minutes: a few seconds in, the line already covers a good part
+    of the width (over 300 s it was a sliver at the right edge); past five
+    minutes of samples, all of it."""
+    page = browser.new_page()
+    log_in(page, serve)
+    until(lambda: page.evaluate(INKED) > 0.08, 15, step=0.5, why="a few samples cover a tenth of the width")
+    assert page.evaluate(INKED) < 0.6  # (30 s at least: not stretched over the whole width)
+    page.evaluate("() => import('/web/downloads.js').then((m) => { for (let i = 0; i < 400; i++) m.sampleSpeed(); })")
+    assert page.evaluate(INKED) > 0.99
 
 
 def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):
@@ -514,15 +599,14 @@ def test_ten_thousand_files_come_in_pages_and_filter(browser, tmp_path):
         expect(page.locator("#totals")).to_contain_text("10000 files: 10000 failed")
         print(f"\n10,000 files: logged in and first page drawn in {loaded:.2f} s, next page in {paged:.2f} s")
 
-        # Keys: arrows move between rows, Delete asks before it cancels.
+        # Keys: arrows move between rows; Delete on a failed file has nothing to cancel.
         page.fill("#filter", "f-0000")
         expect(page.locator("#rows tr")).to_have_count(10)
         page.locator("#rows tr").first.focus()
         page.keyboard.press("ArrowDown")
         assert page.evaluate("document.activeElement.dataset.id") == page.locator("#rows tr").nth(1).get_attribute("data-id")
         page.keyboard.press("Delete")
-        expect(page.locator("#ask-text")).to_have_text("Cancel f-00001.bin?")
-        page.keyboard.press("Escape")
+        expect(page.locator("#message")).to_have_text("f-00001.bin is failed: nothing to cancel")
         expect(page.locator("#ask")).not_to_be_visible()
         assert serve.file(int(page.locator("#rows tr").nth(1).get_attribute("data-id")))["state"] == "failed"
 

@@ -42,7 +42,11 @@ function connect(since) {
 }
 // One event into the files and jobs it changes (the README's vocabulary).
 function fold(ev) {
-  if (ev.kind === 'limits') { store.limits = { max_speed: ev.max_speed, max_file_speed: ev.max_file_speed }; showLimits(); return; }
+  if (ev.kind === 'limits') {
+    store.limits = { max_speed: ev.max_speed, max_file_speed: ev.max_file_speed, slow: !!ev.slow, slow_before: ev.slow_before ?? null };
+    showLimits();
+    return;
+  }
   if (ev.kind === 'job_added' || ev.kind === 'job_ended') {
     if (ev.kind === 'job_ended') notify(ev);
     reloadJobs();
@@ -51,7 +55,13 @@ function fold(ev) {
   if (!ev.file) return;
   if (ev.kind === 'removed' && ev.deleted) { files.delete(ev.file); schedule(); return; }  // its row is gone (erased)
   const f = files.get(ev.file) || { id: ev.file, received: 0, bytes_done: 0, speed: 0, priority: 0, max_speed: 0, paused: false };
-  for (const k of ['path', 'url', 'state', 'size', 'received', 'speed', 'paused', 'priority', 'max_speed', 'error', 'blake3']) {
+  // (on_disk: whether a done file is still on disk as the journal says;
+  // checked: its last re-verify, which a fetch again clears.  A new state
+  // without on_disk: unknown.)
+  if ('state' in ev && !('on_disk' in ev)) f.on_disk = null;
+  if (ev.kind === 'added' && !('checked' in ev)) f.checked = null;
+  for (const k of ['path', 'url', 'state', 'size', 'received', 'speed', 'paused', 'priority', 'max_speed', 'error', 'blake3',
+    'on_disk', 'checked']) {
     if (k in ev) f[k] = ev[k];
   }
   if (ev.job) f.job = ev.job;

@@ -1,10 +1,11 @@
 // Downloads: the job's totals, a speed chart, and a row per file patched in
 // place, a page of PAGE rows at a time; per file and bulk actions; the
 // global limit and slow mode; keys.
-import { $, act, api, ask, duration, el, name, parseRate, rate, say, set, size } from './util.js';
-import { files, schedule, store } from './store.js';
+import { $, act, api, ask, duration, el, name, parseRate, rate, rateText, say, set, size } from './util.js';
+import { files, foldVerify, schedule, store } from './store.js';
 
-const PAGE = 200;          // rows on a page: 10,000 files stay smooth
+export const PAGE = 200;   // rows on a page: 10,000 files stay smooth
+const RUNNING = ['queued', 'downloading', 'paused', 'verifying'];  // what pause and cancel apply to
 const rows = new Map();    // id -> <tr> on the current page
 const selected = new Set(); // ids ticked
 const speeds = [];         // the job's speed, one sample a second (the chart)
@@ -43,7 +44,9 @@ export function renderTotals() {
 // The chart: the job's speed (the sum of the files' speeds, as their
 // progress events give them) once a second, the last SAMPLES seconds,
 // drawn at the screen's own pixel density in the page's accent colour.
-const SAMPLES = 300;
+// Its time axis spans from the first sample (MIN_SPAN seconds at least)
+// up to SAMPLES seconds: the first minute fills the chart, not a sliver.
+const SAMPLES = 300, MIN_SPAN = 30;
 export function sampleSpeed() {
   let s = 0;
   for (const f of files.values()) s += f.speed || 0;
@@ -56,7 +59,8 @@ function drawChart() {
   const w = Math.max(1, Math.round(c.clientWidth * ratio)), h = Math.max(1, Math.round(c.clientHeight * ratio));
   if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
   const g = c.getContext('2d');
-  const peak = Math.max(0, ...speeds), top = Math.max(1, peak), step = w / (SAMPLES - 1);
+  const span = Math.min(SAMPLES, Math.max(MIN_SPAN, speeds.length));
+  const peak = Math.max(0, ...speeds), top = Math.max(1, peak), step = w / (span - 1);
   const x = (i) => w - (speeds.length - 1 - i) * step, y = (v) => h - ratio - (v / top) * (h - 2 * ratio);
   g.clearRect(0, 0, w, h);
   g.strokeStyle = g.fillStyle = getComputedStyle(document.documentElement).getPropertyValue('--accent').trim() || '#1f6feb';
@@ -125,7 +129,7 @@ function makeRow(id) {
   return tr;
 }
 function patchRow(tr, f) {
-  const running = ['queued', 'downloading', 'paused', 'verifying'].includes(f.state);
+  const running = RUNNING.includes(f.state);
   const failed = f.state === 'failed' || f.state === 'hash_mismatch';
   tr.className = `state-${f.state}` + (selected.has(f.id) ? ' selected' : '');
   tr.draggable = running;  // (dragged above another: started before it)
@@ -164,6 +168,7 @@ async function rowAction(id, what) {
   if (what === 'retry') return retryFailed([id]);
   if (what === 'verify') {
     const r = await act(() => api('POST', '/verify', { ids: [id] }));
+    if (r) foldVerify(r);
     const o = r && r.files[0];
     if (o) say(`${name(f)}: ${o.result}` + (o.detail ? ` (${o.detail})` : ''), o.result !== 'ok');
   }
@@ -214,26 +219,25 @@ export async function retryFailed(ids) {
   if (r.jobs.length) say(`${r.jobs.length} job(s) fetching the failed files again`);
   else say('nothing to fetch again now (a file whose job still runs is fetched again once that job ends)', true);
 }
+// The global limit and slow mode as the service keeps them (its limits:
+// GET /service, PATCH /limits's answer, the limits event), so a reload or
+// a second page shows the same.
 export function showLimits() {
-  const input = $('global-limit');
-  if (document.activeElement !== input) input.value = store.limits.max_speed ? `${Math.round(store.limits.max_speed / 1024)}K` : '';
+  const l = store.limits, input = $('global-limit'), slowRate = $('slow-rate');
+  if (document.activeElement !== input) input.value = rateText(l.max_speed);
+  $('slow-mode').checked = !!l.slow;
+  if (l.slow && l.max_speed && document.activeElement !== slowRate) slowRate.value = rateText(l.max_speed);
 }
-// Slow mode: the slow limit now; off, the limit before it (kept in the
-// journal's event history, so no state of the page's own: see README).
-let beforeSlow = null;
+// Slow mode: on, the slow limit now (the service remembers the one before);
+// off, the service puts that one back.
 async function slowMode(on) {
-  let r = null;
+  let body = { slow: false };
   if (on) {
-    let slow;
-    try { slow = parseRate($('slow-rate').value); } catch (e) { $('slow-mode').checked = false; return say(e.message, true); }
-    beforeSlow = store.limits.max_speed;
-    r = await act(() => api('PATCH', '/limits', { max_speed: slow }));
-    if (!r) { $('slow-mode').checked = false; beforeSlow = null; }
-  } else {
-    r = await act(() => api('PATCH', '/limits', { max_speed: beforeSlow ?? 0 }));
-    beforeSlow = null;
+    try { body = { slow: true, max_speed: parseRate($('slow-rate').value) }; } catch (e) { showLimits(); return say(e.message, true); }
   }
-  if (r) { store.limits = r; showLimits(); }
+  const r = await act(() => api('PATCH', '/limits', body));
+  if (r) store.limits = r;
+  showLimits();
 }
 export function keys(e) {
   if (store.view !== 'downloads' || e.target.closest('input, textarea, select, dialog, button')) return;
@@ -248,8 +252,12 @@ export function keys(e) {
   }
   if (e.key === 'ArrowDown' && tr.nextElementSibling) { e.preventDefault(); tr.nextElementSibling.focus(); }
   if (e.key === 'ArrowUp' && tr.previousElementSibling) { e.preventDefault(); tr.previousElementSibling.focus(); }
-  if (e.key === ' ') { e.preventDefault(); rowAction(id, 'toggle'); }
-  if (e.key === 'Delete') { e.preventDefault(); rowAction(id, 'cancel'); }
+  if (e.key === ' ' || e.key === 'Delete') {
+    e.preventDefault();
+    const f = files.get(id), what = e.key === ' ' ? 'pause or resume' : 'cancel';
+    if (f && !RUNNING.includes(f.state)) return say(`${name(f)} is ${f.state}: nothing to ${what}`);
+    rowAction(id, e.key === ' ' ? 'toggle' : 'cancel');
+  }
 }
 
 
@@ -271,6 +279,7 @@ export function wireDownloads() {
     const r = await act(() => api('PATCH', '/limits', { max_speed: v }));
     if (r) { store.limits = r; say(v ? `limit set: ${rate(v)}` : 'no limit'); }
     $('global-limit').blur();
+    showLimits();
   });
   $('slow-mode').addEventListener('change', (e) => slowMode(e.target.checked));
   $('retry-failed').addEventListener('click', () => retryFailed());

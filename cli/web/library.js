@@ -1,23 +1,31 @@
 // Library: every file the journal knows, by tab (here, not here, failed,
 // changed upstream), with counts, and every job; re-verify (POST /verify,
 // as segdl verify), fetch the failed ones again, download a finished file.
-import { $, act, api, ask, el, name, say, size } from './util.js';
-import { files, jobs, schedule } from './store.js';
-import { retryFailed } from './downloads.js';
+// Rows are patched in place (a click is never lost to a redraw), a page
+// of PAGE rows at a time, as in Downloads.
+import { $, act, api, ask, el, name, say, set, size } from './util.js';
+import { files, foldVerify, jobs, schedule } from './store.js';
+import { PAGE, retryFailed } from './downloads.js';
 
 const libSelected = new Set();  // ids ticked here
-const verified = new Map();     // id -> the last re-verify's result (also recorded in the journal)
+const libRows = new Map();      // id -> <tr> on the current page
+const jobRows = new Map();      // job id -> <tr>
+let libPage = 0, libPages = 1;  // (as last drawn)
 // The last "check upstream" (POST /review {job}): id -> the file's blake3 then
 // (fetched again since, with other content, it is no longer what changed).
 const upstream = { checked: false, changed: new Map() };
 let libTab = 'here';
 
 const HERE = ['done', 'skipped'];
+// Done and still on disk as the journal says (on_disk: false when the
+// file is gone or its size or time differ; null when not known).
+const here = (f) => HERE.includes(f.state) && f.on_disk !== false;
+const gone = (f) => HERE.includes(f.state) && f.on_disk === false;
 const TABS = {
-  here: (f) => HERE.includes(f.state),
-  missing: (f) => ['removed', 'queued', 'paused', 'downloading', 'verifying', 'verified'].includes(f.state),
+  here,
+  missing: (f) => gone(f) || ['removed', 'queued', 'paused', 'downloading', 'verifying', 'verified'].includes(f.state),
   failed: (f) => f.state === 'failed' || f.state === 'hash_mismatch',
-  changed: (f) => HERE.includes(f.state) && upstream.changed.has(f.id) && upstream.changed.get(f.id) === f.blake3,
+  changed: (f) => here(f) && upstream.changed.has(f.id) && upstream.changed.get(f.id) === f.blake3,
 };
 
 function renderTabs() {
@@ -33,34 +41,74 @@ function renderTabs() {
 
 export function renderLibrary() {
   renderTabs();
-  const want = TABS[libTab];
+  const want = TABS[libTab], list = [];
+  for (const f of files.values()) if (want(f)) list.push(f);
+  const pages = Math.max(1, Math.ceil(list.length / PAGE));
+  libPages = pages;
+  libPage = Math.min(libPage, pages - 1);
+  const slice = list.slice(libPage * PAGE, libPage * PAGE + PAGE);
+  set($('lib-page'), `page ${libPage + 1} of ${pages} (${list.length} files)`);
   const body = $('lib-rows');
-  body.replaceChildren();
-  let n = 0;
-  for (const f of files.values()) {
-    if (!want(f) || n++ >= 2000) continue;
-    const box = el('input', { type: 'checkbox', 'aria-label': 'select' });
-    box.checked = libSelected.has(f.id);
-    box.addEventListener('change', () => { if (box.checked) libSelected.add(f.id); else libSelected.delete(f.id); });
-    const job = jobs.get(f.job);
-    const full = f.path || f.url || '';
-    const shown = job && full.startsWith(job.dest + '/') ? full.slice(job.dest.length + 1) : full;
-    body.append(el('tr', { 'data-id': String(f.id) }, el('td', {}, box), el('td', { class: 'name', text: shown, title: full }),
-      el('td', { text: (job && job.collection) || '' }), el('td', { text: size(f.size) }),
-      el('td', { class: 'wrap' }, f.state, el('span', { class: 'err', text: f.error || '' })),
-      el('td', { text: verified.get(f.id) || '' }),
-      el('td', { class: 'actions' },
-        HERE.includes(f.state) ? el('a', { href: `/files/${f.id}/content`, download: '', text: 'download' }) : '', ' ',
-        el('button', { type: 'button', 'data-act': 'erase', text: 'delete', title: 'delete it from disk and from the journal' }))));
+  const keep = new Set(slice.map((f) => f.id));
+  for (const [id, tr] of libRows) if (!keep.has(id)) { tr.remove(); libRows.delete(id); }
+  let prev = null;
+  for (const f of slice) {
+    let tr = libRows.get(f.id);
+    if (!tr) { tr = makeRow(f.id); libRows.set(f.id, tr); }
+    patchRow(tr, f);
+    const at = prev ? prev.nextSibling : body.firstChild;
+    if (at !== tr) body.insertBefore(tr, at);
+    prev = tr;
   }
+  renderJobs();
+}
+function makeRow(id) {
+  const box = el('input', { type: 'checkbox', 'aria-label': 'select' });
+  box.addEventListener('change', () => { if (box.checked) libSelected.add(id); else libSelected.delete(id); });
+  return el('tr', { 'data-id': String(id) }, el('td', {}, box), el('td', { class: 'name' }), el('td'), el('td'),
+    el('td', { class: 'wrap' }, el('span', { class: 'st' }), el('span', { class: 'err' })), el('td'),
+    el('td', { class: 'actions' },
+      el('a', { href: `/files/${id}/content`, download: '', text: 'download' }), ' ',
+      el('button', { type: 'button', 'data-act': 'erase', text: 'delete', title: 'delete it from disk and from the journal' })));
+}
+function patchRow(tr, f) {
+  const [box, nameCell, coll, sz, st, ver, actions] = tr.children;
+  box.firstChild.checked = libSelected.has(f.id);
+  const job = jobs.get(f.job);
+  const full = f.path || f.url || '';
+  set(nameCell, job && full.startsWith(job.dest + '/') ? full.slice(job.dest.length + 1) : full);
+  nameCell.title = full;
+  set(coll, (job && job.collection) || '');
+  set(sz, size(f.size));
+  set(st.querySelector('.st'), f.state);
+  set(st.querySelector('.err'), f.error || (gone(f) ? 'not on disk as segdl left it (deleted or changed since)' : ''));
+  const c = f.checked;
+  set(ver, c ? c.result : '');
+  ver.title = c && c.at ? `re-verified ${new Date(c.at * 1000).toLocaleString()}` : '';
+  actions.querySelector('a').hidden = !here(f);
+}
+function renderJobs() {
   const jb = $('job-rows');
-  jb.replaceChildren();
-  for (const j of [...jobs.values()].sort((a, b) => b.id - a.id)) {
-    jb.append(el('tr', { 'data-job': String(j.id) }, el('td', { text: String(j.id) }), el('td', { text: j.collection || '' }),
-      el('td', { text: j.dest }), el('td', { text: j.state }),
-      el('td', { text: Object.entries(j.counts || {}).map(([k, v]) => `${v} ${k}`).join(', ') }),
-      el('td', {}, el('button', { type: 'button', 'data-act': 'fetch-missing', text: 'Fetch what is missing',
-        title: 'its files that are not here (failed, cancelled, gone from disk) again' }))));
+  const list = [...jobs.values()].sort((a, b) => b.id - a.id);
+  const keep = new Set(list.map((j) => j.id));
+  for (const [id, tr] of jobRows) if (!keep.has(id)) { tr.remove(); jobRows.delete(id); }
+  let prev = null;
+  for (const j of list) {
+    let tr = jobRows.get(j.id);
+    if (!tr) {
+      tr = el('tr', { 'data-job': String(j.id) }, el('td', { text: String(j.id) }), el('td'), el('td'), el('td'), el('td'),
+        el('td', {}, el('button', { type: 'button', 'data-act': 'fetch-missing', text: 'Fetch what is missing',
+          title: 'its files that are not here (failed, cancelled, gone from disk) again' })));
+      jobRows.set(j.id, tr);
+    }
+    const [, coll, dest, state, counts] = tr.children;
+    set(coll, j.collection || '');
+    set(dest, j.dest);
+    set(state, j.state);
+    set(counts, Object.entries(j.counts || {}).map(([k, v]) => `${v} ${k}`).join(', '));
+    const at = prev ? prev.nextSibling : jb.firstChild;
+    if (at !== tr) jb.insertBefore(tr, at);
+    prev = tr;
   }
 }
 // Delete a file from disk and its entry from the journal, once the dialog
@@ -90,7 +138,7 @@ async function reverify() {
   if (!ids.length) return say('select finished files to re-verify', true);
   const r = await act(() => api('POST', '/verify', { ids }));
   if (!r) return;
-  for (const o of r.files) verified.set(o.id, o.result);
+  foldVerify(r);
   const s = r.summary;
   say(`verified: ${s.ok} ok, ${s.corrupt} corrupt, ${s.missing} missing` + (s.corrupt + s.missing ? ' (see Failed; fetch them again there)' : ''), s.corrupt + s.missing > 0);
   schedule();
@@ -127,6 +175,7 @@ export function wireLibrary() {
   for (const b of document.querySelectorAll('.lib-tab')) {
     b.addEventListener('click', () => {
       libTab = b.dataset.tab;
+      libPage = 0;
       for (const o of document.querySelectorAll('.lib-tab')) {
         if (o === b) o.setAttribute('aria-current', 'page'); else o.removeAttribute('aria-current');
       }
@@ -143,6 +192,8 @@ export function wireLibrary() {
     const b = e.target.closest('button[data-act=fetch-missing]');
     if (b) fetchMissing(Number(b.closest('tr').dataset.job));
   });
+  $('lib-prev').addEventListener('click', () => { libPage = Math.max(0, libPage - 1); schedule(); });
+  $('lib-next').addEventListener('click', () => { libPage = Math.min(libPage + 1, libPages - 1); schedule(); });
   $('reverify').addEventListener('click', reverify);
   $('lib-retry').addEventListener('click', () => retryFailed());
   $('lib-all').addEventListener('change', (e) => {

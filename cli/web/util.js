@@ -36,6 +36,11 @@ export function parseRate(text) {
   if (!m) throw new Error(`not a rate: ${t} (use e.g. 512K, 40M)`);
   return Math.floor(parseFloat(m[1]) * { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase()]);
 }
+// bytes/s -> what parseRate reads back: "20M", "256K", "" for none
+export function rateText(n) {
+  if (!n) return '';
+  return n % 1024 ** 2 === 0 ? `${n / 1024 ** 2}M` : `${Math.round(n / 1024)}K`;
+}
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {

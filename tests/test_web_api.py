@@ -220,9 +220,10 @@ def test_review_lists_what_is_here_missing_and_corrupt_and_the_free_space(serve,
                                                {"url": mirror.url("w0.bin"), "path": "w0.bin", "size": 4 * MiB}]}
     status, r = serve.call("POST", "/review", {"manifest": manifest})
     assert status == 200, r
-    assert [(f["path"], f["state"], f["size"]) for f in r["files"]] == [("a/small.bin", "missing", None),
+    # (small.bin's size is not in the manifest: its server says it.)
+    assert [(f["path"], f["state"], f["size"]) for f in r["files"]] == [("a/small.bin", "missing", 96 * KiB),
                                                                         ("w0.bin", "missing", 4 * MiB)]
-    assert r["collection"] == "rev" and r["total"] == 4 * MiB and r["unknown_sizes"] == 1
+    assert r["collection"] == "rev" and r["total"] == 4 * MiB + 96 * KiB and r["unknown_sizes"] == 0
     assert r["free"] > 0 and r["dest"] == str(serve.out.resolve())
     assert serve.call("GET", "/jobs")[1]["jobs"] == []  # nothing started, nothing fetched
     assert serve.call("POST", "/review", {"manifest": manifest, "select": [0]})[0] == 400
@@ -266,6 +267,27 @@ def test_review_lists_what_is_here_missing_and_corrupt_and_the_free_space(serve,
     target.unlink()
     assert (serve.file(fid)["state"], serve.file(fid)["on_disk"]) == ("done", False)
     assert [f["on_disk"] for f in serve.call("GET", "/files")[1]["files"] if f["id"] == fid] == [False]
+
+
+def test_review_asks_each_server_the_size_and_name_of_a_plain_url(serve, fault_server):
+    """As a link grabber: a list of URLs is reviewed with each file's size
+    and the name its server gives (Content-Disposition), from one small
+    ranged request each; a URL that cannot be fetched (404) is
+    ``unavailable``, with why.  Nothing is downloaded."""
+    fault_server.add("plain.bin", os.urandom(300 * KiB))
+    fault_server.add("cd.bin", os.urandom(200 * KiB))
+    urls = [fault_server.url("plain.bin"), fault_server.url("disposition/cd.bin?fn=named%20by%20server.bin"),
+            fault_server.url("gone.bin")]
+    status, r = serve.call("POST", "/review", {"urls": urls})
+    assert status == 200, r
+    got = [(f["path"], f["state"], f["size"]) for f in r["files"]]
+    assert got == [("plain.bin", "missing", 300 * KiB), ("named by server.bin", "missing", 200 * KiB),
+                   ("gone.bin", "unavailable", None)], got
+    assert "404" in r["files"][2]["error"] and r["files"][0]["error"] is None
+    assert r["total"] == 500 * KiB and r["unknown_sizes"] == 1
+    sent = fault_server.bytes_sent("plain.bin") + fault_server.bytes_sent("cd.bin")
+    assert sent <= 2 * 64 * KiB, sent  # probes, not downloads
+    assert serve.call("GET", "/jobs")[1]["jobs"] == []
 
 
 def test_segdl_verify_reports_ok_corrupt_and_missing_with_its_exit_code(serve, mirror):

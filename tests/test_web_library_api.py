@@ -76,7 +76,7 @@ def test_a_job_again_names_its_rows_and_one_retry_fetches_what_of_it_is_not_here
     assert r["collection"] == "again" and r["dest"] == str(serve.out.resolve())
     assert {f["path"]: (f["state"], f["id"]) for f in r["files"]} == {
         "a.bin": ("here", files["a.bin"]["id"]), "b.bin": ("missing", files["b.bin"]["id"]),
-        "c.bin": ("missing", c), "d.bin": ("missing", files["d.bin"]["id"])}
+        "c.bin": ("missing", c), "d.bin": ("unavailable", files["d.bin"]["id"])}  # (still a 404)
     for bad, status_, field in (({"job": 999999}, 404, None), ({"job": 0}, 400, "job"), ({"job": "1"}, 400, "job"),
                                 ({"job": jid, "dest": "x"}, 400, "dest"),
                                 ({"job": jid, "urls": ["http://x/"]}, 400, "urls")):

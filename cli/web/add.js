@@ -66,7 +66,8 @@ function renderReview() {
     const box = el('input', { type: 'checkbox', 'aria-label': `take ${f.path}` });
     box.checked = picked.has(f.index);
     box.addEventListener('change', () => { if (box.checked) picked.add(f.index); else picked.delete(f.index); reviewTotals(); });
-    const here = { here: 'here', partial: `partly here (${size(f.done)})`, missing: 'not here', changed: 'changed upstream', corrupt: 'corrupt' }[f.state] || f.state;
+    const here = { here: 'here', partial: `partly here (${size(f.done)})`, missing: 'not here', changed: 'changed upstream', corrupt: 'corrupt',
+      unavailable: `unavailable: ${f.error || ''}` }[f.state] || f.state;
     body.append(el('tr', { 'data-path': f.path }, el('td', {}, box), el('td', { class: 'name', text: f.path, title: f.url }),
       el('td', { text: typeOf(f.path) }), el('td', { text: size(f.size) }), el('td', { class: f.state, text: here }),
       el('td', { text: precisionOf(f.path) })));
@@ -121,7 +122,7 @@ export function wireAdd(show) {
   $('add-form').addEventListener('submit', (e) => { e.preventDefault(); review(); });
   $('sel-all').addEventListener('click', () => pick(() => true));
   $('sel-none').addEventListener('click', () => pick(() => false));
-  $('sel-missing').addEventListener('click', () => pick((f) => f.state !== 'here'));
+  $('sel-missing').addEventListener('click', () => pick((f) => f.state !== 'here' && f.state !== 'unavailable'));
   $('glob-apply').addEventListener('click', () => {
     const re = globRe($('glob').value.trim() || '*'), type = $('type-filter').value, precision = $('precision-filter').value;
     pick((f) => re.test(f.path) && (!type || typeOf(f.path) === type) && (!precision || precisionOf(f.path) === precision));

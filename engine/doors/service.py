@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -246,9 +247,29 @@ class Service:
             dest = self.destination(body.get("dest"))
             requests, collection, _ = requests_of(body, dest, self.s.transfer)
             collection = body.get("collection") or collection
+        probed = self._probe_for_review(requests)
         j = self._reader()
         with j.reading():
-            return review(j, dest, requests, collection)
+            return review(j, dest, requests, collection, probed)
+
+    def _probe_for_review(self, requests) -> dict:
+        """Sizes and names of the URLs a list does not give them for, as a
+        link grabber shows them before anything downloads: one small
+        ranged request each (engine/review.py)."""
+        from ..net.probe import probe_many
+        from .review import PROBE_SECONDS, unknown_sizes
+
+        urls = unknown_sizes(requests)
+        headers = {r.url: tuple(r.headers) for r in requests if r.headers}
+        per_url = {u: replace(self.s.transfer, headers=self.s.transfer.headers + h) for u, h in headers.items()}
+        out: dict = {}
+        until = time.monotonic() + PROBE_SECONDS  # for the whole list: the rest keep their size unknown
+        for i in range(0, len(urls), 64):
+            left = until - time.monotonic()
+            if left < 1:
+                break
+            out.update(probe_many(urls[i:i + 64], self.s.transfer, concurrency=16, deadline=left, per_url=per_url))
+        return out
 
     def reverify(self, body) -> dict:
         """Hash the finished files ``ids`` again (engine/reverify.py), here;

@@ -24,7 +24,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("sse_starlette")
 
-from serving import Serve  # noqa: E402
+from serving import Serve, read_events  # noqa: E402
 from test_serve_api import until  # noqa: E402
 
 LOGIN = re.compile(r"(http://\S+/login\?code=[A-Za-z0-9_-]+)")
@@ -241,6 +241,9 @@ def test_review_lists_what_is_here_missing_and_corrupt_and_the_free_space(serve,
     assert status == 200 and v["files"][0]["result"] == "ok"
     checked = serve.file(fid)["checked"]
     assert checked["result"] == "ok" and abs(checked["at"] - time.time()) < 60  # kept in the journal
+    told = lambda evs: [e for e in evs if e["event"] == "checked" and e["file"] == fid]  # noqa: E731
+    event = told(read_events(serve, told, timeout=10))[-1]["checked"]  # (so a page shows it at once)
+    assert event["result"] == "ok" and abs(event["at"] - checked["at"]) < 1e-3
 
     # Damaged on disk: before any verify the review says corrupt (not as
     # segdl left it), not "changed upstream" (the manifest is the same).

@@ -33,7 +33,7 @@ async function reloadJobs() {
   schedule();
 }
 
-const KINDS = ['added', 'state', 'progress', 'finished', 'failed', 'removed', 'changed', 'job_added', 'job_ended', 'limits'];
+const KINDS = ['added', 'state', 'progress', 'finished', 'failed', 'removed', 'changed', 'checked', 'job_added', 'job_ended', 'limits'];
 function connect(since) {
   stream = new EventSource(`/events?since=${since}`);
   stream.onopen = () => { $('conn').textContent = 'live'; $('conn').className = 'conn live'; };

@@ -147,7 +147,7 @@ def m004_hub_sources(db) -> None:
 
 # What the events table holds (m005, m006): the API streams them by seq.
 EVENT_KINDS = ("added", "state", "progress", "finished", "failed", "removed", "changed",
-               "job_added", "job_ended", "limits")
+               "job_added", "job_ended", "limits", "checked")
 
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # unixepoch('subsec') before SQLite 3.42
 
@@ -361,7 +361,7 @@ def m008_job_specs(db) -> None:
 def m009_checks_and_slow_mode(db) -> None:
     """What the last re-verify (``segdl verify``, the page's) found of a
     file, and when: ``ok``, ``corrupt`` or ``missing`` (cleared when the
-    file is downloaded again).  The service's slow mode: the limit to put
+    file is downloaded again), told by a ``checked`` event.  The service's slow mode: the limit to put
     back when it ends (NULL: slow mode is off), so every client of the
     service, and a restarted one, sees it; a ``limits`` event says so."""
     db.executescript(
@@ -377,6 +377,12 @@ def m009_checks_and_slow_mode(db) -> None:
                 json_object('max_speed', NEW.max_speed, 'max_file_speed', NEW.max_file_speed,
                             'slow', json(CASE WHEN NEW.slow_before IS NULL THEN 'false' ELSE 'true' END),
                             'slow_before', NEW.slow_before));
+        END;
+        CREATE TRIGGER events_file_checked AFTER UPDATE OF checked, checked_at ON files
+            WHEN NEW.checked IS NOT NULL
+                 AND (NEW.checked IS NOT OLD.checked OR NEW.checked_at IS NOT OLD.checked_at) BEGIN
+            INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'checked', NEW.job_id, NEW.id,
+                json_object('checked', json_object('result', NEW.checked, 'at', NEW.checked_at)));
         END;
         """
     )

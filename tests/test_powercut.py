@@ -231,6 +231,35 @@ def test_eio_on_the_folders_fsync_claims_nothing_there(request, tmp_path, files)
               6, "cannot sync the folder")
 
 
+def test_after_a_failed_folder_fsync_without_a_cut_the_same_command_keeps_the_files(small_files, tmp_path):
+    """A folder fsync that fails after the renames (no power cut): those
+    files fail (exit 6), though they are in place, whole; the same command
+    then finds each one the file it verified (by its digest) and keeps it,
+    rather than refusing it as one that "exists and differs"."""
+    mirror, sources = small_files
+    job = Job(mirror, sources, extra=("-j", "16", "--max-connections", "16"))
+    fs = ForgetfulMount(tmp_path)
+    out, journal = fs.mnt / "out", fs.mnt / "state" / "journal.sqlite"
+    fs.mount()
+    try:
+        fs.command(cmd="fault", op="fsyncdir", match="out", nth=1, count=100000)
+        r = subprocess.run(job.args(out), env=segdl_env(journal), capture_output=True, text=True, timeout=60)
+        failed = [x for x in json_lines(r) if x["status"] == "failed"]
+        assert r.returncode == 6 and failed, (r.returncode, r.stderr[-2000:])
+        in_place = [x for x in failed if (out / os.path.basename(x["path"])).exists()]
+        assert in_place, "no file was renamed before its folder's fsync failed"
+        fs.command(cmd="clear")
+        mirror.reset_access_log()
+        again = subprocess.run(job.args(out), env=segdl_env(journal), capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0, again.stderr[-2000:]
+        for name, data in sources.items():
+            assert (out / name).read_bytes() == data
+        kept = {os.path.basename(x["path"]) for x in json_lines(again) if x["status"] == "skipped"}
+        assert {os.path.basename(x["path"]) for x in in_place} <= kept
+    finally:
+        fs.unmount()
+
+
 def test_disk_full_mid_file_fails_with_exit_6_and_resumes(collection, tmp_path):
     """A disk that overcommits (fallocate reserves nothing, as on
     thin-provisioned or copy-on-write storage) fills in the middle of a

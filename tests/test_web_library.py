@@ -230,6 +230,6 @@ def test_a_file_gone_from_disk_is_not_here_and_verified_stays_after_a_reload(bro
     expect(lib_row("small2.bin").locator("td").nth(5)).to_have_text("")
     page.click("button.lib-tab[data-tab=missing]")
     expect(page.locator("#lib-rows tr")).to_have_count(1)
-    expect(lib_row("small1.bin")).to_contain_text("not on disk")
+    expect(lib_row("small1.bin")).to_contain_text("no longer at its path")
     expect(lib_row("small1.bin").locator("a")).to_be_hidden()
     assert errors == []

@@ -115,6 +115,7 @@ async function start(show) {
 async function readFile(file) {
   if (file.size > 900 * 1024) return say(`${file.name} is larger than the API takes in one request (1 MiB)`, true);
   $('add-text').value = await file.text();
+  asked++;
   forget();
 }
 
@@ -131,7 +132,12 @@ export function wireAdd(show) {
   // A review is of the list and folder it was asked for: editing them
   // takes it away (Start would launch what is no longer shown).
   for (const id of ['add-text', 'add-dest', 'add-collection']) {
-    $(id).addEventListener('input', () => { if (reviewed) { forget(); say('the list changed: review it again'); } });
+    $(id).addEventListener('input', () => {
+      const shown = reviewed !== null;
+      asked++;  // (a review still on its way is of the old list: its answer is dropped)
+      forget();
+      if (shown) say('the list changed: review it again');
+    });
   }
   $('add-file').addEventListener('change', (e) => { if (e.target.files[0]) readFile(e.target.files[0]); });
   const drop = $('drop');

@@ -234,6 +234,7 @@ async function slowMode(on) {
   let body = { slow: false };
   if (on) {
     try { body = { slow: true, max_speed: parseRate($('slow-rate').value) }; } catch (e) { showLimits(); return say(e.message, true); }
+    if (!body.max_speed) { showLimits(); return say('give slow mode a limit first (e.g. 256K)', true); }
   }
   const r = await act(() => api('PATCH', '/limits', body));
   if (r) store.limits = r;

@@ -17,8 +17,9 @@ const upstream = { checked: false, changed: new Map() };
 let libTab = 'here';
 
 const HERE = ['done', 'skipped'];
-// Done and still on disk as the journal says (on_disk: false when the
-// file is gone or its size or time differ; null when not known).
+// Done and still at its path (on_disk: false when the file is gone; null
+// when not known).  Whether its bytes are still the ones verified is for
+// re-verify to say (POST /verify).
 const here = (f) => HERE.includes(f.state) && f.on_disk !== false;
 const gone = (f) => HERE.includes(f.state) && f.on_disk === false;
 const TABS = {
@@ -81,7 +82,7 @@ function patchRow(tr, f) {
   set(coll, (job && job.collection) || '');
   set(sz, size(f.size));
   set(st.querySelector('.st'), f.state);
-  set(st.querySelector('.err'), f.error || (gone(f) ? 'not on disk as segdl left it (deleted or changed since)' : ''));
+  set(st.querySelector('.err'), f.error || (gone(f) ? 'no longer at its path (deleted or moved since)' : ''));
   const c = f.checked;
   set(ver, c ? c.result : '');
   ver.title = c && c.at ? `re-verified ${new Date(c.at * 1000).toLocaleString()}` : '';

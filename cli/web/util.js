@@ -39,7 +39,8 @@ export function parseRate(text) {
 // bytes/s -> what parseRate reads back: "20M", "256K", "" for none
 export function rateText(n) {
   if (!n) return '';
-  return n % 1024 ** 2 === 0 ? `${n / 1024 ** 2}M` : `${Math.round(n / 1024)}K`;
+  if (n % 1024 ** 2 === 0) return `${n / 1024 ** 2}M`;
+  return n % 1024 === 0 ? `${n / 1024}K` : String(n);  // (as it is: rounded, a small limit would read back as none)
 }
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);

@@ -47,7 +47,8 @@ def make_dirs(folder: Path) -> None:
             if not d.is_dir():
                 raise
             continue  # another process made it; it syncs it
-        fsync_dir(d.parent)
+        with disk_errors(f"cannot create the folder {d}"):
+            fsync_dir(d.parent)
 
 
 class Held(NamedTuple):

@@ -379,10 +379,10 @@ def m009_checks_and_slow_mode(db) -> None:
                             'slow_before', NEW.slow_before));
         END;
         CREATE TRIGGER events_file_checked AFTER UPDATE OF checked, checked_at ON files
-            WHEN NEW.checked IS NOT NULL
-                 AND (NEW.checked IS NOT OLD.checked OR NEW.checked_at IS NOT OLD.checked_at) BEGIN
+            WHEN NEW.checked IS NOT OLD.checked OR NEW.checked_at IS NOT OLD.checked_at BEGIN
             INSERT INTO events (time, kind, job_id, file_id, data) VALUES ({_NOW}, 'checked', NEW.job_id, NEW.id,
-                json_object('checked', json_object('result', NEW.checked, 'at', NEW.checked_at)));
+                json_object('checked', json(CASE WHEN NEW.checked IS NULL THEN NULL
+                                                 ELSE json_object('result', NEW.checked, 'at', NEW.checked_at) END)));
         END;
         """
     )

@@ -107,14 +107,15 @@ class Journal(StatusQueries, JournalQueries):
         committed to it.  SQLite syncs the folder for the WAL it creates,
         never for the database file itself: after a power cut the WAL could
         be there without the database it belongs to."""
-        from ..disk.storage import fsync_dir
+        from ..disk.storage import disk_errors, fsync_dir
 
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(self.path.parent)
+        with disk_errors(f"cannot create the journal {self.path}"):
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.path.parent)
 
     def _check_schema(self) -> None:
         bring_up_to_date(self.db, self.path, self.readonly)
@@ -220,6 +221,9 @@ class Journal(StatusQueries, JournalQueries):
             if row_id is not None:
                 fid = row_id
                 sets = {"job_id": job_id, "url": url, "updated": now, **fields}
+                if "state" in fields:  # (a file set going anew: its last re-verify says nothing of it now)
+                    sets.setdefault("checked", None)
+                    sets.setdefault("checked_at", None)
                 db.execute(
                     f"UPDATE files SET {', '.join(f'{k} = ?' for k in sets)} WHERE id = ?",
                     [*sets.values(), fid],
@@ -256,7 +260,8 @@ class Journal(StatusQueries, JournalQueries):
         now = time.time()
         with self.atomic(durable=True) as db:
             db.conn.executemany(
-                "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, git_sha1 = ?, updated = ? WHERE id = ?",
+                "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, git_sha1 = ?, updated = ?, checked = NULL, "
+                "checked_at = NULL WHERE id = ?",
                 [(b3, sha, git, now, fid) for fid, b3, sha, git in items])
 
     def mark_done(self, items: list[tuple[int, float, int]]) -> None:

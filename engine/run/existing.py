@@ -71,10 +71,12 @@ class Existing:
                 digest.append(self._digest_existing(final, sha256=bool(req.sha256), git_sha1=bool(req.git_sha1)))
             return digest[0]
 
-        if row and row["state"] == "verified" and row["blake3"] and row["size"] == st.st_size:
-            # A crash came between the rename and the journal's "done".
+        if row and row["state"] in ("verified", "failed") and row["blake3"] and row["size"] == st.st_size:
+            # A crash came between the rename and the journal's "done", or
+            # the rename's folder could not be synced (the file failed): the
+            # file here is the one verified, if it hashes to its digest.
             if hashed().blake3 == row["blake3"]:
-                self.journal.update_file(row["id"], state="done", mtime=st.st_mtime)
+                self.journal.update_file(row["id"], state="done", mtime=st.st_mtime, checked=None, checked_at=None)
                 row = self.journal.file_by_path(final)
         ours = bool(row and row["state"] in lifecycle.COMPLETE and row["size"] == st.st_size
                     and row["mtime"] == st.st_mtime)

@@ -292,6 +292,21 @@ def test_review_asks_each_server_the_size_and_name_of_a_plain_url(serve, fault_s
     assert sent <= 2 * 64 * KiB, sent  # probes, not downloads
     assert serve.call("GET", "/jobs")[1]["jobs"] == []
 
+    # Fetched, then changed on its server (same size, other bytes: another
+    # ETag): the job reviewed again says so, as the Library's tab asks.
+    status, job = serve.call("POST", "/jobs", {"urls": urls[:1]})
+    assert status == 201, job
+    serve.wait_files(job["job"])
+    def again():
+        status, r = serve.call("POST", "/review", {"job": job["job"]})
+        assert status == 200, r
+        return {f["path"]: f["state"] for f in r["files"]}
+    assert again() == {"plain.bin": "here"}
+    fault_server.add("plain.bin", os.urandom(300 * KiB))
+    assert again() == {"plain.bin": "changed"}
+    fault_server.add("plain.bin", os.urandom(100 * KiB))  # (another size: not what the journal has either)
+    assert again() == {"plain.bin": "changed"}
+
 
 def test_segdl_verify_reports_ok_corrupt_and_missing_with_its_exit_code(serve, mirror):
     status, job = serve.call("POST", "/jobs", {"manifest": {"collection": "cli", "files": [

@@ -42,7 +42,8 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
         status, hub_job = serve.call("POST", "/jobs", {"ref": "hf://org/model"})
         assert status == 201, hub_job
         serve.wait_files(hub_job["job"])
-        urls = [mirror.url(n) for n in ("small0.bin", "big0.bin", "late.bin")]
+        (mirror.root / "drift.bin").write_bytes(os.urandom(40 * KiB))
+        urls = [mirror.url(n) for n in ("small0.bin", "big0.bin", "late.bin", "drift.bin")]
         status, job = serve.call("POST", "/jobs", {"urls": urls})
         big0 = files_by_name(serve)["big0.bin"]["id"]
         assert serve.call("DELETE", f"/files/{big0}")[0] == 200  # cancelled: not here
@@ -51,6 +52,7 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
         changed = {**hub_files, "w-00001.safetensors": (os.urandom(100 * KiB), True),
                    "w-00002.safetensors": (os.urandom(100 * KiB), True)}
         repo.commit(changed)  # the hub's branch moves: both weights are other content now
+        (mirror.root / "drift.bin").write_bytes(os.urandom(50 * KiB))  # and a plain URL's file changes on its server
         ids = {n: f["id"] for n, f in files_by_name(serve).items()}
 
         page = browser.new_page()
@@ -61,11 +63,11 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
         count = lambda tab: page.locator(f"button.lib-tab[data-tab={tab}] .count")  # noqa: E731
         shown = lambda: sorted(int(i) for i in page.locator("#lib-rows tr").evaluate_all(  # noqa: E731
             "rows => rows.map(r => r.dataset.id)"))
-        for tab, n in (("here", "4"), ("missing", "1"), ("failed", "1"), ("changed", "?")):
+        for tab, n in (("here", "5"), ("missing", "1"), ("failed", "1"), ("changed", "?")):
             expect(count(tab)).to_have_text(n)
-        expect(page.locator("#lib-rows tr")).to_have_count(4)
+        expect(page.locator("#lib-rows tr")).to_have_count(5)
         assert shown() == sorted(ids[n] for n in ("config.json", "w-00001.safetensors", "w-00002.safetensors",
-                                                  "small0.bin"))
+                                                  "small0.bin", "drift.bin"))
         page.click("button.lib-tab[data-tab=missing]")
         expect(page.locator("#lib-rows tr")).to_have_count(1)
         assert shown() == [big0]
@@ -73,12 +75,13 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
         expect(page.locator("#lib-rows tr")).to_have_count(1)
         expect(page.locator(f'#lib-rows tr[data-id="{ids["late.bin"]}"]')).to_contain_text("404")
 
-        # Changed upstream: the hub collection reviewed again (POST /review {job}).
+        # Changed upstream: the hub collection reviewed again (POST /review
+        # {job}), and the job of URLs against what their server says now.
         page.click("button.lib-tab[data-tab=changed]")
-        expect(page.locator("#message")).to_have_text("checked 1 collection(s) upstream: 2 file(s) changed")
-        expect(count("changed")).to_have_text("2")
-        expect(page.locator("#lib-rows tr")).to_have_count(2)
-        assert shown() == sorted([ids["w-00001.safetensors"], ids["w-00002.safetensors"]])
+        expect(page.locator("#message")).to_have_text("checked 2 collection(s) upstream: 3 file(s) changed")
+        expect(count("changed")).to_have_text("3")
+        expect(page.locator("#lib-rows tr")).to_have_count(3)
+        assert shown() == sorted([ids["w-00001.safetensors"], ids["w-00002.safetensors"], ids["drift.bin"]])
         shot(page, tmp_path, "library-changed", docs=False)
 
         # Delete the changed file with its entry: the dialog first; Back keeps it.
@@ -92,16 +95,16 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
         page.click("#ask-ok")
         expect(page.locator("#message")).to_have_text("w-00002.safetensors: deleted")
         assert not target.exists() and serve.call("GET", f"/files/{ids['w-00002.safetensors']}")[0] == 404
-        expect(count("changed")).to_have_text("1")
-        expect(count("here")).to_have_text("3")
+        expect(count("changed")).to_have_text("2")
+        expect(count("here")).to_have_text("4")
         # w-00001 fetched as the hub has it now: no longer what changed.
         status, update = serve.call("POST", "/jobs", {"ref": "hf://org/model", "select": ["w-00001.safetensors"]})
         assert status == 201, update
         serve.wait_files(update["job"])
         assert (serve.out / "w-00001.safetensors").read_bytes() == changed["w-00001.safetensors"][0]
-        expect(count("changed")).to_have_text("0")
-        expect(page.locator("#lib-rows tr")).to_have_count(0)
-        expect(count("here")).to_have_text("3")
+        expect(count("changed")).to_have_text("1")
+        expect(page.locator("#lib-rows tr")).to_have_count(1)
+        expect(count("here")).to_have_text("4")
 
         # One click on the job of URLs: the cancelled and the failed file again.
         (mirror.root / "late.bin").write_bytes(b"late" * 1000)
@@ -111,7 +114,7 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
         assert (serve.out / "late.bin").read_bytes() == b"late" * 1000
         assert serve.file(big0)["state"] in ("queued", "downloading")
         expect(count("failed")).to_have_text("0")
-        expect(count("here")).to_have_text("4")
+        expect(count("here")).to_have_text("5")
         expect(count("missing")).to_have_text("1")  # big0, on its way
         assert errors == []
     assert Path(serve.out / "config.json").exists()

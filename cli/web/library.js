@@ -146,18 +146,24 @@ async function reverify() {
 }
 
 // Changed upstream: each hub collection's newest job reviewed again
-// against the hub's listing now; its files done here that the hub now
-// lists with other content.
+// against the hub's listing now, and the newest jobs of plain URLs against
+// what their servers say now (size, ETag, Last-Modified); their files done
+// here that upstream now has with other content.
+const URL_JOBS_CHECKED = 20;
 async function checkUpstream() {
   const newest = new Map();  // source key -> the newest job from it
+  const plain = [];
   for (const j of jobs.values()) {
     const key = j.source && j.source.ref ? j.source.key : null;
     if (key && (!newest.has(key) || newest.get(key).id < j.id)) newest.set(key, j);
+    else if (!key) plain.push(j);
   }
+  plain.sort((a, b) => b.id - a.id);
+  plain.slice(0, URL_JOBS_CHECKED).forEach((j) => newest.set(`job:${j.id}`, j));
   if (!newest.size) {
     upstream.checked = true;
     schedule();
-    return say('no collection here comes from a hub: nothing upstream to compare with');
+    return say('no job here yet: nothing upstream to compare with');
   }
   say(`checking ${newest.size} collection(s) upstream…`);
   const changed = new Map();

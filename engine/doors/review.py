@@ -7,7 +7,8 @@ space where it would go.  Nothing is downloaded; the journal is only read.
   says (the same answer ``segdl ls`` gives);
 * ``changed``: the journal has the file done at its path, on disk as
   segdl left it, but the list names other content for it now (the hub's
-  hash differs);
+  hash differs), or its server does (a plain URL's probe: another size,
+  ETag or Last-Modified than the journal recorded);
 * ``unavailable``: its probe failed (a 404, a refused connection), with
   ``error`` saying why;
 * ``corrupt``: the journal's last word on the file at its path is that its
@@ -29,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..inputs.hubs.presence import intact, presence
+from ..run.activation import Activation
 from ..rules.lifecycle import COMPLETE, HASH_MISMATCH
 from ..inputs.naming import inside
 from ..values.errors import SegdlError
@@ -52,6 +54,8 @@ def job_input(body: dict, job: dict | None) -> tuple[str | None, list]:
         return ref, []
     return None, [request_from_spec(e) for e in job["spec"].get("requests", [])]
 
+
+why_restart = Activation.why_restart
 
 #: URLs of unknown size a review asks their server about (one small
 #: ranged GET each, as a download's first request), at most, and for at
@@ -91,6 +95,9 @@ def review(journal, dest: Path, requests, collection: str | None, probed: dict |
         error = None
         if isinstance(f, SegdlError) and not f.retryable and state != "here":
             state, error = "unavailable", f.message  # (a slow or flaky server: not judged here)
+        elif state == "here" and row is not None and f is not None and not isinstance(f, SegdlError) \
+                and why_restart(row, f):
+            state = "changed"  # its server has other content now (size, ETag, Last-Modified): as a rerun would see
         elif state != "here" and row is not None:
             if row["state"] == HASH_MISMATCH:
                 state = "corrupt"

@@ -22,7 +22,7 @@ from .schema import sql_set
 
 _COMPLETE = sql_set(lifecycle.COMPLETE)
 # What ``ls`` needs of a row to say here, partial or missing.
-_PRESENCE = "id, path, state, size, mtime, blake3, sha256, git_sha1"
+_PRESENCE = "id, path, state, size, mtime, blake3, sha256, git_sha1, etag, last_modified"
 
 
 class JournalQueries:

@@ -9,7 +9,7 @@ const RUNNING = ['queued', 'downloading', 'paused', 'verifying'];  // what pause
 const rows = new Map();    // id -> <tr> on the current page
 const selected = new Set(); // ids ticked
 const speeds = [];         // the job's speed, one sample a second (the chart)
-let page = 0;
+let page = 0, pageCount = 1;  // (pageCount: as last drawn)
 let dragged = null;        // the id of the row being dragged
 
 function shown() {
@@ -80,6 +80,7 @@ function drawChart() {
 export function renderRows() {
   const list = shown();
   const pages = Math.max(1, Math.ceil(list.length / PAGE));
+  pageCount = pages;
   page = Math.min(page, pages - 1);
   const slice = list.slice(page * PAGE, page * PAGE + PAGE);
   $('page').textContent = `page ${page + 1} of ${pages} (${list.length} files)`;
@@ -267,7 +268,7 @@ export function wireDownloads() {
   $('filter').addEventListener('input', () => { page = 0; schedule(); });
   $('state-filter').addEventListener('change', () => { page = 0; schedule(); });
   $('prev').addEventListener('click', () => { page = Math.max(0, page - 1); schedule(); });
-  $('next').addEventListener('click', () => { page += 1; schedule(); });
+  $('next').addEventListener('click', () => { page = Math.min(page + 1, pageCount - 1); schedule(); });
   $('select-all').addEventListener('change', (e) => {
     const ids = shown().slice(page * PAGE, page * PAGE + PAGE).map((f) => f.id);
     for (const id of ids) { if (e.target.checked) selected.add(id); else selected.delete(id); }

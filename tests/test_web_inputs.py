@@ -15,6 +15,8 @@ shared by the module's tests (each starts from an empty Add form).
 * the Folder field: the job lands in that folder under the root;
 * a manifest larger than the free space: NOT ENOUGH SPACE, and Start asks
   before it starts anything (Back starts nothing).
+* a ``civitai://`` reference against the CivitAI stand-in: reviewed,
+  started, fetched; the hub's token never reaches the page.
 
 And, without a browser: `segdl get` never imports starlette, uvicorn or
 the web routes (``-X importtime`` of a real small download).
@@ -328,3 +330,44 @@ def test_not_enough_space_is_shown_and_start_asks_first(web):
     expect(total).to_contain_text("1 of 2 files selected")
     expect(total).not_to_contain_text("NOT ENOUGH SPACE")
     expect(total).not_to_have_class(re.compile(r"\bbad\b"))
+
+
+def test_a_civitai_reference_is_reviewed_with_its_files(web, tmp_path, monkeypatch):
+    """``civitai://model/ID`` pasted: the review lists the model's file
+    from the CivitAI stand-in (its size from the listing; the hub's token
+    is the service's only: it never reaches the page), and Start fetches
+    it, verified."""
+    from hubserver import HubServer
+    from serving import Serve
+    from test_hubs_civitai import CONTENT, KEY, _file, _model
+    from test_web import log_in
+    from test_web_api import login_urls
+
+    with HubServer() as hub:
+        hub.add_model(_model(1, "Cute LoRA", [
+            (12, "v2", [_file(121, "cute-v2.safetensors", primary=True), _file(123, "cute-vae.safetensors", "VAE")])]),
+            CONTENT)
+        monkeypatch.setenv("CIVITAI_ENDPOINT", hub.hub_url)
+        monkeypatch.setenv("CIVITAI_TOKEN", KEY)
+        serve = Serve(tmp_path / "serve", "-x", "1").start()
+        try:
+            until(lambda: login_urls(serve), 10, why="segdl serve prints a login URL")
+            page = web.page.context.new_page()
+            log_in(page, serve)
+            page.click("button[data-view=add]")
+            page.fill("#add-text", "civitai://model/1")
+            page.click("#review-btn")
+            # (its latest version's primary file, by default, in the model's folder)
+            main = "Cute LoRA/cute-v2.safetensors"
+            expect_review(page, [main])
+            expect(page.locator(f'#review-rows tr[data-path="{main}"] td').nth(3)).to_have_text(
+                f"{len(CONTENT[121]) / 1024:.1f} KiB")
+            assert KEY not in page.content()
+            page.click("#start")
+            expect(page.locator("#message")).to_contain_text("1 file(s)")
+            job = serve.call("GET", "/jobs")[1]["jobs"][0]["id"]
+            (f,) = serve.wait_files(job, timeout=30)
+            assert f["state"] == "done" and Path(f["path"]).read_bytes() == CONTENT[121]
+            page.close()
+        finally:
+            serve.stop()

@@ -75,3 +75,27 @@ def test_a_turn_that_writes_nothing_opens_no_transaction(journal):
     with journal.turn():
         journal.file_by_path(Path("/nowhere"))
         assert not journal.db.conn.in_transaction
+
+
+@pytest.mark.parametrize("sqlite", ["now", "3.34"])
+def test_many_new_rows_go_in_at_once_and_a_path_with_a_row_gets_none(journal, tmp_path, monkeypatch, sqlite):
+    """The loop adds the rows of a turn's small files together (one
+    INSERT ... RETURNING per 500 rows; a row at a time before SQLite 3.35):
+    each gets its id, in order, and a path that has a row already (another
+    process's, or a failed download's) gets None and is left as it was."""
+    if sqlite == "3.34":
+        monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    job = journal.create_job(tmp_path, {"requests": []})
+    taken = journal.put_file(job, "http://x/f0002", tmp_path / "f0002", state="failed")
+    rows = [(job, f"http://x/f{i:04d}", tmp_path / f"f{i:04d}", {"state": "verified", "size": i, "blake3": "ab" * 32})
+            for i in range(1200)]
+    with journal.turn():
+        ids = journal.add_files(rows)
+    assert ids[2] is None and None not in ids[:2] + ids[3:]
+    assert len(set(ids[:2] + ids[3:])) == 1199
+    for (_, url, path, fields), fid in zip(rows, ids):
+        row = journal.file(fid) if fid is not None else journal.file(taken)
+        assert row["path"] == str(path)
+        if fid is not None:
+            assert (row["url"], row["state"], row["size"]) == (url, "verified", fields["size"])
+    assert journal.file(taken)["state"] == "failed"

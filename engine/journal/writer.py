@@ -239,6 +239,31 @@ class Journal(StatusQueries, JournalQueries):
             cur = _insert_file(db, job_id, url, path, time.time(), fields, " ON CONFLICT(path) DO NOTHING")
             return cur.lastrowid if cur.rowcount == 1 else None
 
+    def add_files(self, rows: list[tuple[int, str, Path, dict[str, Any]]]) -> list[int | None]:
+        """New rows, (job id, url, path, fields) each, as :meth:`add_file`
+        adds one: in statements of many rows (each statement on the
+        engine's loop gives up the GIL); their ids, None for a path that
+        has a row already.  The rows' fields name the same columns."""
+        if not rows or sqlite3.sqlite_version_info < (3, 35):  # (no RETURNING before 3.35)
+            return [self.add_file(j, u, p, **f) for j, u, p, f in rows]
+        now = time.time()
+        ids: dict[str, int] = {}
+        with self.atomic() as db:
+            for i in range(0, len(rows), _ROWS_AT_ONCE):
+                chunk = rows[i:i + _ROWS_AT_ONCE]
+                cols = ["job_id", "url", "path", "state", "created", "updated", *chunk[0][3]]
+                cols = list(dict.fromkeys(cols))
+                values = []
+                for job_id, url, path, fields in chunk:
+                    row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued", "created": now,
+                           "updated": now, **fields}
+                    values += [row[c] for c in cols]
+                one = f"({', '.join('?' * len(cols))})"
+                for r in db.query(f"INSERT INTO files ({', '.join(cols)}) VALUES {', '.join([one] * len(chunk))} "
+                                  "ON CONFLICT(path) DO NOTHING RETURNING id, path", values):
+                    ids[r["path"]] = r["id"]
+        return [ids.get(str(p)) for _, _, p, _ in rows]
+
     def update_file(self, file_id: int, *, durable: bool = False, **fields: Any) -> None:
         fields["updated"] = time.time()
         with self.atomic(durable, one=True) as db:
@@ -329,6 +354,11 @@ class Journal(StatusQueries, JournalQueries):
         are the history)."""
         with self.atomic() as db:
             db.execute("DELETE FROM events WHERE kind = 'progress' AND time < ?", [older_than])
+
+
+#: Rows in one INSERT of :meth:`Journal.add_files` (about 25 columns each:
+#: SQLite takes 32,766 values in a statement since 3.32).
+_ROWS_AT_ONCE = 500
 
 
 def _insert_file(db: Db, job_id: int, url: str, path: Path, now: float, fields: dict[str, Any], tail: str = ""):

@@ -14,6 +14,7 @@ from ..disk import storage
 from ..values.errors import (
     BusyError,
     RemoteChangedError,
+    SegdlError,
     UsageError,
 )
 from .filerun import FileRun, Source
@@ -40,6 +41,7 @@ class Activation:
     def __init__(self, files: Files, journal: Journal, sched: Scheduler, settings: Settings, on_message) -> None:
         self.files, self.journal, self.sched, self.s, self.on_message = files, journal, sched, settings, on_message
         self._held: list[int] = []  # locks of failed files, released at shutdown
+        self._unwritten: list[tuple[FileRun, dict, object]] = []  # new small files carried whole: rows to add
 
     def activate(self, run: FileRun, sources: list[Source]) -> None:
         req = run.request
@@ -66,9 +68,14 @@ class Activation:
             run.job.root.check(final)  # not one outside the folder, through a symlink
             if self.existing.existing(run, final, remote):
                 return
-        row = self.journal.file_by_path(final)
-        if row is None and self._start_unwritten(run, remote):
+        if self._queue_unwritten(run, remote):
             return
+        self._start_written(run, remote, self.journal.file_by_path(final))
+
+    def _start_written(self, run: FileRun, remote: RemoteInfo, row: dict | None) -> None:
+        """The file starts from its part file: resumed, started over, or
+        written from what its probe carried; ``row``: its path's row."""
+        req, final = run.request, run.final
         if self.lock(run):  # before the journal or the part file is touched
             row = self.journal.file_by_path(final)  # (again: it may have changed before the lock)
         facts = self._facts(run, remote)
@@ -131,33 +138,50 @@ class Activation:
         file) and it starts as it is (not paused)."""
         return remote.first_bytes if remote.whole and not run.paused and run.lock is not None else None
 
-    def _start_unwritten(self, run: FileRun, remote: RemoteInfo) -> bool:
-        """A new small file its probe carried whole, whose digests match:
-        its row goes in as verified in this turn's synced commit, and its
-        part file is created, locked, written and renamed after that commit
-        by the finishing, off the loop (many small files: most of a file's
-        cost is the kernel's).  No journal row has its path, so no other
-        process is downloading it (its lock comes before its row): one that
-        starts meanwhile and takes the part file first fails this file as
-        busy.  False when it is not such a file."""
+    def _queue_unwritten(self, run: FileRun, remote: RemoteInfo) -> bool:
+        """A small file its probe carried whole, whose digests match, is
+        started by :meth:`add_unwritten` at the end of this turn's intake,
+        with the others of the turn: one INSERT for all their rows (each
+        statement on the loop gives up the GIL, and waits to take it back
+        from the probe thread).  False when it is not such a file."""
         if not remote.whole or run.paused or run.lock is not None:
             return False
-        data = remote.first_bytes
-        d = run.digests_of(data)
+        d = run.digests_of(remote.first_bytes)
         if mismatch(run, d) is not None:
             return False  # it fails as a file whose digest differs, from its part file
         facts = {**self._facts(run, remote), "state": "verified", "blake3": d.blake3, "sha256": d.sha256,
                  "git_sha1": d.git_sha1}
-        with self.journal.atomic(durable=True, one=True):
-            fid = self.journal.add_file(run.job.id, run.request.url, run.final, **facts)
-        if fid is None:
-            return False  # another process's row has its path now: started as any file, its part locked first
-        run.take_first_bytes()
-        self._begin(run, fid)
-        run.done = run.received = len(data)
-        run.unwritten = data
-        self.finishing.carried_verified(run, d)
+        self._unwritten.append((run, facts, d))
         return True
+
+    def add_unwritten(self) -> list[tuple[FileRun, SegdlError]]:
+        """New small files carried whole (:meth:`_queue_unwritten`): their
+        rows go in as verified in this turn's synced commit, and their part
+        files are created, locked, written and renamed after that commit by
+        the finishing, off the loop (many small files: most of a file's
+        cost is the kernel's).  A file whose path has a row already (a
+        failed download's, or another process's added since) starts as any
+        file, its part file locked first: one that another process takes
+        first fails as busy.  Returns the files that failed to start."""
+        batch, self._unwritten = self._unwritten, []
+        if not batch:
+            return []
+        with self.journal.atomic(durable=True):
+            ids = self.journal.add_files([(run.job.id, run.request.url, run.final, facts) for run, facts, _ in batch])
+        failed = []
+        for (run, _, d), fid in zip(batch, ids):
+            if fid is None:
+                try:
+                    self._start_written(run, run.remote, self.journal.file_by_path(run.final))
+                except SegdlError as e:
+                    failed.append((run, e))
+                continue
+            data = run.take_first_bytes()
+            self._begin(run, fid)
+            run.done = run.received = len(data)
+            run.unwritten = data
+            self.finishing.carried_verified(run, d)
+        return failed
 
     def _start_carried(self, run: FileRun, row: dict | None, old: list, facts: dict, data: bytes) -> None:
         """A small file its probe carried whole is verified at its start:

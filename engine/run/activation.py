@@ -18,6 +18,7 @@ from ..values.errors import (
     UsageError,
 )
 from .filerun import FileRun, Source
+from ..values.results import FileResult
 from .files import Files
 from ..rules.http import RemoteInfo
 from .finishing import mismatch
@@ -154,7 +155,7 @@ class Activation:
         self._unwritten.append((run, facts, d))
         return True
 
-    def add_unwritten(self) -> list[tuple[FileRun, SegdlError]]:
+    def add_unwritten(self) -> None:
         """New small files carried whole (:meth:`_queue_unwritten`): their
         rows go in as verified in this turn's synced commit, and their part
         files are created, locked, written and renamed after that commit by
@@ -162,26 +163,24 @@ class Activation:
         cost is the kernel's).  A file whose path has a row already (a
         failed download's, or another process's added since) starts as any
         file, its part file locked first: one that another process takes
-        first fails as busy.  Returns the files that failed to start."""
+        first fails as busy (it ends failed, alone)."""
         batch, self._unwritten = self._unwritten, []
         if not batch:
-            return []
+            return
         with self.journal.atomic(durable=True):
             ids = self.journal.add_files([(run.job.id, run.request.url, run.final, facts) for run, facts, _ in batch])
-        failed = []
         for (run, _, d), fid in zip(batch, ids):
             if fid is None:
                 try:
                     self._start_written(run, run.remote, self.journal.file_by_path(run.final))
                 except SegdlError as e:
-                    failed.append((run, e))
+                    self.finishing.settle(run, FileResult.failed(run.request.url, str(run.final), e))
                 continue
             data = run.take_first_bytes()
             self._begin(run, fid)
             run.done = run.received = len(data)
             run.unwritten = data
             self.finishing.carried_verified(run, d)
-        return failed
 
     def _start_carried(self, run: FileRun, row: dict | None, old: list, facts: dict, data: bytes) -> None:
         """A small file its probe carried whole is verified at its start:

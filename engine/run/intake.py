@@ -341,8 +341,7 @@ class Intake:
                         self.files.requeue(run, first=False)
                         continue
                 self.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
-        for run, e in self.activation.add_unwritten():
-            self.finishing.settle(run, FileResult.failed(run.request.url, self._shown(run), e))
+        self.activation.add_unwritten()
 
     def _shown(self, run: FileRun) -> str:
         """The path a result reports: the target, as far as it is known."""

@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..inputs.hubs.presence import intact, presence
-from ..run.activation import Activation
+from ..rules.http import why_changed
 from ..rules.lifecycle import COMPLETE, HASH_MISMATCH
 from ..inputs.naming import inside
 from ..values.errors import SegdlError
@@ -54,8 +54,6 @@ def job_input(body: dict, job: dict | None) -> tuple[str | None, list]:
         return ref, []
     return None, [request_from_spec(e) for e in job["spec"].get("requests", [])]
 
-
-why_restart = Activation.why_restart
 
 #: URLs of unknown size a review asks their server about (one small
 #: ranged GET each, as a download's first request), at most, and for at
@@ -96,7 +94,7 @@ def review(journal, dest: Path, requests, collection: str | None, probed: dict |
         if isinstance(f, SegdlError) and not f.retryable and state != "here":
             state, error = "unavailable", f.message  # (a slow or flaky server: not judged here)
         elif state == "here" and row is not None and f is not None and not isinstance(f, SegdlError) \
-                and why_restart(row, f):
+                and why_changed(row, f):
             state = "changed"  # its server has other content now (size, ETag, Last-Modified): as a rerun would see
         elif state != "here" and row is not None:
             if row["state"] == HASH_MISMATCH:

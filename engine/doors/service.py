@@ -82,9 +82,7 @@ class Service:
 
     def start(self) -> None:
         self.engine.start()
-        kept = self.journal.service_limits()  # (slow mode holds while the limit is the one it set)
-        self.journal.set_service_limits(self.s.max_speed or 0, self.s.max_file_speed or 0,
-                                        kept["slow_before"] if kept["max_speed"] == (self.s.max_speed or 0) else None)
+        self.journal.set_service_limits(self.s.max_speed or 0, self.s.max_file_speed or 0)
         resumed = self._unfinished_jobs()
         self.thread = threading.Thread(target=self._serve, name="segdl-engine", daemon=True)
         self.thread.start()

@@ -73,6 +73,9 @@ def _private(path: Path) -> bool:
     return True
 
 
+_KEPT = object()  # (set_service_limits: slow mode as the limit says)
+
+
 class Journal(StatusQueries, JournalQueries):
     def __init__(self, path: Path | str | None = None, *, readonly: bool = False,
                  handed_over: bool = False) -> None:
@@ -194,13 +197,18 @@ class Journal(StatusQueries, JournalQueries):
             db.execute("""DELETE FROM files WHERE path = ? AND id != ? AND state = 'queued'
                           AND NOT EXISTS (SELECT 1 FROM segments WHERE file_id = files.id)""", [str(path), keep])
 
-    def set_service_limits(self, max_speed: int, max_file_speed: int, slow_before: int | None = None) -> None:
+    def set_service_limits(self, max_speed: int, max_file_speed: int, slow_before: Any = _KEPT) -> None:
         """The service's limits, kept across restarts, and its slow mode
-        (``slow_before``: the limit it puts back; None: off).  A ``limits``
-        event when they change."""
+        (``slow_before``: the limit it puts back; None: off).  Not given,
+        slow mode holds while ``max_speed`` is the one it set, and ends
+        with another.  A ``limits`` event when they change."""
         with self.atomic() as db:
-            db.execute("UPDATE limits SET max_speed = ?, max_file_speed = ?, slow_before = ? WHERE id = 1",
-                       [max_speed, max_file_speed, slow_before])
+            if slow_before is _KEPT:  # (SET reads the row as it was before this UPDATE)
+                db.execute("UPDATE limits SET slow_before = CASE WHEN max_speed = ? THEN slow_before END, "
+                           "max_speed = ?, max_file_speed = ? WHERE id = 1", [max_speed, max_speed, max_file_speed])
+            else:
+                db.execute("UPDATE limits SET max_speed = ?, max_file_speed = ?, slow_before = ? WHERE id = 1",
+                           [max_speed, max_file_speed, slow_before])
 
     def set_paused(self, file_ids: list[int], paused: bool) -> None:
         with self.atomic() as db:
@@ -251,13 +259,9 @@ class Journal(StatusQueries, JournalQueries):
         with self.atomic() as db:
             for i in range(0, len(rows), _ROWS_AT_ONCE):
                 chunk = rows[i:i + _ROWS_AT_ONCE]
-                cols = ["job_id", "url", "path", "state", "created", "updated", *chunk[0][3]]
-                cols = list(dict.fromkeys(cols))
-                values = []
-                for job_id, url, path, fields in chunk:
-                    row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued", "created": now,
-                           "updated": now, **fields}
-                    values += [row[c] for c in cols]
+                built = [_file_row(job_id, url, path, now, fields) for job_id, url, path, fields in chunk]
+                cols = list(built[0])
+                values = [row[c] for row in built for c in cols]
                 one = f"({', '.join('?' * len(cols))})"
                 for r in db.query(f"INSERT INTO files ({', '.join(cols)}) VALUES {', '.join([one] * len(chunk))} "
                                   "ON CONFLICT(path) DO NOTHING RETURNING id, path", values):
@@ -361,10 +365,15 @@ class Journal(StatusQueries, JournalQueries):
 _ROWS_AT_ONCE = 500
 
 
+def _file_row(job_id: int, url: str, path: Path, now: float, fields: dict[str, Any]) -> dict[str, Any]:
+    """A new file's row: queued unless ``fields`` say otherwise."""
+    return {"job_id": job_id, "url": url, "path": str(path), "state": "queued", "created": now, "updated": now,
+            **fields}
+
+
 def _insert_file(db: Db, job_id: int, url: str, path: Path, now: float, fields: dict[str, Any], tail: str = ""):
-    """INSERT a file's row (queued unless ``fields`` say otherwise);
-    ``tail`` ends the statement (an ON CONFLICT clause)."""
-    row = {"job_id": job_id, "url": url, "path": str(path), "state": "queued", "created": now, "updated": now,
-           **fields}
+    """INSERT a file's row (see :func:`_file_row`); ``tail`` ends the
+    statement (an ON CONFLICT clause)."""
+    row = _file_row(job_id, url, path, now, fields)
     return db.execute(f"INSERT INTO files ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}){tail}",
                       list(row.values()))

@@ -218,6 +218,19 @@ class RemoteInfo:
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+def why_changed(row: dict, remote: RemoteInfo) -> str | None:
+    """Why the remote is not the file a journal row recorded (another
+    size, ETag or Last-Modified), or None: what restarts a download from
+    zero, and what a review calls changed upstream."""
+    if row["size"] != remote.size:
+        return f"the remote size changed ({row['size']} -> {remote.size})"
+    if row["etag"] and remote.etag and row["etag"] != remote.etag:
+        return f"the remote ETag changed ({row['etag']} -> {remote.etag})"
+    if row["last_modified"] and remote.last_modified and row["last_modified"] != remote.last_modified:
+        return "the remote Last-Modified changed"
+    return None
+
+
 def published_sha256(head: ResponseHead) -> str | None:
     """The sha256 of the whole file where the server publishes it, as hex:
     ``Repr-Digest: sha-256=:BASE64:`` (RFC 9530), the older ``Digest:

@@ -20,7 +20,7 @@ from ..values.errors import (
 from .filerun import FileRun, Source
 from ..values.results import FileResult
 from .files import Files
-from ..rules.http import RemoteInfo
+from ..rules.http import RemoteInfo, why_changed
 from .finishing import mismatch
 from ..journal.writer import Journal
 from ..inputs.naming import part_path, redact_url
@@ -92,7 +92,7 @@ class Activation:
             storage.prepare(run.lock, remote.size, keep=True)
         else:
             if row and row["state"] not in lifecycle.COMPLETE and old:
-                why = run.restart_reason or self.why_restart(row, remote) or (
+                why = run.restart_reason or why_changed(row, remote) or (
                     None if row["ranged"] else "the server does not support ranges, so a partial download cannot continue")
                 if why:
                     self.on_message(f"{final.name}: {why}; restarting from zero")
@@ -256,19 +256,8 @@ class Activation:
             return False
         if row["state"] in lifecycle.COMPLETE or row["state"] == lifecycle.HASH_MISMATCH:
             return False
-        if self.why_restart(row, remote) or not row["ranged"]:
+        if why_changed(row, remote) or not row["ranged"]:
             return False
         if storage.file_size(run.part) != remote.size:
             return False
         return bool(segments) or remote.size == 0
-
-    @staticmethod
-    def why_restart(row: dict, remote: RemoteInfo) -> str | None:
-        if row["size"] != remote.size:
-            return f"the remote size changed ({row['size']} -> {remote.size})"
-        if row["etag"] and remote.etag and row["etag"] != remote.etag:
-            return f"the remote ETag changed ({row['etag']} -> {remote.etag})"
-        if row["last_modified"] and remote.last_modified and row["last_modified"] != remote.last_modified:
-            return "the remote Last-Modified changed"
-        return None
-

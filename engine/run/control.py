@@ -62,11 +62,8 @@ class Control:
         limits, paused, self._seen_event = self.journal.control_changes(list(self.files.jobs), self._seen_event)
         if limits and self.limits.set(**{k: limits.get(k) for k in Limits.KEYS}) and self._serving:
             # (``segdl limit --job``): the service's limits now, kept and told
-            kept = self.journal.service_limits()  # (slow mode ends only with a new max_speed)
             self.journal.set_service_limits(self.limits.get("max_speed") or 0,
-                                            self.limits.get("max_file_speed") or 0,
-                                            kept["slow_before"] if kept["max_speed"] == (self.limits.get("max_speed") or 0)
-                                            else None)
+                                            self.limits.get("max_file_speed") or 0)
         for fid, flag in paused.items():
             run = self.files.runs.get(fid) or self.files.find_waiting(fid)
             if run is None or bool(flag) == run.paused:

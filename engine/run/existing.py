@@ -16,7 +16,7 @@ from ..values.errors import (
 )
 from .filerun import FileRun
 from .files import Files
-from ..rules.http import RemoteInfo
+from ..rules.http import RemoteInfo, why_changed
 from ..journal.writer import Journal
 from ..inputs.naming import part_path
 from ..values.request import Request
@@ -81,7 +81,7 @@ class Existing:
         ours = bool(row and row["state"] in lifecycle.COMPLETE and row["size"] == st.st_size
                     and row["mtime"] == st.st_mtime)
         if ours and self._expected(req, row):
-            why = self.activation.why_restart(row, remote) if remote is not None else None
+            why = why_changed(row, remote) if remote is not None else None
             if why is None:
                 self.finishing.settle(run, FileResult(req.url, str(final), "skipped", st.st_size, row["blake3"], row["sha256"]))
                 return True

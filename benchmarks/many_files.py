@@ -7,7 +7,7 @@
 
 Each round runs segdl (``-j 16 --max-connections 16 -q``, from an aria2
 input file) and curl + sync, each into a fresh folder; the output is
-checked (every file, its size) and deleted.  Reported: wall seconds
+checked (every file, its size) and deleted.  Reported: wall seconds and CPU seconds (the process tree's)
 (medians), the ratio, and for segdl the peak RSS of all its processes
 (sampled from /proc every 50 ms) and when nginx logged its first request.
 ``--first-request``: one segdl run only, stopped ``--hold`` seconds (10)
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,6 +90,7 @@ def run(argv: list[str], log: Path | None = None, stop_at_first: bool = False,
     """Run ``argv``, sampling the RSS of its process tree every 50 ms;
     ``stop_at_first``: stop ``hold`` seconds after nginx logged a request."""
     t0 = time.time()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak, first = 0, None
     while p.poll() is None and time.time() - t0 < timeout:
@@ -102,9 +104,11 @@ def run(argv: list[str], log: Path | None = None, stop_at_first: bool = False,
         p.kill()
     err = p.communicate()[1]
     wall = time.time() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the tree's, once each process was waited for
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     if log is not None and first is None:
         first = first_logged(log)
-    return {"wall": wall, "rc": p.returncode, "peak_rss_mb": peak / 1e6,
+    return {"wall": wall, "cpu_s": cpu, "rc": p.returncode, "peak_rss_mb": peak / 1e6,
             "first_request_s": None if first is None else first - t0, "stderr": err.decode()[-2000:]}
 
 

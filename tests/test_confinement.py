@@ -227,6 +227,66 @@ def test_a_part_file_swapped_while_it_downloads_is_neither_written_nor_renamed(o
     untouched(outside)
 
 
+# ------------------------------------------------- a file that appears meanwhile
+
+
+def test_a_file_that_appears_after_the_listing_is_not_replaced(mirror, outside, tmp_path):
+    """A new small file of a list is not looked for again at its start: its
+    job listed the folder once.  A file (or a symlink) that appears at its
+    name after that is never replaced: that file fails with exit 5, its
+    download left as the part file; the others of the list are done."""
+    root = tmp_path / "root"
+    root.mkdir()
+    urls = [mirror.url("/slowfirst/z.bin?delay=2"), mirror.url("/slowfirst/gone.bin?delay=2"),
+            mirror.url("y.bin")]
+    (tmp_path / "in.txt").write_text("".join(u + "\n" for u in urls))
+    p = subprocess.Popen([*SEGDL, "get", "-i", tmp_path / "in.txt", "-d", root, "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, SEGDL_JOURNAL=str(tmp_path / "j.sqlite")))
+    try:
+        deadline = time.monotonic() + 20
+        while not (mirror.requests("z.bin") and mirror.requests("gone.bin")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert mirror.requests("z.bin") and mirror.requests("gone.bin"), "no probe reached the mirror"
+        (root / "z.bin").write_bytes(PRECIOUS)  # while their answers are held back
+        (root / "gone.bin").symlink_to("../outside/precious.txt")
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 5, err
+    lines = by_name([json.loads(x) for x in out.splitlines()])
+    assert lines["y.bin"]["status"] == "done"
+    for name in ("z.bin", "gone.bin"):
+        assert lines[name]["exit_code"] == 5 and "appeared" in lines[name]["error"], lines[name]
+        part = root / (name + ".segdl-part")
+        assert part.stat().st_size == {"z.bin": 70_000, "gone.bin": 64 * 1024}[name]  # the download, kept
+    assert (root / "z.bin").read_bytes() == PRECIOUS
+    assert os.readlink(root / "gone.bin") == "../outside/precious.txt"
+    untouched(outside)
+
+
+def test_a_new_name_is_kept_without_renameat2_too(tmp_path, monkeypatch):
+    """Where the kernel or the file system has no RENAME_NOREPLACE, a look
+    just before the rename keeps a file that is there."""
+    from segdl.engine.disk import confine, storage
+    from segdl.engine.values.errors import ExistsError
+
+    monkeypatch.setattr(storage, "_libc", None)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "a.bin").write_bytes(PRECIOUS)
+    tree = confine.Root(root)
+    try:
+        [kept, landed] = storage.finalize_many([
+            (tree, root / "a.bin.segdl-part", root / "a.bin", 5, None, b"hello", False),
+            (tree, root / "b.bin.segdl-part", root / "b.bin", 5, None, b"world", False)])
+    finally:
+        tree.close()
+    assert isinstance(kept, ExistsError) and (root / "a.bin").read_bytes() == PRECIOUS
+    assert (root / "a.bin.segdl-part").read_bytes() == b"hello"
+    assert not isinstance(landed, Exception) and (root / "b.bin").read_bytes() == b"world"
+
+
 # ------------------------------------------------- the HF cache's links
 
 

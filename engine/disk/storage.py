@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .confine import Root, ident
-from ..values.errors import SegdlError, StorageError, UnsafePathError
+from ..values.errors import ExistsError, SegdlError, StorageError, UnsafePathError
 from ..inputs.naming import PART_SUFFIX
 
 
@@ -250,7 +250,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int] | None, bytes | None]]
+def finalize_many(items: list[tuple]
                   ) -> list[SegdlError | tuple[float, int]]:
     """Move verified part files to their final names, durably: each one's
     data (and the mtime the journal records to recognise it on a re-run)
@@ -263,7 +263,10 @@ def finalize_many(items: list[tuple[Root, Path, Path, int | None, tuple[int, int
     meanwhile waits with it (many small files: benchmarks/many_files.py).
     A batch of few files is fsynced file by file.
 
-    An item is (root, part, final, size, ident, data).  ``data``: the
+    An item is (root, part, final, size, ident, data[, replace]).
+    ``replace`` False: nothing was at the final name when the caller last
+    looked, and a file that appeared since is not replaced (ExistsError).
+    ``data``: the
     whole file, not written yet (a small file its probe carried): its part
     file is created, locked and written here, off the coordinator's loop.
     Otherwise the part file must still be the one downloaded (``ident``),
@@ -317,7 +320,7 @@ def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
     dev = os.fstat(whole).st_dev if whole is not None else None  # what one syncfs covers
     try:
         checked: list[tuple[int, tuple[int, int]]] = []
-        for i, (root, part, final, size, expect, data) in enumerate(items):
+        for i, (root, part, final, size, expect, data, *_) in enumerate(items):
             try:
                 if data is not None:
                     h = lock_part(root, part)
@@ -354,7 +357,8 @@ def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
             root, part, final = items[i][:3]
             try:
                 with disk_errors(f"cannot rename {part} to {final}"):
-                    out[i] = _rename(folders[(id(root), part.parent)], part, final, ino)
+                    out[i] = _rename(folders[(id(root), part.parent)], part, final, ino,
+                                     replace=items[i][6] if len(items[i]) > 6 else True)
                 renamed.setdefault((id(root), part.parent), []).append(i)
             except SegdlError as e:
                 out[i] = e
@@ -423,6 +427,8 @@ def _load_libc():
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syncfs.argtypes = [ctypes.c_int]
         libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        if hasattr(libc, "renameat2"):  # (glibc 2.28)
+            libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
     except (OSError, AttributeError):  # not Linux
         return None, None
     return libc, libc.syncfs
@@ -459,13 +465,41 @@ def _ready(root: Root, folder: int, part: Path, size: int | None, expect: tuple[
     return ident(st)
 
 
-def _rename(folder: int, part: Path, final: Path, ino: tuple[int, int]) -> tuple[float, int]:
-    os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+def _rename(folder: int, part: Path, final: Path, ino: tuple[int, int], replace: bool = True) -> tuple[float, int]:
+    if replace:
+        os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+    else:
+        _rename_new(folder, part, final)
     landed = os.stat(final.name, dir_fd=folder, follow_symlinks=False)
     if ident(landed) != ino:
         os.unlink(final.name, dir_fd=folder)  # swapped in between: it does not stay under the final name
         raise UnsafePathError(f"{part} was replaced while it was renamed; {final} is not written")
     return landed.st_mtime, landed.st_size
+
+
+_RENAME_NOREPLACE = 1
+
+
+def _rename_new(folder: int, part: Path, final: Path) -> None:
+    """Rename ``part`` to ``final`` only if nothing has that name
+    (``renameat2`` with ``RENAME_NOREPLACE``): ExistsError if something
+    does.  Where the file system or the kernel has no such rename, a look
+    just before a plain one."""
+    fn = getattr(_libc, "renameat2", None) if _libc is not None else None
+    if fn is not None:
+        if fn(folder, os.fsencode(part.name), folder, os.fsencode(final.name), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise ExistsError(f"{final} appeared while segdl downloaded it; the download is left in {part}")
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err))
+    try:
+        os.stat(final.name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
+        return
+    raise ExistsError(f"{final} appeared while segdl downloaded it; the download is left in {part}")
 
 
 def link_or_copy(root: Root, src: Path, final: Path) -> None:

@@ -65,7 +65,12 @@ class Activation:
         run.final, run.part, run.remote = final, part_path(final), remote
         if run.provisional is not None and run.provisional != final:
             self.intake.rename_provisional(run, final)
-        if final.exists():
+        # A small file carried whole whose name was not there when the job
+        # looked is not looked for again (each stat on this loop gave up the
+        # GIL and waited to take it back): its rename never replaces a file
+        # that appeared since.
+        run.new = self._new(run, final, remote)
+        if not run.new and final.exists():
             run.job.root.check(final)  # not one outside the folder, through a symlink
             if self.existing.existing(run, final, remote):
                 return
@@ -138,6 +143,13 @@ class Activation:
         """The whole file, when its probe carried every byte of it (a small
         file) and it starts as it is (not paused)."""
         return remote.first_bytes if remote.whole and not run.paused and run.lock is not None else None
+
+    @staticmethod
+    def _new(run: FileRun, final, remote: RemoteInfo) -> bool:
+        """Is ``run`` a small file carried whole whose name its folder did
+        not hold when the job first looked?"""
+        return (remote.whole and not run.paused and run.lock is None and not run.restarts
+                and final.name not in run.job.names_in(final.parent))
 
     def _queue_unwritten(self, run: FileRun, remote: RemoteInfo) -> bool:
         """A small file its probe carried whole, whose digests match, is

@@ -115,6 +115,9 @@ class FileRun:
     # written yet: the finishing writes it with its rename, off the loop.
     unwritten: bytes | None = None
     probed_by: int | None = None  # the worker that probed it (its ranges go there too)
+    # Its final name was not in its folder when the job looked, and was not
+    # looked at since: its rename must not replace a file that appeared.
+    new: bool = False
 
     def move(self, state: str) -> None:
         """The one place a run changes state (see lifecycle.py)."""

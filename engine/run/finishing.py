@@ -185,7 +185,8 @@ class Finishing:
         items = []
         for fid, _ in batch:
             r = self.files.runs[fid]
-            items.append((r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None, r.unwritten))
+            items.append((r.job.root, r.part, r.final, r.remote.size, r.lock.ident if r.lock else None, r.unwritten,
+                          not r.new))
             r.unwritten = None
         return items
 

@@ -485,21 +485,23 @@ def _rename_new(folder: int, part: Path, final: Path) -> None:
     (``renameat2`` with ``RENAME_NOREPLACE``): ExistsError if something
     does.  Where the file system or the kernel has no such rename, a look
     just before a plain one."""
-    fn = getattr(_libc, "renameat2", None) if _libc is not None else None
+    fn = getattr(_libc, "renameat2", None)  # (None without a libc)
     if fn is not None:
         if fn(folder, os.fsencode(part.name), folder, os.fsencode(final.name), _RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
-        if err == errno.EEXIST:
-            raise ExistsError(f"{final} appeared while segdl downloaded it; the download is left in {part}")
         if err not in (errno.EINVAL, errno.ENOSYS):
-            raise OSError(err, os.strerror(err))
+            raise _appeared(part, final) if err == errno.EEXIST else OSError(err, os.strerror(err))
     try:
         os.stat(final.name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
         os.rename(part.name, final.name, src_dir_fd=folder, dst_dir_fd=folder)
         return
-    raise ExistsError(f"{final} appeared while segdl downloaded it; the download is left in {part}")
+    raise _appeared(part, final)
+
+
+def _appeared(part: Path, final: Path) -> ExistsError:
+    return ExistsError(f"{final} appeared while segdl downloaded it; the download is left in {part}")
 
 
 def link_or_copy(root: Root, src: Path, final: Path) -> None:

@@ -11,6 +11,8 @@ import time
 from concurrent.futures import Future
 from typing import Callable, Iterator
 
+from multiprocess import connection
+
 from ..values.errors import SegdlError
 from ..values.messages import Release, Stop, Wakeup
 from .worker import WorkerSettings, run_worker
@@ -99,17 +101,32 @@ class Workers:
 
     def stop(self, last_words: Callable[[object], None], wait: float = 10.0) -> None:
         """Ask every worker to stop; hand each report that comes meanwhile
-        (their last durable positions) to ``last_words``."""
+        (their last durable positions) to ``last_words``.  Returns as soon
+        as the last worker has exited (its process's sentinel says so), not
+        at the next poll of the report queue."""
         for q in self._orders:
             q.put(Stop())
         deadline = time.monotonic() + wait
-        while any(p.is_alive() for p in self._procs) and time.monotonic() < deadline:
-            try:
-                ev = self._events.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            except (EOFError, OSError):
+        while self._drain(last_words):
+            alive = [p.sentinel for p in self._procs if p.exitcode is None]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
                 break
+            # Short, so a worker's report that fills the pipe meanwhile
+            # (its feeder thread then waits for us) is read soon.
+            connection.wait(alive, timeout=min(left, 0.01))
+        self._drain(last_words)  # what a worker said just before it exited
+
+    def _drain(self, last_words: Callable[[object], None]) -> bool:
+        """Hand every report already queued to ``last_words``; False when
+        the queue is broken (nothing more will come)."""
+        while True:
+            try:
+                ev = self._events.get_nowait()
+            except queue.Empty:
+                return True
+            except (EOFError, OSError):
+                return False
             last_words(ev)
 
     def reap(self) -> None:

@@ -9,6 +9,7 @@ import queue
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import blake3
@@ -87,6 +88,63 @@ class _Events:
 
     def put(self, ev):
         self.q.put(ev)
+
+
+def _cached(path: Path, start: int, end: int) -> bool:
+    """Are the bytes in the page cache?  (mincore(2) on a mapping of the
+    file: it looks without reading, unlike a read, which would start a
+    readahead.)"""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    page = mmap.PAGESIZE
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) as m:
+        view = ctypes.c_char.from_buffer(m)
+        first, last = start // page, -(-end // page)
+        vec = ctypes.create_string_buffer(last - first)
+        try:
+            at = ctypes.addressof(view) + first * page
+            assert libc.mincore(at, (last - first) * page, vec) == 0, ctypes.get_errno()
+            return all(b & 1 for b in vec.raw)
+        finally:
+            del view  # (the mapping cannot close while it is exported)
+
+
+def test_the_bytes_a_hasher_lets_go_of_are_read_ahead_into_memory(tmp_path):
+    """A buffer over the budget is let go (it is written, not hashed yet:
+    a gap lies before it).  Its bytes are read into the page cache in the
+    background, so the frontier does not read them from the disk when the
+    gap is filled, after the download."""
+    size = 4 * MiB
+    data = random.Random(5).randbytes(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)  # as the writers' O_DIRECT left them
+    os.close(fd)
+    if _cached(path, MiB, size):
+        pytest.skip("this file system keeps the bytes in memory anyway")
+    pool = StagePool(16, 256 * 1024)
+    events = _Events()
+    h = Hasher(0, events, pool, budget=0)  # nothing is kept ahead of the frontier
+    h.start()
+    h.track(1, str(path), size, False, on_disk=[])
+    for start in range(MiB, size, 256 * 1024):  # [0, 1 MiB) is the gap
+        s = pool.take(start)
+        s.put(data[start:start + 256 * 1024])
+        h.written(1, s)
+    deadline = time.monotonic() + 10
+    while not _cached(path, MiB, size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _cached(path, MiB, size)
+    assert not _cached(path, 0, MiB)  # only what was let go
+    h.on_disk(1, 0, MiB)  # the gap is filled
+    h.digest(1, size)
+    ev = events.q.get(timeout=30)
+    assert ev.why is None and ev.blake3 == blake3.blake3(data).hexdigest()
 
 
 @pytest.mark.parametrize("budget", [64 * MiB, 2 * 256 * 1024, 0])

@@ -366,3 +366,16 @@ def test_a_process_forked_after_a_side_by_side_sync_syncs_side_by_side_too(tmp_p
     finally:
         for fd in fds:
             os.close(fd)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 4096, 16 * 1024, 16 * 1024 + 1, 3 * MiB + 7])
+def test_a_file_held_in_memory_gets_the_digests_of_the_same_file_on_disk(tmp_path, size):
+    """A small file its probe carried is hashed from memory: the digests
+    are those of its bytes on disk."""
+    from segdl.engine.disk.verify import digest_bytes, digest_file
+
+    data = random.Random(size).randbytes(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert digest_bytes(data, sha256=True, git_sha1=True) == digest_file(path, sha256=True, git_sha1=True)
+    assert digest_bytes(data).blake3 == blake3.blake3(data).hexdigest()

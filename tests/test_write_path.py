@@ -127,6 +127,12 @@ def test_the_bytes_a_hasher_lets_go_of_are_read_ahead_into_memory(tmp_path):
     os.close(fd)
     if _cached(path, MiB, size):
         pytest.skip("this file system keeps the bytes in memory anyway")
+    probe = tmp_path / "probe"
+    probe.write_bytes(data[:MiB])
+    with open(probe, "rb") as fh:
+        fh.read()
+    if not _cached(probe, 0, MiB):
+        pytest.skip("reads here do not go through the page cache")
     pool = StagePool(16, 256 * 1024)
     events = _Events()
     h = Hasher(0, events, pool, budget=0)  # nothing is kept ahead of the frontier
@@ -145,6 +151,34 @@ def test_the_bytes_a_hasher_lets_go_of_are_read_ahead_into_memory(tmp_path):
     h.digest(1, size)
     ev = events.q.get(timeout=30)
     assert ev.why is None and ev.blake3 == blake3.blake3(data).hexdigest()
+
+
+def test_a_read_ahead_is_skipped_once_it_is_of_no_use(tmp_path):
+    """A range the frontier has passed, a file no longer tracked, and
+    something not a file at its name (a FIFO: opening it would wait) are
+    not read."""
+    from segdl.engine.disk.hashing import Extents, Prefetcher, _File
+
+    path = tmp_path / "f"
+    path.write_bytes(random.Random(9).randbytes(2 * MiB))
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 2 * MiB, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    if _cached(path, 0, 2 * MiB):
+        pytest.skip("this file system keeps the bytes in memory anyway")
+    buf = memoryview(bytearray(MiB))
+    passed = _File(str(path), 2 * MiB, None, None, Extents(), frontier=MiB)
+    Prefetcher._read(buf, passed, 0, MiB)
+    gone = _File(str(path), 2 * MiB, None, None, Extents(), gone=True)
+    Prefetcher._read(buf, gone, MiB, 2 * MiB)
+    assert not _cached(path, 0, 2 * MiB)
+    live = _File(str(path), 2 * MiB, None, None, Extents())
+    Prefetcher._read(buf, live, MiB, 2 * MiB)
+    assert _cached(path, MiB, 2 * MiB)  # (the same call reads when it is of use)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    Prefetcher._read(buf, _File(str(fifo), MiB, None, None, Extents()), 0, MiB)  # returns at once
 
 
 @pytest.mark.parametrize("budget", [64 * MiB, 2 * 256 * 1024, 0])

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import stat
 import threading
 from dataclasses import dataclass, field
 
@@ -81,6 +82,7 @@ class _File:
     pending: dict = field(default_factory=dict)  # start -> Stage, written, ahead of the frontier
     read_back: int = 0  # bytes hashed from disk rather than memory
     broken: str | None = None  # why its digest cannot be made here (the file is hashed from disk)
+    gone: bool = False  # no longer tracked (ended, restarted, forgotten)
 
 
 class Hasher(threading.Thread):
@@ -95,7 +97,7 @@ class Hasher(threading.Thread):
         self.held = 0
         self.jobs: queue.Queue = queue.Queue()
         self.files: dict[int, _File] = {}
-        self.prefetcher: Prefetcher | None = None  # started when a buffer is first let go
+        self.prefetcher: Prefetcher | None | bool = None  # started when a buffer is first let go; False: none
 
     # ---------------------------------------------------------- from others
 
@@ -250,13 +252,19 @@ class Hasher(threading.Thread):
             _, f, start = far
             end = f.pending[start].end
             self._release(f, start)
-            self._prefetch(f.path, start, end)
+            self._prefetch(f, start, end)
 
-    def _prefetch(self, path: str, start: int, end: int) -> None:
+    def _prefetch(self, f: _File, start: int, end: int) -> None:
         if self.prefetcher is None:
-            self.prefetcher = Prefetcher(self.index)
-            self.prefetcher.start()
-        self.prefetcher.add(path, start, end)
+            try:
+                p = Prefetcher(self.index)
+                p.start()
+            except Exception:  # no thread to be had (a limit): the frontier reads from the disk, as before
+                self.prefetcher = False
+                return
+            self.prefetcher = p
+        if self.prefetcher:
+            self.prefetcher.add(f, start, end)
 
     def _release(self, f: _File, start: int) -> None:
         st = f.pending.pop(start)
@@ -266,6 +274,7 @@ class Hasher(threading.Thread):
     def _drop(self, file: int) -> None:
         f = self.files.pop(file, None)
         if f is not None:
+            f.gone = True  # (its prefetches are not read any more)
             for start in list(f.pending):
                 self._release(f, start)
 
@@ -281,30 +290,38 @@ class Prefetcher(threading.Thread):
     meanwhile, off the hasher's thread, costs a memory copy and the same
     disk reads, earlier.  (``POSIX_FADV_WILLNEED`` does not do it: the
     kernel reads at most one readahead window per call.)  A failure only
-    means the frontier reads from the disk, as before."""
+    means the frontier reads from the disk, as before; a range the
+    frontier has passed, or of a file no longer tracked, is skipped."""
 
     def __init__(self, index: int) -> None:
         super().__init__(name=f"segdl-prefetch-{index}", daemon=True)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
 
-    def add(self, path: str, start: int, end: int) -> None:
-        self.jobs.put((path, start, end))
+    def add(self, f: _File, start: int, end: int) -> None:
+        self.jobs.put((f, start, end))
 
     def run(self) -> None:
         buf = memoryview(bytearray(PREFETCH_STEP))
         while True:
-            path, start, end = self.jobs.get()
+            f, start, end = self.jobs.get()
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                while start < end:
-                    n = os.preadv(fd, [buf[:min(PREFETCH_STEP, end - start)]], start)
-                    if n <= 0:
-                        break
-                    start += n
-            except OSError:
+                self._read(buf, f, start, end)
+            except Exception:  # advice only (a file gone, a platform without preadv)
                 pass
-            finally:
-                os.close(fd)
+
+    @staticmethod
+    def _read(buf: memoryview, f: _File, start: int, end: int) -> None:
+        # (The hasher's thread moves the frontier; a stale look only costs a read.)
+        if f.gone or f.broken or f.frontier >= end:
+            return
+        fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return  # (something else at its name now: never wait on it)
+            while start < end and not f.gone and f.frontier < end:
+                n = os.preadv(fd, [buf[:min(PREFETCH_STEP, end - start)]], start)
+                if n <= 0:
+                    break
+                start += n
+        finally:
+            os.close(fd)

@@ -413,3 +413,31 @@ def test_a_file_held_in_memory_gets_the_digests_of_the_same_file_on_disk(tmp_pat
     path.write_bytes(data)
     assert digest_bytes(data, sha256=True, git_sha1=True) == digest_file(path, sha256=True, git_sha1=True)
     assert digest_bytes(data).blake3 == blake3.blake3(data).hexdigest()
+
+
+def test_a_bug_in_the_hasher_costs_a_read_from_disk_not_a_hang(tmp_path, monkeypatch):
+    """The coordinator waits for a worker's digest with no deadline.  An
+    unexpected error while a digest is made still answers (no digest, and
+    why: the file is then hashed from disk), and the hasher goes on with
+    the next file."""
+    data = random.Random(4).randbytes(300_000)
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(data)
+    pool = StagePool(8, 256 * 1024)
+    events = _Events()
+    h = Hasher(0, events, pool, MiB)
+    real = Hasher._digest
+
+    def broken_for_a(self, file, f, size):
+        if file == 1:
+            raise KeyError("a bug")
+        return real(self, file, f, size)
+
+    monkeypatch.setattr(Hasher, "_digest", broken_for_a)
+    h.start()
+    for fid, name in ((1, "a"), (2, "b")):
+        h.track(fid, str(tmp_path / name), len(data), False, on_disk=[(0, len(data))])
+        h.digest(fid, len(data))
+    first, second = events.q.get(timeout=30), events.q.get(timeout=30)
+    assert (first.file, first.blake3) == (1, None) and "KeyError" in first.why
+    assert (second.file, second.blake3, second.why) == (2, blake3.blake3(data).hexdigest(), None)

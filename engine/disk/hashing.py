@@ -129,6 +129,12 @@ class Hasher(threading.Thread):
                 self._handle(job, kind, file, f)
             except OSError as e:  # reading back failed: this file is hashed from disk later
                 self._break(f, f"cannot read it back: {e.strerror or e}")
+            except Exception as e:  # a bug: this file is hashed from disk, the thread goes on
+                why = f"hashing failed: {type(e).__name__}: {e}"
+                self._break(f, why)
+                if kind == "digest":  # the coordinator waits for an answer: it must come
+                    self._drop(file)
+                    self.events.put(Hashed(self.index, file, None, None, 0, why))
 
     def _handle(self, job, kind: str, file: int, f: _File | None) -> None:
         if kind == "stage":

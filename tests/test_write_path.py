@@ -112,6 +112,26 @@ def _cached(path: Path, start: int, end: int) -> bool:
             del view  # (the mapping cannot close while it is exported)
 
 
+def _uncached_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and drop it from the page cache, as the
+    writers' O_DIRECT leaves their bytes; skip where the page cache cannot
+    be watched that way (a file system that keeps every byte in memory, or
+    one whose reads do not go through it)."""
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, len(data), os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    if _cached(path, 0, len(data)):
+        pytest.skip("this file system keeps the bytes in memory anyway")
+    probe = path.with_name(path.name + ".probe")
+    probe.write_bytes(data[:MiB])
+    with open(probe, "rb") as fh:
+        fh.read()
+    if not _cached(probe, 0, min(MiB, len(data))):
+        pytest.skip("reads here do not go through the page cache")
+
+
 def test_the_bytes_a_hasher_lets_go_of_are_read_ahead_into_memory(tmp_path):
     """A buffer over the budget is let go (it is written, not hashed yet:
     a gap lies before it).  Its bytes are read into the page cache in the
@@ -120,19 +140,7 @@ def test_the_bytes_a_hasher_lets_go_of_are_read_ahead_into_memory(tmp_path):
     size = 4 * MiB
     data = random.Random(5).randbytes(size)
     path = tmp_path / "f"
-    path.write_bytes(data)
-    fd = os.open(path, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)  # as the writers' O_DIRECT left them
-    os.close(fd)
-    if _cached(path, MiB, size):
-        pytest.skip("this file system keeps the bytes in memory anyway")
-    probe = tmp_path / "probe"
-    probe.write_bytes(data[:MiB])
-    with open(probe, "rb") as fh:
-        fh.read()
-    if not _cached(probe, 0, MiB):
-        pytest.skip("reads here do not go through the page cache")
+    _uncached_file(path, data)
     pool = StagePool(16, 256 * 1024)
     events = _Events()
     h = Hasher(0, events, pool, budget=0)  # nothing is kept ahead of the frontier
@@ -160,13 +168,7 @@ def test_a_read_ahead_is_skipped_once_it_is_of_no_use(tmp_path):
     from segdl.engine.disk.hashing import Extents, Prefetcher, _File
 
     path = tmp_path / "f"
-    path.write_bytes(random.Random(9).randbytes(2 * MiB))
-    fd = os.open(path, os.O_RDONLY)
-    os.fsync(fd)
-    os.posix_fadvise(fd, 0, 2 * MiB, os.POSIX_FADV_DONTNEED)
-    os.close(fd)
-    if _cached(path, 0, 2 * MiB):
-        pytest.skip("this file system keeps the bytes in memory anyway")
+    _uncached_file(path, random.Random(9).randbytes(2 * MiB))
     buf = memoryview(bytearray(MiB))
     passed = _File(str(path), 2 * MiB, None, None, Extents(), frontier=MiB)
     Prefetcher._read(buf, passed, 0, MiB)

@@ -15,6 +15,7 @@ from multiprocess import connection
 
 from ..values.errors import SegdlError
 from ..values.messages import Release, Stop, Wakeup
+from .channel import use_c_pickler
 from .worker import WorkerSettings, run_worker
 
 
@@ -22,6 +23,7 @@ class Workers:
     """Order queues, the report queue, and which worker tracks which file."""
 
     def __init__(self, ctx, count: int, settings: WorkerSettings) -> None:
+        use_c_pickler()
         self._events = ctx.Queue()
         self._orders = [ctx.Queue() for _ in range(count)]
         self._tracked: dict[int, int] = {}  # file id -> the worker hashing it as it is written

@@ -71,8 +71,10 @@ def line(*pieces: "str | tuple[str, str]") -> "Text":
 
 
 def say(message: str, colour: str | None = "yellow") -> None:
-    """``segdl: message`` on stderr, the prefix in ``colour`` (None: plain)."""
-    err.print(line(("segdl:", colour or ""), " ", message))
+    """``segdl: message`` on stderr, the prefix in ``colour`` (None: plain).
+    Never broken into lines by segdl (the terminal wraps it): a path or a
+    URL in it must stay whole to be copied."""
+    err.print(line(("segdl:", colour or ""), " ", message), soft_wrap=True)
 
 
 def cell(text: str, style: str = "") -> "Text":

@@ -49,13 +49,15 @@ def make_console(*, stderr: bool = False, **kw) -> "Console":
 
 
 class LazyConsole:
-    """stderr's console, made on first use."""
+    """stderr's console for segdl's messages, made on first use.  It never
+    breaks a message into lines itself (the terminal wraps it for show):
+    a path or a URL in one must stay whole to be copied."""
 
     _console: "Console | None" = None
 
     def __getattr__(self, name: str):
         if self._console is None:
-            self._console = make_console(stderr=True)
+            self._console = make_console(stderr=True, soft_wrap=True)
         return getattr(self._console, name)
 
 
@@ -71,10 +73,8 @@ def line(*pieces: "str | tuple[str, str]") -> "Text":
 
 
 def say(message: str, colour: str | None = "yellow") -> None:
-    """``segdl: message`` on stderr, the prefix in ``colour`` (None: plain).
-    Never broken into lines by segdl (the terminal wraps it): a path or a
-    URL in it must stay whole to be copied."""
-    err.print(line(("segdl:", colour or ""), " ", message), soft_wrap=True)
+    """``segdl: message`` on stderr, the prefix in ``colour`` (None: plain)."""
+    err.print(line(("segdl:", colour or ""), " ", message))
 
 
 def cell(text: str, style: str = "") -> "Text":

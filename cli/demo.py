@@ -95,7 +95,7 @@ def demo(
                      ("segdl get URL... -d DIR", "your own files (or -i manifest.json)"),
                      (f"segdl pause TARGET{j}", "in another terminal, while a job runs"),
                      ("Ctrl-C, then the same command", "it continues where it stopped")]
-            err.print("Try next:\n" + "\n".join(f"  {shown(c)}\n      {w}" for c, w in tips), soft_wrap=True)
+            err.print("Try next:\n" + "\n".join(f"  {shown(c)}\n      {w}" for c, w in tips))
     finally:
         if keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -176,16 +176,19 @@ def test_serve_says_where_its_token_is(tmp_path):
 
 def test_a_message_keeps_a_long_path_and_url_whole(tmp_path):
     """segdl's messages are never broken into lines by segdl (a terminal
-    wraps them for show): a token file's path or a login URL longer than
-    the terminal is copied whole.  (It was cut at 80 columns in a pipe.)"""
+    wraps them for show): a token file's path, a login URL or the demo's
+    folder longer than the terminal is copied whole.  (They were cut at
+    80 columns in a pipe.)"""
     deep = "/".join(["a-rather-long-folder-name"] * 6) + "/serve.token"
     url = "http://127.0.0.1:8080/login?code=" + "x" * 60
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    p = subprocess.run([sys.executable, "-c", "from segdl.cli.console import say; import sys; "
-                        "say(f'token in {sys.argv[1]}; open the page: {sys.argv[2]}')", deep, url],
+    p = subprocess.run([sys.executable, "-c", "from segdl.cli.console import err, say; import sys; "
+                        "say(f'token in {sys.argv[1]}; open the page: {sys.argv[2]}'); "
+                        "err.print(f'segdl demo: 4 of 4 files verified by blake3, in {sys.argv[1]}')", deep, url],
                        env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert f"token in {deep}; open the page: {url}" in p.stderr, p.stderr
+    assert f"verified by blake3, in {deep}" in p.stderr, p.stderr
 
 
 @pytest.mark.parametrize("args, module, extra", [

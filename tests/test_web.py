@@ -542,6 +542,36 @@ def test_slow_mode_is_the_services(browser, serve):
     assert errors == []
 
 
+
+def test_a_slow_mode_change_on_its_way_is_not_undone_by_an_earlier_event(browser, serve):
+    """While the page's request to turn slow mode on is on its way, a
+    limits event (another client's change, or the answer to one made just
+    before) must not untick the box the person just ticked.  (Under load,
+    the event of a global limit set a moment before did.)"""
+    limits = lambda: serve.call("GET", "/service")[1]["limits"]  # noqa: E731
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    log_in(page, serve)
+    page.fill("#slow-rate", "256K")
+    held = []
+    page.route("**/limits", lambda route: held.append(route) if route.request.method == "PATCH"
+               else route.continue_())
+    page.check("#slow-mode")  # its PATCH is held here
+    for _ in range(50):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the page asked for slow mode"
+    status, _ = serve.call("PATCH", "/limits", {"max_speed": 30 * MiB})  # another client's change
+    assert status == 200
+    expect(page.locator("#global-limit")).to_have_value("30M")  # its event has reached the page
+    expect(page.locator("#slow-mode")).to_be_checked()
+    held[0].continue_()
+    until(lambda: limits()["slow"] is True and limits()["max_speed"] == 256 * KiB, 10)
+    expect(page.locator("#slow-mode")).to_be_checked()
+    assert errors == []
+
 # How much of the chart's width, from the right, has ink.
 INKED = """() => { const c = document.getElementById('chart');
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;

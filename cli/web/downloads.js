@@ -223,10 +223,13 @@ export async function retryFailed(ids) {
 // The global limit and slow mode as the service keeps them (its limits:
 // GET /service, PATCH /limits's answer, the limits event), so a reload or
 // a second page shows the same.
+// While a change of slow mode is on its way, its box shows what was asked:
+// an earlier answer or limits event arriving meanwhile would untick it.
+let slowAsked = false;
 export function showLimits() {
   const l = store.limits, input = $('global-limit'), slowRate = $('slow-rate');
   if (document.activeElement !== input) input.value = rateText(l.max_speed);
-  $('slow-mode').checked = !!l.slow;
+  if (!slowAsked) $('slow-mode').checked = !!l.slow;
   if (l.slow && l.max_speed && document.activeElement !== slowRate) slowRate.value = rateText(l.max_speed);
 }
 // Slow mode: on, the slow limit now (the service remembers the one before);
@@ -237,7 +240,9 @@ async function slowMode(on) {
     try { body = { slow: true, max_speed: parseRate($('slow-rate').value) }; } catch (e) { showLimits(); return say(e.message, true); }
     if (!body.max_speed) { showLimits(); return say('give slow mode a limit first (e.g. 256K)', true); }
   }
-  const r = await act(() => api('PATCH', '/limits', body));
+  slowAsked = true;
+  let r;
+  try { r = await act(() => api('PATCH', '/limits', body)); } finally { slowAsked = false; }
   if (r) store.limits = r;
   showLimits();
 }

@@ -116,3 +116,17 @@ def test_workers_forked_before_a_manifest_is_read_serve_the_engine_that_matches_
         finally:
             c._shutdown()
             journal.close()
+
+
+def test_a_target_is_known_by_any_spelling_of_its_path_until_freed():
+    """The engine's targets (which job writes which final path) match a
+    path however it is spelt, and forget it when freed."""
+    from segdl.engine.run.files import Files
+
+    files = Files()
+    files.claim_target(Path("/d//x/./a.bin"), 7)
+    assert files.writer_of(Path("/d/x/a.bin")) == 7
+    assert files.writer_of(Path("/d/x/b.bin")) is None
+    files.free_target(Path("/d/x//a.bin"))
+    assert files.writer_of(Path("/d/x/a.bin")) is None
+    files.free_target(None)  # a run that never had a target

@@ -237,9 +237,9 @@ class Finishing:
             run.request.url, str(run.final), status, size,
             d.blake3 if d else None, d.sha256 if d else None,
             error.message if error else None, error.exit_code if error else 0,
-            round(time.monotonic() - run.started, 3), run.received,
+            round(time.monotonic() - run.started, 3), size if run.received == size else run.received,
             len(run.conns), ",".join(sorted(p for p in run.protocols if p)) or None,
-            round(run.connect_s * 1000, 1), round(run.tls_s * 1000, 1),
+            _ms(run.connect_s), _ms(run.tls_s),
         ))
         self.retire(run)
         self.on_result(run.job.results[run.index])
@@ -334,3 +334,11 @@ def _identity(root) -> tuple[int, int] | None:
         return root.identity()
     except (OSError, SegdlError):
         return None
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds, to 0.1.  A job keeps every file's result to its end:
+    a file that opened no connection of its own (one its probe brought
+    whole) shares one 0.0 instead of holding two new floats (100,000
+    files: about 5 MB)."""
+    return round(seconds * 1000, 1) if seconds else 0.0

@@ -331,6 +331,11 @@ def test_aria2_duplicate_paths_and_urls():
     usage("http://h/1\n  out=a.bin\nhttp://h/2\n  dir=.\n  out=./a.bin\n",
           match=r"^m:5: path 'a\.bin' is already used by the download on line 1")
     usage("http://h/1\nhttp://h/1\n", match=r"^m:2: URL 'http://h/1' is already downloaded by the download on line 1")
+    # a path under another's, at any depth, either way round
+    usage("http://h/1\n  out=x/y/z.bin\nhttp://h/2\n  out=x/y\n",
+          match=r"^m:4: path 'x/y' is a folder of the path of the download on line 1$")
+    usage("http://h/1\n  out=x/y\nhttp://h/2\n  out=x/y/z.bin\n",
+          match=r"^m:4: path 'x/y/z\.bin' needs 'x/y' as a folder, but the download on line 1 writes a file there$")
     # the same URL twice is fine when each gets its own name
     m = parse_input("http://h/1\n  out=a\nhttp://h/1\n  out=b\n")
     assert [r.path for r in m.requests] == ["a", "b"]

@@ -249,36 +249,46 @@ def mirrors_of(primary: str, urls: list[str]) -> tuple[str, ...]:
 class Claims:
     """Catches two downloads writing the same file: the same normalised path,
     a path that is a folder of another's path, or the same URL twice with
-    the name left to the server."""
+    the name left to the server.  ``who`` names a download in the message
+    about a clash: a string, or an aria2 input file's line number."""
 
     def __init__(self) -> None:
-        self.files: dict[str, str] = {}  # NFC path -> who
-        self.folders: dict[str, str] = {}  # NFC folder -> first who put a file under it
-        self.unnamed: dict[str, str] = {}  # URL -> who (path None)
+        self.files: dict[str, str | int] = {}  # NFC path -> who
+        self.folders: dict[str, str | int] = {}  # NFC folder -> first who put a file under it
+        self.unnamed: dict[str, str | int] = {}  # URL -> who (path None)
 
-    def claim(self, req: Request, who: str) -> None:
+    def claim(self, req: Request, who: str | int) -> None:
         if req.path is None:
             other = self.unnamed.get(req.url)
             if other is not None:
-                raise Problem(f"URL {quoted(req.url)} is already downloaded by {other} (give each a path)")
+                raise Problem(f"URL {quoted(req.url)} is already downloaded by {_who(other)} (give each a path)")
             self.unnamed[req.url] = who
             return
-        key = unicodedata.normalize("NFC", req.path)
-        other = self.files.get(key)
+        key = req.path if req.path.isascii() else unicodedata.normalize("NFC", req.path)
+        files, folders = self.files, self.folders
+        other = files.get(key)
         if other is not None:
-            raise Problem(f"path {quoted(req.path)} is already used by {other}")
-        other = self.folders.get(key)
+            raise Problem(f"path {quoted(req.path)} is already used by {_who(other)}")
+        other = folders.get(key)
         if other is not None:
-            raise Problem(f"path {quoted(req.path)} is a folder of the path of {other}")
-        parts = key.split("/")
-        for i in range(1, len(parts)):
-            folder = "/".join(parts[:i])
-            other = self.files.get(folder)
+            raise Problem(f"path {quoted(req.path)} is a folder of the path of {_who(other)}")
+        end = key.find("/")
+        while end >= 0:
+            folder = key[:end]
+            other = files.get(folder)
             if other is not None:
-                raise Problem(f"path {quoted(req.path)} needs {quoted(folder)} as a folder, but {other} writes a file there")
-        self.files[key] = who
-        for i in range(1, len(parts)):
-            self.folders.setdefault("/".join(parts[:i]), who)
+                raise Problem(f"path {quoted(req.path)} needs {quoted(folder)} as a folder, "
+                              f"but {_who(other)} writes a file there")
+            end = key.find("/", end + 1)
+        files[key] = who
+        end = key.find("/")
+        while end >= 0:
+            folders.setdefault(key[:end], who)
+            end = key.find("/", end + 1)
+
+
+def _who(who: str | int) -> str:
+    return f"the download on line {who}" if isinstance(who, int) else who
 
 
 def strip_bom(text: str) -> str:

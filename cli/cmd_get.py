@@ -55,9 +55,9 @@ def run_job(requests: list[Request], settings: Settings, *, as_json: bool, quiet
     except SegdlError as e:
         raise fail(e)
     if not as_json and not quiet:
-        from .render import summary_table
+        from .render import print_summary
 
-        make_console().print(summary_table(results))
+        print_summary(make_console(), results)
     return results.exit_code
 
 

@@ -56,7 +56,7 @@ def json_line(result: FileResult, node: str) -> None:
 def run(requests, settings, *, address, mode, journals, as_json: bool, quiet: bool, collection) -> int:
     from segdl.engine.cluster import driver
 
-    from .render import summary_table
+    from .render import print_summary
 
     console = make_console(stderr=True)
     interactive = console.is_terminal and not as_json and not quiet
@@ -80,7 +80,7 @@ def run(requests, settings, *, address, mode, journals, as_json: bool, quiet: bo
         say(e.message, "red")
         return e.exit_code
     if not as_json and not quiet:
-        make_console().print(summary_table(results, nodes=results.nodes))
+        print_summary(make_console(), results, nodes=results.nodes)
     return results.exit_code
 
 

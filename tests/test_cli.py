@@ -136,3 +136,19 @@ def test_a_get_that_shows_no_live_view_loads_no_rich(tmp_path, flag):
     if flag == "--json":
         [line] = json_lines(p)
         assert line["status"] == "done" and line["size"] == 1000
+
+
+def test_a_big_jobs_summary_counts_its_files_and_lists_its_failures(nginx, tmp_path):
+    """Past 50 files, ``get`` ends with a line of counts and a row for each
+    failed file, not a row per file (20,000 rows took 10 s to draw)."""
+    m = tmp_path / "m.txt"
+    m.write_text("".join(f"{nginx.url('one.bin')}\n  out=f{i:03d}.bin\n" for i in range(60))
+                 + f"{nginx.url('not-here.bin')}\n  out=[gone] v2.bin\n")
+    p = run_segdl(["get", "-i", m, "-d", tmp_path / "out"], tmp_path / "j.sqlite", env={"COLUMNS": "400"})
+    assert p.returncode == 3, p.stderr
+    assert len(list((tmp_path / "out").glob("f*.bin"))) == 60
+    lines = p.stdout.splitlines()
+    assert lines[0] == ("61 files: 60 done, 1 failed (0.0 MB here). The failed files below; "
+                        "`segdl status --files --state failed` lists them."), p.stdout
+    assert "[gone] v2.bin" in p.stdout and "404" in p.stdout, p.stdout
+    assert "f000.bin" not in p.stdout and len(lines) < 10, p.stdout

@@ -64,15 +64,18 @@ def _by_connection(entries: list[dict]) -> str:
                            for c in sorted({e["connection"] for e in entries})}, width=160)
 
 
-def test_a_large_file_of_a_list_is_probed_on_a_connection_its_ranges_take(nginx, nginx_root, tmp_path, journal):
+def test_a_large_file_of_a_list_is_probed_on_a_connection_its_ranges_take(make_nginx, nginx_root, tmp_path, journal):
     """A file the manifest says is large (100 MiB or more) is probed by the
     worker that fetches it: -x 4 is 4 connections in all, the probe's among
     them.  A small file of the same list is still carried whole by the
-    probe feed (its "added" event says verified: no segments)."""
+    probe feed (its "added" event says verified: no segments).  (Each
+    connection is paced, so the file lasts long enough to need all four:
+    unthrottled, 300 MiB took 1.5 s, and under load it could end before
+    the fourth connection had its first request.)"""
     import json
     import sqlite3
 
-    nginx.reset_access_log()
+    nginx = make_nginx(limit_rate="25m")
     m = tmp_path / "m.json"
     m.write_text(json.dumps({"files": [{"url": nginx.url("big.bin"), "path": "big.bin", "size": 300 << 20},
                                        {"url": nginx.url("one.bin"), "path": "one.bin"}]}))

@@ -96,12 +96,14 @@ def summary(results: Results, nodes: list[str] | None = None) -> list[Renderable
     counts = Counter(r.status for r in results)
     states = ", ".join(f"{n:,} {state}" for state, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     size = sum(r.size or 0 for r in results if r.status in COMPLETE)
-    line = f"{len(results):,} files: {states} ({size / 1e6:,.1f} MB here)."
+    what = "results (a file on each node it went to)" if nodes else "files"
+    line = f"{len(results):,} {what}: {states} ({size / 1e6:,.1f} MB complete)."
+    listing = "`segdl status --files` lists the journal's files (`--limit N` past 1,000"
     if not failed:
-        return [Text(f"{line} `segdl status --files` lists every file.")]
-    which = "The failed files" if len(failed) <= SUMMARY_ROWS else f"The first {SUMMARY_ROWS} failed files"
+        return [Text(f"{line} {listing}).")]
+    which = "The failed ones" if len(failed) <= SUMMARY_ROWS else f"The first {SUMMARY_ROWS} failed"
     states = " ".join(f"--state {state}" for state in sorted({results[i].status for i in failed}))
-    return [Text(f"{line} {which} below; `segdl status --files {states}` lists them."),
+    return [Text(f"{line} {which} below; {listing}, `{states}` for these)."),
             _table(results, failed[:SUMMARY_ROWS], nodes)]
 
 

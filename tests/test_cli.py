@@ -148,7 +148,7 @@ def test_a_big_jobs_summary_counts_its_files_and_lists_its_failures(nginx, tmp_p
     assert p.returncode == 3, p.stderr
     assert len(list((tmp_path / "out").glob("f*.bin"))) == 60
     lines = p.stdout.splitlines()
-    assert lines[0] == ("61 files: 60 done, 1 failed (0.0 MB here). The failed files below; "
-                        "`segdl status --files --state failed` lists them."), p.stdout
+    assert lines[0] == ("61 files: 60 done, 1 failed (0.0 MB complete). The failed ones below; `segdl status "
+                        "--files` lists the journal's files (`--limit N` past 1,000, `--state failed` for these)."), p.stdout
     assert "[gone] v2.bin" in p.stdout and "404" in p.stdout, p.stdout
     assert "f000.bin" not in p.stdout and len(lines) < 10, p.stdout

@@ -130,3 +130,23 @@ def test_a_target_is_known_by_any_spelling_of_its_path_until_freed():
     files.free_target(Path("/d/x//a.bin"))
     assert files.writer_of(Path("/d/x/a.bin")) is None
     files.free_target(None)  # a run that never had a target
+
+
+def test_a_jobs_targets_are_held_until_it_ends_and_only_its_own():
+    """A finished file's target stays claimed by its job (so that a later
+    file of the job cannot take its name) until the job ends; another
+    job's stay."""
+    from segdl.engine.run.files import Files
+    from segdl.engine.run.filerun import JobRun
+
+    files = Files()
+    mine, other = JobRun(7, Path("/d"), 1, False, [None]), JobRun(8, Path("/e"), 1, False, [None])
+    files.add_job(mine)
+    files.add_job(other)
+    files.claim_target(Path("/d/a.bin"), 7)
+    files.claim_target(Path("/e/b.bin"), 8)
+    assert files.writer_of(Path("/d/a.bin")) == 7
+    files.job_ended(mine)
+    assert [j.id for j in files.take_ended()] == [7]
+    assert files.writer_of(Path("/d/a.bin")) is None
+    assert files.writer_of(Path("/e/b.bin")) == 8

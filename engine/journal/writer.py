@@ -103,14 +103,17 @@ class Journal(StatusQueries, JournalQueries):
                     self._sync_creation()
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 self.db.execute("PRAGMA foreign_keys = ON")
-                # Statement and savepoint journals (the pages a statement
-                # or savepoint changes, kept to roll it back alone) in
-                # memory, not in a temporary file: two in three of a
-                # many-file run's write calls went there (4-byte and
-                # 4 KiB writes for every page first touched), made on the
-                # engine's loop.  They are never read after a crash.
-                self.db.execute("PRAGMA temp_store = MEMORY")
             self._check_schema()
+            if not readonly:
+                # Temporary storage in memory: above all the statement and
+                # savepoint journals (the pages a statement or savepoint
+                # changes, kept to roll it back alone), which went to a
+                # temporary file in /var/tmp, a 4-byte and a 4 KiB write
+                # for every page first touched, on the engine's loop (most
+                # of a 20,000-file run's write calls).  They are never read
+                # after a crash.  Set after the migrations, whose index
+                # builds on an old, large journal may still sort on disk.
+                self.db.execute("PRAGMA temp_store = MEMORY")
 
     def _sync_creation(self) -> None:
         """A new journal's file and name, made durable before anything is

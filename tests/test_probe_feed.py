@@ -127,3 +127,39 @@ def test_an_orders_findings_are_complete_once_each_of_its_urls_answered():
     f.open(ProbeOrder(3, ("http://m/c",), (None,)))
     assert f.fail_all("gone") == [(2, {"http://m/b": "gone", "http://n/b": "gone"}), (3, {"http://m/c": "gone"})]
     assert f.waiting == {}
+
+
+def _until(predicate, timeout: float = 5.0) -> bool:
+    stop = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < stop:
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_a_sleeping_feed_is_woken_once_for_the_orders_added_while_it_sleeps(fault_server, monkeypatch):
+    """The engine's loop pokes the feed's thread only when it sleeps with
+    no order to take (each poke gave up the loop's GIL): orders added while
+    it sleeps, idle or waiting on a probe's socket, wake it once and are
+    all answered."""
+    pokes = []
+    real_poke = ProbeFeed._poke
+    monkeypatch.setattr(ProbeFeed, "_poke", lambda self: (pokes.append(1), real_poke(self)))
+    blobs = {i: fault_server.add(f"w{i}.bin", bytes([i]) * 3000) for i in range(4)}
+    fault_server.add("slowbody.bin", b"s" * 2000)
+    slow = fault_server.url("slowfirst/slowbody.bin?delay=2")
+    feed = ProbeFeed(concurrency=8)
+    try:
+        assert _until(lambda: feed._asleep), "the idle feed never went to sleep"
+        feed.add([_order(0, blobs[0])])
+        feed.add([_order(1, blobs[1])])  # before it woke: no second poke
+        assert len(pokes) == 1
+        assert set(_collect(feed, {0, 1})) == {0, 1}
+        feed.add([_order(9, slow)])  # keeps the thread busy, then waiting on its socket
+        assert _until(lambda: feed._asleep)
+        pokes.clear()
+        feed.add([_order(2, blobs[2]), _order(3, blobs[3])])
+        assert len(pokes) == 1  # asleep (waiting on the slow answer): woken once
+        got = _collect(feed, {2, 3, 9})
+        assert set(got) == {2, 3, 9} and got[2][blobs[2]].size == 3000
+    finally:
+        feed.close()

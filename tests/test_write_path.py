@@ -404,7 +404,8 @@ def test_a_process_forked_after_a_side_by_side_sync_syncs_side_by_side_too(tmp_p
             os.close(fd)
 
 
-@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 4096, 16 * 1024, 16 * 1024 + 1, 3 * MiB + 7])
+@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 2047, 2048, 4094, 4095, 4096, 16 * 1024, 16 * 1024 + 1,
+                                  64 * 1024 - 1, 64 * 1024, 3 * MiB + 7])  # (2047: the pieces hashed holding the GIL)
 def test_a_file_held_in_memory_gets_the_digests_of_the_same_file_on_disk(tmp_path, size):
     """A small file its probe carried is hashed from memory: the digests
     are those of its bytes on disk."""

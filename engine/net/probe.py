@@ -365,6 +365,11 @@ class ProbeFeed:
         self._waiting = Findings()  # being probed (the thread's)
         self._open = 0  # orders added and not yet taken
         self._closing = False
+        # The thread is about to wait, or waits, with no order to take: an
+        # order added then pokes it.  Only then: each poke gave up the
+        # caller's GIL (the engine's loop) and woke the thread, which took
+        # it, whether or not the thread was already up and would see it.
+        self._asleep = False
         self._pipe = os.pipe()
         for fd in self._pipe:
             os.set_blocking(fd, False)
@@ -382,7 +387,9 @@ class ProbeFeed:
         with self._lock:
             self._orders.extend(orders)
             self._open += len(orders)
-        self._poke()
+            poke, self._asleep = self._asleep, False
+        if poke:
+            self._poke()
 
     def take(self) -> list[tuple[int, dict[str, RemoteInfo | SegdlError]]]:
         with self._lock:
@@ -456,7 +463,13 @@ class ProbeFeed:
                     self._wake()
             if ended or (todo and len(probes.active) < self.concurrency):
                 continue  # more may start at once
+            with self._lock:
+                if self._orders:
+                    continue  # added since the top of this turn
+                self._asleep = True
             probes.wait(0.5, self._pipe[0])
+            with self._lock:
+                self._asleep = False
             try:
                 os.read(self._pipe[0], 4096)
             except BlockingIOError:

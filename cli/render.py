@@ -89,7 +89,7 @@ def summary(results: Results, nodes: list[str] | None = None) -> list[Renderable
     (``--ray``).  A job of more than :data:`SUMMARY_ROWS` files gets a line
     of counts by state and a row for each file that failed (up to that
     many): 20,000 rows took rich 10 s to draw, after a 10 s download, and
-    nobody reads them (``segdl status --files`` lists every file)."""
+    nobody reads them (``segdl status --files`` lists the journal's files)."""
     if len(results) <= SUMMARY_ROWS:
         return [_table(results, range(len(results)), nodes)]
     failed = [i for i, r in enumerate(results) if r.status in FAILURES]
@@ -102,8 +102,8 @@ def summary(results: Results, nodes: list[str] | None = None) -> list[Renderable
     if not failed:
         return [Text(f"{line} {listing}).")]
     which = "The failed ones" if len(failed) <= SUMMARY_ROWS else f"The first {SUMMARY_ROWS} failed"
-    states = " ".join(f"--state {state}" for state in sorted({results[i].status for i in failed}))
-    return [Text(f"{line} {which} below; {listing}, `{states}` for these)."),
+    flags = " ".join(f"--state {state}" for state in sorted({results[i].status for i in failed}))
+    return [Text(f"{line} {which} below; {listing}, `{flags}` for these)."),
             _table(results, failed[:SUMMARY_ROWS], nodes)]
 
 

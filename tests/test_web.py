@@ -122,6 +122,23 @@ def log_in(page, serve: Serve) -> None:
     expect(page.locator("#conn")).to_have_text("live")
 
 
+def logged_in_page(browser, serve: Serve, init_script: str | None = None):
+    """A new page of ``browser``, logged in to ``serve``, and the list its
+    script errors go to (a test ends by asserting it empty)."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    if init_script:
+        page.add_init_script(init_script)
+    log_in(page, serve)
+    return page, errors
+
+
+def service_limits(serve: Serve) -> dict:
+    """The service's limits as GET /service tells them."""
+    return serve.call("GET", "/service")[1]["limits"]
+
+
 def shot(page, tmp_path: Path, name: str, docs: bool = True) -> Path:
     out = tmp_path / f"web-{name}.png"
     page.screenshot(path=str(out))
@@ -149,10 +166,7 @@ def row(page, name: str):
 
 
 def test_the_page_drives_a_collection_from_review_to_verify(browser, serve, mirror, tmp_path):
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    log_in(page, serve)
+    page, errors = logged_in_page(browser, serve)
 
     # Add: paste the URLs, review, leave two out, start.
     names = ["big0.bin", "big1.bin", "small0.bin", "small1.bin", "small2.bin", "small3.bin", "late.bin"]
@@ -444,11 +458,7 @@ def test_the_speed_chart_the_keys_and_a_notification_when_the_job_ends(browser, 
     from segdl.cli.ui import fmt
 
     browser.grant_permissions(["notifications"], origin=f"http://{serve.host}:{serve.port}")
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.add_init_script(NOTES)
-    log_in(page, serve)
+    page, errors = logged_in_page(browser, serve, init_script=NOTES)
     expect(page.locator("#notify")).to_be_hidden()  # allowed already: nothing to ask
     values = [0, 1, 1023, 1024, 1280, 1536, 300 * KiB, MiB - 1, 5 * 1024 * MiB + 1, 1 << 50]
     assert page.evaluate("(vs) => import('/web/util.js').then((m) => vs.map(m.size))", values) == [
@@ -496,11 +506,8 @@ def test_slow_mode_is_the_services(browser, serve):
     the box is ticked after a reload and in a second page; unticked, the
     limit before it is back everywhere; a limit set from elsewhere while it
     is on ends it, and keeps that limit."""
-    limits = lambda: serve.call("GET", "/service")[1]["limits"]  # noqa: E731
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    log_in(page, serve)
+    limits = lambda: service_limits(serve)  # noqa: E731
+    page, errors = logged_in_page(browser, serve)
     page.fill("#global-limit", "20M")
     page.click("#limits button[type=submit]")
     until(lambda: limits()["max_speed"] == 20 * MiB, 10)
@@ -548,11 +555,8 @@ def test_a_slow_mode_change_on_its_way_is_not_undone_by_an_earlier_event(browser
     limits event (another client's change, or the answer to one made just
     before) must not untick the box the person just ticked.  (Under load,
     the event of a global limit set a moment before did.)"""
-    limits = lambda: serve.call("GET", "/service")[1]["limits"]  # noqa: E731
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    log_in(page, serve)
+    limits = lambda: service_limits(serve)  # noqa: E731
+    page, errors = logged_in_page(browser, serve)
     page.fill("#slow-rate", "256K")
     held = []
     page.route("**/limits", lambda route: held.append(route) if route.request.method == "PATCH"

@@ -30,7 +30,7 @@ expect = sync_api.expect
 
 from serving import Serve, serve_with_hub  # noqa: E402
 from test_serve_api import until  # noqa: E402
-from test_web import browser, files_by_name, log_in, mirror, serve, shot  # noqa: E402,F401 (fixtures)
+from test_web import browser, files_by_name, logged_in_page, mirror, serve, shot  # noqa: E402,F401 (fixtures)
 from test_web_api import login_urls  # noqa: E402
 
 
@@ -55,10 +55,7 @@ def test_library_tabs_count_and_filter_then_delete_and_fetch_what_is_missing(bro
         (mirror.root / "drift.bin").write_bytes(os.urandom(50 * KiB))  # and a plain URL's file changes on its server
         ids = {n: f["id"] for n, f in files_by_name(serve).items()}
 
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        log_in(page, serve)
+        page, errors = logged_in_page(browser, serve)
         page.click("button[data-view=library]")
         count = lambda tab: page.locator(f"button.lib-tab[data-tab={tab}] .count")  # noqa: E731
         shown = lambda: sorted(int(i) for i in page.locator("#lib-rows tr").evaluate_all(  # noqa: E731
@@ -155,10 +152,7 @@ def test_thousands_of_done_files_page_and_a_click_during_live_updates_lands(brow
         big0 = live["files"][0]
         until(lambda: serve.file(big0)["state"] == "downloading", 20, why="big0 downloads (events keep coming)")
 
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        log_in(page, serve)
+        page, errors = logged_in_page(browser, serve)
         page.click("button[data-view=library]")
         expect(page.locator("button.lib-tab[data-tab=here] .count")).to_have_text(str(n))
         expect(page.locator("#lib-page")).to_have_text(f"page 1 of 13 ({n} files)")
@@ -204,10 +198,7 @@ def test_a_file_gone_from_disk_is_not_here_and_verified_stays_after_a_reload(bro
     assert status == 201, job
     serve.wait_files(job["job"])
     ids = {n: f["id"] for n, f in files_by_name(serve).items()}
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    log_in(page, serve)
+    page, errors = logged_in_page(browser, serve)
     page.click("button[data-view=library]")
     count = lambda tab: page.locator(f"button.lib-tab[data-tab={tab}] .count")  # noqa: E731
     lib_row = lambda n: page.locator(f'#lib-rows tr[data-id="{ids[n]}"]')  # noqa: E731

@@ -19,7 +19,7 @@ expect = sync_api.expect
 
 from serving import Serve, read_events  # noqa: E402
 from test_serve_api import until  # noqa: E402
-from test_web import browser, files_by_name, log_in, row  # noqa: E402,F401 (fixtures)
+from test_web import browser, files_by_name, logged_in_page, row  # noqa: E402,F401 (fixtures)
 from test_web_api import login_urls  # noqa: E402
 
 WAITING = ["q0.bin", "q1.bin", "q2.bin", "q3.bin"]
@@ -54,10 +54,7 @@ def test_drag_and_alt_arrows_set_the_order_the_engine_starts_files_in(browser, s
     status, job = serve.call("POST", "/jobs", {"urls": [mirror.url(n) for n in WAITING]})
     assert status == 201, job
     ids = {n: f["id"] for n, f in files_by_name(serve).items()}
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    log_in(page, serve)
+    page, errors = logged_in_page(browser, serve)
     order = lambda: page.locator("#rows tr td.name .n").all_text_contents()  # noqa: E731
     expect(page.locator("#rows tr")).to_have_count(5)
     assert order() == ["hold.bin", *WAITING]

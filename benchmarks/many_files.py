@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 
 from servers import Nginx  # noqa: E402  (the test suite's nginx supervisor)
+from segbench import cleanup  # noqa: E402
 
 
 def make_files(root: Path, count: int, size: int) -> list[str]:
@@ -138,6 +139,7 @@ def main() -> None:
     a = ap.parse_args()
     src = a.data / f"src-{a.size}"  # one per size: the names are the same
     names = make_files(src, a.files, a.size)
+    cleanup.settle(cleanup.last_deleted(a.data))
     segdl = str(Path(sys.executable).parent / "segdl")
     results: dict[str, list[dict]] = {"segdl": [], "curl -Z + sync": []}
     with Nginx(src) as ng:
@@ -150,7 +152,7 @@ def main() -> None:
             for tool in (["segdl"] if (a.no_curl or a.first_request or a.profile) else
                          (["segdl", "curl -Z + sync"] if r % 2 == 0 else ["curl -Z + sync", "segdl"])):
                 dest = work / "out"
-                shutil.rmtree(dest, ignore_errors=True)
+                cleanup.set_aside(dest, work / "pile")  # (not deleted until the end: see segbench/cleanup.py)
                 dest.mkdir()
                 ng.reset_access_log()
                 if tool == "segdl":
@@ -172,6 +174,7 @@ def main() -> None:
                              if k != "stderr"}, flush=True)
                 if out["rc"] not in (0, None, -9) or out["bad"]:
                     print(out["stderr"], file=sys.stderr)
+        cleanup.delete_pile(a.data, work / "pile")
         shutil.rmtree(work, ignore_errors=True)
     med = {t: statistics.median(x["wall"] for x in v) for t, v in results.items() if v}
     print("medians:", {t: round(v, 2) for t, v in med.items()})

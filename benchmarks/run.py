@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "support"))  # tests/support/servers.py: the Nginx helper
 
 from servers import Nginx  # noqa: E402
-from segbench import machine, report, runner  # noqa: E402
+from segbench import cleanup, machine, report, runner  # noqa: E402
 from segbench.cases import Case, build_cases, segdl_has_input_file  # noqa: E402
 from segbench.cases import ALL_CASE_NAMES as LOOPBACK_CASE_NAMES  # noqa: E402
 from segbench.reallinks import REAL_CASE_NAMES, build_real_cases  # noqa: E402
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     check_tools()
     src_root, work_root = args.data / "src", args.data / "work"
     src_root.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(work_root, ignore_errors=True)
+    cleanup.clear(work_root, log=log)
     args.out.mkdir(parents=True, exist_ok=True)
     all_cases = {**build_cases(args.quick), **build_real_cases(args.quick)}
     wanted = _names(args.cases)
@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(doc, args.out, final=True)
         shutil.rmtree(work_root / "dl", ignore_errors=True)
         shutil.rmtree(work_root / "scratch", ignore_errors=True)
+        cleanup.delete_pile(work_root, ctx.pile)
     log(f"done in {doc['elapsed_s']:.0f} s: {args.out / 'results.md'}")
     for t in doc["targets"]:
         log(f"  {t['status']:>8}  {t['target']}")

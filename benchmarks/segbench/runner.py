@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from . import datasets
+from . import cleanup, datasets
 from .cases import Case, ToolSpec, command, display
 from .measure import run_measured
 
@@ -36,6 +36,11 @@ class Context:
     timeout: float
     segdl_input_file: bool = False  # pass URL lists to segdl as ``-i FILE``
     log: Callable[[str], None] = print
+
+    @property
+    def pile(self) -> Path:
+        """Outputs of finished runs, emptied, deleted at the end (cleanup)."""
+        return self.work_root / "pile"
 
 
 # --------------------------------------------------------------------------- checks
@@ -255,8 +260,8 @@ def run_one(case: Case, spec: ToolSpec, site, ctx: Context, expected: dict[str, 
     check = verify_output(out_root, expected, hash_it=round_no == 0)
     http = access_stats(site.servers, m.start_epoch)
     facts = site.run_facts(spec, log_dir / "stdout.log", scratch)
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    cleanup.set_aside(dest, ctx.pile)  # (deleted after the last timed run: see cleanup)
+    cleanup.set_aside(scratch, ctx.pile)
     ok = m.returncode == 0 and not m.timed_out and check["ok"]
     record = {
         "case": case.name, "label": spec.label, "tool": spec.tool, "round": round_no,

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..rules import lifecycle
 from ..disk.confine import Root
@@ -108,6 +109,8 @@ class FileRun:
     connect_s: float = 0.0
     tls_s: float = 0.0
     updating: bool = False  # its final file is segdl's and out of date: replace it
+    named: Path | None = None  # its target, when its request names the path (Intake.target, once)
+    hosts: frozenset | None = None  # of its URL and mirrors (host_names)
     # The digests of the whole file, when its probe carried all of it and
     # those bytes were written: no worker needs to hash it.
     carried: Digests | None = None
@@ -132,6 +135,12 @@ class FileRun:
                 src.remote = replace(src.remote, first_bytes=b"")
             self.remote = self.sources[0].remote
         return first
+
+    def host_names(self) -> frozenset[str]:
+        """The hosts of its URL and mirrors (each counts one probe)."""
+        if self.hosts is None:
+            self.hosts = frozenset(urlsplit(u).netloc.lower() for u in (self.request.url, *self.request.mirrors))
+        return self.hosts
 
     def wants_sha256(self) -> bool:
         """Is the file checked against a sha256 (the user's, or one the

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from collections import deque
 from concurrent.futures import Future
@@ -239,7 +238,7 @@ class Intake:
             if run.not_before > now:
                 later.append(run)  # waiting to retry its first request
                 continue
-            hosts = _hosts(run)
+            hosts = run.host_names()
             if cap and any(per_host.get(h, 0) >= cap for h in hosts):
                 held.append(run)
                 continue
@@ -308,7 +307,7 @@ class Intake:
         for key, found in [*self._probes.take(), *from_workers]:
             run = self._probing.pop(key)
             reserved = self.sched.reserved
-            for h in _hosts(run):
+            for h in run.host_names():
                 if reserved.get(h, 0) > 1:
                     reserved[h] -= 1
                 else:
@@ -354,8 +353,11 @@ class Intake:
 
     def target(self, run: FileRun, remote: RemoteInfo | None) -> Path:
         req = run.request
-        rel = req.path or choose_name(req.url, remote.filename if remote else None, None)
-        return inside(run.job.dest, rel)
+        if req.path:  # (the same whatever the server says: checked once)
+            if run.named is None:
+                run.named = inside(run.job.dest, req.path)
+            return run.named
+        return inside(run.job.dest, choose_name(req.url, remote.filename if remote else None, None))
 
     def _precheck(self, run: FileRun) -> bool:
         """Settle a file without the network when its path is known and it
@@ -394,7 +396,3 @@ class Intake:
             else:
                 self._ready.appendleft((run, found))
 
-
-def _hosts(run: FileRun) -> set[str]:
-    """The hosts of a file's URL and mirrors (each counts one probe)."""
-    return {urlsplit(u).netloc.lower() for u in (run.request.url, *run.request.mirrors)}

@@ -219,14 +219,14 @@ def test_a_probed_file_starts_by_priority_then_age_whatever_order_its_probe_came
     reorder relies on it): the highest priority first, then the lowest id."""
     from types import SimpleNamespace as Run
 
-    from segdl.engine.run.intake import next_to_start
+    from segdl.engine.run.intake import in_start_order
+
+    def order(*runs):
+        return [r.index for r, found in in_start_order((r, {}) for r in runs)]
 
     ready = [Run(id=7, priority=0, index=0), Run(id=3, priority=0, index=1), Run(id=9, priority=2, index=2),
              Run(id=8, priority=2, index=3), Run(id=1, priority=-1, index=4)]
-    order = []
-    while ready:
-        order.append(ready.pop(next_to_start(ready)).id)
-    assert order == [8, 9, 3, 7, 1]
+    assert order(*ready) == [3, 2, 1, 0, 4]  # ids 8, 9, 3, 7, 1
     # (no id yet: last of its rank; among those, in the job's order)
-    assert next_to_start([Run(id=None, priority=0, index=0), Run(id=5, priority=0, index=1)]) == 1
-    assert next_to_start([Run(id=None, priority=0, index=3), Run(id=None, priority=0, index=2)]) == 1
+    assert order(Run(id=None, priority=0, index=0), Run(id=5, priority=0, index=1)) == [1, 0]
+    assert order(Run(id=None, priority=0, index=3), Run(id=None, priority=0, index=2)) == [2, 3]

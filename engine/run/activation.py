@@ -149,7 +149,7 @@ class Activation:
         """Is ``run`` a small file carried whole whose name its folder did
         not hold when the job first looked?"""
         return (remote.whole and not run.paused and run.lock is None and not run.restarts
-                and final.name not in run.job.names_in(final.parent))
+                and not run.job.had(final))
 
     def _queue_unwritten(self, run: FileRun, remote: RemoteInfo) -> bool:
         """A small file its probe carried whole, whose digests match, is

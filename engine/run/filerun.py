@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..inputs.naming import PART_SUFFIX
 from ..rules import lifecycle
 from ..disk.confine import Root
 from ..values.errors import SegdlError
@@ -37,15 +38,21 @@ class JobRun:
     root: Root | None = None
     # The names in each target folder when the job first looked there (a
     # hint only: whether a file's probe may bring its bytes too).
-    listings: dict[Path, frozenset[str]] = field(default_factory=dict)
+    listings: dict[str, frozenset[str]] = field(default_factory=dict)  # folder -> its names
 
     def __post_init__(self) -> None:
         if self.root is None:
             self.root = Root(self.dest)
 
-    def names_in(self, folder: Path) -> frozenset[str]:
-        """What ``folder`` held when the job first asked: one listing a
-        folder, not two stats a file (20,000 files)."""
+    def had(self, final: Path, part: bool = False) -> bool:
+        """Did the folder of ``final`` hold its name (``part``: or its part
+        file's) when the job first asked?  One listing a folder, not two
+        stats a file (20,000 files)."""
+        folder, name = os.path.split(str(final))
+        names = self._listing(folder)
+        return name in names or (part and name + PART_SUFFIX in names)
+
+    def _listing(self, folder: str) -> frozenset[str]:
         names = self.listings.get(folder)
         if names is None:
             try:

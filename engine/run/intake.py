@@ -58,10 +58,10 @@ def start_rank(run: FileRun) -> tuple:
     return (run.priority, -(run.id or float("inf")), -run.index)
 
 
-def next_to_start(ready: list[FileRun]) -> int:
-    """Which of the probed files waiting for room starts next (its index).
-    (At most PROBE_AHEAD wait.)"""
-    return max(range(len(ready)), key=lambda i: start_rank(ready[i]))
+def in_start_order(ready) -> deque:
+    """The probed files waiting for room, (run, findings) pairs, in the
+    order they start.  (At most PROBE_AHEAD wait.)"""
+    return deque(sorted(ready, key=lambda x: start_rank(x[0]), reverse=True))
 
 
 def sources_of(run: FileRun, found: dict, on_message) -> list[Source]:
@@ -299,8 +299,7 @@ class Intake:
             # after the listing (and a file forced to one plain stream
             # takes no first bytes from a probe).
             return not final.exists() and not part_path(final).exists()
-        names = run.job.names_in(final.parent)
-        return final.name not in names and part_path(final).name not in names
+        return not run.job.had(final, part=True)
 
     def collect_probes(self) -> None:
         from_workers, self._from_workers = self._from_workers, []
@@ -319,12 +318,13 @@ class Intake:
         now = time.monotonic()
         ahead = max((start_rank(r) for k, r in self._probing.items()
                      if k not in self._dropped and now - r.probe_sent < HOLD_FOR_EARLIER), default=None)
+        if len(self._ready) > 1:
+            self._ready = in_start_order(self._ready)
         while self._ready and self.files.may_start(self.s.concurrent_files):
-            best = next_to_start([r for r, _ in self._ready])
-            if ahead is not None and ahead > start_rank(self._ready[best][0]) and not _whole(self._ready[best][1]):
+            run, found = self._ready[0]
+            if ahead is not None and ahead > start_rank(run) and not _whole(found):
                 break  # a file ahead of it is still being probed: it starts first (one carried whole takes no slot)
-            run, found = self._ready[best]
-            del self._ready[best]
+            self._ready.popleft()
             try:
                 self.activation.activate(run, sources_of(run, found, self.on_message))
             except Hashing as h:

@@ -11,8 +11,8 @@ block is dirty), and the allocator steps over such inodes one by one
 output files made the next tool's file creations cost 200-1,100 us each
 instead of about 40 us, for 1 to 6 minutes: the order of the tools, not
 the tools, decided tiny20k's ratios.  (A tool that deletes files of its
-own while it runs, such as aria2c's ``.aria2`` control files, still pays
-for that: it is its own cost on such a disk.)
+own while it runs still pays for that: it is its own cost on such a
+disk.)
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def finalize_many(items: list[tuple]
+def finalize_many(items: list[tuple], journal_too: bool = False
                   ) -> list[SegdlError | tuple[float, int]]:
     """Move verified part files to their final names, durably: each one's
     data (and the mtime the journal records to recognise it on a re-run)
@@ -274,10 +274,15 @@ def finalize_many(items: list[tuple]
     folder's descriptor, and the final name is checked to hold that file
     after it (something swapped in between is removed again), so it never
     ends up a symlink.  Returns, per item, the final file's (mtime, size)
-    or the error that stopped it (the others go on)."""
+    or the error that stopped it (the others go on).
+
+    ``journal_too``: the caller's last journal commit, on the same file
+    system as every root (:func:`syncfs_device`), was not synced: the
+    ``syncfs`` before the renames makes it durable with the data, whatever
+    the batch's size, and a batch whose ``syncfs`` fails renames nothing."""
     out: list = []
     for i in range(0, len(items), FINALIZE_CHUNK):
-        out += _finalize_chunk(items[i:i + FINALIZE_CHUNK])
+        out += _finalize_chunk(items[i:i + FINALIZE_CHUNK], journal_too)
     return out
 
 
@@ -312,11 +317,13 @@ def _sync_pool():
 FINALIZE_CHUNK = 256
 
 
-def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
+def _finalize_chunk(items, journal_too: bool = False) -> list[SegdlError | tuple[float, int]]:
     folders: dict[tuple[int, Path], int] = {}
     held: dict[int, int] = {}  # item -> its part file, written here, open and locked to its rename
     out: list = [None] * len(items)
-    whole = _one_file_system(items) if len(items) >= SYNCFS_MIN else None
+    whole = _one_file_system(items) if journal_too or len(items) >= SYNCFS_MIN else None
+    if journal_too and whole is None:  # (the caller checked: the file system changed under it)
+        return [StorageError(f"cannot sync the file system of {items[0][0].path} with the journal")] * len(items)
     dev = os.fstat(whole).st_dev if whole is not None else None  # what one syncfs covers
     try:
         checked: list[tuple[int, tuple[int, int]]] = []
@@ -340,10 +347,14 @@ def _finalize_chunk(items) -> list[SegdlError | tuple[float, int]]:
                 checked.append((i, ino))
             except SegdlError as e:
                 out[i] = e
-        if dev is not None and any(ino[0] == dev for _, ino in checked):
+        if dev is not None and checked and (journal_too or any(ino[0] == dev for _, ino in checked)):
             try:
                 _sync_fs(whole)
-            except OSError:  # a write error somewhere on the file system: whose, file by file
+            except OSError as e:
+                if journal_too:  # the journal's commit may not be durable: no rename may come before it
+                    err = StorageError(f"cannot sync the file system of {items[0][0].path}: {e.strerror}")
+                    return [x if x is not None else err for x in out]
+                # a write error somewhere on the file system: whose, file by file
                 for i, ino in list(checked):
                     root, part = items[i][:2]
                     try:
@@ -397,6 +408,23 @@ SYNCFS_MIN = 4
 #: On others (FUSE, whose syncfs need not reach the daemon's disk; network
 #: file systems) each file is fsynced.
 SYNCFS_TRUSTED = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x794C7630, 0x01021994})
+
+
+def syncfs_device(path: Path) -> int | None:
+    """The device of ``path``'s file system when one ``syncfs`` there makes
+    every file on it durable (:data:`SYNCFS_TRUSTED`), else None."""
+    if _syncfs is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd).st_dev if _fs_type(fd) in SYNCFS_TRUSTED else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _one_file_system(items) -> int | None:

@@ -114,6 +114,16 @@ class Journal(StatusQueries, JournalQueries):
                 # after a crash.  Set after the migrations, whose index
                 # builds on an old, large journal may still sort on disk.
                 self.db.execute("PRAGMA temp_store = MEMORY")
+        # The device of the journal's file system when one syncfs there
+        # makes its commits durable (None: read-only, or not such a file
+        # system): a finishing's syncfs on it, before its renames, makes
+        # the turn's commit of those files durable without a sync of its
+        # own (Finishing.covered).
+        self.syncfs_dev: int | None = None
+        if not readonly:
+            from ..disk.storage import syncfs_device
+
+            self.syncfs_dev = syncfs_device(self.path.parent)
 
     def _sync_creation(self) -> None:
         """A new journal's file and name, made durable before anything is
@@ -292,12 +302,14 @@ class Journal(StatusQueries, JournalQueries):
         with self.atomic(one=True) as db:
             db.execute("DELETE FROM files WHERE id = ?", [file_id])
 
-    def mark_verified(self, items: list[tuple[int, str, str | None, str | None]]) -> None:
+    def mark_verified(self, items: list[tuple[int, str, str | None, str | None]], durable: bool = True) -> None:
         """(file id, blake3, sha256, git sha1) of files whose digests
-        matched: one synced commit, made before any of them is renamed
-        into place."""
+        matched: one commit, durable before any of them is renamed into
+        place: synced, unless the caller's rename makes it durable
+        (``durable`` False: a syncfs of the journal's file system before
+        the renames, see ``storage.finalize_many``)."""
         now = time.time()
-        with self.atomic(durable=True) as db:
+        with self.atomic(durable=durable) as db:
             db.conn.executemany(
                 "UPDATE files SET state = 'verified', blake3 = ?, sha256 = ?, git_sha1 = ?, updated = ?, checked = NULL, "
                 "checked_at = NULL WHERE id = ?",

@@ -179,7 +179,8 @@ class Activation:
         batch, self._unwritten = self._unwritten, []
         if not batch:
             return
-        with self.journal.atomic(durable=True):
+        covered = self.finishing.covered(run for run, _, _ in batch)  # (else: a synced commit)
+        with self.journal.atomic(durable=not covered):
             ids = self.journal.add_files([(run.job.id, run.request.url, run.final, facts) for run, facts, _ in batch])
         for (run, _, d), fid in zip(batch, ids):
             if fid is None:
@@ -192,7 +193,7 @@ class Activation:
             self._begin(run, fid)
             run.done = run.received = len(data)
             run.unwritten = data
-            self.finishing.carried_verified(run, d)
+            self.finishing.carried_verified(run, d, covered)
 
     def _start_carried(self, run: FileRun, row: dict | None, old: list, facts: dict, data: bytes) -> None:
         """A small file its probe carried whole is verified at its start:

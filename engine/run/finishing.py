@@ -43,8 +43,11 @@ class Finishing:
         self._awaiting_hash: set[int] = set()  # complete files whose worker is finishing their digest
         self._verifying: dict[int, Future] = {}  # hashed from disk
         self._verified: list[tuple[int, Digests]] = []  # to mark verified and rename, in one batch
-        self._recorded: list[list[tuple[int, Digests]]] = []  # verified in this turn's commit, to rename after it
+        # Verified in this turn's commit, to rename after it: each batch with
+        # whether its renames' syncfs makes that commit durable (covered).
+        self._recorded: list[tuple[list[tuple[int, Digests]], bool]] = []
         self._recorded_now: list[tuple[int, Digests]] = []  # written verified by their activation in this turn
+        self._now_covered = True  # ... each of them in a commit their syncfs makes durable
         self._finalizing: dict[int, list[tuple[int, Digests]]] = {}  # batches being renamed
         self._finalizing_here: dict[int, Future] = {}  # ... of them, by a thread of this process
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="segdl-verify")
@@ -82,15 +85,38 @@ class Finishing:
         run.move("verifying")
         self._verify(run.id, d)
 
-    def carried_verified(self, run: FileRun, d: Digests) -> None:
+    def covered(self, runs) -> bool:
+        """Will the syncfs that makes these files' data durable before
+        their renames (one per batch, ``storage.finalize_many``) make the
+        journal's commit of them durable too?  Yes when the journal and
+        every file's folder are on one file system whose syncfs is
+        trusted: their commit need not sync the journal itself (many
+        small files: one fdatasync of the WAL a turn, on the loop).
+        A commit that something else asks to sync is synced anyway."""
+        dev = self.journal.syncfs_dev
+        if dev is None:
+            return False
+        seen: dict[int, bool] = {}
+        for run in runs:
+            root = run.job.root
+            if id(root) not in seen:
+                ident = _identity(root)
+                seen[id(root)] = ident is not None and ident[0] == dev
+            if not seen[id(root)]:
+                return False
+        return True
+
+    def carried_verified(self, run: FileRun, d: Digests, covered: bool = False) -> None:
         """A small file its probe carried whole, hashed at its start, whose
         row was written as verified, with its digests, in this turn's
         synced commit: renamed into place after that commit
         (:meth:`committed`), as the files :meth:`flush_verified` records;
         its sync is the one before its rename.  Its part file is written
-        then too (``run.unwritten``), when it was not at its start."""
+        then too (``run.unwritten``), when it was not at its start.
+        ``covered``: that commit was not synced (:meth:`covered`)."""
         run.move("verifying")
         self._recorded_now.append((run.id, d))  # renamed after this turn's commit
+        self._now_covered = self._now_covered and covered
 
     def _digest_from_disk(self, run: FileRun) -> None:
         self._verifying[run.id] = self.workers.wake_on(
@@ -146,8 +172,9 @@ class Finishing:
         if not self._verified:
             return
         batch, self._verified = self._verified, []
-        self.journal.mark_verified([(fid, d.blake3, d.sha256, d.git_sha1) for fid, d in batch])
-        self._recorded.append(batch)
+        covered = self.covered(self.files.runs[fid] for fid, _ in batch)
+        self.journal.mark_verified([(fid, d.blake3, d.sha256, d.git_sha1) for fid, d in batch], durable=not covered)
+        self._recorded.append((batch, covered))
 
     def committed(self) -> None:
         """The turn's synced commit holds the files verified in it: rename
@@ -158,16 +185,16 @@ class Finishing:
         that came whole with more bytes than :data:`SEND_MAX` is written
         and renamed by a thread here, rather than sent."""
         if self._recorded_now:
-            self._recorded.append(self._recorded_now)
-            self._recorded_now = []
-        for batch in self._recorded:
+            self._recorded.append((self._recorded_now, self._now_covered))
+            self._recorded_now, self._now_covered = [], True
+        for batch, covered in self._recorded:
             batch = [(fid, d) for fid, d in batch if fid in self.files.runs]
             big = {fid for fid, _ in batch if len(self.files.runs[fid].unwritten or b"") > SEND_MAX}
             here = [x for x in batch if x[0] in big]
             there = [x for x in batch if x[0] not in big]
             if here:
                 self._finalizing_here[here[0][0]] = self.workers.wake_on(
-                    self._pool.submit(_finalize_here, here[0][0], self._landing(here)))
+                    self._pool.submit(_finalize_here, here[0][0], self._landing(here), covered))
             if there:
                 roots: dict[int, tuple] = {}  # root -> (its path, its identity), once a batch
                 items = []
@@ -175,7 +202,7 @@ class Finishing:
                     if id(root) not in roots:
                         roots[id(root)] = (str(root.path), _identity(root))
                     items.append((roots[id(root)], *rest))
-                self.workers.send(self.workers.next_finisher(), Finalize(there[0][0], tuple(items)))
+                self.workers.send(self.workers.next_finisher(), Finalize(there[0][0], tuple(items), covered))
         self._recorded.clear()
 
     def _landing(self, batch: list[tuple[int, Digests]]) -> list[tuple]:
@@ -216,7 +243,7 @@ class Finishing:
     def finalizing(self, fid: int) -> bool:
         """Is the file verified and being renamed into place right now?"""
         return any(fid == f for f, _ in (*self._verified, *self._recorded_now)) or any(
-            fid == f for b in self._recorded for f, _ in b) or any(
+            fid == f for b, _ in self._recorded for f, _ in b) or any(
             fid == f for batch in self._finalizing.values() for f, _ in batch)
 
     def fail(self, fid: int, error: SegdlError) -> None:
@@ -319,9 +346,9 @@ def mismatch(run: FileRun, d: Digests) -> HashMismatchError | None:
 SEND_MAX = 64 * 1024
 
 
-def _finalize_here(key: int, items: list) -> Finalized:
+def _finalize_here(key: int, items: list, journal_too: bool) -> Finalized:
     try:
-        results = tuple(storage.finalize_many(items))
+        results = tuple(storage.finalize_many(items, journal_too=journal_too))
     except Exception as e:  # a bug: these files fail, the others go on
         results = (SegdlError(f"cannot finish the file: {type(e).__name__}: {e}"),) * len(items)
     return Finalized(-1, key, results)  # (-1: no worker)

@@ -241,7 +241,8 @@ class _Worker:
                                                  "nothing is renamed there")
                 else:
                     todo.append((n, (roots[path], *rest)))
-            for (n, _), landed in zip(todo, storage.finalize_many([item for _, item in todo])):
+            landing = storage.finalize_many([item for _, item in todo], journal_too=order.journal_too)
+            for (n, _), landed in zip(todo, landing):
                 results[n] = landed
         except Exception as e:  # a bug: each file left fails, rather than wait forever
             results = [x if x is not None else SegdlError(f"cannot finish the file: {type(e).__name__}: {e}")

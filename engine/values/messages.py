@@ -126,10 +126,13 @@ class Finalize:
     """Move verified part files to their final names, durably
     (``storage.finalize_many``), in the worker's process, not the
     coordinator's: answer with :class:`Finalized`.  An item is ((root
-    folder, its (device, inode)), part, final, size, ident, data)."""
+    folder, its (device, inode)), part, final, size, ident, data).
+    ``journal_too``: the batch's syncfs makes the journal's commit of it
+    durable too (see ``storage.finalize_many``)."""
 
     batch: int
     items: tuple
+    journal_too: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -402,3 +402,26 @@ def test_one_syncfs_only_for_a_batch_on_one_trusted_file_system(tmp_path):
         import shutil
 
         shutil.rmtree(here, ignore_errors=True)
+
+
+def test_names_taken_from_urls_and_servers_are_plain_file_names():
+    """``safe_name`` (a server's or a URL's name made one plain file name)
+    and ``filename_from_url``: the ASCII fast path and the general one
+    give the same answers."""
+    from segdl.engine.inputs.naming import filename_from_url, safe_name
+
+    assert filename_from_url("http://h/a/b.bin?x=1#y") == "b.bin"
+    assert filename_from_url("http://h/a/") == filename_from_url("http://h/a/.") == "a"
+    assert filename_from_url("http://h/a/..") is None
+    assert filename_from_url("http://h/%2e%2e%2fetc%2fpasswd") == "passwd"
+    assert filename_from_url("http://h/d%5C..%5Cx.bin") == "x.bin"
+    assert filename_from_url("http://h") is None
+    assert safe_name("..\\..\\x.bin") == safe_name("../../x.bin") == "x.bin"
+    assert safe_name("a\tb.bin") == "a_b.bin"  # a control character
+    assert safe_name("a\x7fb") == "a_b"
+    assert safe_name("a\u009bb\u202ec") == "a_b_c"  # C1 control, bidi override
+    assert safe_name("e\u0301.bin") == "\u00e9.bin"  # NFC
+    assert safe_name("  .hidden ") == "hidden"
+    assert safe_name("...") is None and safe_name("") is None
+    long = safe_name("x" * 300 + ".safetensors")
+    assert long == "x" * (200 - len(".safetensors")) + ".safetensors" and len(long.encode()) <= 200

@@ -7,7 +7,7 @@ import functools
 import os
 import re
 import unicodedata
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..values.errors import UsageError
@@ -25,12 +25,15 @@ def safe_name(raw: str | None) -> str | None:
     """
     if not raw:
         return None
-    raw = unicodedata.normalize("NFC", raw)
-    base = re.split(r"[/\\]", raw)[-1]
-    base = _UNSAFE.sub("_", base)
-    # Any other control character (C1 controls such as U+009B, the terminal
-    # escape introducer) would reach terminals and logs: replace them too.
-    base = "".join("_" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in base)
+    if raw.isascii() and raw.isprintable():  # (NFC already; no control or format character)
+        base = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    else:
+        raw = unicodedata.normalize("NFC", raw)
+        base = re.split(r"[/\\]", raw)[-1]
+        base = _UNSAFE.sub("_", base)
+        # Any other control character (C1 controls such as U+009B, the terminal
+        # escape introducer) would reach terminals and logs: replace them too.
+        base = "".join("_" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in base)
     base = base.strip().lstrip(".").strip()
     if not base:
         return None
@@ -45,7 +48,9 @@ def safe_name(raw: str | None) -> str | None:
 
 def filename_from_url(url: str) -> str | None:
     path = urlsplit(url).path
-    return safe_name(unquote(PurePosixPath(path).name)) if path else None
+    # (PurePosixPath(path).name: the last part that is not "" or ".")
+    last = next((p for p in reversed(path.split("/")) if p not in ("", ".")), "")
+    return safe_name(unquote(last)) if path else None
 
 
 def filename_from_disposition(value: str | None) -> str | None:

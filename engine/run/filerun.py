@@ -116,7 +116,7 @@ class FileRun:
     connect_s: float = 0.0
     tls_s: float = 0.0
     updating: bool = False  # its final file is segdl's and out of date: replace it
-    named: Path | None = None  # its target, when its request names the path (Intake.target, once)
+    named: tuple[str, Path] | None = None  # its target's relative path and path (Intake.target)
     hosts: frozenset | None = None  # of its URL and mirrors (host_names)
     # The digests of the whole file, when its probe carried all of it and
     # those bytes were written: no worker needs to hash it.

@@ -353,11 +353,10 @@ class Intake:
 
     def target(self, run: FileRun, remote: RemoteInfo | None) -> Path:
         req = run.request
-        if req.path:  # (the same whatever the server says: checked once)
-            if run.named is None:
-                run.named = inside(run.job.dest, req.path)
-            return run.named
-        return inside(run.job.dest, choose_name(req.url, remote.filename if remote else None, None))
+        rel = req.path or choose_name(req.url, remote.filename if remote else None, None)
+        if run.named is None or run.named[0] != rel:  # (checked once a name: at its probe, at its start)
+            run.named = (rel, inside(run.job.dest, rel))
+        return run.named[1]
 
     def _precheck(self, run: FileRun) -> bool:
         """Settle a file without the network when its path is known and it

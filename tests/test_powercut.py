@@ -169,10 +169,11 @@ def test_commit_interval_is_the_progress_a_cut_can_lose(tmp_path):
 # ------------------------------------------------------------- disk faults
 
 
-def fault_run(collection, tmp_path, setup, expect_exit: int, expect_text: str):
+def fault_run(collection, tmp_path, setup, expect_exit: int, expect_text: str, journal_too: bool = False):
     """A run under a disk fault: the documented exit code and message; after
     a cut the oracle finds nothing claimed that is not there; once the
-    fault clears, the same command resumes and finishes."""
+    fault clears, the same command resumes and finishes.  ``journal_too``:
+    the fault may reach the journal first (a full disk that holds it)."""
     mirror, sources = collection
     job = Job(mirror, sources)
     fs = ForgetfulMount(tmp_path)
@@ -183,7 +184,13 @@ def fault_run(collection, tmp_path, setup, expect_exit: int, expect_text: str):
         r = subprocess.run(job.args(out), env=segdl_env(journal), capture_output=True, text=True, timeout=60)
         assert r.returncode == expect_exit, (r.returncode, r.stderr, r.stdout)
         failed = [x for x in json_lines(r) if x["status"] == "failed"]
-        assert failed and all(expect_text in x["error"] for x in failed), r.stdout
+        if not failed and journal_too:
+            # The journal, on the same full disk, may be the first to meet
+            # the fault (about 1 run in 12): the run stops there, exit 6,
+            # the journal named with the reason.
+            assert "journal" in r.stderr and expect_text in r.stderr, (r.stdout, r.stderr)
+        else:
+            assert failed and all(expect_text in x["error"] for x in failed), (r.stdout, r.stderr)
         said = done_lines(r.stdout, out)
         fs.cut()  # whatever the fault left unsynced is gone now
         fs.mount()
@@ -265,7 +272,7 @@ def test_disk_full_mid_file_fails_with_exit_6_and_resumes(collection, tmp_path):
     thin-provisioned or copy-on-write storage) fills in the middle of a
     file."""
     fault_run(collection, tmp_path, lambda fs: fs.command(cmd="capacity", bytes=9 * MiB),
-              6, "no space left on device")
+              6, "no space left on device", journal_too=True)
 
 
 def test_disk_full_under_the_journal_is_exit_6_not_a_broken_journal(collection, tmp_path):

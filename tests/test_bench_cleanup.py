@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from types import SimpleNamespace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
@@ -39,7 +40,8 @@ def test_set_aside_keeps_the_inodes_and_frees_the_bytes(tmp_path):
 def test_deleting_a_big_pile_makes_the_next_start_wait(tmp_path, monkeypatch):
     work, waits = tmp_path / "work", []
     monkeypatch.setattr(cleanup, "MANY", 5)
-    monkeypatch.setattr(time, "sleep", waits.append)
+    # (its own clock: time.sleep itself is shared with other tests' threads)
+    monkeypatch.setattr(cleanup, "time", SimpleNamespace(time=time.time, sleep=waits.append))
     _tree(work / "dl" / "a", 4)
     cleanup.set_aside(work / "dl" / "a", work / "pile")
     cleanup.delete_pile(work, work / "pile")  # 4 files: not many

@@ -127,6 +127,8 @@ def _absolute(path: str) -> str:
 
 def same_origin(url: str, *others: str) -> bool:
     """Does ``url`` have the scheme, host and port of one of ``others``?"""
+    if url in others:
+        return True  # (the same URL, as a file's own, without splitting it: once a file at least)
     def origin(u: str):
         p = urlsplit(u)
         port = p.port or {"http": 80, "https": 443}.get(p.scheme)

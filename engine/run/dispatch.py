@@ -117,13 +117,12 @@ class Dispatch:
         req = run.request
         headers = self.options.headers + tuple(req.headers)
         trusted = self.options.location_trusted
-        if req.credential and (url is None or url == req.url or same_origin(url, req.url)):
+        if req.credential and (url is None or same_origin(url, req.url)):
             token = self._token(req.credential)
             if token:
                 headers += (token,)
                 trusted = False  # a hub's token goes to the hub only, whatever --location-trusted says
-        if (url is not None and not trusted and url != req.url and url not in req.mirrors
-                and not same_origin(url, req.url, *req.mirrors)):
+        if url is not None and not trusted and not same_origin(url, req.url, *req.mirrors):
             headers = ()  # not one header: a custom one may carry a key as Authorization does
         if (headers == self.options.headers and trusted == self.options.location_trusted
                 and not req.hub):

@@ -43,6 +43,23 @@ def service(tmp_path, **kw) -> Service:
     return s
 
 
+def _jobs_in(journal: Path) -> int:
+    """How many jobs ``journal`` holds, read without writing to it (0 before
+    the journal exists or while its schema is being made)."""
+    import sqlite3
+
+    if not journal.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
 def states(svc: Service, job: int) -> dict[str, str]:
     return {Path(f["path"]).name: f["state"] for f in svc.files(job=job)}
 
@@ -109,7 +126,9 @@ def test_a_restart_continues_the_services_jobs_not_an_interrupted_get(tmp_path, 
     env = dict(os.environ, SEGDL_JOURNAL=str(tmp_path / "j.sqlite"))
     p = subprocess.Popen([*SEGDL, "get", mirror.url("f2.bin"), "-d", str(tmp_path / "elsewhere"), "-q",
                           "--max-speed", "100K"], env=env, start_new_session=True)
-    time.sleep(1.5)
+    # Killed once its job is in the journal: a fixed sleep lost the race under load (CI).
+    wait(lambda: _jobs_in(tmp_path / "j.sqlite") > 0, what="the get's job in the journal")
+    time.sleep(0.5)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(10)
     svc = service(tmp_path)

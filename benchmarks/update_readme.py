@@ -24,7 +24,7 @@ def section(md: str) -> str:
     targets = md[md.index("## Targets"):md.index("## Cases")].replace("## Targets", "#### Targets").strip()
     out = [f"One full run on this machine ({stamp}; 2 cores, shared and noisy: read ratios, "
            "not absolute times), 3 rounds, medians. Reproduce with `python benchmarks/run.py` "
-           "(about 10 minutes once its test data exists) and `python benchmarks/update_readme.py`; "
+           "(about 45 minutes once its test data exists: every case, the real links too) and `python benchmarks/update_readme.py`; "
            "`benchmarks/results/results.md` has every command line, `results.json` every run.",
            "", targets, "", "#### Cases", ""]
     for case in CASES:

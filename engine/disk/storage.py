@@ -412,15 +412,13 @@ SYNCFS_TRUSTED = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x794C76
 
 def syncfs_device(path: Path) -> int | None:
     """The device of ``path``'s file system when one ``syncfs`` there makes
-    every file on it durable (:data:`SYNCFS_TRUSTED`), else None."""
-    if _syncfs is None:
-        return None
+    every file on it durable (:func:`_syncfs_trusted`), else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        return os.fstat(fd).st_dev if _fs_type(fd) in SYNCFS_TRUSTED else None
+        return os.fstat(fd).st_dev if _syncfs_trusted(fd) else None
     except OSError:
         return None
     finally:
@@ -429,17 +427,21 @@ def syncfs_device(path: Path) -> int | None:
 
 def _one_file_system(items) -> int | None:
     """A descriptor to ``syncfs`` for the whole batch, when every item is
-    under roots on one file system that :data:`SYNCFS_TRUSTED` holds."""
-    if _syncfs is None:
-        return None
+    under roots on one file system whose syncfs is trusted."""
     try:
         fds = {root.fd() for root, *_ in items}
         if len({os.fstat(fd).st_dev for fd in fds}) != 1:
             return None
         fd = next(iter(fds))
-        return fd if _fs_type(fd) in SYNCFS_TRUSTED else None
+        return fd if _syncfs_trusted(fd) else None
     except (OSError, SegdlError):
         return None  # each item meets its error on its own
+
+
+def _syncfs_trusted(fd: int) -> bool:
+    """Does one ``syncfs`` make every file on ``fd``'s file system durable
+    (this libc has it, and the file system is one of :data:`SYNCFS_TRUSTED`)?"""
+    return _syncfs is not None and _fs_type(fd) in SYNCFS_TRUSTED
 
 
 def _fs_type(fd: int) -> int | None:
